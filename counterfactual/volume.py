@@ -1,0 +1,223 @@
+"""Reading, validating and writing 3D volumes: HU arrays with their RAS affine.
+
+In memory a volume is a float32 array in nibabel's axis order ``(n_x, n_y, n_z)`` with a 4x4
+affine mapping voxel indices to RAS millimetres, exactly as nibabel gives it. NIfTI is read with
+nibabel; MHA/NRRD and DICOM series folders with SimpleITK (LPS, converted here). From DICOM only
+geometry and intensities are kept: no header field reaches any output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from counterfactual.atomic import atomic_path
+from counterfactual.errors import UserInputError
+from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+
+__all__ = [
+    "Volume",
+    "read_volume",
+    "read_labels",
+    "write_volume",
+    "check_same_grid",
+    "AFFINE_TOLERANCE_MM",
+]
+
+AFFINE_TOLERANCE_MM = 1e-3
+_NIFTI = (".nii", ".nii.gz")
+_ITK = (".mha", ".mhd", ".nrrd", ".nhdr")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D image and where it sits in space.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_x, n_y, n_z)
+        float32 HU for images, int16 labels for label maps.
+    affine : ndarray of float64, shape (4, 4)
+        Voxel index -> RAS millimetres.
+    source : str
+        The file it came from (used in messages).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    source: str = "<memory>"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along the array axes, in mm."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        files = reader.GetGDCMSeriesFileNames(str(path))
+        if not files:
+            raise UserInputError(f"{path}: folder holds no DICOM series; give a NIfTI, MHA, NRRD "
+                                 "file or a folder of one DICOM series")
+        reader.SetFileNames(files)
+        image = reader.Execute()  # applies RescaleSlope/Intercept: values are HU
+    else:
+        image = sitk.ReadImage(str(path))
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UserInputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components "
+                             "per voxel; a CT or mask has one")
+    data = sitk.GetArrayFromImage(image)  # (z, y, x) [+ more leading axes]
+    data = np.transpose(data, tuple(range(data.ndim))[::-1])
+    ndim = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:3, :3]
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(image.GetSpacing()[:3])
+    lps[:3, 3] = image.GetOrigin()[:3]
+    return data, _LPS_TO_RAS @ lps
+
+
+def _load(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{path}: file not found")
+    suffix = _suffix(path)
+    if not path.is_dir() and suffix not in _NIFTI + _ITK:
+        raise UserInputError(f"{path}: unsupported format {suffix or '(no extension)'!r}; use "
+                             ".nii, .nii.gz, .mha, .mhd, .nrrd or a DICOM series folder")
+    try:
+        data, affine = _read_nifti(path) if suffix in _NIFTI else _read_itk(path)
+    except UserInputError:
+        raise
+    except Exception as exc:  # nibabel/SimpleITK/zlib raise many types for damaged files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserInputError(f"{path}: cannot read the volume ({reason}); the file may be "
+                             "truncated or damaged, re-export it") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise UserInputError(f"{path}: expected a 3D volume, got shape {tuple(data.shape)}; "
+                             "give one 3D image per file")
+    return data, affine, path
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a CT as float32 HU with its RAS affine.
+
+    Parameters
+    ----------
+    path : path
+        ``.nii``, ``.nii.gz``, ``.mha``, ``.mhd``, ``.nrrd`` or a folder holding one DICOM series.
+
+    Returns
+    -------
+    Volume
+        ``data`` float32, shape (n_x, n_y, n_z), in HU.
+    """
+    data, affine, path = _load(path)
+    data = data.astype(np.float32, copy=False)
+    if not np.isfinite(data).all():
+        bad = int(np.size(data) - np.isfinite(data).sum())
+        raise UserInputError(f"{path}: {bad} voxels are NaN or infinite; fix or re-export the image")
+    return Volume(data, affine, str(path))
+
+
+def read_labels(path: str | os.PathLike,
+                vocabulary: LabelVocabulary = DEFAULT_VOCABULARY) -> Volume:
+    """Read a label map and check it against ``vocabulary``.
+
+    Returns
+    -------
+    Volume
+        ``data`` int16, shape (n_x, n_y, n_z); 0 is background.
+    """
+    data, affine, path = _load(path)
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            raise UserInputError(f"{path}: mask has NaN or infinite values; a mask holds integer "
+                                 "labels")
+        if not np.array_equal(data, np.round(data)):
+            raise UserInputError(f"{path}: mask has non-integer values (e.g. "
+                                 f"{data[data != np.round(data)].flat[0]:g}); a mask holds integer "
+                                 "labels")
+    elif data.dtype.kind not in "iub":
+        raise UserInputError(f"{path}: mask has {data.dtype} values; a mask holds integer labels")
+    present = np.unique(data).astype(np.int64)
+    unknown = sorted(set(present.tolist()) - set(vocabulary.labels) - {0})
+    if unknown:
+        allowed = ", ".join(f"{k}={v}" for k, v in vocabulary.labels.items())
+        raise UserInputError(f"{path}: mask has labels {unknown} outside the vocabulary "
+                             f"(0=background, {allowed}); relabel it or pass a vocabulary file")
+    return Volume(data.astype(np.int16), affine, str(path))
+
+
+def check_same_grid(a: Volume, b: Volume) -> None:
+    """Raise unless ``a`` and ``b`` have the same shape and (within tolerance) the same affine."""
+    if a.shape != b.shape:
+        raise UserInputError(f"{a.source} has shape {a.shape} but {b.source} has shape {b.shape}; "
+                             "they must share one grid")
+    if not np.allclose(a.affine, b.affine, atol=AFFINE_TOLERANCE_MM, rtol=0):
+        diff = float(np.abs(a.affine - b.affine).max())
+        raise UserInputError(
+            f"{a.source} and {b.source} have different affines (max difference {diff:.4g} mm; "
+            f"{np.round(a.affine[:3], 4).tolist()} vs {np.round(b.affine[:3], 4).tolist()}); "
+            "resample one onto the other's grid"
+        )
+
+
+def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a volume as NIfTI atomically, keeping the affine exactly.
+
+    Integral values within int16 range are stored as int16 (lossless), anything else as float32.
+
+    Parameters
+    ----------
+    path : path
+        Ending in ``.nii`` or ``.nii.gz``.
+    data : ndarray, shape (n_x, n_y, n_z)
+        HU or labels.
+    affine : ndarray, shape (4, 4)
+        RAS affine of the source grid; never replaced by identity.
+    """
+    path = Path(path)
+    if _suffix(path) not in _NIFTI:
+        raise UserInputError(f"{path}: output must end in .nii or .nii.gz")
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"data must be 3D, got shape {data.shape}")
+    info = np.iinfo(np.int16)
+    if data.dtype.kind in "iub" or (
+        np.isfinite(data).all() and np.array_equal(data, np.round(data))
+    ):
+        if data.size == 0 or (data.min() >= info.min and data.max() <= info.max):
+            data = data.astype(np.int16)
+    if data.dtype != np.int16:
+        data = data.astype(np.float32)
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    with atomic_path(path, suffix=_suffix(path)) as tmp:
+        nib.save(img, tmp)
+    return path
