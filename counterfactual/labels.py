@@ -58,7 +58,7 @@ class LabelVocabulary:
         return list(dict.fromkeys([*self.regions, *self.labels.values()]))
 
     def region_mask(self, labels: np.ndarray, region: str, source: str = "mask") -> np.ndarray:
-        """Boolean mask of ``region`` in a label map; an absent region is an error naming ``source``.
+        """Boolean mask of ``region`` in a label map; absent region: an error naming ``source``.
 
         Parameters
         ----------

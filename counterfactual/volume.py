@@ -139,7 +139,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
     data = data.astype(np.float32, copy=False)
     if not np.isfinite(data).all():
         bad = int(np.size(data) - np.isfinite(data).sum())
-        raise UserInputError(f"{path}: {bad} voxels are NaN or infinite; fix or re-export the image")
+        raise UserInputError(f"{path}: {bad} voxels are NaN or infinite; fix or re-export it")
     return Volume(data, affine, str(path))
 
 

@@ -1,5 +1,6 @@
 """The ``cfx`` command line: each module in this package adds one subcommand."""
 
+from counterfactual.cli import validate  # noqa: F401
 from counterfactual.cli.app import app
 
 __all__ = ["app"]

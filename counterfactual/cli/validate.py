@@ -1,0 +1,45 @@
+"""``cfx validate``: read every file of a cohort and check it before a long job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from counterfactual.cli.app import app
+from counterfactual.cohort import load_cohort
+from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
+from counterfactual.progress import track
+from counterfactual.volume import check_same_grid, read_labels, read_volume
+
+
+@app.command()
+def validate(
+    cohort: Path = typer.Argument(..., help="Cohort folder or CSV."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    region: list[str] = typer.Option(["lung"], "--region",
+                                     help="Region every mask must contain (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Check a cohort: every mask against the label vocabulary, every CT against its mask."""
+    vocabulary = DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels)
+    for name in region:
+        vocabulary.region_labels(name)
+    table = load_cohort(cohort)
+    summary = Table("subject", "shape", "spacing (mm)", "CT", *(f"{r} (mL)" for r in region),
+                    title=f"{table.source}: {len(table)} subjects, all valid")
+    for subject in track(table.subjects, "validating", quiet=quiet):
+        mask = read_labels(subject.mask, vocabulary)
+        if subject.ct is not None:
+            check_same_grid(read_volume(subject.ct), mask)
+        voxel_ml = float(np.prod(mask.spacing)) / 1000.0
+        volumes = [vocabulary.region_mask(mask.data, r, mask.source).sum() * voxel_ml
+                   for r in region]
+        summary.add_row(subject.id, "×".join(map(str, mask.shape)),
+                        ", ".join(f"{s:.3g}" for s in mask.spacing),
+                        "yes" if subject.ct is not None else "no",
+                        *(f"{v:.1f}" for v in volumes))
+    Console().print(summary)

@@ -1,0 +1,30 @@
+"""Shared fixtures: a seeded generator and tiny volumes on non-trivial grids."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def affine():
+    """An oblique, anisotropic RAS affine with a flipped axis (kept as is by cfx)."""
+    c, s = np.cos(0.2), np.sin(0.2)
+    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, -1.0]])
+    out = np.eye(4)
+    out[:3, :3] = rotation @ np.diag([0.75, 0.8, 2.5])
+    out[:3, 3] = [-120.5, 80.25, 310.0]
+    return out.astype(np.float32).astype(np.float64)  # NIfTI stores float32
+
+
+@pytest.fixture
+def labels(rng):
+    """Label map (16, 12, 10) int16 with left lung, right lung and airway."""
+    data = np.zeros((16, 12, 10), np.int16)
+    data[9:14, 2:10, 2:8] = 1
+    data[2:7, 2:10, 2:8] = 2
+    data[7:9, 5:7, 4:10] = 3
+    return data
