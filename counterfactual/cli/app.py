@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import sys
 import traceback
-from importlib.metadata import PackageNotFoundError, version
 
 import typer
 from typer.core import TyperGroup
 
+from counterfactual import __version__
 from counterfactual.errors import UserInputError
 from counterfactual.progress import console
 
-__all__ = ["app", "cfx_version"]
+__all__ = ["app"]
 
 _state = {"verbose": False}
-
-
-def cfx_version() -> str:
-    """The installed cfx version."""
-    try:
-        return version("cfx")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
 
 
 def _fail(message: str, exc: BaseException, code: int) -> None:
@@ -72,7 +64,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"cfx {cfx_version()}")
+        typer.echo(f"cfx {__version__}")
         raise typer.Exit()
 
 

@@ -1,0 +1,80 @@
+"""The run folder's records: ``dataset_description.json`` and ``manifest.json``.
+
+The manifest says what was asked (command, settings, model, prompts) and what exists (per item:
+status and sha256 of its file), so an interrupted run can resume and a reader can verify outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from counterfactual.atomic import write_text
+from counterfactual.errors import UserInputError
+
+__all__ = ["MANIFEST", "sha256", "package_versions", "write_json", "read_manifest",
+           "dataset_description", "check_same_settings"]
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("cfx", "numpy", "scipy", "nibabel", "torch", "monai", "transformers", "pandas")
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the outputs."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_manifest(folder: Path) -> dict:
+    """Read ``folder/manifest.json``; a missing or damaged one is a user error."""
+    path = folder / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{folder}: not a cfx run (no {MANIFEST}); give a run folder made by "
+                             "cfx sweep") from None
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"{path}: damaged manifest ({exc.msg} at line {exc.lineno})") from None
+
+
+def dataset_description(name: str, cfx_version: str, model: str, source: str) -> dict:
+    """BIDS-derivative ``dataset_description.json`` content."""
+    return {
+        "Name": name,
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "cfx", "Version": cfx_version,
+                         "Description": f"counterfactual sweep with model {model}"}],
+        "SourceDatasets": [{"URL": Path(source).resolve().as_uri()}],
+    }
+
+
+def check_same_settings(folder: Path, old: dict, new: dict) -> None:
+    """Refuse to resume ``folder`` when the settings differ; name every differing one."""
+    differ = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    if differ:
+        detail = "; ".join(f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}" for k in differ)
+        raise UserInputError(f"{folder}: cannot resume with different settings ({detail}); use the "
+                             "run's settings or a new --out")
