@@ -23,7 +23,8 @@ import pandas as pd
 
 from counterfactual.errors import UserInputError
 
-__all__ = ["Subject", "Cohort", "load_cohort", "check_subject_id", "MASK_SUFFIXES"]
+__all__ = ["Subject", "Cohort", "load_cohort", "cohort_from_masks", "check_subject_id",
+           "MASK_SUFFIXES"]
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 _ID = re.compile(r"[A-Za-z0-9._-]+")
@@ -176,3 +177,23 @@ def load_cohort(path: str | os.PathLike) -> Cohort:
         raise UserInputError(f"{csv}: the table has no subjects")
     columns = tuple(c for c in table.columns if c not in _FILE_COLUMNS)
     return Cohort(path, tuple(subjects), columns)
+
+
+def cohort_from_masks(paths: Iterable[str | os.PathLike]) -> Cohort:
+    """A cohort of bare masks (no clinical records); ids are the file names without suffix."""
+    subjects, seen = [], set()
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise UserInputError(f"--mask: {path} not found")
+        name = path.name
+        suffix = next((s for s in MASK_SUFFIXES if name.endswith(s)), None)
+        if suffix is None:
+            raise UserInputError(f"--mask: {path} is not a .nii.gz, .nii, .mha or .nrrd file")
+        subject_id = check_subject_id(name[: -len(suffix)], f"--mask {path}")
+        if subject_id in seen:
+            raise UserInputError(f"--mask: two masks are named {subject_id!r}; rename one")
+        seen.add(subject_id)
+        subjects.append(Subject(subject_id, path, None, {}))
+    if not subjects:
+        raise UserInputError("--mask: give at least one mask file")
+    return Cohort(subjects[0].mask.parent, tuple(subjects), ())

@@ -19,7 +19,7 @@ from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.progress import console, track
-from counterfactual.prompts import PromptTemplate
+from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from counterfactual.sweep.generators import CounterfactualGenerator, Request
 from counterfactual.sweep.lock import run_lock
 from counterfactual.sweep.manifest import (
@@ -142,7 +142,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     SweepResult
     """
     # 1. Check inputs: nothing is written before every input is known to be good.
-    template = template or PromptTemplate.default()
+    template = template or DEFAULT_TEMPLATE
     _check_inputs(config, cohort, generator)
     # 2. Plan: one group per subject and seed, one request per value.
     groups = _plan(config, cohort, template)
@@ -164,7 +164,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
             "settings": settings,
             "model": {"name": generator.name, "content_hash": generator.content_hash,
                       "text_encoder": generator.text_encoder},
-            "prompt_template": template.name,
+            "prompt_template": {"name": template.name, "sha256": template.sha256},
             "versions": package_versions(),
             "subjects_without_attribute": [s.id for s in cohort
                                            if config.attribute not in s.record],

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from counterfactual.cohort import load_cohort
+from counterfactual.volume import write_volume
+
+SHIFT = {"yes": 20.0, "no": 0.0}
+
+
+class FakeGenerator:
+    """Lung −850 HU + 20 HU if smoker, noise from the seed; counts calls."""
+
+    name = "fake"
+    content_hash = "sha256:fake"
+    text_encoder = None
+
+    def __init__(self):
+        self.calls = []
+
+    def check(self, cohort, attribute):
+        pass
+
+    def generate(self, subject, mask, attribute, requests, seed):
+        self.calls.append((subject.id, seed, [r.value for r in requests]))
+        noise = np.random.default_rng(seed).normal(0, 20, mask.shape).astype(np.float32)
+        lung = np.isin(mask.data, (1, 2))
+        return [np.where(lung, -850 + SHIFT[r.value], 40) + noise for r in requests]
+
+
+@pytest.fixture
+def fake():
+    return FakeGenerator()
+
+
+@pytest.fixture
+def cohort_dir(tmp_path, labels, affine):
+    root = tmp_path / "cohort"
+    for sid in ("A1", "B2", "C3"):
+        write_volume(root / "masks" / f"{sid}.nii.gz", labels, affine)
+    (root / "clinical.csv").write_text("subject,age,smoking\nA1,60,yes\nB2,70,\nC3,55,no\n")
+    return root
+
+
+@pytest.fixture
+def cohort(cohort_dir):
+    return load_cohort(cohort_dir)

@@ -1,0 +1,147 @@
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from counterfactual.errors import UserInputError
+from counterfactual.sweep.engine import SweepConfig, run_sweep
+from counterfactual.sweep.lock import run_lock
+from counterfactual.sweep.manifest import sha256
+
+
+def _config(out, **kw):
+    return SweepConfig(**{"attribute": "smoking", "values": ("yes", "no"), "seeds": (0, 1),
+                          "out": out, "quiet": True, **kw})
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.nii.gz"))}
+
+
+def test_sweep_writes_paired_cts_and_diffs_on_the_mask_grid(tmp_path, cohort, fake, affine, labels):
+    result = run_sweep(_config(tmp_path / "run", reference="no"), cohort, fake)
+    assert result.items == 12 and result.generated == 12 and result.reused == 0
+    assert len(fake.calls) == 6  # one call per subject and seed: values share the noise
+    assert all(values == ["yes", "no"] for _, _, values in fake.calls)
+    run = tmp_path / "run"
+    yes = nib.load(run / "sub-A1/sub-A1_attr-smoking_val-yes_seed-1_ct.nii.gz")
+    no = nib.load(run / "sub-A1/sub-A1_attr-smoking_val-no_seed-1_ct.nii.gz")
+    diff = nib.load(run / "sub-A1/sub-A1_attr-smoking_contrast-yes-vs-no_seed-1_diff.nii.gz")
+    np.testing.assert_array_equal(yes.affine, affine)
+    lung = np.isin(labels, (1, 2))
+    np.testing.assert_allclose(diff.get_fdata()[lung], 20.0, atol=1e-3)
+    np.testing.assert_allclose(diff.get_fdata()[~lung], 0.0, atol=1e-3)
+    np.testing.assert_allclose(yes.get_fdata() - no.get_fdata(), diff.get_fdata(), atol=1e-3)
+    seed0 = nib.load(run / "sub-A1/sub-A1_attr-smoking_val-yes_seed-0_ct.nii.gz").get_fdata()
+    assert not np.allclose(seed0, yes.get_fdata())
+
+
+def test_manifest_records_prompts_checksums_and_missing_attributes(tmp_path, cohort, fake):
+    run_sweep(_config(tmp_path / "run"), cohort, fake)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["model"]["content_hash"] == "sha256:fake"
+    assert manifest["subjects_without_attribute"] == ["B2"]
+    prompts = {(i["subject"], i["value"]) for i in manifest["items"] if "Smoker: yes" in i["prompt"]}
+    assert prompts == {("A1", "yes"), ("B2", "yes"), ("C3", "yes")}
+    assert len(manifest["files"]) == 18
+    for entry in manifest["files"]:
+        assert sha256(tmp_path / "run" / entry["path"]) == entry["sha256"]
+    description = json.loads((tmp_path / "run" / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "cfx"
+
+
+def test_resume_regenerates_only_missing_or_corrupt_files(tmp_path, cohort, fake):
+    run = tmp_path / "run"
+    run_sweep(_config(run), cohort, fake)
+    before = _tree(run)
+    (run / "sub-B2/sub-B2_attr-smoking_val-no_seed-0_ct.nii.gz").unlink()
+    corrupt = run / "sub-C3/sub-C3_attr-smoking_contrast-no-vs-yes_seed-1_diff.nii.gz"
+    corrupt.write_bytes(b"garbage")
+    fake.calls.clear()
+    result = run_sweep(_config(run, resume=True), cohort, fake)
+    assert sorted((c[0], c[1]) for c in fake.calls) == [("B2", 0), ("C3", 1)]
+    assert result.reused == 8 and result.generated == 4
+    assert _tree(run) == before
+
+
+def test_killed_sweep_resumes_to_identical_bytes(tmp_path, cohort_dir, fake):
+    from counterfactual.cohort import load_cohort
+
+    reference = tmp_path / "reference"
+    run_sweep(_config(reference), load_cohort(cohort_dir), fake)
+    killed = tmp_path / "killed"
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+from conftest import FakeGenerator
+from counterfactual.cohort import load_cohort
+from counterfactual.sweep.engine import SweepConfig, run_sweep
+from pathlib import Path
+
+class Dies(FakeGenerator):
+    def generate(self, *args):
+        if len(self.calls) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().generate(*args)
+
+run_sweep(SweepConfig("smoking", ("yes", "no"), (0, 1), Path({str(killed)!r}), quiet=True),
+          load_cohort({str(cohort_dir)!r}), Dies())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert 0 < len(_tree(killed)) < len(_tree(reference))
+    fake.calls.clear()
+    run_sweep(_config(killed, resume=True), load_cohort(cohort_dir), fake)
+    assert len(fake.calls) == 3
+    assert _tree(killed) == _tree(reference)
+
+
+def test_resume_with_other_settings_names_them(tmp_path, cohort, fake):
+    run_sweep(_config(tmp_path / "run"), cohort, fake)
+    with pytest.raises(UserInputError, match=r"cannot resume with different settings \(seeds: "
+                                             r"run has \[0, 1\], now \[0, 2\]\)"):
+        run_sweep(_config(tmp_path / "run", seeds=(0, 2), resume=True), cohort, fake)
+
+
+def test_non_empty_folder_without_resume_is_refused(tmp_path, cohort, fake):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match=r"run: folder exists and is not empty; add --resume"):
+        run_sweep(_config(tmp_path / "run"), cohort, fake)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+
+
+def test_second_sweep_into_a_locked_folder_is_refused(tmp_path, cohort, fake):
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(UserInputError, match="another cfx sweep is writing to this folder"):
+            run_sweep(_config(tmp_path / "run"), cohort, fake)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"attribute": "bmi"}, r"attribute 'bmi' is not known; known attributes: age, sex"),
+    ({"values": ("yes",)}, r"--values: give at least two values of smoking"),
+    ({"reference": "maybe"}, r"--reference: 'maybe' is not one of --values \(yes, no\)"),
+    ({"seeds": (0, 0)}, r"--seeds: \[0, 0\] must be distinct integers >= 0"),
+])
+def test_bad_settings_fail_before_writing(tmp_path, cohort, fake, kw, message):
+    with pytest.raises(UserInputError, match=message):
+        run_sweep(_config(tmp_path / "run", **kw), cohort, fake)
+    assert not (tmp_path / "run").exists() and fake.calls == []
+
+
+def test_mask_outside_the_vocabulary_fails_before_writing(tmp_path, cohort_dir, fake, labels,
+                                                          affine):
+    from counterfactual.cohort import load_cohort
+    from counterfactual.volume import write_volume
+
+    bad = labels.copy()
+    bad[0, 0, 0] = 9
+    write_volume(cohort_dir / "masks" / "C3.nii.gz", bad, affine)
+    with pytest.raises(UserInputError, match=r"C3\.nii\.gz: mask has labels \[9\] outside"):
+        run_sweep(_config(tmp_path / "run"), load_cohort(cohort_dir), fake)
+    assert not (tmp_path / "run").exists() and fake.calls == []
