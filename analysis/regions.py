@@ -334,11 +334,13 @@ def _metrics(values: np.ndarray, voxel_mm3: float) -> dict[str, float]:
     v = values.astype(np.float64, copy=False)
     n = v.size
     mean = float(v.mean())
-    pd15, median = np.percentile(v, [15.0, 50.0])
+    with np.errstate(invalid="ignore"):  # non-finite input is reported by the caller
+        pd15, median = np.percentile(v, [15.0, 50.0])
+        sd = float(np.sqrt(np.mean((v - mean) ** 2)))
     return {
         "mean": mean,
         "median": float(median),
-        "sd": float(np.sqrt(np.mean((v - mean) ** 2))),
+        "sd": sd,
         "pd15": float(pd15),
         "laa950": 100.0 * np.count_nonzero(v < -950.0) / n,
         "band900_750": 100.0 * np.count_nonzero((v >= -900.0) & (v <= -750.0)) / n,
