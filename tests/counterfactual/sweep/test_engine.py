@@ -45,7 +45,8 @@ def test_manifest_records_prompts_checksums_and_missing_attributes(tmp_path, coh
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["model"]["content_hash"] == "sha256:fake"
     assert manifest["subjects_without_attribute"] == ["B2"]
-    prompts = {(i["subject"], i["value"]) for i in manifest["items"] if "Smoker: yes" in i["prompt"]}
+    prompts = {(i["subject"], i["value"]) for i in manifest["items"]
+               if "Smoker: yes" in i["prompt"]}
     assert prompts == {("A1", "yes"), ("B2", "yes"), ("C3", "yes")}
     assert len(manifest["files"]) == 18
     for entry in manifest["files"]:
