@@ -1,0 +1,24 @@
+"""Frozen text encoders for prompt conditioning, and a per-run embedding cache."""
+
+from models.text.cache import EmbeddingCache
+from models.text.huggingface import (
+    BUNDLED_NAMES,
+    DEFAULT_ENCODER,
+    HFTextEncoder,
+    TextEncoderLoadError,
+    resolve_encoder_path,
+)
+from models.text.interface import TextEncoder, TextEncoding, check_prompts, masked_mean
+
+__all__ = [
+    "BUNDLED_NAMES",
+    "DEFAULT_ENCODER",
+    "EmbeddingCache",
+    "HFTextEncoder",
+    "TextEncoder",
+    "TextEncoderLoadError",
+    "TextEncoding",
+    "check_prompts",
+    "masked_mean",
+    "resolve_encoder_path",
+]
