@@ -1,0 +1,1 @@
+"""Frames, GIFs and mosaics of CT volumes and difference maps, built with numpy lookup tables."""

@@ -1,0 +1,159 @@
+"""Animated GIFs and mosaics of CTs and difference maps.
+
+Frames are built for the whole stack at once with lookup tables (no figure per slice), then
+written by imageio. GIF frame ``duration`` is in milliseconds (imageio v3).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from analysis.render.annotate import colorbar_strip, title_strip
+from analysis.render.colour import blend, diverging, draw_contour, window_gray
+from analysis.render.slices import _SLICED, slice_stack, to_ras
+
+__all__ = ["ct_frames", "diff_frames", "panel_frames", "mosaic", "write_gif", "write_png",
+           "symmetric_limit"]
+
+_GAP = 4
+
+
+def _check_same_shape(**arrays) -> None:
+    shapes = {name: np.shape(a) for name, a in arrays.items() if a is not None}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"volumes must share one grid, got shapes {shapes}")
+
+
+def symmetric_limit(diff: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """A display range ±limit (HU) covering 99 % of |diff| (within ``mask``), rounded up."""
+    values = np.abs(np.asarray(diff)[mask] if mask is not None else np.asarray(diff))
+    peak = float(np.percentile(values, 99)) if values.size else 0.0
+    if peak <= 0:
+        return 1.0
+    magnitude = 10 ** np.floor(np.log10(peak))
+    return float(np.ceil(peak / magnitude) * magnitude)
+
+
+def ct_frames(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
+              window: str | tuple[float, float] = "lung") -> np.ndarray:
+    """Every slice of a CT through a window.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (n_i, n_j, n_k), in HU
+    affine : ndarray, shape (4, 4)
+
+    Returns
+    -------
+    ndarray of uint8, shape (n_slices, n_rows, n_cols, 3)
+    """
+    return window_gray(slice_stack(volume, affine, axis), window)
+
+
+def diff_frames(diff: np.ndarray, affine: np.ndarray, axis: str = "axial",
+                limit: float | None = None, reference: np.ndarray | None = None,
+                mask: np.ndarray | None = None, window: str | tuple[float, float] = "lung",
+                alpha: float = 0.7, colorbar: bool = True) -> np.ndarray:
+    """Difference map frames on a diverging colormap centred on 0 HU.
+
+    Parameters
+    ----------
+    diff : ndarray, shape (n_i, n_j, n_k), in HU
+    limit : float, optional
+        Colours saturate at ±limit HU (default: :func:`symmetric_limit`).
+    reference : ndarray, optional
+        A CT to show underneath; the colour's opacity grows with |diff| up to ``alpha``.
+    mask : ndarray of bool, optional
+        Its outline (e.g. the lungs) is drawn on every frame.
+    colorbar : bool
+        Append a labelled colour bar on the right.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n_slices, n_rows, n_cols [+ bar], 3)
+    """
+    _check_same_shape(diff=diff, reference=reference, mask=mask)
+    limit = symmetric_limit(diff, mask) if limit is None else float(limit)
+    stack = slice_stack(diff, affine, axis)
+    rgb = diverging(stack, limit)
+    if reference is not None:
+        opacity = alpha * np.clip(np.abs(stack) / limit, 0, 1)
+        rgb = blend(window_gray(slice_stack(reference, affine, axis), window), rgb, opacity)
+    if mask is not None:
+        rgb = draw_contour(rgb, slice_stack(np.asarray(mask, bool), affine, axis))
+    if colorbar:
+        bar = colorbar_strip(limit, rgb.shape[1])
+        rgb = np.concatenate([rgb, np.broadcast_to(bar, (len(rgb), *bar.shape))], axis=2)
+    return rgb
+
+
+def _titled(frames: np.ndarray, title: str) -> np.ndarray:
+    strip = title_strip(title, frames.shape[2])
+    return np.concatenate([np.broadcast_to(strip, (len(frames), *strip.shape)), frames], axis=1)
+
+
+def panel_frames(reference: np.ndarray, counterfactual: np.ndarray, diff: np.ndarray,
+                 affine: np.ndarray, titles: tuple[str, str, str], axis: str = "axial",
+                 window: str | tuple[float, float] = "lung", limit: float | None = None,
+                 mask: np.ndarray | None = None) -> np.ndarray:
+    """Reference | counterfactual | difference, side by side, titled, frames in sync.
+
+    Returns
+    -------
+    ndarray of uint8, shape (n_slices, n_rows + title, 3 * n_cols + bar + gaps, 3)
+    """
+    _check_same_shape(reference=reference, counterfactual=counterfactual, diff=diff, mask=mask)
+    if len(titles) != 3:
+        raise ValueError(f"titles must be 3 strings, got {len(titles)}")
+    panels = [ct_frames(reference, affine, axis, window),
+              ct_frames(counterfactual, affine, axis, window),
+              diff_frames(diff, affine, axis, limit, mask=mask)]
+    panels = [_titled(p, t) for p, t in zip(panels, titles, strict=True)]
+    gap = np.zeros((*panels[0].shape[:2], _GAP, 3), np.uint8)
+    return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=2)
+
+
+def mosaic(volume: np.ndarray, affine: np.ndarray, axis: str = "axial", n_slices: int = 12,
+           columns: int = 4, window: str | tuple[float, float] = "lung") -> np.ndarray:
+    """A grid of ``n_slices`` evenly spaced slices (inferior->superior), for print.
+
+    Returns
+    -------
+    ndarray of uint8, shape (rows * n_rows, columns * n_cols, 3)
+    """
+    if n_slices < 1 or columns < 1:
+        raise ValueError(f"n_slices and columns must be >= 1, got {n_slices}, {columns}")
+    n_axis = to_ras(np.asarray(volume), affine)[0].shape[_SLICED[axis]] if axis in _SLICED else 0
+    picks = np.unique(np.linspace(0, n_axis - 1, min(n_slices, n_axis) + 2)[1:-1].round()
+                      .astype(int)) if n_axis > 2 else np.arange(n_axis)
+    tiles = window_gray(slice_stack(volume, affine, axis, picks), window)
+    rows = -(-len(tiles) // columns)
+    blank = np.zeros((rows * columns - len(tiles), *tiles.shape[1:]), np.uint8)
+    grid = np.concatenate([tiles, blank]).reshape(rows, columns, *tiles.shape[1:])
+    return grid.transpose(0, 2, 1, 3, 4).reshape(rows * tiles.shape[1], -1, 3)
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Write ``frames`` (uint8, (n, rows, cols, 3)) as a GIF that loops forever."""
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part.gif")
+    iio.imwrite(tmp, np.ascontiguousarray(frames), duration=1000.0 / fps, loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an RGB uint8 image as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part.png")
+    iio.imwrite(tmp, np.ascontiguousarray(image))
+    os.replace(tmp, path)
+    return path

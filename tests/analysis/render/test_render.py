@@ -1,0 +1,132 @@
+import imageio.v3 as iio
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis.render.colour import diverging, parse_window, window_gray
+from analysis.render.gif import (
+    ct_frames,
+    diff_frames,
+    mosaic,
+    panel_frames,
+    symmetric_limit,
+    write_gif,
+)
+from analysis.render.slices import slice_stack
+
+RAS = np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+def _marked():
+    """A (10, 8, 6) volume with one marker voxel at the patient's right, anterior, superior."""
+    volume = np.zeros((10, 8, 6), np.float32)
+    volume[9, 7, 5] = 1.0  # max x = right, max y = anterior, max z = superior
+    return volume
+
+
+@pytest.mark.parametrize(("axis", "corner"), [
+    ("axial", (0, 0)),      # anterior up, patient's right on image left
+    ("coronal", (0, 0)),    # superior up, patient's right on image left
+    ("sagittal", (0, 0)),   # superior up, anterior on image left
+])
+def test_orientation_is_radiological(axis, corner):
+    frames = slice_stack(_marked(), RAS, axis)
+    hit = np.argwhere(frames == 1.0)
+    assert len(hit) == 1
+    assert tuple(hit[0][1:]) == corner
+    assert hit[0][0] == len(frames) - 1  # the last slice is superior / anterior / right
+
+
+@pytest.mark.parametrize("flip", [0, 1, 2])
+def test_flipped_and_permuted_arrays_display_the_same(flip):
+    volume = _marked()
+    affine = np.eye(4)
+    affine[flip, flip] = -1.0
+    affine[flip, 3] = volume.shape[flip] - 1
+    flipped = np.flip(volume, axis=flip)
+    np.testing.assert_array_equal(slice_stack(flipped, affine, "axial"),
+                                  slice_stack(volume, RAS, "axial"))
+    permuted = np.transpose(volume, (2, 0, 1))
+    perm_affine = np.eye(4)[:, [2, 0, 1, 3]]
+    np.testing.assert_array_equal(slice_stack(permuted, perm_affine, "coronal"),
+                                  slice_stack(volume, RAS, "coronal"))
+
+
+def test_display_aspect_follows_spacing():
+    frames = slice_stack(np.zeros((10, 8, 6)), np.diag([1.0, 2.0, 3.0, 1.0]), "coronal")
+    assert frames.shape == (8, 18, 10)  # rows: 6 slices x 3 mm -> 18 px of 1 mm; cols: 10 x 1 mm
+
+
+def test_window_maps_level_to_mid_grey_and_clips():
+    grey = window_gray(np.array([[-1350.0, -600.0, 150.0, 2000.0]]), "lung")[..., 0]
+    assert grey.tolist() == [[0, 128, 255, 255]]
+    assert parse_window("400,40") == (400.0, 40.0)
+    with pytest.raises(ValueError, match=r"window must be lung, mediastinum or 'W,L'"):
+        parse_window("bone")
+    with pytest.raises(ValueError, match="window width must be > 0 HU, got -5"):
+        parse_window("-5,0")
+
+
+def test_zero_difference_is_the_colormap_centre():
+    centre = np.rint(np.array(matplotlib.colormaps["RdBu_r"](0.5)[:3]) * 255)
+    rgb = diverging(np.array([0.0, 30.0, -30.0, 1e6]), limit=30.0)
+    np.testing.assert_array_equal(rgb[0], centre)
+    np.testing.assert_array_equal(rgb[1], np.rint(np.array(matplotlib.colormaps["RdBu_r"](1.0)[:3])
+                                                  * 255))
+    np.testing.assert_array_equal(rgb[3], rgb[1])  # saturates
+    assert rgb[2][2] > rgb[2][0]  # negative is blue
+
+
+def test_symmetric_limit_rounds_up():
+    assert symmetric_limit(np.full(100, 17.0)) == 20.0
+    assert symmetric_limit(np.zeros(5)) == 1.0
+
+
+def test_gif_has_one_frame_per_slice_the_asked_duration_and_loops(tmp_path):
+    volume = np.random.default_rng(0).normal(-700, 100, (12, 10, 7)).astype(np.float32)
+    path = write_gif(tmp_path / "ct.gif", ct_frames(volume, RAS), fps=4)
+    assert iio.improps(path, index=None).shape[0] == 7
+    with Image.open(path) as gif:
+        assert gif.n_frames == 7
+        assert gif.info["duration"] == 250
+        assert gif.info["loop"] == 0
+
+
+def test_diff_frames_with_bar_overlay_and_contour():
+    diff = np.zeros((12, 10, 7), np.float32)
+    mask = np.zeros(diff.shape, bool)
+    mask[3:9, 2:8, :] = True
+    diff[mask] = 20.0
+    frames = diff_frames(diff, RAS, limit=40.0, mask=mask)
+    assert frames.shape[0] == 7 and frames.shape[2] > 12
+    plain = diff_frames(diff, RAS, limit=40.0, colorbar=False)
+    assert plain.shape[1:3] == (10, 12)
+    outside = plain[0, 0, 0]
+    centre = np.rint(np.array(matplotlib.colormaps["RdBu_r"](0.5)[:3]) * 255)
+    np.testing.assert_array_equal(outside, centre)
+    over = diff_frames(diff, RAS, limit=40.0, reference=np.full(diff.shape, -600.0),
+                       colorbar=False)
+    np.testing.assert_array_equal(over[0, 0, 0], [128, 128, 128])  # no change: the CT shows
+
+
+def test_panel_frames_are_in_sync_and_titled():
+    ct = np.random.default_rng(1).normal(-700, 100, (12, 10, 7)).astype(np.float32)
+    frames = panel_frames(ct, ct + 20, np.full(ct.shape, 20.0), RAS,
+                          ("Smoker: no", "Smoker: yes", "yes - no"))
+    assert frames.shape[0] == 7 and frames.shape[1] > 10
+    np.testing.assert_array_equal(frames[:, -10:, :12], ct_frames(ct, RAS))
+
+
+def test_mosaic_grid():
+    tiles = mosaic(np.zeros((12, 10, 9)), RAS, n_slices=6, columns=4)
+    assert tiles.shape == (2 * 10, 4 * 12, 3)
+    with pytest.raises(ValueError, match="axis must be one of axial, coronal, sagittal"):
+        mosaic(np.zeros((4, 4, 4)), RAS, axis="oblique")
+
+
+def test_shape_mismatch_and_bad_fps(tmp_path):
+    with pytest.raises(ValueError, match="volumes must share one grid"):
+        diff_frames(np.zeros((4, 4, 4)), RAS, mask=np.zeros((4, 4, 5), bool))
+    with pytest.raises(ValueError, match="fps must be > 0"):
+        write_gif(tmp_path / "x.gif", np.zeros((2, 4, 4, 3), np.uint8), fps=0)
