@@ -1,7 +1,7 @@
 """The ``cfx`` command line: each module in this package adds one subcommand."""
 
 import counterfactual.cli.prompts  # noqa: F401
-from counterfactual.cli import sweep, validate  # noqa: F401
+from counterfactual.cli import render, sweep, validate  # noqa: F401
 from counterfactual.cli.app import app
 
 __all__ = ["app"]

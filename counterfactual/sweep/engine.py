@@ -166,6 +166,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
                       "text_encoder": generator.text_encoder},
             "prompt_template": {"name": template.name, "sha256": template.sha256},
             "versions": package_versions(),
+            "masks": {s.id: str(s.mask.resolve()) for s in cohort},
             "subjects_without_attribute": [s.id for s in cohort
                                            if config.attribute not in s.record],
             "items": [{"subject": g.subject.id, "seed": g.seed, "value": r.value,
