@@ -1,6 +1,7 @@
 """Prompt templates: one clinical record in, the text a generator is conditioned on out.
 
-A template is Jinja2 text rendered in a sandbox with strict undefined variables. Each column of
+A template is Jinja2 text rendered in an immutable sandbox (no attribute internals, no changing
+the record) with strict undefined variables. Each column of
 the record is a variable (and ``record`` holds them all, for column names that are not Python
 identifiers). A missing value is *absent*, so a template guards every phrase with
 ``{% if age is defined %}``; the default template leaves missing values out entirely::
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from counterfactual.errors import UserInputError
 
@@ -37,8 +38,7 @@ Lung CT scan:
 {% if ctd_type is defined %} CTD type: {{ ctd_type }}.{% endif %}
 """
 
-_ENVIRONMENT = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                    keep_trailing_newline=False)
+_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 def _one_line(text: str) -> str:

@@ -57,14 +57,15 @@ def prompts(
             rows.append((subject.id, value, prompt))
 
     headers = ("subject", "prompt") if attribute is None else ("subject", attribute, "prompt")
-    title = f"{table.source}: {len(table)} subjects"
-    if attribute is not None:
-        title += f" × {len(edits)} values of {attribute}"
-    output = Table(*headers, title=title,
-                   caption=f"template: {prompt_template.name} (sha256 "
-                           f"{prompt_template.sha256[:12]})")
+    output = Table(*headers)
     for subject_id, value, prompt in rows:
         cells = (subject_id, Text(prompt)) if value is None else (subject_id, str(value),
                                                                   Text(prompt))
         output.add_row(*cells)
-    Console().print(output)
+    counts = f"{len(table)} subjects"
+    if attribute is not None:
+        counts += f" × {len(edits)} values of {attribute}"
+    stdout = Console()
+    stdout.print(f"{table.source}: {counts}; template {prompt_template.name} (sha256 "
+                 f"{prompt_template.sha256[:12]})", markup=False, highlight=False, soft_wrap=True)
+    stdout.print(output)
