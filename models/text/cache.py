@@ -14,7 +14,7 @@ __all__ = ["EmbeddingCache"]
 class EmbeddingCache:
     """Embeddings of the prompts seen so far, keyed by their exact text.
 
-    A sweep over 1000 subjects × 2 values asks for 2000 prompts but encodes only the distinct
+    A sweep over 1000 subjects x 2 values asks for 2000 prompts but encodes only the distinct
     ones. Entries live as long as the cache (one run); nothing is written to disk.
 
     Parameters
