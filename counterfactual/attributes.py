@@ -85,6 +85,7 @@ class CategoricalAttribute:
     name: str
     values: tuple[str, ...]
     synonyms: Mapping[str, str] = field(default_factory=dict)
+    _lookup: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.values:

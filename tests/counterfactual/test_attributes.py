@@ -106,6 +106,8 @@ def test_vocabulary_definitions_are_checked():
         CategoricalAttribute("x", ("yes", "no"), {"y": "maybe"})
     with pytest.raises(UserInputError, match=r"synonym 'No' would mean both 'no' and 'yes'"):
         CategoricalAttribute("x", ("yes", "no"), {"No": "yes"})
+    with pytest.raises(UserInputError, match=r"attribute 'x': value 'Yes' is listed twice"):
+        CategoricalAttribute("x", ("yes", "Yes"))
     with pytest.raises(UserInputError, match=r"minimum 5\.0 is above maximum 1\.0"):
         NumericAttribute("x", "mm", 5.0, 1.0)
 

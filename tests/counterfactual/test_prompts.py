@@ -92,6 +92,9 @@ def test_other_template_failures(tmp_path):
         PromptTemplate("{% if age is defined %}{{ age }}{% endif %}\n  ", "x.j2").render({})
     with pytest.raises(UserInputError, match=r"none\.j2: prompt template file not found"):
         load_template(tmp_path / "none.j2")
+    (tmp_path / "latin1.j2").write_bytes("Sjögren".encode("latin-1"))
+    with pytest.raises(UserInputError, match=r"latin1\.j2: cannot read the prompt template"):
+        load_template(tmp_path / "latin1.j2")
 
 
 # --- cfx prompts -----------------------------------------------------------------------------
