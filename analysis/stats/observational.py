@@ -1,0 +1,269 @@
+"""Observational cohort tests on real CTs, and their concordance with counterfactual effects.
+
+Two-sample comparisons of a region metric between the levels of a categorical attribute (Welch t,
+Mann-Whitney U), ordinary least squares with covariates through a statsmodels formula for any
+attribute, and a side-by-side table of a counterfactual effect and the observational one.
+Rows missing the outcome, the attribute or a covariate are left out (complete cases) and the
+number used is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import special, stats
+
+__all__ = ["group_tests", "ols_effect", "concordance", "EFFECT_COLUMNS"]
+
+EFFECT_COLUMNS = ("estimate", "ci_low", "ci_high")
+
+
+def group_tests(
+    frame: pd.DataFrame,
+    outcome: str,
+    attribute: str,
+    reference: Hashable | None = None,
+    *,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Welch t-test and Mann-Whitney U of ``outcome`` between each level and the reference level.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per subject.
+    outcome : str
+        Numeric column, e.g. lung mean HU.
+    attribute : str
+        Categorical column (two levels, or several: each is compared with ``reference``).
+    reference : hashable, optional
+        Reference level; by default the first level in sorted order.
+    confidence : float
+        Level of the Welch CI of the difference, in (0, 1).
+
+    Returns
+    -------
+    DataFrame
+        One row per non-reference level: ``attribute``, ``level``, ``reference``, ``n_level``,
+        ``n_reference``, ``mean_level``, ``mean_reference``, ``estimate`` (mean difference level -
+        reference, in the outcome's unit), ``ci_low``, ``ci_high`` (Welch-Satterthwaite), ``t``,
+        ``df``, ``p_welch``, ``u`` (Mann-Whitney U of the level's sample), ``p_mannwhitney``
+        (two-sided).
+
+    Raises
+    ------
+    ValueError
+        If a column is missing or ``outcome`` is not numeric, fewer than two levels remain,
+        ``reference`` is not a level, a level has fewer than 2 subjects, or the outcome is
+        constant within both compared groups.
+    """
+    data = _complete(frame, [outcome, attribute])
+    _check_numeric(data, outcome)
+    _check_confidence(confidence)
+    levels = sorted(pd.unique(data[attribute]).tolist())
+    if len(levels) < 2:
+        raise ValueError(f"attribute: {attribute!r} has levels {levels} in the complete rows; "
+                         f"a comparison needs at least 2")
+    reference = levels[0] if reference is None else reference
+    if reference not in levels:
+        raise ValueError(f"reference: {reference!r} is not a level of {attribute!r} {levels}")
+    groups = {lv: data.loc[data[attribute] == lv, outcome].to_numpy(np.float64) for lv in levels}
+    small = {lv: g.size for lv, g in groups.items() if g.size < 2}
+    if small:
+        raise ValueError(f"attribute: level(s) {small} of {attribute!r} have fewer than 2 "
+                         f"subjects with an {outcome!r} value; each group needs at least 2")
+    base = groups[reference]
+    rows = []
+    for level in (lv for lv in levels if lv != reference):
+        sample = groups[level]
+        if np.ptp(sample) == 0 and np.ptp(base) == 0:
+            raise ValueError(f"outcome: {outcome!r} is constant within both {level!r} and "
+                             f"{reference!r}; the Welch t-test is undefined")
+        welch = stats.ttest_ind(sample, base, equal_var=False)
+        interval = welch.confidence_interval(confidence)
+        mwu = stats.mannwhitneyu(sample, base, alternative="two-sided")
+        rows.append({
+            "attribute": attribute, "level": level, "reference": reference,
+            "n_level": sample.size, "n_reference": base.size,
+            "mean_level": sample.mean(), "mean_reference": base.mean(),
+            "estimate": sample.mean() - base.mean(),
+            "ci_low": float(interval.low), "ci_high": float(interval.high),
+            "t": float(welch.statistic), "df": float(welch.df), "p_welch": float(welch.pvalue),
+            "u": float(mwu.statistic), "p_mannwhitney": float(mwu.pvalue),
+        })
+    return pd.DataFrame(rows)
+
+
+def ols_effect(
+    frame: pd.DataFrame,
+    outcome: str,
+    attribute: str,
+    covariates: Sequence[str] = (),
+    *,
+    reference: Hashable | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Effect of an attribute on an outcome by OLS with covariates (statsmodels formula).
+
+    The model is ``outcome ~ attribute + covariate_1 + ...``; a non-numeric (or boolean)
+    attribute or covariate enters as ``C(...)`` (treatment coding). Columns are renamed
+    internally, so any column name works.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per subject.
+    outcome : str
+        Numeric column.
+    attribute : str
+        Numeric (effect per unit of it) or categorical (effect of each level vs ``reference``).
+    covariates : sequence of str
+        Adjustment columns, e.g. ``("age", "sex")``.
+    reference : hashable, optional
+        Reference level of a categorical attribute; the first in sorted order by default.
+    confidence : float
+        Level of the CIs, in (0, 1).
+
+    Returns
+    -------
+    DataFrame
+        One row per attribute coefficient: ``attribute``, ``level`` (the level compared with
+        ``reference``, or None for a numeric attribute), ``reference`` (None if numeric),
+        ``estimate`` (in outcome units, per attribute unit if numeric), ``ci_low``, ``ci_high``
+        (t-based), ``p``, ``n`` (complete rows used).
+
+    Raises
+    ------
+    ValueError
+        If a column is missing or repeated, ``outcome`` is not numeric, a categorical attribute
+        has fewer than 2 levels or lacks ``reference``, or there are no more complete rows than
+        coefficients.
+    """
+    names = [outcome, attribute, *covariates]
+    if len(set(names)) != len(names):
+        raise ValueError(f"covariates: outcome, attribute and covariates must be distinct "
+                         f"columns, got {names}")
+    data = _complete(frame, names)
+    _check_numeric(data, outcome)
+    _check_confidence(confidence)
+    safe = data.rename(columns={outcome: "y", attribute: "a",
+                                **{c: f"c{i}" for i, c in enumerate(covariates)}})
+    categorical = _is_categorical(safe["a"])
+    if categorical:
+        levels = sorted(pd.unique(safe["a"]).tolist())
+        reference = levels[0] if reference is None else reference
+        if len(levels) < 2 or reference not in levels:
+            raise ValueError(f"reference: {reference!r} must be one of at least 2 levels of "
+                             f"{attribute!r}, got levels {levels}")
+        order = [reference, *(lv for lv in levels if lv != reference)]
+        safe["a"] = pd.Categorical(safe["a"], categories=order)
+    terms = ["C(a)" if categorical else "a"]
+    terms += [f"C(c{i})" if _is_categorical(safe[f"c{i}"]) else f"c{i}"
+              for i in range(len(covariates))]
+    fit = smf.ols("y ~ " + " + ".join(terms), safe).fit()
+    if fit.df_resid < 1:
+        raise ValueError(f"frame: {len(safe)} complete rows for {len(fit.params)} coefficients; "
+                         f"OLS needs more rows than coefficients")
+    interval = fit.conf_int(alpha=1.0 - confidence)
+    if categorical:
+        params = [p for p in fit.params.index if p.startswith("C(a)[")]
+        labels = order[1:]
+    else:
+        params, labels = ["a"], [None]
+    return pd.DataFrame({
+        "attribute": attribute,
+        "level": labels,
+        "reference": reference if categorical else None,
+        "estimate": fit.params[params].to_numpy(),
+        "ci_low": interval.loc[params, 0].to_numpy(),
+        "ci_high": interval.loc[params, 1].to_numpy(),
+        "p": fit.pvalues[params].to_numpy(),
+        "n": int(fit.nobs),
+    })
+
+
+def concordance(
+    counterfactual: pd.DataFrame,
+    observational: pd.DataFrame,
+    *,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Counterfactual and observational effects side by side, with difference and ratio.
+
+    Rows are matched on the index (e.g. ``(region, metric)`` or the attribute level); set the
+    index of both tables to the same keys first.
+
+    Parameters
+    ----------
+    counterfactual, observational : DataFrame
+        Each with columns ``estimate``, ``ci_low``, ``ci_high`` (the same confidence level,
+        the same unit), e.g. rows of :func:`analysis.stats.effects.effect_table` and of
+        :func:`ols_effect`.
+    confidence : float
+        The level of both input CIs, used to recover standard errors, in (0, 1).
+
+    Returns
+    -------
+    DataFrame
+        Index: the shared keys. Columns ``cf_estimate``, ``cf_ci_low``, ``cf_ci_high``,
+        ``obs_estimate``, ``obs_ci_low``, ``obs_ci_high``; ``difference`` (cf - obs) with
+        ``difference_ci_low``/``difference_ci_high`` (normal approximation treating the two
+        estimates as independent, each SE = CI width / (2 z)); ``ratio`` (cf / obs, unitless;
+        NaN when the observational estimate is 0); ``cis_overlap`` (bool); ``note``.
+
+    Raises
+    ------
+    ValueError
+        If a table lacks a column or the two share no index entry.
+    """
+    _check_confidence(confidence)
+    for name, table in (("counterfactual", counterfactual), ("observational", observational)):
+        missing = [c for c in EFFECT_COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"{name}: missing column(s) {missing}; expected "
+                             f"{list(EFFECT_COLUMNS)}")
+    joined = (counterfactual[list(EFFECT_COLUMNS)].add_prefix("cf_")
+              .join(observational[list(EFFECT_COLUMNS)].add_prefix("obs_"), how="inner"))
+    if joined.empty:
+        raise ValueError(f"observational: shares no index entry with counterfactual (indices "
+                         f"{list(counterfactual.index)[:5]} and {list(observational.index)[:5]});"
+                         f" set both indices to the same keys")
+    z = special.ndtri(0.5 + confidence / 2.0)
+    se_cf = (joined["cf_ci_high"] - joined["cf_ci_low"]) / (2.0 * z)
+    se_obs = (joined["obs_ci_high"] - joined["obs_ci_low"]) / (2.0 * z)
+    difference = joined["cf_estimate"] - joined["obs_estimate"]
+    half = z * np.sqrt(se_cf ** 2 + se_obs ** 2)
+    zero = joined["obs_estimate"] == 0
+    joined["difference"] = difference
+    joined["difference_ci_low"] = difference - half
+    joined["difference_ci_high"] = difference + half
+    joined["ratio"] = (joined["cf_estimate"] / joined["obs_estimate"].where(~zero)).astype(float)
+    joined["cis_overlap"] = ((joined["cf_ci_low"] <= joined["obs_ci_high"])
+                             & (joined["obs_ci_low"] <= joined["cf_ci_high"]))
+    joined["note"] = np.where(zero, "observational estimate is 0: ratio undefined", "")
+    return joined
+
+
+def _complete(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame: missing column(s) {missing}; columns are {list(frame.columns)}")
+    return frame[columns].dropna()
+
+
+def _check_numeric(data: pd.DataFrame, outcome: str) -> None:
+    if not pd.api.types.is_numeric_dtype(data[outcome]) or data[outcome].dtype == bool:
+        raise ValueError(f"outcome: {outcome!r} has dtype {data[outcome].dtype}; expected a "
+                         f"numeric column")
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence}")
+
+
+def _is_categorical(column: pd.Series) -> bool:
+    return column.dtype == bool or not pd.api.types.is_numeric_dtype(column)
