@@ -27,9 +27,9 @@ def _pip_section(text: str) -> list[str]:
 
 
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     wanted = {r.strip() for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
-    conda = [r for r in _pip_section((ROOT / "environment.yml").read_text())
+    conda = [r for r in _pip_section((ROOT / "environment.yml").read_text(encoding="utf-8"))
              if not r.startswith("-e")]
     assert {_name(r) for r in conda} == {_name(r) for r in wanted}
     assert set(conda) == wanted  # same version pins too
@@ -43,7 +43,7 @@ FORBIDDEN = {"models": {"analysis", "counterfactual"}, "analysis": {"models", "c
 def test_layers_import_one_way(layer):
     offenders = []
     for path in (ROOT / layer).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
                      else [])
