@@ -274,7 +274,7 @@ def load_attributes(path: str | os.PathLike,
     example = ('{"attributes": {"fvc": {"type": "numeric", "unit": "% predicted", '
                '"min": 0, "max": 200}}}')
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserInputError(f"{path}: attribute vocabulary file not found") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -89,7 +89,7 @@ def load_vocabulary(path: str | os.PathLike) -> LabelVocabulary:
     """Read a vocabulary from JSON: ``{"labels": {"1": "left-lung", ...}, "regions": {...}}``."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
         labels = {int(k): str(v) for k, v in raw["labels"].items()}
         regions = {str(k): tuple(int(x) for x in v) for k, v in raw.get("regions", {}).items()}
     except FileNotFoundError:

@@ -51,7 +51,7 @@ def read_manifest(folder: Path) -> dict:
     """Read ``folder/manifest.json``; a missing or damaged one is a user error."""
     path = folder / MANIFEST
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserInputError(f"{folder}: not a cfx run (no {MANIFEST}); give a run folder made by "
                              "cfx sweep") from None
