@@ -316,7 +316,8 @@ def _max_t_null(flips, normalised, alternative):
 def _fwe_p(observed, null_max):
     """(1 + #{null >= observed}) / (1 + n_null), ties within a relative 1e-10."""
     ordered = np.sort(null_max)
-    threshold = observed - _TIE_TOLERANCE * np.abs(observed)
+    slack = _TIE_TOLERANCE * np.abs(observed)
+    threshold = observed - np.where(np.isfinite(slack), slack, 0.0)
     n_below = np.searchsorted(ordered, threshold, side="left")
     return (1.0 + ordered.size - n_below) / (1.0 + ordered.size)
 
