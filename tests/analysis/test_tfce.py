@@ -1,0 +1,99 @@
+"""TFCE against nilearn's calculate_tfce and a hand computation."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from analysis.tfce import tfce
+
+nilearn_utils = pytest.importorskip("nilearn.mass_univariate._utils")
+
+_STRUCTURE_RANK = {6: 1, 18: 2, 26: 3}
+
+
+def nilearn_tfce(stat_map, connectivity=6, two_sided=True):
+    structure = ndimage.generate_binary_structure(3, _STRUCTURE_RANK[connectivity])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = nilearn_utils.calculate_tfce(
+            stat_map[..., np.newaxis], structure, two_sided_test=two_sided
+        )
+    return scores[..., 0]
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("two_sided", [True, False])
+def test_equals_nilearn_on_smooth_random_maps(rng, connectivity, two_sided):
+    for _ in range(3):
+        stat_map = ndimage.gaussian_filter(rng.standard_normal((14, 11, 9)), 1.0) * 4.0
+        expected = nilearn_tfce(stat_map, connectivity, two_sided)
+        result = tfce(stat_map, connectivity=connectivity, two_sided=two_sided)
+        np.testing.assert_allclose(result, expected, rtol=1e-10, atol=1e-9)
+        assert (result > 0).any() and (two_sided == (result < 0).any())
+
+
+def test_equals_nilearn_on_white_noise_t_map_of_both_signs(rng):
+    stat_map = rng.standard_normal((20, 20, 20)) * 2.0
+    expected = nilearn_tfce(stat_map)
+    result = tfce(stat_map)
+    np.testing.assert_allclose(result, expected, rtol=1e-10, atol=1e-9)
+    first_step = np.abs(stat_map).max() / 100
+    reached = np.abs(stat_map) >= first_step
+    assert np.all(np.sign(result[reached]) == np.sign(stat_map[reached]))
+    assert np.all(result[~reached] == 0.0)
+
+
+def test_batch_equals_maps_one_by_one(rng):
+    maps = rng.standard_normal((4, 8, 7, 6))
+    maps[2] = 0.0  # an all-zero map has no threshold above 0
+    batch = tfce(maps)
+    for stat_map, scores in zip(maps, batch, strict=True):
+        np.testing.assert_allclose(scores, tfce(stat_map), rtol=1e-13)
+    assert np.all(batch[2] == 0.0)
+
+
+def test_hand_computed_two_voxel_cluster():
+    # values 1 and 2 side by side; thresholds 0.02, 0.04, ..., 2.00 (100 steps up to max=2)
+    stat_map = np.zeros((3, 1, 1))
+    stat_map[0, 0, 0], stat_map[1, 0, 0] = 1.0, 2.0
+    heights = np.linspace(0, 2.0, 101)[1:]
+    low = heights[heights <= 1.0]
+    high = heights[heights > 1.0]
+    expected_first = np.sum(np.sqrt(2) * low**2)
+    expected_second = expected_first + np.sum(high**2)
+    result = tfce(stat_map)
+    assert result[0, 0, 0] == pytest.approx(expected_first, rel=1e-12)
+    assert result[1, 0, 0] == pytest.approx(expected_second, rel=1e-12)
+    assert result[2, 0, 0] == 0.0
+
+
+def test_custom_powers_and_steps_match_the_definition(rng):
+    stat_map = rng.standard_normal((6, 5, 4))
+    stat_map[stat_map < 0] = 0.0
+    n_steps, extent, height = 7, 1.0, 1.0
+    heights = np.linspace(0, stat_map.max(), n_steps + 1)[1:]
+    expected = np.zeros_like(stat_map)
+    structure = ndimage.generate_binary_structure(3, 1)
+    for h in heights:
+        labels, _ = ndimage.label(stat_map >= h, structure)
+        sizes = np.bincount(labels.ravel())
+        expected += np.where(labels > 0, sizes[labels] ** extent * h**height, 0.0)
+    result = tfce(stat_map, extent_power=extent, height_power=height, n_steps=n_steps)
+    np.testing.assert_allclose(result, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("stat_maps", "kwargs", "message"),
+    [
+        (np.zeros((4, 4)), {}, "stat_maps: got an array with shape \\(4, 4\\)"),
+        (np.full((3, 3, 3), np.nan), {}, "NaN or infinite"),
+        (np.zeros((3, 3, 3)), {"extent_power": 0}, "extent_power, height_power: got 0"),
+        (np.zeros((3, 3, 3)), {"n_steps": 0}, "n_steps: got 0"),
+        (np.zeros((3, 3, 3)), {"connectivity": 8}, "connectivity: got 8"),
+    ],
+)
+def test_invalid_inputs_raise(stat_maps, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tfce(stat_maps, **kwargs)
