@@ -9,12 +9,14 @@ number used is reported.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import special, stats
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 __all__ = ["group_tests", "ols_effect", "concordance", "EFFECT_COLUMNS"]
 
@@ -139,8 +141,8 @@ def ols_effect(
     ------
     ValueError
         If a column is missing or repeated, ``outcome`` is not numeric, a categorical attribute
-        has fewer than 2 levels or lacks ``reference``, or there are no more complete rows than
-        coefficients.
+        has fewer than 2 levels or lacks ``reference``, there are no more complete rows than
+        coefficients, or the attribute and covariates are collinear.
     """
     names = [outcome, attribute, *covariates]
     if len(set(names)) != len(names):
@@ -163,10 +165,17 @@ def ols_effect(
     terms = ["C(a)" if categorical else "a"]
     terms += [f"C(c{i})" if _is_categorical(safe[f"c{i}"]) else f"c{i}"
               for i in range(len(covariates))]
-    fit = smf.ols("y ~ " + " + ".join(terms), safe).fit()
-    if fit.df_resid < 1:
-        raise ValueError(f"frame: {len(safe)} complete rows for {len(fit.params)} coefficients; "
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularMatrixWarning)  # raised as an error below
+        fit = smf.ols("y ~ " + " + ".join(terms), safe).fit()
+    n_coefficients = fit.model.exog.shape[1]
+    if len(safe) <= n_coefficients:
+        raise ValueError(f"frame: {len(safe)} complete rows for {n_coefficients} coefficients; "
                          f"OLS needs more rows than coefficients")
+    if fit.model.rank < n_coefficients:
+        raise ValueError(f"covariates: {attribute!r} and {list(covariates)} are collinear in the "
+                         f"complete rows (design rank {fit.model.rank} < {n_coefficients} "
+                         f"coefficients); drop a redundant covariate")
     interval = fit.conf_int(alpha=1.0 - confidence)
     if categorical:
         params = [p for p in fit.params.index if p.startswith("C(a)[")]
