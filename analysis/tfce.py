@@ -15,9 +15,11 @@ summation order (relative differences ~1e-12).
 Instead of labelling the whole volume at every threshold (``n_steps`` calls of
 ``scipy.ndimage.label`` per sign, what nilearn does), the component tree over the integer
 threshold levels is built once with a union-find that processes, level by level from the top,
-only the voxels and neighbour edges that enter at that level; all maps of a batch share the
-per-level numpy calls. The score of a voxel is then the sum, over the tree nodes on its path to
-the root, of ``size ** E`` times the sum of ``h_j ** H`` over the levels that node spans.
+only the voxels and neighbour edges that enter at that level. The score of a voxel is then the
+sum, over the tree nodes on its path to the root, of ``size ** E`` times the sum of ``h_j ** H``
+over the levels that node spans. Measured on a 2-core CPU at 50^3: ~46 ms per map against ~285 ms
+for nilearn (~6x); the cost is numpy's per-element work, so stacking several maps in one call
+gives the same result but no speed-up.
 """
 
 from __future__ import annotations
