@@ -143,6 +143,9 @@ def _vessel_segments(rng: np.random.Generator, root: np.ndarray, targets: np.nda
 def _vessel_fraction(grid: _Grid, lung: np.ndarray,
                      segments: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
     """Fraction (0..1) of each lung voxel filled by vessel, with one voxel of partial volume."""
+    out = np.zeros(lung.shape, np.float32)
+    if not segments:
+        return out
     box = tuple(slice(int(idx.min()), int(idx.max()) + 1)
                 for idx in (np.flatnonzero(lung.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1))))
     offset = np.array([b.start for b in box])
@@ -160,7 +163,6 @@ def _vessel_fraction(grid: _Grid, lung: np.ndarray,
         keep = sub[idx[:, 0], idx[:, 1], idx[:, 2]]
         idx, r = idx[keep], r[keep]
         np.maximum.at(radius, (idx[:, 0], idx[:, 1], idx[:, 2]), r)
-    out = np.zeros(lung.shape, np.float32)
     if not radius.any():
         return out
     dist, nearest = ndimage.distance_transform_edt(radius == 0, sampling=grid.voxel,
@@ -291,8 +293,8 @@ def build_anatomy(shape: tuple[int, int, int], seed: int) -> Anatomy:
     min_r = 0.75 * float(g.voxel[:2].max())
     carina = np.array([p["cx"], p["cy"] + y_trachea, p["carina_z"]])
     tubes = [(np.array([p["cx"], p["cy"] + y_trachea, 1.1]), carina, max(0.055, min_r))]
-    for s, lateral_mm, drop in ((-1, 0.17, 0.10), (1, 0.12, 0.16)):
-        end = carina + np.array([s * lateral_mm, -0.04, -drop])
+    for s, reach, drop in ((-1, 0.17, 0.10), (1, 0.12, 0.16)):
+        end = carina + np.array([s * reach, -0.04, -drop])
         tubes.append((carina, end, max(0.04, min_r)))
     for start, end, r in tubes:
         d = _segment_distance(g, start, end)
