@@ -1,5 +1,6 @@
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -36,6 +37,7 @@ def test_ct_and_mask_files_equal_the_oracle(cohort_dir, oracle):
     affine = phantom_affine((24, 24, 20), SPACING)
     assert np.allclose(affine, [[6, 0, 0, -69], [0, 5, 0, -57.5], [0, 0, 7.5, -71.25],
                                 [0, 0, 0, 1]])
+    assert nib.aff2axcodes(affine) == ("R", "A", "S")
     for sid in oracle.subject_ids:
         ct = read_volume(cohort_dir / "ct" / f"{sid}.nii.gz")
         mask = read_labels(cohort_dir / "masks" / f"{sid}.nii.gz")
