@@ -46,16 +46,23 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
+def staged_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it becomes ``path`` only if the block succeeds.
 
-    ``path`` must not exist yet or be an empty folder, so a failed command leaves nothing behind.
+    ``path`` must not exist yet or be an empty folder, so a failed command leaves nothing behind;
+    with ``replace``, an existing ``path`` is swapped out (and deleted) only after success.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        if replace and path.is_dir() and any(path.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+            return
         if path.is_dir():
             path.rmdir()
         os.replace(tmp, path)

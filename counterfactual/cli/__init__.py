@@ -2,7 +2,7 @@
 
 import counterfactual.cli.phantom  # noqa: F401
 import counterfactual.cli.prompts  # noqa: F401
-from counterfactual.cli import render, sweep, validate  # noqa: F401
+from counterfactual.cli import render, stats, sweep, validate  # noqa: F401
 from counterfactual.cli.app import app
 
 __all__ = ["app"]

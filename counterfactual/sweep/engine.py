@@ -6,6 +6,7 @@ folder, generate group by group, write CTs and difference maps, keep the manifes
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from counterfactual.sweep.manifest import (
 from counterfactual.sweep.naming import ct_name, diff_name, value_labels
 from counterfactual.volume import read_labels, write_volume
 
-__all__ = ["SweepConfig", "SweepResult", "run_sweep"]
+__all__ = ["SweepConfig", "SweepResult", "run_sweep", "noise_seed"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,13 @@ def _check_inputs(config: SweepConfig, cohort: Cohort, generator: Counterfactual
     generator.check(cohort, config.attribute)
     for subject in cohort:  # every mask is read and checked before anything is written
         read_labels(subject.mask, config.labels)
+
+
+def noise_seed(subject_id: str, seed: int) -> int:
+    """The noise seed of one subject at one sweep seed: distinct subjects get independent noise,
+    so seed-to-seed differences (the noise floor) are independent across subjects."""
+    digest = hashlib.sha256(f"{subject_id}\0{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list[_Group]:
@@ -169,7 +177,8 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
             "masks": {s.id: str(s.mask.resolve()) for s in cohort},
             "subjects_without_attribute": [s.id for s in cohort
                                            if config.attribute not in s.record],
-            "items": [{"subject": g.subject.id, "seed": g.seed, "value": r.value,
+            "items": [{"subject": g.subject.id, "seed": g.seed,
+                       "noise_seed": noise_seed(g.subject.id, g.seed), "value": r.value,
                        "prompt": r.prompt,
                        "path": ct_name(g.subject.id, config.attribute, label_of[r.value], g.seed)}
                       for g in groups for r in g.requests],
@@ -198,7 +207,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
                 continue
             mask = read_labels(group.subject.mask, config.labels)
             volumes = generator.generate(group.subject, mask, config.attribute, group.requests,
-                                         group.seed)
+                                         noise_seed(sid, group.seed))
             # 5. Write CTs with the mask's affine, then the difference maps against the reference.
             by_value = dict(zip(config.values, volumes, strict=True))
             for value, rel in cts.items():

@@ -42,7 +42,10 @@ class CounterfactualGenerator(Protocol):
 
     def generate(self, subject: Subject, mask: Volume, attribute: str,
                  requests: Sequence[Request], seed: int) -> list[np.ndarray]:
-        """One float32 HU volume on the mask's grid per request, all from the same noise."""
+        """One float32 HU volume on the mask's grid per request, all from the same noise.
+
+        ``seed`` (a 64-bit integer the sweep derives from subject and sweep seed) fixes that noise.
+        """
 
 
 class PhantomOracleGenerator:

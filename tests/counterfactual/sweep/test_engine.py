@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from counterfactual.errors import UserInputError
-from counterfactual.sweep.engine import SweepConfig, run_sweep
+from counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
 from counterfactual.sweep.lock import run_lock
 from counterfactual.sweep.manifest import sha256
 
@@ -26,6 +26,7 @@ def test_sweep_writes_paired_cts_and_diffs_on_the_mask_grid(tmp_path, cohort, fa
     result = run_sweep(_config(tmp_path / "run", reference="no"), cohort, fake)
     assert result.items == 12 and result.generated == 12 and result.reused == 0
     assert len(fake.calls) == 6  # one call per subject and seed: values share the noise
+    assert len({c[1] for c in fake.calls}) == 6  # every subject and seed has its own noise
     assert all(values == ["yes", "no"] for _, _, values in fake.calls)
     run = tmp_path / "run"
     yes = nib.load(run / "sub-A1/sub-A1_attr-smoking_val-yes_seed-1_ct.nii.gz")
@@ -65,7 +66,8 @@ def test_resume_regenerates_only_missing_or_corrupt_files(tmp_path, cohort, fake
     corrupt.write_bytes(b"garbage")
     fake.calls.clear()
     result = run_sweep(_config(run, resume=True), cohort, fake)
-    assert sorted((c[0], c[1]) for c in fake.calls) == [("B2", 0), ("C3", 1)]
+    assert sorted((c[0], c[1]) for c in fake.calls) == [("B2", noise_seed("B2", 0)),
+                                                        ("C3", noise_seed("C3", 1))]
     assert result.reused == 8 and result.generated == 4
     assert _tree(run) == before
 
@@ -81,7 +83,7 @@ import os, signal, sys
 sys.path.insert(0, {str(os.path.dirname(__file__))!r})
 from conftest import FakeGenerator
 from counterfactual.cohort import load_cohort
-from counterfactual.sweep.engine import SweepConfig, run_sweep
+from counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
 from pathlib import Path
 
 class Dies(FakeGenerator):
