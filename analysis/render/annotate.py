@@ -31,7 +31,7 @@ def colorbar_strip(limit: float, height: int, width: int = 64,
     """A vertical colour bar for ±``limit`` HU with labelled ticks, ``(height, width, 3)``."""
     bar_w = max(6, width // 5)
     fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="black")
-    top = max(1, min(8, height // 8))
+    top = max(1, min(18, height // 6))
     bottom = height - top
     ticks = np.array([limit, limit / 2, 0.0, -limit / 2, -limit])
     for value in ticks:

@@ -39,7 +39,7 @@ def symmetric_limit(diff: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def ct_frames(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
-              window: str | tuple[float, float] = "lung") -> np.ndarray:
+              window: str | tuple[float, float] = "lung", min_size: int = 0) -> np.ndarray:
     """Every slice of a CT through a window.
 
     Parameters
@@ -51,13 +51,13 @@ def ct_frames(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
     -------
     ndarray of uint8, shape (n_slices, n_rows, n_cols, 3)
     """
-    return window_gray(slice_stack(volume, affine, axis), window)
+    return window_gray(slice_stack(volume, affine, axis, min_size=min_size), window)
 
 
 def diff_frames(diff: np.ndarray, affine: np.ndarray, axis: str = "axial",
                 limit: float | None = None, reference: np.ndarray | None = None,
                 mask: np.ndarray | None = None, window: str | tuple[float, float] = "lung",
-                alpha: float = 0.7, colorbar: bool = True) -> np.ndarray:
+                alpha: float = 0.7, colorbar: bool = True, min_size: int = 0) -> np.ndarray:
     """Difference map frames on a diverging colormap centred on 0 HU.
 
     Parameters
@@ -78,13 +78,15 @@ def diff_frames(diff: np.ndarray, affine: np.ndarray, axis: str = "axial",
     """
     _check_same_shape(diff=diff, reference=reference, mask=mask)
     limit = symmetric_limit(diff, mask) if limit is None else float(limit)
-    stack = slice_stack(diff, affine, axis)
+    stack = slice_stack(diff, affine, axis, min_size=min_size)
     rgb = diverging(stack, limit)
     if reference is not None:
         opacity = alpha * np.clip(np.abs(stack) / limit, 0, 1)
-        rgb = blend(window_gray(slice_stack(reference, affine, axis), window), rgb, opacity)
+        grey = window_gray(slice_stack(reference, affine, axis, min_size=min_size), window)
+        rgb = blend(grey, rgb, opacity)
     if mask is not None:
-        rgb = draw_contour(rgb, slice_stack(np.asarray(mask, bool), affine, axis))
+        outline = slice_stack(np.asarray(mask, bool), affine, axis, min_size=min_size)
+        rgb = draw_contour(rgb, outline)
     if colorbar:
         bar = colorbar_strip(limit, rgb.shape[1])
         rgb = np.concatenate([rgb, np.broadcast_to(bar, (len(rgb), *bar.shape))], axis=2)
@@ -99,7 +101,7 @@ def _titled(frames: np.ndarray, title: str) -> np.ndarray:
 def panel_frames(reference: np.ndarray, counterfactual: np.ndarray, diff: np.ndarray,
                  affine: np.ndarray, titles: tuple[str, str, str], axis: str = "axial",
                  window: str | tuple[float, float] = "lung", limit: float | None = None,
-                 mask: np.ndarray | None = None) -> np.ndarray:
+                 mask: np.ndarray | None = None, min_size: int = 0) -> np.ndarray:
     """Reference | counterfactual | difference, side by side, titled, frames in sync.
 
     Returns
@@ -109,16 +111,17 @@ def panel_frames(reference: np.ndarray, counterfactual: np.ndarray, diff: np.nda
     _check_same_shape(reference=reference, counterfactual=counterfactual, diff=diff, mask=mask)
     if len(titles) != 3:
         raise ValueError(f"titles must be 3 strings, got {len(titles)}")
-    panels = [ct_frames(reference, affine, axis, window),
-              ct_frames(counterfactual, affine, axis, window),
-              diff_frames(diff, affine, axis, limit, mask=mask)]
+    panels = [ct_frames(reference, affine, axis, window, min_size),
+              ct_frames(counterfactual, affine, axis, window, min_size),
+              diff_frames(diff, affine, axis, limit, mask=mask, min_size=min_size)]
     panels = [_titled(p, t) for p, t in zip(panels, titles, strict=True)]
     gap = np.zeros((*panels[0].shape[:2], _GAP, 3), np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=2)
 
 
 def mosaic(volume: np.ndarray, affine: np.ndarray, axis: str = "axial", n_slices: int = 12,
-           columns: int = 4, window: str | tuple[float, float] = "lung") -> np.ndarray:
+           columns: int = 4, window: str | tuple[float, float] = "lung",
+           min_size: int = 0) -> np.ndarray:
     """A grid of ``n_slices`` evenly spaced slices (inferior->superior), for print.
 
     Returns
@@ -130,7 +133,7 @@ def mosaic(volume: np.ndarray, affine: np.ndarray, axis: str = "axial", n_slices
     n_axis = to_ras(np.asarray(volume), affine)[0].shape[_SLICED[axis]] if axis in _SLICED else 0
     picks = np.unique(np.linspace(0, n_axis - 1, min(n_slices, n_axis) + 2)[1:-1].round()
                       .astype(int)) if n_axis > 2 else np.arange(n_axis)
-    tiles = window_gray(slice_stack(volume, affine, axis, picks), window)
+    tiles = window_gray(slice_stack(volume, affine, axis, picks, min_size), window)
     rows = -(-len(tiles) // columns)
     blank = np.zeros((rows * columns - len(tiles), *tiles.shape[1:]), np.uint8)
     grid = np.concatenate([tiles, blank]).reshape(rows, columns, *tiles.shape[1:])

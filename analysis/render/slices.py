@@ -52,11 +52,12 @@ def _resize_indices(n: int, step_mm: float, pixel_mm: float) -> np.ndarray:
 
 
 def slice_stack(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
-                indices: np.ndarray | None = None) -> np.ndarray:
+                indices: np.ndarray | None = None, min_size: int = 0) -> np.ndarray:
     """All (or the chosen) slices along ``axis`` as display images.
 
     Rows and columns are resampled (nearest voxel) to square pixels of the finest in-plane
-    spacing, so anatomy keeps its true proportions.
+    spacing, so anatomy keeps its true proportions; pixels shrink further when needed to make
+    the longer side at least ``min_size`` pixels (small volumes stay legible).
 
     Parameters
     ----------
@@ -66,6 +67,8 @@ def slice_stack(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
     indices : ndarray of int, optional
         Slice positions along the RAS axis (inferior->superior, posterior->anterior,
         left->right); all slices by default.
+    min_size : int
+        Smallest length of the image's longer side, in pixels.
 
     Returns
     -------
@@ -81,7 +84,8 @@ def slice_stack(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
     # Screen rows run along b (descending: anterior or superior on top); columns along a,
     # descending (patient's right on the left; for sagittal, anterior on the left).
     frames = np.swapaxes(stack, 1, 2)[:, ::-1, ::-1]
-    pixel = min(spacing[a_axis], spacing[b_axis])
+    extent = max(frames.shape[1] * spacing[b_axis], frames.shape[2] * spacing[a_axis])
+    pixel = min(spacing[a_axis], spacing[b_axis], extent / max(min_size, 1))
     rows = _resize_indices(frames.shape[1], spacing[b_axis], pixel)
     cols = _resize_indices(frames.shape[2], spacing[a_axis], pixel)
     return frames[:, rows][:, :, cols]

@@ -41,6 +41,8 @@ def render(
     axis: str = typer.Option("axial", "--axis", help="axial, coronal or sagittal."),
     window: str = typer.Option("lung", "--window", help="lung, mediastinum or W,L in HU."),
     fps: float = typer.Option(8.0, "--fps", help="Frames per second."),
+    size: int = typer.Option(256, "--size", help="Smallest image side in pixels (upsamples "
+                                                   "small volumes)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write a GIF per volume, a difference GIF and a reference | counterfactual | difference
@@ -49,6 +51,8 @@ def render(
         raise UserInputError(f"--axis: {axis!r} is not one of {', '.join(AXES)}")
     if not fps > 0:
         raise UserInputError(f"--fps: must be > 0, got {fps:g}")
+    if not 1 <= size <= 4096:
+        raise UserInputError(f"--size: must be 1..4096 pixels, got {size}")
     window_wl = _window(window)
     manifest = read_manifest(run)
     settings = manifest["settings"]
@@ -71,9 +75,9 @@ def render(
         stem = Path(item["path"]).name.removesuffix("_ct.nii.gz")
         folder = out / f"sub-{item['subject']}"
         write_gif(folder / f"{stem}_axis-{axis}_ct.gif", ct_frames(ct.data, ct.affine, axis,
-                                                                    window_wl), fps)
+                                                                    window_wl, size), fps)
         write_png(folder / f"{stem}_axis-{axis}_mosaic.png",
-                  mosaic(ct.data, ct.affine, axis, window=window_wl))
+                  mosaic(ct.data, ct.affine, axis, window=window_wl, min_size=size // 2))
         if item["value"] == reference:
             continue
         ref = read_volume(run / by_key[(item["subject"], item["seed"], reference)]["path"])
@@ -85,12 +89,12 @@ def render(
         dstem = Path(rel).name.removesuffix("_diff.nii.gz")
         write_gif(folder / f"{dstem}_axis-{axis}_diff.gif",
                   diff_frames(diff.data, diff.affine, axis, limit, reference=ref.data,
-                              mask=lung, window=window_wl), fps)
+                              mask=lung, window=window_wl, min_size=size), fps)
         titles = (_title(attribute, reference), _title(attribute, item["value"]),
                   f"difference ({item['value']} - {reference})")
         write_gif(folder / f"{dstem}_axis-{axis}_panel.gif",
                   panel_frames(ref.data, ct.data, diff.data, ct.affine, titles, axis, window_wl,
-                               limit, lung), fps)
+                               limit, lung, size), fps)
     if not quiet:
         console.print(f"renders written to {out}")
 

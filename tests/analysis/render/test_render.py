@@ -130,3 +130,8 @@ def test_shape_mismatch_and_bad_fps(tmp_path):
         diff_frames(np.zeros((4, 4, 4)), RAS, mask=np.zeros((4, 4, 5), bool))
     with pytest.raises(ValueError, match="fps must be > 0"):
         write_gif(tmp_path / "x.gif", np.zeros((2, 4, 4, 3), np.uint8), fps=0)
+
+
+def test_small_volumes_are_upsampled_to_min_size():
+    frames = slice_stack(np.zeros((10, 8, 6)), np.diag([2.0, 2.0, 5.0, 1.0]), "axial", min_size=40)
+    assert frames.shape == (6, 32, 40)  # 20 x 16 mm field of view at 0.5 mm pixels
