@@ -11,8 +11,9 @@ with one fixed intercept per subject whenever the subject variance is estimated 
 
 Degenerate data: when nothing varies within subjects beyond the value effect (an exact oracle at
 one seed), the model is singular; the effect is then the exact difference, the CI has width 0, the
-p-value is NaN and ``note`` says so. A fit that does not converge is reported with its warning in
-``note``.
+p-value is NaN and ``note`` says so. A fit that does not converge, or whose statsmodels warnings
+(convergence, singular random-effects covariance, numerical overflow) would otherwise reach the
+terminal, is reported with those warnings in ``note``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 from statsmodels.regression.mixed_linear_model import MixedLM
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from statsmodels.tools.sm_exceptions import ModelWarning
 
 from analysis.stats.grid import SweepGrid
 from analysis.stats.paired import CONSTANT_RTOL
@@ -159,13 +160,15 @@ def _mixed_effect(y: np.ndarray, subject: np.ndarray, x: np.ndarray,
                            "model is singular; the effect is the exact difference, CI width 0")
     model = MixedLM(y, np.column_stack([np.ones_like(x), x]), groups=codes)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always", ModelWarning)  # convergence, singular covariance, ...
+        warnings.simplefilter("always", RuntimeWarning)  # overflow in the optimiser's steps
         fit = model.fit(reml=True)
     low, high = fit.conf_int(alpha=1.0 - confidence)[1]
-    converge = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-    for other in (w for w in caught if w not in converge):
+    noted = (ModelWarning, RuntimeWarning)
+    for other in (w for w in caught if not issubclass(w.category, noted)):
         warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    notes = sorted({str(w.message).splitlines()[0] for w in converge})
+    notes = sorted({str(w.message).splitlines()[0] for w in caught
+                    if issubclass(w.category, noted)})
     if not fit.converged:
         notes.insert(0, "mixed model did not converge")
     return MixedEffect(

@@ -1,5 +1,7 @@
 """Mixed model against subject fixed-effects OLS (balanced data) and statsmodels' formula fit."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +78,16 @@ def test_mixed_errors(rng, sweep):
         mixed_effects(one, "yes", "no")
     with pytest.raises(ValueError, match=r"confidence: expected a level in \(0, 1\), got 0"):
         mixed_effects(grid, "yes", "no", confidence=0)
+
+
+def test_statsmodels_warnings_go_into_the_note_not_the_terminal():
+    # 4 subjects x 4 volumes with no subject variance: the random-effects covariance is singular
+    rng = np.random.default_rng(1)
+    subject = np.repeat(np.arange(4), 4)
+    treated = np.tile([0, 0, 1, 1], 4)
+    y = rng.normal(size=subject.size) + 2.0 * treated
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes fails the test
+        fitted = mixed_effect(y, subject, treated)
+    assert "Random effects covariance is singular" in fitted.note
+    assert np.isfinite(fitted.estimate)
