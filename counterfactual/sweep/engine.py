@@ -1,7 +1,8 @@
 """The sweep: every subject × value × seed, generated in pairs that share their noise.
 
-``run_sweep`` reads as a numbered recipe: check inputs, plan the items, open (or resume) the run
-folder, generate group by group, write CTs and difference maps, keep the manifest current.
+``run_sweep`` reads as a numbered recipe: check inputs, plan the groups (one per subject and
+seed), take this shard's slice, open (or resume, or join) the run folder under its lock, generate
+the missing groups with an executor, keep the manifest current, and merge the shards' records.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from counterfactual import __version__
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary, edit
 from counterfactual.cohort import Cohort, Subject
@@ -21,26 +20,35 @@ from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from counterfactual.sweep.executors import DEVICES, GroupJob, LocalExecutor, RayExecutor, Work
 from counterfactual.sweep.generators import CounterfactualGenerator, Request
-from counterfactual.sweep.lock import run_lock
+from counterfactual.sweep.lock import merge_lock, run_lock, shard_lock
 from counterfactual.sweep.manifest import (
     MANIFEST,
     check_same_settings,
     dataset_description,
     package_versions,
     read_manifest,
+    recorded_files,
     sha256,
+    shard_manifest_name,
+    shard_manifests,
     write_json,
 )
 from counterfactual.sweep.naming import ct_name, diff_name, value_labels
-from counterfactual.volume import read_labels, write_volume
+from counterfactual.volume import read_labels
 
-__all__ = ["SweepConfig", "SweepResult", "run_sweep", "noise_seed"]
+__all__ = ["SweepConfig", "SweepResult", "run_sweep", "noise_seed", "shard_slice"]
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What to sweep. ``values`` are canonical; ``reference`` is one of them."""
+    """What to sweep. ``values`` are canonical; ``reference`` is one of them.
+
+    ``shard`` ``(i, n)`` runs the ``i``-th of ``n`` contiguous slices of the (subject, seed)
+    groups, ``1 <= i <= n``; ``batch_size`` and ``device`` (``auto``, ``cpu``, ``cuda``) reach
+    generators that have a ``configure`` method.
+    """
 
     attribute: str
     values: tuple
@@ -52,6 +60,9 @@ class SweepConfig:
     command: tuple[str, ...] = ()
     attributes: AttributeVocabulary = DEFAULT_ATTRIBUTES
     labels: LabelVocabulary = DEFAULT_VOCABULARY
+    shard: tuple[int, int] | None = None
+    batch_size: int = 1
+    device: str = "auto"
 
     @property
     def reference_value(self):
@@ -60,7 +71,8 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What a sweep did."""
+    """What a sweep did. ``items`` counts this shard's items; ``complete`` says whether the whole
+    run (every shard) is done."""
 
     out: Path
     items: int
@@ -69,6 +81,7 @@ class SweepResult:
     seconds: float
     seconds_per_volume: float
     files: list[Path] = field(default_factory=list)
+    complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,9 +91,16 @@ class _Group:
     subject: Subject
     seed: int
     requests: tuple[Request, ...]
+    cts: tuple[str, ...]
+    diffs: tuple[tuple[int, str], ...]
+
+    @property
+    def paths(self) -> list[str]:
+        return [*self.cts, *(rel for _, rel in self.diffs)]
 
 
-def _check_inputs(config: SweepConfig, cohort: Cohort, generator: CounterfactualGenerator):
+def _check_inputs(config: SweepConfig, cohort: Cohort, generator: CounterfactualGenerator,
+                  executor) -> None:
     config.attributes.attribute(config.attribute)
     if len(config.values) < 2:
         raise UserInputError(f"--values: give at least two values of {config.attribute} to "
@@ -91,6 +111,16 @@ def _check_inputs(config: SweepConfig, cohort: Cohort, generator: Counterfactual
     if not config.seeds or any(s < 0 for s in config.seeds) or len(set(config.seeds)) < len(
             config.seeds):
         raise UserInputError(f"--seeds: {list(config.seeds)} must be distinct integers >= 0")
+    if config.shard is not None:
+        index, count = config.shard
+        if not 1 <= index <= count:
+            raise UserInputError(f"--shard: {index}/{count} is out of range; give i/n with "
+                                 "1 <= i <= n, e.g. 1/4")
+    if config.batch_size < 1:
+        raise UserInputError(f"--batch-size: got {config.batch_size}; give an integer >= 1")
+    if config.device not in DEVICES:
+        raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
+    executor.check(config.device)
     generator.check(cohort, config.attribute)
     for subject in cohort:  # every mask is read and checked before anything is written
         read_labels(subject.mask, config.labels)
@@ -103,47 +133,80 @@ def noise_seed(subject_id: str, seed: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def shard_slice(n_groups: int, index: int, count: int) -> range:
+    """Group indices of shard ``index`` of ``count`` (from 1): contiguous, sizes differ by at most
+    one, and the shards together cover every group exactly once."""
+    return range(n_groups * (index - 1) // count, n_groups * index // count)
+
+
 def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list[_Group]:
+    labels = dict(zip(config.values, value_labels(config.values), strict=True))
+    reference = config.values.index(config.reference_value)
     groups = []
     for subject in cohort:
         requests = []
         for value in config.values:
             record = edit(subject.record, config.attribute, value, config.attributes)
             requests.append(Request(value, record, template.render(record)))
-        groups += [_Group(subject, seed, tuple(requests)) for seed in config.seeds]
+        for seed in config.seeds:
+            cts = tuple(ct_name(subject.id, config.attribute, labels[v], seed)
+                        for v in config.values)
+            diffs = tuple((k, diff_name(subject.id, config.attribute, labels[v],
+                                        labels[config.values[reference]], seed))
+                          for k, v in enumerate(config.values) if k != reference)
+            groups.append(_Group(subject, seed, tuple(requests), cts, diffs))
     return groups
 
 
 def _settings(config: SweepConfig, cohort: Cohort, generator: CounterfactualGenerator) -> dict:
-    """The settings a resumed run must share with the run it continues."""
+    """The settings a resumed run (or another shard) must share with the run it continues."""
     return {"attribute": config.attribute, "values": list(config.values),
             "reference": config.reference_value, "seeds": list(config.seeds),
             "cohort": str(cohort.source.resolve()), "subjects": [s.id for s in cohort],
             "model": generator.name, "model_hash": generator.content_hash}
 
 
-def _open_run(config: SweepConfig, settings: dict) -> dict:
-    """Return the files already recorded as done (path -> sha256); refuse unsafe reuse."""
+def _started(out: Path) -> bool:
+    """True when ``out`` holds anything but lock and temporary files (which start with a dot)."""
+    return out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
+
+
+def _check_folder(config: SweepConfig, settings: dict) -> None:
+    """Refuse unsafe reuse of ``config.out``: a started folder needs ``--resume`` (a shard joins
+    it without) and the same settings."""
     out = config.out
-    if not out.exists() or not any(p for p in out.iterdir() if p.name != ".cfx.lock"):
-        return {}
-    if not config.resume:
+    if not _started(out):
+        return
+    if config.shard is None and not config.resume:
         raise UserInputError(f"{out}: folder exists and is not empty; add --resume to continue "
                              "that run or choose another --out")
     manifest = read_manifest(out)
     check_same_settings(out, manifest.get("settings", {}), settings)
-    return {entry["path"]: entry["sha256"] for entry in manifest.get("files", [])
-            if entry.get("status") == "done"}
 
 
 def _intact(out: Path, relative: str, done: dict) -> bool:
     path = out / relative
-    return relative in done and path.exists() and sha256(path) == done[relative]
+    return relative in done and path.exists() and sha256(path) == done[relative]["sha256"]
+
+
+def _entry(relative: str, kind: str, digest: str) -> dict:
+    return {"path": relative, "kind": kind, "status": "done", "sha256": digest}
 
 
 def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGenerator,
-              template: PromptTemplate | None = None) -> SweepResult:
+              template: PromptTemplate | None = None,
+              executor: LocalExecutor | RayExecutor | None = None) -> SweepResult:
     """Generate every subject × value × seed of ``cohort`` with ``generator`` into ``config.out``.
+
+    Parameters
+    ----------
+    config : SweepConfig
+    cohort : Cohort
+    generator : CounterfactualGenerator
+    template : PromptTemplate, optional
+        Default :data:`counterfactual.prompts.DEFAULT_TEMPLATE`.
+    executor : LocalExecutor or RayExecutor, optional
+        Where groups run; default in this process.
 
     Returns
     -------
@@ -151,84 +214,100 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     """
     # 1. Check inputs: nothing is written before every input is known to be good.
     template = template or DEFAULT_TEMPLATE
-    _check_inputs(config, cohort, generator)
-    # 2. Plan: one group per subject and seed, one request per value.
+    executor = executor or LocalExecutor()
+    _check_inputs(config, cohort, generator, executor)
+    # 2. Plan: one group per subject and seed, one request per value; take this shard's slice.
     groups = _plan(config, cohort, template)
-    labels = value_labels(config.values)
-    label_of = dict(zip(config.values, labels, strict=True))
-    reference = config.reference_value
+    kinds = {rel: "ct" for g in groups for rel in g.cts}
+    kinds.update({rel: "diff" for g in groups for _, rel in g.diffs})
+    planned = [rel for g in groups for rel in g.paths]
+    mine = groups if config.shard is None else [
+        groups[k] for k in shard_slice(len(groups), *config.shard)]
     settings = _settings(config, cohort, generator)
-    done = _open_run(config, settings)
+    _check_folder(config, settings)
+    out = config.out
+    base = {
+        "cfx_version": __version__,
+        "command": list(config.command),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": settings,
+        "model": {"name": generator.name, "content_hash": generator.content_hash,
+                  "text_encoder": generator.text_encoder},
+        "prompt_template": {"name": template.name, "sha256": template.sha256},
+        "versions": package_versions(),
+        "masks": {s.id: str(s.mask.resolve()) for s in cohort},
+        "subjects_without_attribute": [s.id for s in cohort if config.attribute not in s.record],
+        "items": [{"subject": g.subject.id, "seed": g.seed,
+                   "noise_seed": noise_seed(g.subject.id, g.seed), "value": r.value,
+                   "prompt": r.prompt, "path": rel}
+                  for g in groups for r, rel in zip(g.requests, g.cts, strict=True)],
+    }
+    files: dict[str, dict] = {}
+
+    def ordered(entries: dict) -> list[dict]:
+        return [entries[rel] for rel in planned if rel in entries]
+
+    def save(complete: bool = False) -> None:
+        if config.shard is None:
+            write_json(out / MANIFEST, {**base, "files": ordered(files), "complete": complete,
+                                        "shards": []})
+            return
+        index, count = config.shard
+        write_json(out / shard_manifest_name(index, count), {
+            "shard": f"{index}/{count}", "cfx_version": __version__,
+            "command": list(config.command), "created": base["created"], "settings": settings,
+            "groups": [[g.subject.id, g.seed] for g in mine], "files": ordered(files),
+            "complete": complete})
+
+    lock = run_lock(out) if config.shard is None else shard_lock(out, *config.shard)
     start = time.perf_counter()
     generated = reused = 0
-    with run_lock(config.out):
-        # 3. Describe the run before generating anything.
-        write_json(config.out / "dataset_description.json", dataset_description(
-            f"cfx sweep of {config.attribute}", __version__, generator.name, str(cohort.source)))
-        manifest = {
-            "cfx_version": __version__,
-            "command": list(config.command),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "settings": settings,
-            "model": {"name": generator.name, "content_hash": generator.content_hash,
-                      "text_encoder": generator.text_encoder},
-            "prompt_template": {"name": template.name, "sha256": template.sha256},
-            "versions": package_versions(),
-            "masks": {s.id: str(s.mask.resolve()) for s in cohort},
-            "subjects_without_attribute": [s.id for s in cohort
-                                           if config.attribute not in s.record],
-            "items": [{"subject": g.subject.id, "seed": g.seed,
-                       "noise_seed": noise_seed(g.subject.id, g.seed), "value": r.value,
-                       "prompt": r.prompt,
-                       "path": ct_name(g.subject.id, config.attribute, label_of[r.value], g.seed)}
-                      for g in groups for r in g.requests],
-            "files": [],
-        }
-        files: dict[str, dict] = {}
-
-        def record(relative: str, kind: str) -> None:
-            files[relative] = {"path": relative, "kind": kind, "status": "done",
-                               "sha256": sha256(config.out / relative)}
-
-        # 4. Generate group by group; a group whose files are intact is not generated again.
-        for group in track(groups, f"sweep {config.attribute}", quiet=config.quiet):
-            sid = group.subject.id
-            cts = {r.value: ct_name(sid, config.attribute, label_of[r.value], group.seed)
-                   for r in group.requests}
-            diffs = {v: diff_name(sid, config.attribute, label_of[v], label_of[reference],
-                                  group.seed) for v in config.values if v != reference}
-            wanted = list(cts.values()) + list(diffs.values())
-            if all(_intact(config.out, rel, done) for rel in wanted):
-                reused += len(cts)
-                for rel in cts.values():
-                    record(rel, "ct")
-                for rel in diffs.values():
-                    record(rel, "diff")
+    with lock:
+        # 3. Open the run under the manifest lock: re-check (another shard may have started
+        #    it meanwhile), learn what is recorded as done, describe the run.
+        with merge_lock(out):
+            _check_folder(config, settings)
+            done = recorded_files(out) if _started(out) else {}
+            if config.shard is None or not (out / MANIFEST).exists():
+                write_json(out / MANIFEST, {**base, "files": ordered(done), "complete": False,
+                                            "shards": []})
+            write_json(out / "dataset_description.json", dataset_description(
+                f"cfx sweep of {config.attribute}", __version__, generator.name,
+                str(cohort.source)))
+        # 4. Keep intact files (checksums match the records); plan the groups to generate.
+        jobs = []
+        for group in mine:
+            intact = [rel for rel in group.paths if _intact(out, rel, done)]
+            files.update((rel, done[rel]) for rel in intact)
+            if len(intact) == len(group.paths):
+                reused += len(group.cts)
                 continue
-            mask = read_labels(group.subject.mask, config.labels)
-            volumes = generator.generate(group.subject, mask, config.attribute, group.requests,
-                                         noise_seed(sid, group.seed))
-            # 5. Write CTs with the mask's affine, then the difference maps against the reference.
-            by_value = dict(zip(config.values, volumes, strict=True))
-            for value, rel in cts.items():
-                if not _intact(config.out, rel, done):
-                    write_volume(config.out / rel, np.asarray(by_value[value], np.float32),
-                                 mask.affine)
-                record(rel, "ct")
-            for value, rel in diffs.items():
-                if not _intact(config.out, rel, done):
-                    delta = np.asarray(by_value[value], np.float32) - by_value[reference]
-                    write_volume(config.out / rel, delta.astype(np.float32), mask.affine)
-                record(rel, "diff")
-            generated += len(cts)
-            manifest["files"] = list(files.values())
-            write_json(config.out / MANIFEST, manifest)
-        manifest["files"] = list(files.values())
-        manifest["complete"] = True
-        write_json(config.out / MANIFEST, manifest)
+            jobs.append(GroupJob(group.subject, noise_seed(group.subject.id, group.seed),
+                                 group.requests, group.cts, group.diffs,
+                                 config.values.index(config.reference_value),
+                                 frozenset(group.paths) - frozenset(intact)))
+        save()
+        # 5. Generate: the executor writes CTs and difference maps with the mask's affine and
+        #    returns their checksums; the manifest is current after every group.
+        work = Work(out, config.attribute, config.labels, config.device, config.batch_size)
+        for job, written in track(executor.run(generator, jobs, work),
+                                  f"sweep {config.attribute}", total=len(jobs),
+                                  quiet=config.quiet):
+            files.update((rel, _entry(rel, kinds[rel], digest)) for rel, digest in written.items())
+            generated += len(job.cts)
+            save()
+        # 6. Finish: merge every shard's records into manifest.json.
+        with merge_lock(out):
+            save(complete=True)
+            merged = {**recorded_files(out), **files}
+            complete = all(rel in merged for rel in planned)
+            manifest = base if config.shard is None else read_manifest(out)
+            write_json(out / MANIFEST, {**manifest, "files": ordered(merged),
+                                        "complete": complete,
+                                        "shards": [p.name for p in shard_manifests(out)]})
     seconds = time.perf_counter() - start
-    if not config.quiet and manifest["subjects_without_attribute"]:
-        console.print(f"note: {len(manifest['subjects_without_attribute'])} subjects had no "
+    if not config.quiet and base["subjects_without_attribute"]:
+        console.print(f"note: {len(base['subjects_without_attribute'])} subjects had no "
                       f"{config.attribute} in their record; the sweep set it (see manifest.json)")
-    return SweepResult(config.out, len(manifest["items"]), generated, reused, seconds,
-                       seconds / max(generated, 1), [config.out / f for f in files])
+    return SweepResult(out, sum(len(g.cts) for g in mine), generated, reused, seconds,
+                       seconds / max(generated, 1), [out / f for f in files], complete)

@@ -1,4 +1,11 @@
-"""One sweep per run folder at a time: an OS file lock, released even on kill -9."""
+"""Who may write to a run folder: OS file locks, released even on kill -9.
+
+* An unsharded sweep holds ``.cfx.lock`` exclusively: nothing else writes to the folder.
+* A shard ``i/n`` holds ``.cfx.lock`` shared (shards run side by side, an unsharded sweep is
+  kept out) and ``.cfx.shard-i-of-n.lock`` exclusively (the same shard cannot run twice).
+* Short steps that read or write ``manifest.json`` (opening the run, merging the shards) hold
+  ``.cfx.merge.lock``, waiting for it.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +17,50 @@ from pathlib import Path
 
 from counterfactual.errors import UserInputError
 
-__all__ = ["run_lock", "LOCK_NAME"]
+__all__ = ["run_lock", "shard_lock", "merge_lock", "LOCK_NAME"]
 
 LOCK_NAME = ".cfx.lock"
+_MERGE = ".cfx.merge.lock"
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, busy: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            raise UserInputError(busy) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _busy(folder: Path) -> str:
+    return (f"{folder}: another cfx sweep is writing to this folder; wait for it or choose "
+            "another --out")
 
 
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` for the duration of the block."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserInputError(f"{folder}: another cfx sweep is writing to this folder; wait for "
-                                 "it or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+    with _flock(folder / LOCK_NAME, fcntl.LOCK_EX | fcntl.LOCK_NB, _busy(folder)):
         yield
-    finally:
-        os.close(fd)
+
+
+@contextlib.contextmanager
+def shard_lock(folder: Path, index: int, count: int) -> Iterator[None]:
+    """Hold shard ``index``/``count`` of ``folder``: alongside other shards, never alongside an
+    unsharded sweep or another copy of the same shard."""
+    with _flock(folder / LOCK_NAME, fcntl.LOCK_SH | fcntl.LOCK_NB, _busy(folder)):
+        with _flock(folder / f".cfx.shard-{index}-of-{count}.lock", fcntl.LOCK_EX | fcntl.LOCK_NB,
+                    f"{folder}: shard {index}/{count} is already running into this folder"):
+            yield
+
+
+@contextlib.contextmanager
+def merge_lock(folder: Path) -> Iterator[None]:
+    """Wait for, then hold, the lock on the run's ``manifest.json``."""
+    with _flock(folder / _MERGE, fcntl.LOCK_EX, ""):
+        yield

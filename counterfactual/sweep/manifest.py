@@ -2,6 +2,10 @@
 
 The manifest says what was asked (command, settings, model, prompts) and what exists (per item:
 status and sha256 of its file), so an interrupted run can resume and a reader can verify outputs.
+
+A sharded run (``cfx sweep --shard i/n``) also has one ``manifest.shard-i-of-n.json`` per shard,
+listing the files that shard wrote; ``manifest.json`` holds the union of them all, and says
+``"complete": true`` once every planned file is recorded.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from counterfactual.atomic import write_text
 from counterfactual.errors import UserInputError
 
 __all__ = ["MANIFEST", "sha256", "package_versions", "write_json", "read_manifest",
-           "dataset_description", "check_same_settings"]
+           "dataset_description", "check_same_settings", "shard_manifest_name",
+           "shard_manifests", "recorded_files"]
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("cfx", "numpy", "scipy", "nibabel", "torch", "monai", "transformers", "pandas")
@@ -57,6 +62,35 @@ def read_manifest(folder: Path) -> dict:
                              "cfx sweep") from None
     except json.JSONDecodeError as exc:
         raise UserInputError(f"{path}: damaged manifest ({exc.msg} at line {exc.lineno})") from None
+
+
+def shard_manifest_name(index: int, count: int) -> str:
+    """``manifest.shard-<index>-of-<count>.json`` (``index`` counts from 1)."""
+    return f"manifest.shard-{index}-of-{count}.json"
+
+
+def shard_manifests(folder: Path) -> list[Path]:
+    """The shard manifests in ``folder``, sorted by name."""
+    return sorted(folder.glob("manifest.shard-*-of-*.json"))
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"{path}: damaged manifest ({exc.msg} at line {exc.lineno})") from None
+
+
+def recorded_files(folder: Path) -> dict[str, dict]:
+    """Every file entry with status ``done`` in ``manifest.json`` and the shard manifests of
+    ``folder``: run-relative path -> entry (``path``, ``kind``, ``status``, ``sha256``)."""
+    paths = [folder / MANIFEST] if (folder / MANIFEST).exists() else []
+    out = {}
+    for path in paths + shard_manifests(folder):
+        for entry in _read(path).get("files", []):
+            if entry.get("status") == "done":
+                out[entry["path"]] = entry
+    return out
 
 
 def dataset_description(name: str, cfx_version: str, model: str, source: str) -> dict:
