@@ -1,0 +1,41 @@
+"""Counterfactual soundness audit on plain arrays (Monteiro et al., ICLR 2023, adapted).
+
+Modules
+-------
+composition
+    Distance between two volumes (null intervention and seed-to-seed scale).
+locality
+    How much of a difference map's change falls inside a region (minimality).
+features
+    Lung HU features of one CT (lung and its zones) for the attribute predictor.
+predictors
+    Ridge-penalised logistic (categorical) and linear (numeric) attribute predictors.
+scores
+    Accuracy, Mann-Whitney AUC and MAE of a predictor, with their chance levels.
+
+Nothing here reads files: :mod:`counterfactual.audit` feeds it arrays from a run folder.
+"""
+
+from analysis.audit.composition import VolumeDistance, volume_distance
+from analysis.audit.features import FEATURE_METRICS, feature_names, lung_features
+from analysis.audit.locality import ChangeLocality, change_locality, pool_locality
+from analysis.audit.predictors import (
+    LinearPredictor,
+    LogisticPredictor,
+    cross_validated,
+    fit_linear,
+    fit_logistic,
+)
+from analysis.audit.scores import (
+    ClassificationScores,
+    RegressionScores,
+    classification_scores,
+    regression_scores,
+    roc_auc,
+)
+
+__all__ = ["VolumeDistance", "volume_distance", "FEATURE_METRICS", "feature_names",
+           "lung_features", "ChangeLocality", "change_locality", "pool_locality",
+           "LinearPredictor", "LogisticPredictor", "cross_validated", "fit_linear",
+           "fit_logistic", "ClassificationScores", "RegressionScores", "classification_scores",
+           "regression_scores", "roc_auc"]

@@ -1,0 +1,595 @@
+"""The counterfactual soundness audit of a run folder (``cfx audit``).
+
+Following the axiomatic soundness criteria for counterfactual image models (Monteiro et al.,
+ICLR 2023), adapted to mask-conditioned 3D generation, :func:`run_audit` reads a run made by
+``cfx sweep``, regenerates what it needs with the run's model, and writes ``RUN/audit/``:
+
+- ``audit.json``: the summary below;
+- ``composition.csv``: one row per regenerated volume (subject, seed, value, source,
+  mean_abs_hu, max_abs_hu);
+- ``volumes.csv``: one row per counterfactual CT with the attribute predictor's output
+  (subject, seed, value, predicted, and ``p_<class>`` columns or nothing more for a number);
+- ``differences.csv``: one row per difference map (subject, seed, value, reference,
+  share_inside, mean_abs_inside_hu, mean_abs_outside_hu, max_abs_outside_hu and, on a phantom,
+  oracle_region_mean_error_hu, oracle_rmse_hu, oracle_correlation).
+
+``audit.json`` schema (``format`` ``"cfx-audit/1"``)::
+
+    {
+      "format": "cfx-audit/1", "cfx_version": str, "created": ISO time,
+      "run": path, "attribute": str, "values": [...], "reference": value, "seeds": [int],
+      "subjects": int, "model": {"name": str, "content_hash": str},
+      "run_cohort": path, "predictor_cohort": path or null,
+      "criteria": {
+        "<criterion>": {
+          "status": "measured" | "skipped" | "not applicable",
+          "metrics": {"<metric>": {"value": number or null, "unit": str,
+                                   ["chance": number] | ["bar": number]}},
+          "notes": [str]
+        }
+      },
+      "files": [str]
+    }
+
+Criteria and their metrics (``null`` where undefined, with a note saying why):
+
+============================ =============================================================
+criterion / metric           meaning
+============================ =============================================================
+composition                  null intervention: each subject regenerated alone at its own
+                             recorded value (the reference value when missing or not
+                             swept), with the run's noise seed of its first sweep seed
+  null_mean_abs (HU)         mean over subjects of mean ``|regenerated - run's volume|``; 0
+                             for a deterministic pairing
+  null_max_abs (HU)          largest voxel ``|regenerated - run's volume|``
+  seed_to_seed_mean_abs (HU) scale: mean ``|volume(seed s) - volume(first seed)|`` at one
+                             value, over subjects, values and seeds ``s``
+  seed_to_seed_max_abs (HU)  largest voxel of the same
+  null_to_seed_ratio (1)     null_mean_abs / seed_to_seed_mean_abs
+  subjects_at_own_value,     how many subjects were regenerated at their own value and at
+  subjects_at_reference      the reference
+effectiveness                an attribute predictor (ridge logistic for a categorical
+                             attribute, ridge linear for a numeric one, on the 24 lung HU
+                             features of :mod:`analysis.audit.features`) trained on the real
+                             CTs of the predictor cohort predicts the *intervened* value of
+                             every counterfactual CT of the run
+  accuracy, auc (1)          categorical, with ``chance`` (commonest value's share; 0.5)
+  mae (attribute unit),      numeric, ``mae`` with ``chance`` (always guessing the training
+  correlation (1)            mean)
+  real_ct_cv_*               the same scores of the predictor on the real CTs it is trained
+                             on, out of fold (5 interleaved folds): its ceiling
+  training_subjects,         sample sizes
+  counterfactual_volumes
+minimality                   locality of each difference map (value minus reference) with
+                             respect to the lungs, pooled over maps (sums of ``|d|`` add)
+  share_inside_lung (1)      share of the total ``|d|`` inside the lungs
+  mean_abs_outside_lung (HU) mean ``|d|`` outside the lungs, with ``bar`` 5 HU
+  max_abs_outside_lung (HU)  largest ``|d|`` outside the lungs
+  mean_abs_inside_lung (HU)  mean ``|d|`` inside the lungs (the size of the edit)
+  worst_share_inside_lung,   the least local map
+  worst_mean_abs_outside_lung
+reversibility                not applicable to generation from a mask (no source CT)
+oracle_agreement             on a phantom cohort (``truth.json``): every difference map
+                             against the exact oracle map of the same change
+                             (:func:`counterfactual.phantom.score_difference`, lungs as the
+                             region, whole volume for RMSE and correlation)
+  region_mean_error (HU)     mean over maps of (model - oracle) lung-mean difference
+  region_mean_abs_error (HU) mean over maps of its absolute value
+  oracle_region_mean (HU)    mean over maps of the oracle's lung-mean difference (the scale)
+  rmse (HU)                  mean over maps of the voxelwise RMSE
+  correlation (1)            mean over maps of the Pearson correlation (maps where either is
+                             constant are left out and counted)
+  correlation_undefined      how many maps had no defined correlation
+============================ =============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.audit import (
+    change_locality,
+    classification_scores,
+    cross_validated,
+    feature_names,
+    fit_linear,
+    fit_logistic,
+    lung_features,
+    pool_locality,
+    regression_scores,
+    volume_distance,
+)
+from counterfactual import __version__
+from counterfactual.atomic import staged_dir
+from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary, NumericAttribute
+from counterfactual.attributes import edit as edit_record
+from counterfactual.cohort import Cohort, load_cohort
+from counterfactual.errors import UserInputError
+from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from counterfactual.phantom import PhantomOracle, score_difference
+from counterfactual.phantom.oracle import TRUTH_FILE
+from counterfactual.progress import track
+from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from counterfactual.sweep.generators import Request, resolve_generator
+from counterfactual.sweep.manifest import read_manifest, write_json
+from counterfactual.sweep.naming import diff_name, value_label
+from counterfactual.volume import check_same_grid, read_labels, read_volume
+
+__all__ = ["AUDIT_FORMAT", "AUDIT_FOLDER", "CRITERIA", "AuditConfig", "run_audit"]
+
+AUDIT_FORMAT = "cfx-audit/1"
+AUDIT_FOLDER = "audit"
+CRITERIA = ("composition", "effectiveness", "minimality", "reversibility", "oracle_agreement")
+OFF_LUNG_BAR_HU = 5.0
+_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """What to audit (already parsed).
+
+    Attributes
+    ----------
+    run : Path
+        Run folder made by ``cfx sweep``.
+    cohort : Path, optional
+        Cohort with real CTs to train the effectiveness predictor on; ``None`` uses the run's
+        cohort when it has CTs and skips effectiveness (with a note) when it has none.
+    attributes : AttributeVocabulary
+        The vocabulary the sweep used.
+    labels : LabelVocabulary
+        The label vocabulary of the masks (the lungs are its region ``lung``).
+    template : PromptTemplate, optional
+        The sweep's prompt template when it was a file that has since moved; by default the
+        template the manifest names.
+    penalty : float
+        L2 penalty of the attribute predictor (standardised features).
+    quiet : bool
+        No progress or notes on stderr.
+    """
+
+    run: Path
+    cohort: Path | None = None
+    attributes: AttributeVocabulary = DEFAULT_ATTRIBUTES
+    labels: LabelVocabulary = DEFAULT_VOCABULARY
+    template: PromptTemplate | None = None
+    penalty: float = 1.0
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A run folder's manifest, read and indexed."""
+
+    folder: Path
+    manifest: dict
+    attribute: str
+    values: list
+    reference: object
+    seeds: list[int]
+    subjects: list[str]
+    items: dict  # (subject, seed, value label) -> manifest item
+
+    def item(self, subject: str, seed: int, value) -> dict:
+        return self.items[subject, seed, value_label(value)]
+
+    def ct(self, subject: str, seed: int, value) -> np.ndarray:
+        return read_volume(self.folder / self.item(subject, seed, value)["path"]).data
+
+    def diff_path(self, subject: str, seed: int, value) -> Path:
+        return self.folder / diff_name(subject, self.attribute, value_label(value),
+                                       value_label(self.reference), seed)
+
+    def mask_path(self, subject: str) -> str:
+        return self.manifest["masks"][subject]
+
+
+def _criterion(status: str, metrics: dict | None = None, notes: list | None = None) -> dict:
+    return {"status": status, "metrics": metrics or {}, "notes": list(notes or [])}
+
+
+def _metric(value, unit: str, **extra) -> dict:
+    number = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    return {"value": number, "unit": unit, **extra}
+
+
+def _open_run(folder: Path) -> _Run:
+    manifest = read_manifest(folder)
+    if not manifest.get("complete"):
+        raise UserInputError(f"{folder}: the sweep is incomplete; finish it with cfx sweep "
+                             "--resume before auditing it")
+    try:
+        settings = manifest["settings"]
+        items = {(i["subject"], i["seed"], value_label(i["value"])): i
+                 for i in manifest["items"]}
+        run = _Run(folder, manifest, settings["attribute"], list(settings["values"]),
+                   settings["reference"], list(settings["seeds"]), list(settings["subjects"]),
+                   items)
+        for subject in run.subjects:
+            run.mask_path(subject)
+            for seed in run.seeds:
+                for value in run.values:
+                    run.item(subject, seed, value)
+    except (KeyError, TypeError) as exc:
+        raise UserInputError(f"{folder / 'manifest.json'}: missing entry {exc}; the manifest was "
+                             "not written by cfx sweep or was edited") from None
+    return run
+
+
+def _run_cohort(run: _Run) -> Cohort:
+    source = Path(run.manifest["settings"]["cohort"])
+    if not source.exists():
+        raise UserInputError(f"{run.folder}: the run's cohort {source} no longer exists; the "
+                             "audit regenerates from it (put it back at that path)")
+    return load_cohort(source)
+
+
+def _own_value(record: dict, run: _Run, vocabulary: AttributeVocabulary):
+    """The subject's canonical recorded value, or None when missing or not allowed."""
+    if run.attribute not in record:
+        return None
+    try:
+        return vocabulary.attribute(run.attribute).canonical(record[run.attribute])
+    except UserInputError:
+        return None
+
+
+def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
+    recorded = run.manifest.get("prompt_template", {})
+    if config.template is not None:
+        template = config.template
+    elif recorded.get("name", "default") == "default":
+        template = DEFAULT_TEMPLATE
+    else:
+        template = load_template(recorded["name"])
+    if recorded.get("sha256", template.sha256) != template.sha256:
+        raise UserInputError(f"prompt template {template.name}: its text differs from the one "
+                             "the run used (sha256 mismatch); give the run's template with "
+                             "--template")
+    return template
+
+
+def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
+                 seed_scale: list) -> tuple[dict, list[dict]]:
+    notes = []
+    model = run.manifest["model"]
+    try:
+        generator = resolve_generator(model["name"], cohort)
+        generator.check(cohort, run.attribute)
+    except UserInputError as exc:
+        return _criterion("skipped", notes=[f"the run's model {model['name']!r} cannot be loaded "
+                                            f"here: {exc}"]), []
+    if generator.content_hash != model["content_hash"]:
+        return _criterion("skipped", notes=[
+            f"model {model['name']!r} now has content hash {generator.content_hash}, the run used "
+            f"{model['content_hash']}; regenerating with another model says nothing"]), []
+    template = _template(run, config)
+    seed = run.seeds[0]
+    rows = []
+    for subject_id in track(run.subjects, "audit: composition", quiet=config.quiet):
+        subject = cohort.subject(subject_id)
+        own = _own_value(subject.record, run, config.attributes)
+        value = own if own in run.values else run.reference
+        item = run.item(subject_id, seed, value)
+        record = edit_record(subject.record, run.attribute, value, config.attributes)
+        prompt = template.render(record, f"subject {subject_id}")
+        if prompt != item["prompt"]:
+            raise UserInputError(f"{run.folder}: subject {subject_id}'s prompt is now {prompt!r} "
+                                 f"but the run used {item['prompt']!r}; give the run's "
+                                 "--attributes and --template")
+        mask = read_labels(run.mask_path(subject_id), config.labels)
+        volume = generator.generate(subject, mask, run.attribute,
+                                    [Request(value, record, prompt)], item["noise_seed"])[0]
+        distance = volume_distance(np.asarray(volume, np.float32),
+                                   run.ct(subject_id, seed, value))
+        rows.append({"subject": subject_id, "seed": seed, "value": value,
+                     "source": "own" if own == value else "reference",
+                     "mean_abs_hu": distance.mean_abs, "max_abs_hu": distance.max_abs})
+    null_mean = float(np.mean([r["mean_abs_hu"] for r in rows]))
+    metrics = {"null_mean_abs": _metric(null_mean, "HU"),
+               "null_max_abs": _metric(max(r["max_abs_hu"] for r in rows), "HU")}
+    if seed_scale:
+        scale = float(np.mean([d.mean_abs for d in seed_scale]))
+        metrics |= {"seed_to_seed_mean_abs": _metric(scale, "HU"),
+                    "seed_to_seed_max_abs": _metric(max(d.max_abs for d in seed_scale), "HU"),
+                    "null_to_seed_ratio": _metric(null_mean / scale if scale > 0 else None, "1")}
+    else:
+        notes.append("the run has one seed: no seed-to-seed distance to scale the null "
+                     "distance by (sweep with --seeds 0,1 for one)")
+    own_count = sum(r["source"] == "own" for r in rows)
+    metrics |= {"subjects_at_own_value": _metric(own_count, "subjects"),
+                "subjects_at_reference": _metric(len(rows) - own_count, "subjects")}
+    if own_count < len(rows):
+        notes.append(f"{len(rows) - own_count} subjects have no recorded {run.attribute} among "
+                     f"the swept values; they were regenerated at the reference "
+                     f"{run.reference!r}")
+    return _criterion("measured", metrics, notes), rows
+
+
+def _seed_distances(run: _Run, quiet: bool) -> list:
+    distances = []
+    if len(run.seeds) < 2:
+        return distances
+    for subject in track(run.subjects, "audit: seed-to-seed", quiet=quiet):
+        for value in run.values:
+            first = run.ct(subject, run.seeds[0], value)
+            distances += [volume_distance(run.ct(subject, seed, value), first)
+                          for seed in run.seeds[1:]]
+    return distances
+
+
+def _predictor_cohort(config: AuditConfig, cohort: Cohort) -> tuple[Cohort | None, str]:
+    """The cohort to train on, or None with the reason effectiveness is skipped."""
+    if config.cohort is not None:
+        chosen = load_cohort(config.cohort)
+        if not any(s.ct is not None for s in chosen):
+            raise UserInputError(f"--cohort: {config.cohort} has no CTs (ct/<subject>.nii.gz); "
+                                 "effectiveness trains its attribute predictor on real CTs")
+        return chosen, ""
+    if not any(s.ct is not None for s in cohort):
+        return None, (f"effectiveness needs real CTs to train its attribute predictor and the "
+                      f"run's cohort {cohort.source} has none; give --cohort DIR with CTs "
+                      "(the other criteria are reported)")
+    return cohort, ""
+
+
+def _features(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, vocabulary: LabelVocabulary,
+              source: str) -> np.ndarray:
+    lung = vocabulary.region_mask(labels, "lung", source)
+    try:
+        return lung_features(ct, lung, affine)
+    except ValueError as exc:
+        raise UserInputError(f"{source}: {exc}") from None
+
+
+def _training_set(cohort: Cohort, run: _Run, config: AuditConfig, classes) -> tuple:
+    """Features and targets of the predictor cohort's real CTs, with notes on who was left out."""
+    rows, targets, notes, unusable = [], [], [], 0
+    for subject in track(list(cohort), "audit: predictor features", quiet=config.quiet):
+        value = _own_value(subject.record, run, config.attributes)
+        if subject.ct is None or value is None or (classes is not None and value not in classes):
+            unusable += 1
+            continue
+        ct = read_volume(subject.ct)
+        mask = read_labels(subject.mask, config.labels)
+        check_same_grid(ct, mask)
+        rows.append(_features(ct.data, mask.data, ct.affine, config.labels, str(subject.ct)))
+        targets.append(value)
+    if unusable:
+        allowed = "" if classes is None else f" among {', '.join(map(str, classes))}"
+        notes.append(f"{unusable} of {len(cohort)} predictor-cohort subjects were left out (no "
+                     f"CT, or no {run.attribute}{allowed})")
+    features = np.array(rows) if rows else np.zeros((0, len(feature_names())))
+    return features, targets, notes
+
+
+def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
+                   config: AuditConfig) -> tuple[dict, list[dict]]:
+    if cohort is None:
+        return _criterion("skipped", notes=[skip_reason]), []
+    kind = config.attributes.attribute(run.attribute)
+    numeric = isinstance(kind, NumericAttribute)
+    classes = None if numeric else tuple(run.values)
+    features, targets, notes = _training_set(cohort, run, config, classes)
+    if numeric and (len(targets) < 3 or len(set(targets)) < 2):
+        return _criterion("skipped", notes=notes + [
+            f"the predictor needs at least 3 training subjects with differing {run.attribute}, "
+            f"got {len(targets)}"]), []
+    counts = {c: targets.count(c) for c in classes or ()}
+    if not numeric and min(counts.values()) < 2:
+        return _criterion("skipped", notes=notes + [
+            f"the predictor needs at least 2 training subjects of every swept value, got "
+            f"{', '.join(f'{c}: {n}' for c, n in counts.items())}"]), []
+    # Out-of-fold skill on the real CTs, then the model of all of them.
+    folds = min(_FOLDS, len(targets))
+    cv = cross_validated(features, targets, classes, config.penalty, folds)
+    model = (fit_linear(features, targets, config.penalty) if numeric else
+             fit_logistic(features, targets, classes, config.penalty))
+    keys, test = [], []
+    for subject in track(run.subjects, "audit: effectiveness", quiet=config.quiet):
+        mask = read_labels(run.mask_path(subject), config.labels)
+        for seed in run.seeds:
+            for value in run.values:
+                path = run.folder / run.item(subject, seed, value)["path"]
+                ct = read_volume(path)
+                test.append(_features(ct.data, mask.data, ct.affine, config.labels, str(path)))
+                keys.append({"subject": subject, "seed": seed, "value": value})
+    test = np.array(test)
+    truth = [k["value"] for k in keys]
+    size = {"training_subjects": _metric(len(targets), "subjects"),
+            "counterfactual_volumes": _metric(len(keys), "volumes")}
+    if numeric:
+        baseline = float(np.mean(targets))
+        predicted = model.predict(test)
+        scores = regression_scores(predicted, np.asarray(truth, float), baseline)
+        real = regression_scores(cv, np.asarray(targets, float), baseline)
+        unit = kind.unit
+        metrics = {"mae": _metric(scores.mae, unit, chance=scores.chance_mae),
+                   "correlation": _metric(scores.correlation, "1", chance=0.0),
+                   "real_ct_cv_mae": _metric(real.mae, unit, chance=real.chance_mae),
+                   "real_ct_cv_correlation": _metric(real.correlation, "1", chance=0.0)}
+        rows = [k | {"predicted": float(p)} for k, p in zip(keys, predicted, strict=True)]
+    else:
+        probabilities = model.predict_proba(test)
+        scores = classification_scores(probabilities, truth, classes)
+        real = classification_scores(cv, targets, classes)
+        metrics = {"accuracy": _metric(scores.accuracy, "fraction", chance=scores.chance_accuracy),
+                   "auc": _metric(scores.auc, "1", chance=scores.chance_auc),
+                   "real_ct_cv_accuracy": _metric(real.accuracy, "fraction",
+                                                  chance=real.chance_accuracy),
+                   "real_ct_cv_auc": _metric(real.auc, "1", chance=real.chance_auc)}
+        best = np.argmax(probabilities, axis=1)
+        rows = [k | {"predicted": classes[b]} | {f"p_{c}": float(p) for c, p in
+                                                  zip(classes, probs, strict=True)}
+                for k, b, probs in zip(keys, best, probabilities, strict=True)]
+        if real.accuracy <= real.chance_accuracy:
+            notes.append("the predictor is no better than chance on the real CTs it was trained "
+                         "on (out of fold): the attribute may not show in lung HU, so "
+                         "effectiveness cannot be judged")
+    notes.append(f"predictor: ridge {'linear' if numeric else 'logistic'} regression (penalty "
+                 f"{config.penalty:g}) on {len(feature_names())} lung HU features, trained on "
+                 f"{cohort.source}")
+    return _criterion("measured", metrics | size, notes), rows
+
+
+def _differences(run: _Run, config: AuditConfig,
+                 oracle: PhantomOracle | None) -> tuple[list, list[dict]]:
+    """Locality (and oracle scores) of every difference map."""
+    parts, rows = [], []
+    for subject in track(run.subjects, "audit: difference maps", quiet=config.quiet):
+        source = run.mask_path(subject)
+        lung = config.labels.region_mask(read_labels(source, config.labels).data, "lung", source)
+        for seed in run.seeds:
+            for value in run.values:
+                if value == run.reference:
+                    continue
+                difference = read_volume(run.diff_path(subject, seed, value)).data
+                part = change_locality(difference, lung)
+                parts.append(part)
+                row = {"subject": subject, "seed": seed, "value": value,
+                       "reference": run.reference, "share_inside": part.share_inside,
+                       "mean_abs_inside_hu": part.mean_abs_inside,
+                       "mean_abs_outside_hu": part.mean_abs_outside,
+                       "max_abs_outside_hu": part.max_abs_outside}
+                if oracle is not None:
+                    expected = oracle.expected_difference(subject, run.attribute, value,
+                                                          run.reference)
+                    score = score_difference(difference, expected, lung)
+                    row |= {"oracle_region_mean_hu": score.region_mean_expected,
+                            "oracle_region_mean_error_hu": score.region_mean_error,
+                            "oracle_rmse_hu": score.rmse,
+                            "oracle_correlation": score.correlation}
+                rows.append(row)
+    return parts, rows
+
+
+def _minimality(parts: list, rows: list[dict]) -> dict:
+    pooled = pool_locality(parts)
+    shares = [r["share_inside"] for r in rows if not math.isnan(r["share_inside"])]
+    notes = []
+    if len(shares) < len(rows):
+        notes.append(f"{len(rows) - len(shares)} of {len(rows)} difference maps are all zero "
+                     "(the model changed nothing): no share of change to locate")
+    return _criterion("measured", {
+        "share_inside_lung": _metric(pooled.share_inside, "fraction"),
+        "mean_abs_outside_lung": _metric(pooled.mean_abs_outside, "HU", bar=OFF_LUNG_BAR_HU),
+        "max_abs_outside_lung": _metric(pooled.max_abs_outside, "HU"),
+        "mean_abs_inside_lung": _metric(pooled.mean_abs_inside, "HU"),
+        "worst_share_inside_lung": _metric(min(shares) if shares else None, "fraction"),
+        "worst_mean_abs_outside_lung": _metric(max(r["mean_abs_outside_hu"] for r in rows),
+                                               "HU", bar=OFF_LUNG_BAR_HU),
+        "difference_maps": _metric(len(rows), "maps")}, notes)
+
+
+def _oracle(cohort: Cohort) -> PhantomOracle | None:
+    folder = cohort.source if cohort.source.is_dir() else cohort.source.parent
+    return PhantomOracle.from_cohort(folder) if (folder / TRUTH_FILE).exists() else None
+
+
+def _oracle_agreement(oracle: PhantomOracle | None, rows: list[dict]) -> dict:
+    if oracle is None:
+        return _criterion("not applicable", notes=[
+            "the run's cohort is not a phantom (no truth.json): there is no exact counterfactual "
+            "to compare with"])
+    errors = np.array([r["oracle_region_mean_error_hu"] for r in rows])
+    correlations = np.array([r["oracle_correlation"] for r in rows])
+    defined = correlations[~np.isnan(correlations)]
+    notes = []
+    if defined.size < correlations.size:
+        notes.append(f"{correlations.size - defined.size} of {correlations.size} maps have no "
+                     "defined correlation (the model's or the oracle's map is constant, e.g. a "
+                     "model that changes nothing); the mean is over the others")
+    return _criterion("measured", {
+        "region_mean_error": _metric(float(errors.mean()), "HU"),
+        "region_mean_abs_error": _metric(float(np.abs(errors).mean()), "HU"),
+        "oracle_region_mean": _metric(float(np.mean([r["oracle_region_mean_hu"] for r in rows])),
+                                      "HU"),
+        "rmse": _metric(float(np.mean([r["oracle_rmse_hu"] for r in rows])), "HU"),
+        "correlation": _metric(float(defined.mean()) if defined.size else None, "1"),
+        "correlation_undefined": _metric(int(correlations.size - defined.size), "maps")}, notes)
+
+
+def _reversibility(model: str) -> dict:
+    return _criterion("not applicable", notes=[
+        f"reversibility (edit a real CT to another value and back) applies to counterfactuals "
+        f"edited from a source CT (diffusion inversion); {model} generates from a mask and noise, "
+        "so there is no source CT to return to"])
+
+
+def _finite(value):
+    """JSON has no NaN: undefined numbers become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run_audit(config: AuditConfig,
+              note: Callable[[str], None] | None = None) -> dict:
+    """Audit the run folder ``config.run`` and write ``config.run/audit/``.
+
+    Parameters
+    ----------
+    config : AuditConfig
+    note : callable, optional
+        Called with each one-line note of a skipped criterion (the CLI prints them on stderr).
+
+    Returns
+    -------
+    dict
+        The content of ``audit.json`` (schema in the module docstring).
+
+    Raises
+    ------
+    UserInputError
+        The run is missing, incomplete or damaged, its cohort is gone, ``--cohort`` has no CTs,
+        a file cannot be read, or the run's prompts cannot be rebuilt.
+    """
+    # 1. Check inputs: the run, its cohort and the predictor cohort, before any work.
+    run = _open_run(config.run)
+    cohort = _run_cohort(run)
+    predictor_cohort, skip_reason = _predictor_cohort(config, cohort)
+    if skip_reason and note is not None:
+        note(skip_reason)
+    # 2. Composition: regenerate each subject at its own value; seed-to-seed as the scale.
+    seed_scale = _seed_distances(run, config.quiet)
+    composition, composition_rows = _composition(run, cohort, config, seed_scale)
+    # 3. Effectiveness: an attribute predictor trained on real CTs reads the counterfactuals.
+    effectiveness, volume_rows = _effectiveness(run, predictor_cohort, skip_reason, config)
+    # 4. Minimality and oracle agreement: one pass over the difference maps.
+    oracle = _oracle(cohort)
+    parts, difference_rows = _differences(run, config, oracle)
+    criteria = {"composition": composition, "effectiveness": effectiveness,
+                "minimality": _minimality(parts, difference_rows),
+                "reversibility": _reversibility(run.manifest["model"]["name"]),
+                "oracle_agreement": _oracle_agreement(oracle, difference_rows)}
+    # 5. Write RUN/audit/ (replacing an earlier audit only once everything succeeded).
+    tables = {"composition.csv": composition_rows, "volumes.csv": volume_rows,
+              "differences.csv": difference_rows}
+    audit = {
+        "format": AUDIT_FORMAT, "cfx_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run": str(run.folder), "attribute": run.attribute, "values": run.values,
+        "reference": run.reference, "seeds": run.seeds, "subjects": len(run.subjects),
+        "model": {k: run.manifest["model"][k] for k in ("name", "content_hash")},
+        "run_cohort": str(cohort.source),
+        "predictor_cohort": None if predictor_cohort is None else str(predictor_cohort.source),
+        "criteria": _finite(criteria),
+        "files": ["audit.json", *(name for name, rows in tables.items() if rows)],
+    }
+    with staged_dir(run.folder / AUDIT_FOLDER, replace=True) as out:
+        for name, rows in tables.items():
+            if rows:
+                pd.DataFrame(rows).to_csv(out / name, index=False)
+        write_json(out / "audit.json", audit)
+    return audit
