@@ -4,7 +4,8 @@ Two-sample comparisons of a region metric between the levels of a categorical at
 Mann-Whitney U), ordinary least squares with covariates through a statsmodels formula for any
 attribute, and a side-by-side table of a counterfactual effect and the observational one.
 Rows missing the outcome, the attribute or a covariate are left out (complete cases) and the
-number used is reported.
+number used is reported. :func:`cohort_effects` runs both kinds of test for every region x metric
+of a tidy region table of real CTs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import statsmodels.formula.api as smf
 from scipy import special, stats
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
-__all__ = ["group_tests", "ols_effect", "concordance", "EFFECT_COLUMNS"]
+from analysis.stats.correction import adjust_pvalues
+
+__all__ = ["group_tests", "ols_effect", "cohort_effects", "concordance", "EFFECT_COLUMNS"]
 
 EFFECT_COLUMNS = ("estimate", "ci_low", "ci_high")
 
@@ -192,6 +195,159 @@ def ols_effect(
         "p": fit.pvalues[params].to_numpy(),
         "n": int(fit.nobs),
     })
+
+
+def cohort_effects(
+    table: pd.DataFrame,
+    clinical: pd.DataFrame,
+    attribute: str,
+    covariates: Sequence[str] = (),
+    *,
+    reference: Hashable | None = None,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Observational effect of an attribute on every region x metric of a cohort's real CTs.
+
+    For each region x metric: the naive comparison (Welch t and Mann-Whitney U of each level vs
+    ``reference`` for a categorical attribute, plain OLS for a numeric one) and OLS adjusted for
+    ``covariates``. Subjects missing the attribute or a covariate are left out (complete cases;
+    ``n`` says how many remain). A metric for which a test is undefined (e.g. constant within
+    both groups) gets NaN and the reason in ``note``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Tidy region metrics, one row per subject x region x metric: columns ``subject``,
+        ``region``, ``metric``, ``estimate`` and optionally ``unit`` (as
+        :func:`analysis.regions.region_table` returns, one volume per subject).
+    clinical : DataFrame
+        One row per subject: column ``subject``, ``attribute`` and the ``covariates``.
+    attribute : str
+        Categorical (level vs reference) or numeric (effect per unit) column of ``clinical``.
+    covariates : sequence of str
+        Adjustment columns of ``clinical`` (e.g. ``("age", "sex")``); none gives plain OLS.
+    reference : hashable, optional
+        Reference level of a categorical attribute; the first in sorted order by default.
+    confidence : float
+        Level of every CI, in (0, 1).
+
+    Returns
+    -------
+    DataFrame
+        One row per level (None for a numeric attribute) x region x metric, in the metric's
+        unit (per attribute unit when numeric):
+
+        ============================== ========================================================
+        column                         meaning
+        ============================== ========================================================
+        level, reference, region,      what is compared (reference None when numeric)
+        metric, unit
+        n_level, n_reference           subjects in the compared groups (NaN when numeric)
+        naive_estimate, naive_ci_low,  unadjusted: Welch difference of means and its CI
+        naive_ci_high                  (categorical), OLS slope without covariates (numeric)
+        p_welch, p_mannwhitney         two-sample tests (categorical only)
+        estimate, ci_low, ci_high, p   OLS with ``covariates``
+        p_holm                         ``p`` Holm-adjusted over the whole table
+        n                              complete subjects in the adjusted OLS
+        covariates                     the adjustment, comma-separated
+        note                           why a statistic is undefined
+        ============================== ========================================================
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, a subject has two rows for one region x metric or is absent from
+        ``clinical``, or the attribute cannot be compared at all (fewer than 2 levels, a level
+        with fewer than 2 subjects, an unknown ``reference``, collinear covariates, too few
+        subjects for the coefficients).
+    """
+    _check_confidence(confidence)
+    missing = [c for c in ("subject", "region", "metric", "estimate") if c not in table.columns]
+    missing += [c for c in ("subject", attribute, *covariates) if c not in clinical.columns]
+    if missing:
+        raise ValueError(f"table, clinical: missing column(s) {missing}")
+    keys = ["subject", "region", "metric"]
+    if table.duplicated(keys).any():
+        raise ValueError("table: a subject has several rows for one region x metric; expected one "
+                         "volume per subject")
+    unknown = sorted(set(table["subject"]) - set(clinical["subject"]))
+    if unknown:
+        raise ValueError(f"clinical: no row for subject(s) {unknown[:5]} of the region table")
+    units = (table.drop_duplicates(["region", "metric"]).set_index(["region", "metric"])["unit"]
+             if "unit" in table.columns else None)
+    wide = table.pivot(index="subject", columns=["region", "metric"], values="estimate")
+    columns = list(table.drop_duplicates(["region", "metric"])[["region", "metric"]]
+                   .itertuples(index=False, name=None))
+    frame = clinical.set_index("subject").loc[wide.index, [attribute, *covariates]]
+    categorical = _is_categorical(frame[attribute].dropna())
+    if categorical:
+        counts = frame[attribute].value_counts()
+        small = {lv: int(n) for lv, n in counts.items() if n < 2}
+        if small:
+            raise ValueError(f"attribute: level(s) {small} of {attribute!r} have fewer than 2 "
+                             f"subjects; each compared group needs at least 2")
+        reference = sorted(counts.index)[0] if reference is None else reference
+    # structural problems (levels, reference, collinearity, too few rows) are errors for every
+    # outcome alike: checked once, on the first
+    ols_effect(frame.assign(_y=wide[columns[0]].to_numpy()), "_y", attribute, covariates,
+               reference=reference, confidence=confidence)
+    blocks = []
+    for region, metric in columns:
+        data = frame.assign(_y=wide[(region, metric)].to_numpy())
+        block, note = _one_outcome(data, attribute, covariates, reference, categorical,
+                                   confidence)
+        block.insert(0, "unit", "" if units is None else units[(region, metric)])
+        block.insert(0, "metric", metric)
+        block.insert(0, "region", region)
+        block["covariates"] = ",".join(covariates)
+        block["note"] = note
+        blocks.append(block)
+    result = pd.concat(blocks, ignore_index=True)
+    result.insert(result.columns.get_loc("p") + 1, "p_holm", adjust_pvalues(result["p"], "holm"))
+    front = ["level", "reference", "region", "metric", "unit"]
+    return result[front + [c for c in result.columns if c not in front]]
+
+
+def _one_outcome(data, attribute, covariates, reference, categorical, confidence):
+    """Naive and adjusted rows of one outcome column ``_y``; NaN rows with a note if undefined."""
+    notes = []
+    try:
+        adjusted = _by_level(ols_effect(data, "_y", attribute, covariates, reference=reference,
+                                        confidence=confidence))
+    except ValueError as exc:
+        notes.append(f"OLS: {exc}")
+        adjusted = {}
+    try:
+        naive = _by_level(group_tests(data, "_y", attribute, reference, confidence=confidence)
+                          if categorical else ols_effect(data, "_y", attribute,
+                                                         confidence=confidence))
+    except ValueError as exc:
+        notes.append(f"naive: {exc}")
+        naive = {}
+    rows = []
+    for level in list(adjusted) or list(naive) or [None]:
+        row = {"level": level, "reference": reference if categorical else None,
+               "n_level": np.nan, "n_reference": np.nan,
+               "naive_estimate": np.nan, "naive_ci_low": np.nan, "naive_ci_high": np.nan,
+               "p_welch": np.nan, "p_mannwhitney": np.nan,
+               "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n": 0}
+        if level in naive:
+            got = naive[level]
+            row.update(naive_estimate=got["estimate"], naive_ci_low=got["ci_low"],
+                       naive_ci_high=got["ci_high"])
+            if categorical:
+                row.update({k: got[k] for k in ("n_level", "n_reference", "p_welch",
+                                                "p_mannwhitney")})
+        if level in adjusted:
+            got = adjusted[level]
+            row.update({k: got[k] for k in ("estimate", "ci_low", "ci_high", "p")},
+                       n=int(got["n"]))
+        rows.append(row)
+    return pd.DataFrame(rows), "; ".join(notes)
+
+
+def _by_level(result: pd.DataFrame) -> dict:
+    return dict(zip(result["level"], result.to_dict("records"), strict=True))
 
 
 def concordance(

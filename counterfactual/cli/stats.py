@@ -1,127 +1,521 @@
-"""``cfx stats``: region HU shifts of a sweep, paired tests beside the noise floor, voxel maps."""
+"""``cfx stats``: region HU shifts of a sweep beside the noise floor, voxel maps, and the
+observational comparison of a cohort's real CTs with its concordance to the counterfactual effect.
+
+Three ways to call it::
+
+    cfx stats RUN                              counterfactual: paired effects, noise floor, maps
+    cfx stats --cohort DIR --attribute A       observational: Welch, Mann-Whitney, OLS on real CTs
+    cfx stats RUN --cohort DIR                 both, and their concordance side by side
+
+``--covariates`` adjusts the observational OLS; with a RUN but no ``--cohort`` the run's own
+cohort (``settings.cohort`` of its manifest) supplies the real CTs and the clinical columns.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from analysis.permutation import one_sample_permutation
-from analysis.regions import RegionItem, region_table
+from analysis.regions import ZONES, RegionItem, region_table
 from analysis.stats.effects import effect_table
+from analysis.stats.observational import cohort_effects, concordance
 from counterfactual.atomic import staged_dir
+from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
 from counterfactual.cli.app import app
+from counterfactual.cohort import Cohort, load_cohort
 from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
+from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary, load_vocabulary
+from counterfactual.progress import track
 from counterfactual.sweep.manifest import read_manifest, write_json
-from counterfactual.sweep.naming import diff_name, value_label
-from counterfactual.volume import read_labels, read_volume, write_volume
+from counterfactual.sweep.naming import ct_name, diff_name, value_label
+from counterfactual.volume import (
+    Volume,
+    check_same_grid,
+    read_labels,
+    read_volume,
+    write_volume,
+)
 
 _HEADLINE = ("mean", "pd15", "laa950")
+_FORMAT = "cfx-stats/1"
 
 
-def _items(run: Path, manifest: dict, vocabulary):
-    for item in manifest["items"]:
+@app.command()
+def stats(
+    run: Path | None = typer.Argument(None, help="Run folder made by cfx sweep (optional when "
+                                                 "--cohort is given)."),
+    cohort: Path | None = typer.Option(
+        None, "--cohort", help="Cohort with real CTs (ct/<id>.nii.gz): observational comparison "
+                               "of the attribute; with RUN also its concordance with the "
+                               "counterfactual effect."),
+    attribute: str | None = typer.Option(
+        None, "--attribute", "-a", help="Attribute compared in --cohort (default: the run's)."),
+    region: list[str] = typer.Option(["lung"], "--region", help="Region to measure (repeatable)."),
+    zones: bool = typer.Option(True, "--zones/--no-zones",
+                               help="Also upper/middle/lower thirds of each region."),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Value every other value is compared with (default: the run's "
+                                  "reference; for --cohort alone the first level in sort order)."),
+    covariates: str | None = typer.Option(
+        None, "--covariates", help="Comma-separated clinical columns, e.g. age,sex, adjusting the "
+                                   "observational OLS. The paired counterfactual tests need no "
+                                   "adjustment (each subject is its own control). With RUN and no "
+                                   "--cohort, the run's cohort supplies the real CTs."),
+    voxelwise: bool = typer.Option(False, "--voxelwise", help="Sign-flip permutation maps "
+                                                              "of the run."),
+    permutations: int = typer.Option(5000, "--permutations", help="Sign flips for voxel maps."),
+    tfce: bool = typer.Option(False, "--tfce", help="Also TFCE with its own FWE p-map "
+                                                    "(needs --voxelwise)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/stats, or "
+                                                        "<cohort>/stats without a RUN)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+) -> None:
+    """Region metrics, paired effects of each value vs the reference beside the noise floor,
+    voxelwise FWE maps, and observational tests of real CTs with their concordance."""
+    # 1. check the options that need no file
+    if run is None and cohort is None:
+        raise UserInputError("give a RUN folder made by cfx sweep, --cohort DIR, or both")
+    if permutations < 1:
+        raise UserInputError(f"--permutations: must be >= 1, got {permutations}")
+    if tfce and not voxelwise:
+        raise UserInputError("--tfce: TFCE maps are voxelwise; add --voxelwise")
+    if run is None and voxelwise:
+        raise UserInputError("--voxelwise: voxel maps compare the volumes of a run; give RUN")
+    if run is None and attribute is None:
+        raise UserInputError("--attribute: name the attribute to compare in --cohort, e.g. "
+                             "--attribute smoking")
+    vocabulary = DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels)
+    regions = {name: vocabulary.region_labels(name) for name in region}
+    zone_regions = list(region) if zones else []
+    adjust = _split(covariates)
+    # 2. the run: its settings, the reference and the cohort it was made from
+    manifest = settings = None
+    if run is not None:
+        manifest = read_manifest(run)
+        if not manifest.get("complete"):
+            raise UserInputError(f"{run}: the sweep is incomplete; finish it with "
+                                 "cfx sweep --resume")
+        settings = manifest["settings"]
+        if attribute is not None and attribute != settings["attribute"]:
+            raise UserInputError(f"--attribute: the run sweeps {settings['attribute']!r}, got "
+                                 f"{attribute!r}; omit --attribute or use another run")
+        attribute = settings["attribute"]
+        run_reference = (settings["reference"] if reference is None
+                         else _match(reference, settings["values"], "--reference", str(run)))
+        if cohort is None and adjust:
+            cohort = Path(settings["cohort"])
+    table_cohort = None if cohort is None else _observational_cohort(cohort, attribute, adjust)
+    destination = out if out is not None else (run if run is not None else cohort) / "stats"
+    _check_destination(destination)
+    # 3. counterfactual statistics of the run
+    effects = None
+    if run is not None:
+        try:
+            table = region_table(_run_items(run, manifest, vocabulary, quiet), regions,
+                                 zones=zone_regions)
+            effects = effect_table(table, run_reference)
+        except ValueError as exc:
+            raise UserInputError(f"{run}: {exc}") from None
+    # 4. observational statistics of the cohort's real CTs
+    observed = cohort_table = None
+    if table_cohort is not None:
+        obs_reference = reference if run is None else run_reference
+        cohort_table, clinical, counts = _cohort_metrics(table_cohort, attribute, adjust, regions,
+                                                         zone_regions, vocabulary, quiet)
+        obs_reference = _level(obs_reference, clinical[attribute], attribute)
+        try:
+            observed = cohort_effects(cohort_table, clinical, attribute, adjust,
+                                      reference=obs_reference)
+        except ValueError as exc:
+            raise UserInputError(f"{table_cohort.source}: {exc}") from None
+    agreement = (_concordance(effects, observed) if effects is not None and observed is not None
+                 else None)
+    # 5. write everything, then print the tables
+    summary: dict = {"format": _FORMAT, "attribute": attribute, "regions": regions}
+    with staged_dir(destination, replace=True) as folder:
+        if effects is not None:
+            table.to_csv(folder / "regions.csv", index=False)
+            effects.to_csv(folder / "effects.csv", index=False)
+            summary |= {"run": str(run), "reference": run_reference, "n_seeds":
+                        len(settings["seeds"]), "effects": _records(effects)}
+            if voxelwise:
+                summary["voxelwise"] = _voxelwise(run, manifest, folder, regions, run_reference,
+                                                  permutations, tfce, vocabulary, quiet)
+        if observed is not None:
+            cohort_table.to_csv(folder / "cohort_regions.csv", index=False)
+            observed.to_csv(folder / "observational.csv", index=False)
+            summary |= {"cohort": str(table_cohort.source), "covariates": adjust,
+                        "subjects": counts, "observational": _records(observed)}
+        if agreement is not None:
+            agreement.to_csv(folder / "concordance.csv", index=False)
+            summary["concordance"] = _records(agreement)
+        write_json(folder / "summary.json", summary)
+    if quiet:
+        return
+    screen = Console()
+    if effects is not None:
+        screen.print(_effects_table(effects, attribute, len(settings["seeds"])))
+    if observed is not None:
+        screen.print(_observed_table(observed, attribute, adjust, counts))
+    if agreement is not None:
+        screen.print(_concordance_table(agreement, attribute, adjust))
+
+
+def _split(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    names = [name.strip() for name in text.split(",")]
+    if "" in names or len(set(names)) < len(names):
+        raise UserInputError(f"--covariates: {text!r} must be distinct comma-separated column "
+                             "names, e.g. age,sex")
+    return names
+
+
+def _match(text: str, values: list, option: str, where: str):
+    """The value of ``values`` that ``text`` names (as typed, as its file label, or as a number)."""
+    for value in values:
+        if text.strip() in (str(value), value_label(value)) or (
+                isinstance(value, int | float) and _number(text) == value):
+            return value
+    raise UserInputError(f"{option}: {text!r} is not a value of {where}; its values are "
+                         f"{', '.join(map(str, values))}")
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _check_destination(folder: Path) -> None:
+    """Refuse to replace a non-empty folder that is not an earlier ``cfx stats`` output."""
+    if folder.is_file() or (folder.is_dir() and any(folder.iterdir())
+                            and not (folder / "summary.json").is_file()):
+        raise UserInputError(f"--out: {folder} exists and is not a cfx stats folder; choose a "
+                             "new or empty folder")
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def _run_items(run: Path, manifest: dict, vocabulary: LabelVocabulary,
+               quiet: bool) -> Iterator[RegionItem]:
+    for item in track(manifest["items"], "region metrics", quiet=quiet):
         ct = read_volume(run / item["path"])
         mask = read_labels(manifest["masks"][item["subject"]], vocabulary)
+        check_same_grid(ct, mask)
         yield RegionItem(item["subject"], item["value"], item["seed"], ct.data, mask.data,
                          ct.affine)
 
 
-def _voxelwise(run: Path, manifest: dict, out: Path, lung: tuple[int, ...], n_permutations: int,
-               tfce: bool) -> dict:
+def _voxelwise(run: Path, manifest: dict, out: Path, regions: dict, reference, n_permutations: int,
+               tfce: bool, vocabulary: LabelVocabulary, quiet: bool) -> dict:
+    """Sign-flip maps of every value vs ``reference`` over the union of the subjects' regions.
+
+    Subjects are streamed: one volume is read at a time and only the tested voxels of each
+    subject's seed-averaged difference are kept.
+    """
     settings = manifest["settings"]
-    attribute, reference = settings["attribute"], settings["reference"]
+    attribute, subjects, seeds = settings["attribute"], settings["subjects"], settings["seeds"]
+    members = sorted({label for labels in regions.values() for label in labels})
+    grid = None
+    for subject in subjects:  # the tested voxels: union of every subject's regions
+        mask = read_labels(manifest["masks"][subject], vocabulary)
+        if grid is None:
+            grid, tested = mask, np.zeros(mask.shape, bool)
+        _check_common_grid(grid, mask, subjects[0], subject)
+        tested |= np.isin(mask.data, members)
     maps = {}
-    for value in settings["values"]:
-        if value == reference:
-            continue
-        per_subject, union, affine = [], None, None
-        for subject in settings["subjects"]:
-            diffs = [read_volume(run / diff_name(subject, attribute, value_label(value),
-                                                 value_label(reference), seed))
-                     for seed in settings["seeds"]]
-            if affine is None:
-                affine, shape = diffs[0].affine, diffs[0].shape
-            if diffs[0].shape != shape or not np.allclose(diffs[0].affine, affine, atol=1e-3):
-                raise UserInputError(f"--voxelwise: subject {subject} is on another grid than "
-                                     f"{settings['subjects'][0]}; voxelwise tests need subjects "
-                                     "on a common grid (register them first)")
-            per_subject.append(np.mean([d.data for d in diffs], axis=0))
-            mask = np.isin(read_labels(manifest["masks"][subject]).data, lung)
-            union = mask if union is None else union | mask
+    for value in (v for v in settings["values"] if v != reference):
+        samples = np.empty((len(subjects), int(tested.sum())))
+        for row, subject in enumerate(track(subjects, f"voxel maps {value}", quiet=quiet)):
+            total = np.zeros(samples.shape[1])
+            for seed in seeds:
+                difference = _difference(run, settings, subject, value, reference, seed)
+                _check_common_grid(grid, difference, subjects[0], subject)
+                total += difference.data[tested]
+            samples[row] = total / len(seeds)
+        if tfce:
+            _check_finite_t(samples)
+            data = np.zeros((len(subjects),) + tested.shape)
+            data[:, tested] = samples
+            del samples
+        else:
+            data = samples
         try:
-            result = one_sample_permutation(np.stack(per_subject), n_permutations=n_permutations,
-                                            tfce=tfce, mask=union, random_state=0)
+            result = one_sample_permutation(data, n_permutations=n_permutations, tfce=tfce,
+                                            mask=tested if tfce else None, random_state=0)
         except ValueError as exc:
             raise UserInputError(f"--voxelwise: {exc}") from None
         contrast = f"{value_label(value)}-vs-{value_label(reference)}"
         names = {"mean": result.mean, "t": result.t, "pfwe": result.p_fwe, "qfdr": result.q_fdr}
         if tfce:
             names |= {"tfce": result.tfce, "ptfce": result.p_tfce}
-        for stat, data in names.items():
+        for stat, values in names.items():
+            volume = values if tfce else _unmask(values, tested)
             write_volume(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat}.nii.gz",
-                         np.nan_to_num(data, nan=0.0).astype(np.float32), affine)
-        maps[contrast] = {"voxels_tested": int(union.sum()),
-                          "voxels_fwe_05": int(np.nansum(result.p_fwe < 0.05))}
+                         np.nan_to_num(volume, nan=0.0).astype(np.float32), grid.affine)
+        maps[contrast] = {"voxels_tested": int(tested.sum()), "permutations": n_permutations,
+                          "voxels_fwe_05": int(np.sum(result.p_fwe < 0.05))}
+        if tfce:
+            maps[contrast]["voxels_tfce_fwe_05"] = int(np.sum(result.p_tfce < 0.05))
     return maps
 
 
-@app.command()
-def stats(
-    run: Path = typer.Argument(..., help="Run folder made by cfx sweep."),
-    region: list[str] = typer.Option(["lung"], "--region", help="Region to measure (repeatable)."),
-    zones: bool = typer.Option(True, "--zones/--no-zones",
-                               help="Also upper/middle/lower thirds of each region."),
-    voxelwise: bool = typer.Option(False, "--voxelwise", help="Sign-flip permutation maps."),
-    permutations: int = typer.Option(5000, "--permutations", help="Sign flips for voxel maps."),
-    tfce: bool = typer.Option(False, "--tfce", help="Also TFCE with its own FWE p-map."),
-    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
-) -> None:
-    """Region metrics per item, paired effects of each value vs the reference with the noise
-    floor, and (optionally) voxelwise FWE maps, written to RUN/stats/."""
-    vocabulary = DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels)
-    regions = {name: vocabulary.region_labels(name) for name in region}
-    if permutations < 1:
-        raise UserInputError(f"--permutations: must be >= 1, got {permutations}")
-    manifest = read_manifest(run)
-    if not manifest.get("complete"):
-        raise UserInputError(f"{run}: the sweep is incomplete; finish it with cfx sweep --resume")
-    settings = manifest["settings"]
+def _check_finite_t(samples: np.ndarray) -> None:
+    constant = np.all(samples == samples[:1], axis=0) & (samples[0] != 0)
+    if constant.any():
+        raise UserInputError(
+            f"--tfce: {int(constant.sum())} tested voxels have the same non-zero difference in "
+            "every subject (an exact generator such as the phantom oracle), so t is infinite and "
+            "TFCE undefined; drop --tfce (the max-T maps handle it)")
+
+
+def _difference(run: Path, settings: dict, subject: str, value, reference, seed: int):
+    """value - reference of one subject and seed: the run's difference map when it has one."""
+    attribute = settings["attribute"]
+    if reference == settings["reference"]:
+        return read_volume(run / diff_name(subject, attribute, value_label(value),
+                                           value_label(reference), seed))
+    high = read_volume(run / ct_name(subject, attribute, value_label(value), seed))
+    low = read_volume(run / ct_name(subject, attribute, value_label(reference), seed))
+    return Volume(high.data - low.data, high.affine, high.source)
+
+
+def _check_common_grid(grid, volume, first: str, subject: str) -> None:
+    if volume.shape != grid.shape or not np.allclose(volume.affine, grid.affine, atol=1e-3):
+        raise UserInputError(f"--voxelwise: subject {subject} is on another grid than {first}; "
+                             "voxelwise tests need subjects on a common grid (register them "
+                             "first)")
+
+
+def _unmask(values: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    volume = np.zeros(tested.shape)
+    volume[tested] = values
+    return volume
+
+
+# --- the cohort's real CTs --------------------------------------------------------------------
+
+def _observational_cohort(path: Path, attribute: str, covariates: list[str]) -> Cohort:
+    cohort = load_cohort(path)
+    cohort.check_columns([attribute], "--attribute")
+    cohort.check_columns(covariates, "--covariates")
+    if attribute in covariates:
+        raise UserInputError(f"--covariates: {attribute!r} is the compared attribute; adjust for "
+                             "other columns")
+    if not any(s.ct is not None for s in cohort):
+        raise UserInputError(f"{path}: the cohort has no CTs (ct/<id>.nii.gz or a 'ct' column); "
+                             "the observational comparison needs real CTs")
+    return cohort
+
+
+def _cohort_metrics(cohort: Cohort, attribute: str, covariates: list[str], regions: dict,
+                    zones: list[str], vocabulary: LabelVocabulary, quiet: bool):
+    """Region metrics of each subject's CT (one subject in memory at a time) and the clinical
+    frame; subjects without the attribute or a CT are left out and counted."""
+    records = {s.id: canonicalize_record(s.record, DEFAULT_ATTRIBUTES, f"{cohort.source}, "
+                                         f"subject {s.id}") for s in cohort}
+    used = [s for s in cohort if s.ct is not None and attribute in records[s.id]]
+    counts = {"total": len(cohort), "used": len(used),
+              "without_attribute": sum(attribute not in records[s.id] for s in cohort),
+              "without_ct": sum(s.ct is None for s in cohort)}
+
+    def items() -> Iterator[RegionItem]:
+        for subject in track(used, "cohort CTs", quiet=quiet):
+            ct, mask = read_volume(subject.ct), read_labels(subject.mask, vocabulary)
+            check_same_grid(ct, mask)
+            yield RegionItem(subject.id, records[subject.id][attribute], 0, ct.data, mask.data,
+                             ct.affine)
+
     try:
-        table = region_table(_items(run, manifest, vocabulary), regions,
-                             zones=list(region) if zones else ())
-        effects = effect_table(table, settings["reference"])
+        table = region_table(items(), regions, zones=zones)
     except ValueError as exc:
-        raise UserInputError(f"{run}: {exc}") from None
-    with staged_dir(run / "stats", replace=True) as out:
-        table.to_csv(out / "regions.csv", index=False)
-        effects.to_csv(out / "effects.csv", index=False)
-        maps = (_voxelwise(run, manifest, out, vocabulary.region_labels("lung"), permutations,
-                           tfce) if voxelwise else {})
-        summary = {"run": str(run), "attribute": settings["attribute"],
-                   "reference": settings["reference"], "regions": regions,
-                   "effects": json.loads(effects.to_json(orient="records")), "voxelwise": maps}
-        write_json(out / "summary.json", summary)
-    if not quiet:
-        Console().print(_headline(effects, settings["attribute"]))
+        raise UserInputError(f"{cohort.source}: {exc}") from None
+    table = table.drop(columns=["seed"]).rename(columns={"value": attribute})
+    clinical = pd.DataFrame([{"subject": s.id, **{c: records[s.id].get(c)
+                                                  for c in (attribute, *covariates)}}
+                             for s in used], columns=["subject", attribute, *covariates])
+    clinical = clinical.infer_objects()
+    return table, clinical, counts
 
 
-def _headline(effects: pd.DataFrame, attribute: str) -> Table:
-    table = Table(title=f"{attribute}: paired effect (value - reference) and noise floor")
-    for column in ("value", "region", "metric", "Δ mean [95% CI]", "p (Holm)", "noise floor"):
-        table.add_column(column)
-    rows = effects[effects["metric"].isin(_HEADLINE)]
+def _level(text, column: pd.Series, attribute: str):
+    """The level of a categorical ``column`` that ``text`` names; None stays None."""
+    if text is None or pd.api.types.is_numeric_dtype(column):
+        return None  # a numeric attribute's effect is per unit: no reference level
+    levels = sorted({str(v) for v in column.dropna()})
+    match = [lv for lv in levels if lv == str(text) or lv.lower() == str(text).lower()]
+    if not match:
+        raise UserInputError(f"--reference: {text!r} is not a level of {attribute} in the cohort; "
+                             f"levels: {', '.join(levels)}")
+    return match[0]
+
+
+def _concordance(effects: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
+    """Counterfactual vs adjusted observational effect per value x region x metric.
+
+    A numeric attribute's observational slope is scaled to the run's contrast
+    ``(value - reference)``; a categorical one is matched level by level.
+    """
+    blocks = []
+    keys = ["region", "metric"]
+    for value, cf in effects.groupby("value", sort=False):
+        reference = cf["reference"].iloc[0]
+        if observed["level"].isna().all():  # numeric attribute: effect per unit
+            factor = float(value) - float(reference)
+            obs = _scaled(observed, factor)
+        else:
+            obs = observed[observed["level"].astype(str) == str(value)]
+        if obs.empty:
+            continue
+        joined = concordance(cf.set_index(keys), obs.set_index(keys)).reset_index()
+        joined.insert(2, "unit", cf.set_index(keys).loc[list(zip(joined["region"],
+                                                                   joined["metric"],
+                                                                   strict=True)), "unit"].values)
+        naive = obs.set_index(keys)[["naive_estimate", "naive_ci_low", "naive_ci_high"]]
+        joined = joined.join(naive, on=keys)
+        joined.insert(0, "reference", reference)
+        joined.insert(0, "value", value)
+        blocks.append(joined)
+    if not blocks:
+        values = list(effects["value"].unique())
+        raise UserInputError(f"--cohort: none of the run's values {values} is a level of the "
+                             f"cohort's attribute {sorted(map(str, observed['level'].unique()))}")
+    return pd.concat(blocks, ignore_index=True)
+
+
+def _scaled(observed: pd.DataFrame, factor: float) -> pd.DataFrame:
+    scaled = observed.copy()
+    for prefix in ("", "naive_"):
+        low, high = scaled[f"{prefix}ci_low"] * factor, scaled[f"{prefix}ci_high"] * factor
+        scaled[f"{prefix}estimate"] *= factor
+        scaled[f"{prefix}ci_low"], scaled[f"{prefix}ci_high"] = (np.minimum(low, high),
+                                                                 np.maximum(low, high))
+    return scaled
+
+
+# --- tables on an 80-column terminal ----------------------------------------------------------
+
+def _interval(estimate: float, low: float, high: float) -> str:
+    if pd.isna(estimate):
+        return "n/a"
+    low, estimate, high = (round(x, 1) + 0.0 for x in (low, estimate, high))  # no "-0.0"
+    return f"{estimate:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def _headline(frame: pd.DataFrame) -> pd.DataFrame:
+    """The headline metrics; each region followed by its zones, then :data:`_HEADLINE` order."""
+    rows = frame[frame["metric"].isin(_HEADLINE)]
+    base = rows["region"].str.replace(r"-(upper|middle|lower)$", "", regex=True)
+    zone = rows["region"].str.extract(r"-(upper|middle|lower)$")[0].map(
+        {z: i + 1 for i, z in enumerate(ZONES)}).fillna(0)
+    order = {name: i for i, name in enumerate(pd.unique(base))}
+    key = (base.map(order) * 4 + zone) * len(_HEADLINE) + rows["metric"].map(
+        {m: i for i, m in enumerate(_HEADLINE)})
+    return rows.iloc[np.argsort(key.to_numpy(), kind="stable")]
+
+
+def _p(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.2g}"
+
+
+def _metric(metric: str, unit: str) -> str:
+    return f"{metric} {unit}".strip()
+
+
+def _table(title: str, caption: str) -> Table:
+    """A table without side borders, so five columns of intervals fit 80 columns."""
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
+                 pad_edge=False)
+
+
+def _effects_table(effects: pd.DataFrame, attribute: str, n_seeds: int) -> Table:
+    rows = _headline(effects)
+    several = rows["value"].nunique() > 1
+    title = f"{attribute}: paired Δ (value - {rows['reference'].iloc[0]}), 95 % CI"
+    if not several:
+        title = f"{attribute}: {rows['value'].iloc[0]} - {rows['reference'].iloc[0]}, paired Δ"
+    caption = ("noise floor: seed-vs-seed Δ at equal value" if n_seeds > 1 else
+               "noise floor: the run has one seed; sweep with --seeds 0,1,... to measure it")
+    noted = int((rows["note"] != "").sum())
+    if noted:
+        caption += f"\n{noted} row(s) have a note: see effects.csv"
+    table = _table(title, caption)
+    if several:
+        table.add_column("value")
+    for column in ("region", "metric", "Δ [95% CI]", "p Holm"):
+        table.add_column(column, no_wrap=True)
+    if n_seeds > 1:
+        table.add_column("noise floor", no_wrap=True)
     for row in rows.itertuples():
-        noise = ("—" if pd.isna(getattr(row, "noise_estimate", np.nan)) else
-                 f"{row.noise_estimate:+.2f} [{row.noise_ci_low:+.2f}, {row.noise_ci_high:+.2f}]")
-        p = "—" if pd.isna(row.p_t_holm) else f"{row.p_t_holm:.3g}"
-        table.add_row(f"{row.value} vs {row.reference}", row.region, f"{row.metric} ({row.unit})",
-                      f"{row.estimate:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}]", p, noise)
+        cells = [str(row.value)] if several else []
+        cells += [row.region, _metric(row.metric, row.unit),
+                  _interval(row.estimate, row.ci_low, row.ci_high), _p(row.p_t_holm)]
+        if n_seeds > 1:
+            cells.append(_interval(row.noise_estimate, row.noise_ci_low, row.noise_ci_high))
+        table.add_row(*cells)
     return table
+
+
+def _observed_table(observed: pd.DataFrame, attribute: str, covariates: list[str],
+                    counts: dict) -> Table:
+    rows = _headline(observed)
+    categorical = not rows["level"].isna().all()
+    left_out = counts["total"] - counts["used"]
+    caption = (f"real CTs: {counts['used']} of {counts['total']} subjects; {left_out} left out "
+               f"({counts['without_attribute']} without {attribute}, {counts['without_ct']} "
+               "without a CT)")
+    noted = int((rows["note"] != "").sum())
+    if noted:
+        caption += f"\n{noted} row(s) have a note: see observational.csv"
+    adjusted = f"adj. {','.join(covariates)}" if covariates else "OLS"
+    title = (f"{attribute} observed: level - {rows['reference'].iloc[0]}" if categorical else
+             f"{attribute} observed: Δ per unit")
+    table = _table(title, caption)
+    if categorical and rows["level"].nunique() > 1:
+        table.add_column("level")
+    for column in ("region", "metric", "naive Δ [95% CI]", f"{adjusted} Δ", "p Holm"):
+        table.add_column(column, no_wrap=True)
+    for row in rows.itertuples():
+        cells = [str(row.level)] if categorical and rows["level"].nunique() > 1 else []
+        cells += [row.region, _metric(row.metric, row.unit),
+                  _interval(row.naive_estimate, row.naive_ci_low, row.naive_ci_high),
+                  _interval(row.estimate, row.ci_low, row.ci_high), _p(row.p_holm)]
+        table.add_row(*cells)
+    return table
+
+
+def _concordance_table(agreement: pd.DataFrame, attribute: str, covariates: list[str]) -> Table:
+    rows = _headline(agreement)
+    adjust = f"adj. {','.join(covariates)}" if covariates else "unadjusted"
+    table = _table(f"{attribute}: counterfactual vs observed ({adjust}), 95 % CI",
+                   "overlap: the two CIs overlap")
+    several = rows["value"].nunique() > 1
+    if several:
+        table.add_column("value")
+    for column in ("region", "metric", "counterfactual", "observed", "overlap"):
+        table.add_column(column, no_wrap=True)
+    for row in rows.itertuples():
+        cells = [str(row.value)] if several else []
+        cells += [row.region, _metric(row.metric, row.unit),
+                  _interval(row.cf_estimate, row.cf_ci_low, row.cf_ci_high),
+                  _interval(row.obs_estimate, row.obs_ci_low, row.obs_ci_high),
+                  "yes" if row.cis_overlap else "no"]
+        table.add_row(*cells)
+    return table
+
