@@ -1,4 +1,9 @@
-"""``cfx sweep``: the same subjects under each value of one attribute, with shared noise."""
+"""``cfx sweep``: the same subjects under each value of one attribute, with shared noise.
+
+With no ``--cohort``/``--mask`` it sweeps the bundled demo cohort (8 phantom subjects).
+``--shard i/n`` runs one slice of the (subject, seed) groups into a folder shared by all shards;
+``--executor ray`` runs the groups as Ray tasks.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,13 @@ from rich.table import Table
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes, parse_values
 from counterfactual.cli.app import app
 from counterfactual.cohort import cohort_from_masks, load_cohort
+from counterfactual.data import DEMO_COHORT
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
+from counterfactual.progress import console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 from counterfactual.sweep.engine import SweepConfig, run_sweep
+from counterfactual.sweep.executors import resolve_executor
 from counterfactual.sweep.generators import resolve_generator
 
 
@@ -27,11 +35,41 @@ def _seeds(text: str) -> tuple[int, ...]:
                              "e.g. 0,1,2") from None
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        index = count = 0
+    if not 1 <= index <= count:
+        raise UserInputError(f"--shard: got {text!r}; give i/n with 1 <= i <= n, e.g. 1/4 "
+                             "(shards count from 1)")
+    return index, count
+
+
+def _choice(allowed: tuple[str, ...]):
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise typer.BadParameter(f"got {value!r}; choose one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise typer.BadParameter(f"got {value}; give an integer >= 1")
+    return value
+
+
 @app.command()
 def sweep(
     attribute: str = typer.Option(..., "--attribute", "-a", help="Clinical attribute to change."),
     values: str = typer.Option(..., "--values", help="Comma-separated values, e.g. yes,no."),
-    cohort: Path | None = typer.Option(None, "--cohort", help="Cohort folder or CSV."),
+    cohort: Path | None = typer.Option(None, "--cohort",
+                                       help="Cohort folder or CSV (default: the bundled demo "
+                                            "cohort of 8 phantom subjects)."),
     mask: list[Path] = typer.Option([], "--mask", help="A mask file (repeatable), no records."),
     model: str = typer.Option("phantom-oracle", "--model", help="Model name."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated noise seeds."),
@@ -40,6 +78,18 @@ def sweep(
                                               "(default: the first value)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/<attribute>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    shard: str | None = typer.Option(None, "--shard", metavar="I/N",
+                                     help="Run slice I of N of the subject × seed groups (I from "
+                                          "1) into the run folder the other shards share."),
+    executor: str = typer.Option("local", "--executor", metavar="local|ray",
+                                 callback=_choice(("local", "ray")),
+                                 help="Run groups in this process or as Ray tasks "
+                                      "(pip install 'cfx[ray]')."),
+    batch_size: int = typer.Option(1, "--batch-size", callback=_positive,
+                                   help="Volumes per forward pass, for models that batch."),
+    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda",
+                               callback=_choice(("auto", "cpu", "cuda")),
+                               help="Where models run (auto: a GPU if one is visible)."),
     attributes: Path | None = typer.Option(None, "--attributes",
                                            help="Attribute vocabulary JSON file."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
@@ -50,19 +100,27 @@ def sweep(
     vocabulary = DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes)
     parsed = parse_values(attribute, values, vocabulary)
     ref = None if reference is None else vocabulary.attribute(attribute).canonical(reference)
-    if (cohort is None) == (not mask):
-        raise UserInputError("give either --cohort DIR or one or more --mask FILE")
-    table = load_cohort(cohort) if cohort is not None else cohort_from_masks(mask)
+    if cohort is not None and mask:
+        raise UserInputError("give either --cohort DIR or one or more --mask FILE, not both")
+    if mask:
+        table = cohort_from_masks(mask)
+    else:
+        table = load_cohort(DEMO_COHORT if cohort is None else cohort)
     config = SweepConfig(
         attribute=attribute, values=parsed, seeds=_seeds(seeds),
         out=out if out is not None else Path("runs") / attribute, reference=ref, resume=resume,
         quiet=quiet, command=("cfx", *sys.argv[1:]), attributes=vocabulary,
-        labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels))
+        labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
+        shard=_shard(shard), batch_size=batch_size, device=device)
     generator = resolve_generator(model, table)
     result = run_sweep(config, table, generator,
-                       DEFAULT_TEMPLATE if template is None else load_template(template))
+                       DEFAULT_TEMPLATE if template is None else load_template(template),
+                       resolve_executor(executor))
     if quiet:
         return
+    if cohort is None and not mask:
+        console.print(f"no --cohort given: swept the bundled demo cohort ({len(table)} phantom "
+                      "subjects)")
     summary = Table(title=f"cfx sweep {attribute}: {', '.join(map(str, parsed))}")
     summary.add_column("items", justify="right")
     summary.add_column("generated", justify="right")
@@ -70,5 +128,12 @@ def sweep(
     summary.add_column("s / volume", justify="right")
     summary.add_column("outputs")
     summary.add_row(str(result.items), str(result.generated), str(result.reused),
-                    f"{result.seconds_per_volume:.2f}", str(result.out))
+                    f"{result.seconds_per_volume:.2f}", str(result.out.resolve()))
     Console().print(summary)
+    where = result.out.resolve()
+    if result.complete:
+        console.print(f"outputs in {where} (manifest.json lists every file); next: "
+                      f"cfx stats {result.out} or cfx render {result.out}", soft_wrap=True)
+    else:
+        console.print(f"shard {shard} done; outputs in {where}; the run is complete when every "
+                      "shard has finished", soft_wrap=True)

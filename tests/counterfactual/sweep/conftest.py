@@ -44,3 +44,29 @@ def cohort_dir(tmp_path, labels, affine):
 @pytest.fixture
 def cohort(cohort_dir):
     return load_cohort(cohort_dir)
+
+
+class ConfigurableFakeGenerator(FakeGenerator):
+    """A FakeGenerator that records what ``configure`` was told."""
+
+    def __init__(self):
+        super().__init__()
+        self.configured = []
+
+    def configure(self, device, batch_size):
+        self.configured.append((device, batch_size))
+
+
+@pytest.fixture
+def configurable_fake():
+    return ConfigurableFakeGenerator()
+
+
+@pytest.fixture
+def phantom_dir(tmp_path):
+    """A tiny phantom cohort (3 subjects, 20³ voxels of 8 mm) for oracle sweeps."""
+    from counterfactual.phantom import PhantomSettings, write_phantom
+
+    return write_phantom(tmp_path / "phantom", PhantomSettings(subjects=3, shape=(20, 20, 20),
+                                                               spacing=(8.0, 8.0, 8.0)),
+                         quiet=True)

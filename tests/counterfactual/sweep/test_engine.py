@@ -148,3 +148,147 @@ def test_mask_outside_the_vocabulary_fails_before_writing(tmp_path, cohort_dir, 
     with pytest.raises(UserInputError, match=r"C3\.nii\.gz: mask has labels \[9\] outside"):
         run_sweep(_config(tmp_path / "run"), load_cohort(cohort_dir), fake)
     assert not (tmp_path / "run").exists() and fake.calls == []
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def _same_record(a, b):
+    """Manifests of two runs of one sweep agree on everything but when and how they were run."""
+    drop = ("created", "command", "shards")
+    return {k: v for k, v in a.items() if k not in drop} == {
+        k: v for k, v in b.items() if k not in drop}
+
+
+def test_shard_slices_cover_every_group_once_and_are_balanced():
+    from counterfactual.sweep.engine import shard_slice
+
+    for n_groups in (0, 1, 5, 6, 17):
+        for count in (1, 2, 3, 7):
+            slices = [shard_slice(n_groups, i, count) for i in range(1, count + 1)]
+            assert [k for s in slices for k in s] == list(range(n_groups))
+            assert max(map(len, slices)) - min(map(len, slices)) <= 1
+
+
+def test_shards_run_one_after_another_equal_one_unsharded_run(tmp_path, cohort, fake):
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    run_sweep(_config(whole), cohort, fake)
+    results = [run_sweep(_config(sharded, shard=(i, 3)), cohort, fake) for i in (1, 2, 3)]
+    assert [r.items for r in results] == [4, 4, 4]  # 6 groups of 2 values, 2 groups per shard
+    assert [r.complete for r in results] == [False, False, True]
+    assert _tree(sharded) == _tree(whole)
+    merged = _manifest(sharded)
+    assert merged["complete"] and _same_record(merged, _manifest(whole))
+    assert merged["shards"] == [f"manifest.shard-{i}-of-3.json" for i in (1, 2, 3)]
+    shard = json.loads((sharded / "manifest.shard-2-of-3.json").read_text())
+    assert shard["shard"] == "2/3" and shard["complete"] and len(shard["files"]) == 6
+    assert shard["groups"] == [["B2", 0], ["B2", 1]]
+
+
+def test_an_unfinished_sharded_run_is_incomplete_and_resumes_unsharded(tmp_path, cohort, fake):
+    run = tmp_path / "run"
+    result = run_sweep(_config(run, shard=(2, 2)), cohort, fake)
+    assert not result.complete and not _manifest(run)["complete"]
+    assert len(_manifest(run)["files"]) == 9  # B2 seed 1 and C3: 3 groups of 3 files
+    fake.calls.clear()
+    resumed = run_sweep(_config(run, resume=True), cohort, fake)
+    assert resumed.complete and resumed.generated == 6 and resumed.reused == 6
+    assert sorted(c[0] for c in fake.calls) == ["A1", "A1", "B2"]
+    whole = tmp_path / "whole"
+    run_sweep(_config(whole), cohort, fake)
+    assert _tree(run) == _tree(whole)
+
+
+def test_concurrent_shards_in_subprocesses_equal_one_unsharded_run(tmp_path, cohort_dir, cohort,
+                                                                   fake):
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    run_sweep(_config(whole), cohort, fake)
+    script = """
+import sys
+sys.path.insert(0, {here!r})
+from conftest import FakeGenerator
+from counterfactual.cohort import load_cohort
+from counterfactual.sweep.engine import SweepConfig, run_sweep
+from pathlib import Path
+
+run_sweep(SweepConfig("smoking", ("yes", "no"), (0, 1), Path({out!r}), quiet=True,
+                      shard=({i}, 2)), load_cohort({cohort!r}), FakeGenerator())
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script.format(
+        here=os.path.dirname(__file__), out=str(sharded), cohort=str(cohort_dir), i=i)],
+        stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert _tree(sharded) == _tree(whole)
+    assert _manifest(sharded)["complete"] and _same_record(_manifest(sharded), _manifest(whole))
+
+
+def test_a_shard_refuses_a_folder_an_unsharded_sweep_holds_and_vice_versa(tmp_path, cohort,
+                                                                          fake):
+    from counterfactual.sweep.lock import shard_lock
+
+    with run_lock(tmp_path / "run"):
+        with pytest.raises(UserInputError, match="another cfx sweep is writing to this folder"):
+            run_sweep(_config(tmp_path / "run", shard=(1, 2)), cohort, fake)
+    with shard_lock(tmp_path / "run", 2, 2):
+        with pytest.raises(UserInputError, match="another cfx sweep is writing to this folder"):
+            run_sweep(_config(tmp_path / "run"), cohort, fake)
+        with pytest.raises(UserInputError, match=r"shard 2/2 is already running into this"):
+            run_sweep(_config(tmp_path / "run", shard=(2, 2)), cohort, fake)
+        run_sweep(_config(tmp_path / "run", shard=(1, 2)), cohort, fake)  # other shards may run
+    assert fake.calls and not _manifest(tmp_path / "run")["complete"]
+
+
+def test_a_shard_refuses_a_run_with_other_settings_or_a_folder_that_is_no_run(tmp_path, cohort,
+                                                                              fake):
+    run_sweep(_config(tmp_path / "run", shard=(1, 2)), cohort, fake)
+    with pytest.raises(UserInputError, match=r"cannot resume with different settings \(seeds: "
+                                             r"run has \[0, 1\], now \[0, 2\]\)"):
+        run_sweep(_config(tmp_path / "run", seeds=(0, 2), shard=(2, 2)), cohort, fake)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match=r"other: not a cfx run \(no manifest.json\)"):
+        run_sweep(_config(tmp_path / "other", shard=(1, 2)), cohort, fake)
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"shard": (3, 2)}, r"--shard: 3/2 is out of range; give i/n with 1 <= i <= n"),
+    ({"shard": (0, 2)}, r"--shard: 0/2 is out of range"),
+    ({"batch_size": 0}, r"--batch-size: got 0; give an integer >= 1"),
+    ({"device": "tpu"}, r"--device: 'tpu' is not one of auto, cpu, cuda"),
+])
+def test_bad_shard_batch_or_device_fail_before_writing(tmp_path, cohort, fake, kw, message):
+    with pytest.raises(UserInputError, match=message):
+        run_sweep(_config(tmp_path / "run", **kw), cohort, fake)
+    assert not (tmp_path / "run").exists() and fake.calls == []
+
+
+def test_device_and_batch_size_reach_generators_that_take_them(tmp_path, cohort,
+                                                              configurable_fake):
+    generator = configurable_fake
+    run_sweep(_config(tmp_path / "run", device="cpu", batch_size=4), cohort, generator)
+    assert generator.configured == [("cpu", 4)] and len(generator.calls) == 6
+
+
+def test_oracle_sweep_differences_equal_the_phantoms_exact_maps(tmp_path, phantom_dir):
+    from counterfactual.cohort import load_cohort
+    from counterfactual.phantom import PhantomOracle
+    from counterfactual.sweep.generators import PhantomOracleGenerator
+
+    cohort = load_cohort(phantom_dir)
+    run_sweep(_config(tmp_path / "run", seeds=(3,), reference="no"), cohort,
+              PhantomOracleGenerator(cohort))
+    oracle = PhantomOracle.from_cohort(phantom_dir)
+    for subject in oracle.subject_ids:
+        name = f"sub-{subject}/sub-{subject}_attr-smoking_contrast-yes-vs-no_seed-3_diff.nii.gz"
+        diff = nib.load(tmp_path / "run" / name)
+        np.testing.assert_allclose(diff.get_fdata(), oracle.expected_difference(
+            subject, "smoking", "yes", "no"), atol=1e-4)
+        np.testing.assert_array_equal(diff.affine, oracle.affine())
+        yes = nib.load(tmp_path / "run" / name.replace("contrast-yes-vs-no", "val-yes")
+                       .replace("_diff", "_ct"))
+        np.testing.assert_allclose(yes.get_fdata(), oracle.render(
+            subject, {"smoking": "yes"}, noise_seed(subject, 3)), atol=1e-3)
+
