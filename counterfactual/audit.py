@@ -117,6 +117,7 @@ from counterfactual.phantom import PhantomOracle, score_difference
 from counterfactual.phantom.oracle import TRUTH_FILE
 from counterfactual.progress import track
 from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from counterfactual.sweep.executors import DEVICES, configure
 from counterfactual.sweep.generators import Request, resolve_generator
 from counterfactual.sweep.manifest import read_manifest, write_json
 from counterfactual.sweep.naming import diff_name, value_label
@@ -151,6 +152,9 @@ class AuditConfig:
         template the manifest names.
     penalty : float
         L2 penalty of the attribute predictor (standardised features).
+    device : str
+        ``auto``, ``cpu`` or ``cuda``, for a learned model's regeneration (another device than
+        the run's may differ by floating-point rounding).
     quiet : bool
         No progress or notes on stderr.
     """
@@ -161,6 +165,7 @@ class AuditConfig:
     labels: LabelVocabulary = DEFAULT_VOCABULARY
     template: PromptTemplate | None = None
     penalty: float = 1.0
+    device: str = "auto"
     quiet: bool = False
 
 
@@ -266,6 +271,7 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
     except UserInputError as exc:
         return _criterion("skipped", notes=[f"the run's model {model['name']!r} cannot be loaded "
                                             f"here: {exc}"]), []
+    configure(generator, config.device, 1)
     if generator.content_hash != model["content_hash"]:
         return _criterion("skipped", notes=[
             f"model {model['name']!r} now has content hash {generator.content_hash}, the run used "
@@ -552,10 +558,15 @@ def run_audit(config: AuditConfig,
     Raises
     ------
     UserInputError
-        The run is missing, incomplete or damaged, its cohort is gone, ``--cohort`` has no CTs,
-        a file cannot be read, or the run's prompts cannot be rebuilt.
+        A bad penalty or device; the run is missing, incomplete or damaged, its cohort is gone,
+        ``--cohort`` has no CTs, a file cannot be read, or the run's prompts cannot be rebuilt.
     """
-    # 1. Check inputs: the run, its cohort and the predictor cohort, before any work.
+    # 1. Check inputs: the options, the run, its cohort and the predictor cohort.
+    if not (isinstance(config.penalty, int | float) and math.isfinite(config.penalty)
+            and config.penalty > 0):
+        raise UserInputError(f"--penalty: must be a positive number, got {config.penalty}")
+    if config.device not in DEVICES:
+        raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
     run = _open_run(config.run)
     cohort = _run_cohort(run)
     predictor_cohort, skip_reason = _predictor_cohort(config, cohort)

@@ -12,7 +12,6 @@ from rich.table import Table
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
 from counterfactual.audit import CRITERIA, AuditConfig, run_audit
 from counterfactual.cli.app import app
-from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.progress import console
 from counterfactual.prompts import load_template
@@ -26,6 +25,8 @@ def audit(
                                "(default: the run's cohort, when it has CTs)."),
     penalty: float = typer.Option(1.0, "--penalty",
                                   help="L2 penalty of the attribute predictor (> 0)."),
+    device: str = typer.Option("auto", "--device",
+                               help="Device of a learned model's regeneration: auto, cpu, cuda."),
     attributes: Path | None = typer.Option(None, "--attributes",
                                            help="The sweep's attribute vocabulary JSON file."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
@@ -35,10 +36,8 @@ def audit(
 ) -> None:
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
     agreement; writes RUN/audit/audit.json and per-item tables."""
-    if not (penalty > 0):
-        raise UserInputError(f"--penalty: must be a positive number, got {penalty}")
     config = AuditConfig(
-        run=run, cohort=cohort, penalty=penalty, quiet=quiet,
+        run=run, cohort=cohort, penalty=penalty, device=device, quiet=quiet,
         attributes=DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes),
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         template=None if template is None else load_template(template))
