@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from analysis.stats.observational import cohort_effects, concordance
 from counterfactual.atomic import staged_dir
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
 from counterfactual.cli.app import app
-from counterfactual.cohort import Cohort, load_cohort
+from counterfactual.cohort import Cohort, Subject, load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary, load_vocabulary
 from counterfactual.progress import track
@@ -47,6 +48,7 @@ from counterfactual.volume import (
 
 _HEADLINE = ("mean", "pd15", "laa950")
 _FORMAT = "cfx-stats/1"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # t of a voxel constant across subjects
 
 
 @app.command()
@@ -114,7 +116,8 @@ def stats(
                          else _match(reference, settings["values"], "--reference", str(run)))
         if cohort is None and adjust:
             cohort = Path(settings["cohort"])
-    table_cohort = None if cohort is None else _observational_cohort(cohort, attribute, adjust)
+    plan = (None if cohort is None else
+            _cohort_plan(cohort, attribute, adjust, reference if run is None else run_reference))
     destination = out if out is not None else (run if run is not None else cohort) / "stats"
     _check_destination(destination)
     # 3. counterfactual statistics of the run
@@ -128,16 +131,13 @@ def stats(
             raise UserInputError(f"{run}: {exc}") from None
     # 4. observational statistics of the cohort's real CTs
     observed = cohort_table = None
-    if table_cohort is not None:
-        obs_reference = reference if run is None else run_reference
-        cohort_table, clinical, counts = _cohort_metrics(table_cohort, attribute, adjust, regions,
-                                                         zone_regions, vocabulary, quiet)
-        obs_reference = _level(obs_reference, clinical[attribute], attribute)
+    if plan is not None:
+        cohort_table = _cohort_table(plan, regions, zone_regions, vocabulary, quiet)
         try:
-            observed = cohort_effects(cohort_table, clinical, attribute, adjust,
-                                      reference=obs_reference)
+            observed = cohort_effects(cohort_table, plan.clinical, attribute, adjust,
+                                      reference=plan.reference)
         except ValueError as exc:
-            raise UserInputError(f"{table_cohort.source}: {exc}") from None
+            raise UserInputError(f"{plan.cohort.source}: {exc}") from None
     agreement = (_concordance(effects, observed) if effects is not None and observed is not None
                  else None)
     # 5. write everything, then print the tables
@@ -154,21 +154,25 @@ def stats(
         if observed is not None:
             cohort_table.to_csv(folder / "cohort_regions.csv", index=False)
             observed.to_csv(folder / "observational.csv", index=False)
-            summary |= {"cohort": str(table_cohort.source), "covariates": adjust,
-                        "subjects": counts, "observational": _records(observed)}
+            summary |= {"cohort": str(plan.cohort.source), "covariates": adjust,
+                        "subjects": plan.counts, "observational": _records(observed)}
         if agreement is not None:
             agreement.to_csv(folder / "concordance.csv", index=False)
             summary["concordance"] = _records(agreement)
         write_json(folder / "summary.json", summary)
     if quiet:
         return
-    screen = Console()
+    shown = []
     if effects is not None:
-        screen.print(_effects_table(effects, attribute, len(settings["seeds"])))
+        shown.append(_effects_table(effects, attribute, len(settings["seeds"])))
     if observed is not None:
-        screen.print(_observed_table(observed, attribute, adjust, counts))
+        shown.append(_observed_table(observed, attribute, adjust, plan.counts))
     if agreement is not None:
-        screen.print(_concordance_table(agreement, attribute, adjust))
+        shown.append(_concordance_table(agreement, attribute, adjust))
+    screen = Console()
+    for table, caption in shown:  # the caption as plain lines: a narrow table would wrap it
+        screen.print(table)
+        screen.print(caption, markup=False)
 
 
 def _split(text: str | None) -> list[str]:
@@ -267,8 +271,9 @@ def _voxelwise(run: Path, manifest: dict, out: Path, regions: dict, reference, n
             names |= {"tfce": result.tfce, "ptfce": result.p_tfce}
         for stat, values in names.items():
             volume = values if tfce else _unmask(values, tested)
+            finite = np.nan_to_num(volume, nan=0.0, posinf=_FLOAT32_MAX, neginf=-_FLOAT32_MAX)
             write_volume(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat}.nii.gz",
-                         np.nan_to_num(volume, nan=0.0).astype(np.float32), grid.affine)
+                         finite.astype(np.float32), grid.affine)
         maps[contrast] = {"voxels_tested": int(tested.sum()), "permutations": n_permutations,
                           "voxels_fwe_05": int(np.sum(result.p_fwe < 0.05))}
         if tfce:
@@ -311,7 +316,21 @@ def _unmask(values: np.ndarray, tested: np.ndarray) -> np.ndarray:
 
 # --- the cohort's real CTs --------------------------------------------------------------------
 
-def _observational_cohort(path: Path, attribute: str, covariates: list[str]) -> Cohort:
+@dataclass(frozen=True)
+class _CohortPlan:
+    """The subjects of the observational comparison, their clinical frame and the reference."""
+
+    cohort: Cohort
+    used: list[Subject]
+    attribute: str
+    clinical: pd.DataFrame
+    counts: dict
+    reference: object
+
+
+def _cohort_plan(path: Path, attribute: str, covariates: list[str], reference) -> _CohortPlan:
+    """Check the cohort and its columns before any CT is read; subjects without the attribute or
+    a CT are left out and counted."""
     cohort = load_cohort(path)
     cohort.check_columns([attribute], "--attribute")
     cohort.check_columns(covariates, "--covariates")
@@ -321,37 +340,36 @@ def _observational_cohort(path: Path, attribute: str, covariates: list[str]) -> 
     if not any(s.ct is not None for s in cohort):
         raise UserInputError(f"{path}: the cohort has no CTs (ct/<id>.nii.gz or a 'ct' column); "
                              "the observational comparison needs real CTs")
-    return cohort
-
-
-def _cohort_metrics(cohort: Cohort, attribute: str, covariates: list[str], regions: dict,
-                    zones: list[str], vocabulary: LabelVocabulary, quiet: bool):
-    """Region metrics of each subject's CT (one subject in memory at a time) and the clinical
-    frame; subjects without the attribute or a CT are left out and counted."""
     records = {s.id: canonicalize_record(s.record, DEFAULT_ATTRIBUTES, f"{cohort.source}, "
                                          f"subject {s.id}") for s in cohort}
     used = [s for s in cohort if s.ct is not None and attribute in records[s.id]]
     counts = {"total": len(cohort), "used": len(used),
               "without_attribute": sum(attribute not in records[s.id] for s in cohort),
               "without_ct": sum(s.ct is None for s in cohort)}
-
-    def items() -> Iterator[RegionItem]:
-        for subject in track(used, "cohort CTs", quiet=quiet):
-            ct, mask = read_volume(subject.ct), read_labels(subject.mask, vocabulary)
-            check_same_grid(ct, mask)
-            yield RegionItem(subject.id, records[subject.id][attribute], 0, ct.data, mask.data,
-                             ct.affine)
-
-    try:
-        table = region_table(items(), regions, zones=zones)
-    except ValueError as exc:
-        raise UserInputError(f"{cohort.source}: {exc}") from None
-    table = table.drop(columns=["seed"]).rename(columns={"value": attribute})
     clinical = pd.DataFrame([{"subject": s.id, **{c: records[s.id].get(c)
                                                   for c in (attribute, *covariates)}}
                              for s in used], columns=["subject", attribute, *covariates])
     clinical = clinical.infer_objects()
-    return table, clinical, counts
+    return _CohortPlan(cohort, used, attribute, clinical, counts,
+                       _level(reference, clinical[attribute], attribute))
+
+
+def _cohort_table(plan: _CohortPlan, regions: dict, zones: list[str],
+                  vocabulary: LabelVocabulary, quiet: bool) -> pd.DataFrame:
+    """Region metrics of each used subject's CT, one subject in memory at a time."""
+    values = dict(zip(plan.clinical["subject"], plan.clinical[plan.attribute], strict=True))
+
+    def items() -> Iterator[RegionItem]:
+        for subject in track(plan.used, "cohort CTs", quiet=quiet):
+            ct, mask = read_volume(subject.ct), read_labels(subject.mask, vocabulary)
+            check_same_grid(ct, mask)
+            yield RegionItem(subject.id, values[subject.id], 0, ct.data, mask.data, ct.affine)
+
+    try:
+        table = region_table(items(), regions, zones=zones)
+    except ValueError as exc:
+        raise UserInputError(f"{plan.cohort.source}: {exc}") from None
+    return table.drop(columns=["seed"]).rename(columns={"value": plan.attribute})
 
 
 def _level(text, column: pd.Series, attribute: str):
@@ -438,13 +456,13 @@ def _metric(metric: str, unit: str) -> str:
     return f"{metric} {unit}".strip()
 
 
-def _table(title: str, caption: str) -> Table:
+def _table(title: str) -> Table:
     """A table without side borders, so five columns of intervals fit 80 columns."""
-    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False,
-                 pad_edge=False)
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
 
 
-def _effects_table(effects: pd.DataFrame, attribute: str, n_seeds: int) -> Table:
+def _effects_table(effects: pd.DataFrame, attribute: str,
+                   n_seeds: int) -> tuple[Table, str]:
     rows = _headline(effects)
     several = rows["value"].nunique() > 1
     title = f"{attribute}: paired Δ (value - {rows['reference'].iloc[0]}), 95 % CI"
@@ -455,7 +473,7 @@ def _effects_table(effects: pd.DataFrame, attribute: str, n_seeds: int) -> Table
     noted = int((rows["note"] != "").sum())
     if noted:
         caption += f"\n{noted} row(s) have a note: see effects.csv"
-    table = _table(title, caption)
+    table = _table(title)
     if several:
         table.add_column("value")
     for column in ("region", "metric", "Δ [95% CI]", "p Holm"):
@@ -469,24 +487,23 @@ def _effects_table(effects: pd.DataFrame, attribute: str, n_seeds: int) -> Table
         if n_seeds > 1:
             cells.append(_interval(row.noise_estimate, row.noise_ci_low, row.noise_ci_high))
         table.add_row(*cells)
-    return table
+    return table, caption
 
 
 def _observed_table(observed: pd.DataFrame, attribute: str, covariates: list[str],
-                    counts: dict) -> Table:
+                    counts: dict) -> tuple[Table, str]:
     rows = _headline(observed)
     categorical = not rows["level"].isna().all()
     left_out = counts["total"] - counts["used"]
-    caption = (f"real CTs: {counts['used']} of {counts['total']} subjects; {left_out} left out "
-               f"({counts['without_attribute']} without {attribute}, {counts['without_ct']} "
-               "without a CT)")
+    caption = (f"real CTs of {counts['used']}/{counts['total']} subjects; {left_out} left out "
+               f"({counts['without_attribute']} no {attribute}, {counts['without_ct']} no CT)")
     noted = int((rows["note"] != "").sum())
     if noted:
         caption += f"\n{noted} row(s) have a note: see observational.csv"
     adjusted = f"adj. {','.join(covariates)}" if covariates else "OLS"
     title = (f"{attribute} observed: level - {rows['reference'].iloc[0]}" if categorical else
              f"{attribute} observed: Δ per unit")
-    table = _table(title, caption)
+    table = _table(title)
     if categorical and rows["level"].nunique() > 1:
         table.add_column("level")
     for column in ("region", "metric", "naive Δ [95% CI]", f"{adjusted} Δ", "p Holm"):
@@ -497,14 +514,14 @@ def _observed_table(observed: pd.DataFrame, attribute: str, covariates: list[str
                   _interval(row.naive_estimate, row.naive_ci_low, row.naive_ci_high),
                   _interval(row.estimate, row.ci_low, row.ci_high), _p(row.p_holm)]
         table.add_row(*cells)
-    return table
+    return table, caption
 
 
-def _concordance_table(agreement: pd.DataFrame, attribute: str, covariates: list[str]) -> Table:
+def _concordance_table(agreement: pd.DataFrame, attribute: str,
+                       covariates: list[str]) -> tuple[Table, str]:
     rows = _headline(agreement)
     adjust = f"adj. {','.join(covariates)}" if covariates else "unadjusted"
-    table = _table(f"{attribute}: counterfactual vs observed ({adjust}), 95 % CI",
-                   "overlap: the two CIs overlap")
+    table = _table(f"{attribute}: counterfactual vs observed ({adjust}), 95 % CI")
     several = rows["value"].nunique() > 1
     if several:
         table.add_column("value")
@@ -517,5 +534,5 @@ def _concordance_table(agreement: pd.DataFrame, attribute: str, covariates: list
                   _interval(row.obs_estimate, row.obs_ci_low, row.obs_ci_high),
                   "yes" if row.cis_overlap else "no"]
         table.add_row(*cells)
-    return table
+    return table, "overlap: whether the two 95 % CIs overlap"
 
