@@ -46,9 +46,10 @@ def delta_noise_figure(deltas: Mapping, noise, intervals: Mapping | None = None,
     deltas : mapping of str to ndarray of float, shape (n_subjects,)
         Per contrast (e.g. ``"yes - no"``), each subject's seed-averaged Δ (value minus
         reference), in the metric's unit (:meth:`analysis.stats.grid.SweepGrid.deltas`).
-    noise : ndarray of float, shape (n_subjects,)
+    noise : ndarray of float, shape (n_subjects,), or None
         Each subject's seed-vs-seed Δ at equal value
-        (:meth:`analysis.stats.grid.SweepGrid.seed_deltas`).
+        (:meth:`analysis.stats.grid.SweepGrid.seed_deltas`); None for a single-seed sweep
+        (no noise floor column or band).
     intervals : mapping of str to (float, float, float), optional
         ``(estimate, ci_low, ci_high)`` per contrast label and for :data:`NOISE_LABEL`, as in the
         effect table (``estimate``/``ci_*``, ``noise_estimate``/``noise_ci_*``); missing ones
@@ -74,7 +75,8 @@ def delta_noise_figure(deltas: Mapping, noise, intervals: Mapping | None = None,
     if NOISE_LABEL in columns:
         raise ValueError(f"deltas: {NOISE_LABEL!r} is the noise floor's column; rename that "
                          "contrast")
-    columns[NOISE_LABEL] = _check_sample(noise, "noise")
+    if noise is not None:
+        columns[NOISE_LABEL] = _check_sample(noise, "noise")
     given = {str(k): _check_interval(v, f"intervals[{k!r}]") for k, v in (intervals or {}).items()}
     unknown = sorted(set(given) - set(columns))
     if unknown:
@@ -97,11 +99,12 @@ def delta_noise_figure(deltas: Mapping, noise, intervals: Mapping | None = None,
                    zorder=3)
         ax.errorbar([position + 0.28], [estimate], yerr=[[estimate - low], [high - estimate]],
                     fmt="D", color="black", markersize=4, capsize=4, linewidth=1.2, zorder=4)
-    low, high = bands[NOISE_LABEL]
-    ax.axhspan(low, high, color="0.85", zorder=1, label="noise floor CI")
+    if NOISE_LABEL in bands:
+        low, high = bands[NOISE_LABEL]
+        ax.axhspan(low, high, color="0.85", zorder=1, label="noise floor CI")
+        ax.legend(fontsize=7, frameon=False, loc="best")
     ax.axhline(0, color="black", linewidth=0.6, zorder=2)
     ax.set_xticks(np.arange(len(columns)), list(columns))
     ax.set_xlim(-0.6, len(columns) - 0.3)
     ax.set_ylabel(" ".join(p for p in ("Δ", label, f"({unit})" if unit else "") if p))
-    ax.legend(fontsize=7, frameon=False, loc="best")
     return fig

@@ -1,0 +1,298 @@
+"""Render a report folder from plain data with Jinja2 templates (``reports/templates``).
+
+A built-in template is a folder ``reports/templates/<name>/``: every ``*.j2`` file in it renders to
+the same relative path in the report folder without the ``.j2`` suffix (``index.html.j2`` ->
+``index.html``, ``tables/effects.tex.j2`` -> ``tables/effects.tex``). A user template is one file
+whose name (less a ``.j2`` suffix) ends in ``.html``/``.htm`` (it replaces ``index.html``) or
+``.md`` (it replaces ``report.md``); the other outputs come from the ``summary`` template, so the
+folder is always complete. A user template reaches files beside it as ``user/<name>``. Shared
+pieces (style sheet, macros) live in ``reports/templates/_shared/`` and are reachable from every
+template by that path.
+
+Every template, built-in or not, renders in a :class:`jinja2.sandbox.SandboxedEnvironment` with
+:class:`jinja2.StrictUndefined`: unsafe attribute access (``__class__``, ``mro``, ...) and undefined
+names stop the rendering with :class:`TemplateError`. HTML outputs are autoescaped. Numbers reach
+the page only through the context and are formatted with the filters of :data:`FILTERS`, so no
+template types a number.
+
+Outputs render in this order, each one's text then available to the next ones as
+``outputs["<relative path>"]``: the other files (sorted), ``report.md``, ``index.html``; the HTML
+page can thus show the LaTeX table it sits beside.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from numbers import Number
+from pathlib import Path
+
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import TemplateError as JinjaError
+from jinja2.sandbox import SandboxedEnvironment
+
+__all__ = ["BUILTIN", "FILTERS", "TemplateError", "find_templates", "check_template",
+           "key_values", "render_report"]
+
+BUILTIN = ("summary", "paper")
+_SHARED = "_shared"
+_MAIN = ("report.md", "index.html")
+_HTML = (".html", ".htm")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be found, parsed or rendered; the message is one line."""
+
+
+def find_templates() -> Path:
+    """The ``reports/templates`` folder of the source tree this package runs from.
+
+    ``reports/`` is not a Python package: it is found beside the ``analysis`` package, which is
+    where an editable install (``pip install -e .``) or a source checkout keeps it.
+
+    Raises
+    ------
+    TemplateError
+        If the folder or one of the built-in templates is missing.
+    """
+    root = Path(__file__).resolve().parents[1] / "reports" / "templates"
+    missing = [name for name in (*BUILTIN, _SHARED) if not (root / name).is_dir()]
+    if missing:
+        raise TemplateError(f"report templates not found: {root} lacks {', '.join(missing)}; "
+                            "cfx must run from a source checkout (pip install -e .) that holds "
+                            "reports/templates")
+    return root
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, Number) and not isinstance(x, bool) and math.isnan(x))
+
+
+def _num(x, digits: int = 2) -> str:
+    """Fixed-point with ``digits`` decimals; an em dash for a missing value (None or NaN)."""
+    if _missing(x):
+        return "—"
+    if isinstance(x, bool) or not isinstance(x, Number):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def _signed(x, digits: int = 2) -> str:
+    """As ``num`` with an explicit sign (``+20.00``)."""
+    return "—" if _missing(x) or not isinstance(x, Number) else f"{x:+.{digits}f}"
+
+
+def _ci(low, high, digits: int = 2) -> str:
+    """An interval ``[low, high]`` with signs; an em dash when either end is missing."""
+    if _missing(low) or _missing(high):
+        return "—"
+    return f"[{_signed(low, digits)}, {_signed(high, digits)}]"
+
+
+def _pvalue(p, digits: int = 3) -> str:
+    """A p-value: ``digits`` decimals, ``< 0.001`` below the smallest printable value."""
+    if _missing(p):
+        return "—"
+    smallest = 10.0 ** -digits
+    return f"< {smallest:.{digits}f}" if p < smallest else f"{p:.{digits}f}"
+
+
+def _general(x, digits: int = 4) -> str:
+    """``digits`` significant digits for floats; other values as text."""
+    if _missing(x):
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+          "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          "—": "---", "Δ": r"$\Delta$", "±": r"$\pm$"}
+
+
+def _latex(text) -> str:
+    """Text with LaTeX's special characters escaped."""
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def _md(text) -> str:
+    """Text safe inside a Markdown table cell (pipes escaped, one line)."""
+    return " ".join(str(text).split()).replace("|", r"\|")
+
+
+FILTERS = {"num": _num, "signed": _signed, "ci": _ci, "pvalue": _pvalue, "general": _general,
+           "latex": _latex, "md": _md}
+
+
+def key_values(data, prefix: str = "", limit: int = 500) -> list[tuple[str, str]]:
+    """Flatten nested JSON-like data into ``(dotted key, text)`` rows for a generic table.
+
+    Parameters
+    ----------
+    data : dict, list or scalar
+        E.g. the content of an ``audit.json`` of unknown schema.
+    prefix : str
+        Key of ``data`` itself.
+    limit : int
+        At most this many rows; a last row says how many were left out.
+
+    Returns
+    -------
+    list of (str, str)
+        Dict keys joined with ``.``, list positions as ``[i]``; floats with 6 significant
+        digits, other scalars as text.
+    """
+    rows: list[tuple[str, str]] = []
+    _flatten(data, prefix, rows)
+    if len(rows) > limit:
+        rows = rows[:limit] + [("…", f"{len(rows) - limit} more entries not shown")]
+    return rows
+
+
+def _flatten(data, key: str, rows: list[tuple[str, str]]) -> None:
+    if isinstance(data, Mapping) and data:
+        for name, value in data.items():
+            _flatten(value, f"{key}.{name}" if key else str(name), rows)
+    elif isinstance(data, list | tuple) and data:
+        for index, value in enumerate(data):
+            _flatten(value, f"{key}[{index}]", rows)
+    else:
+        text = ("{}" if isinstance(data, Mapping) else "[]" if isinstance(data, list | tuple)
+                else f"{data:.6g}" if isinstance(data, float) else str(data))
+        rows.append((key or "value", text))
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and name.removesuffix(".j2").endswith(_HTML)
+
+
+def _environment(templates: Path, user_dir: Path | None) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(loader=_Loader(templates, user_dir),
+                               undefined=StrictUndefined, autoescape=_autoescape,
+                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(FILTERS)
+    return env
+
+
+def _user_target(path: Path) -> str:
+    name = path.name.removesuffix(".j2")
+    if name.endswith(_HTML):
+        return "index.html"
+    if name.endswith(".md"):
+        return "report.md"
+    raise TemplateError(f"--template: {path} must be a built-in name ({', '.join(BUILTIN)}) or a "
+                        "Jinja2 file named *.html, *.htm or *.md (optionally + .j2)")
+
+
+def _plan(template: str | os.PathLike, templates: Path) -> tuple[Path | None, dict[str, str]]:
+    """The user template's folder (None for a built-in) and {output path: template name}."""
+    if isinstance(template, str) and template in BUILTIN:
+        base, user = template, None
+    else:
+        user = Path(template)
+        if not user.is_file():
+            raise TemplateError(f"--template: {template} is neither a built-in template "
+                                f"({', '.join(BUILTIN)}) nor an existing file")
+        base = "summary"
+    folder = templates / base
+    plan = {str(p.relative_to(folder).with_suffix("")): f"{base}/{p.relative_to(folder)}"
+            for p in sorted(folder.rglob("*.j2"))}
+    if user is not None:
+        plan[_user_target(user)] = f"user/{user.name}"
+    missing = [m for m in _MAIN if m not in plan]
+    if missing:
+        raise TemplateError(f"template {base}: no {' or '.join(m + '.j2' for m in missing)} "
+                            f"in {folder}")
+    return None if user is None else user.resolve().parent, plan
+
+
+def check_template(template: str | os.PathLike, templates: str | os.PathLike | None = None
+                   ) -> None:
+    """Raise :class:`TemplateError` unless ``template`` names a built-in template or a usable
+    file (``*.html``, ``*.htm``, ``*.md``, optionally ``.j2``); nothing is rendered."""
+    _plan(template, find_templates() if templates is None else Path(templates))
+
+
+def _order(plan: dict[str, str]) -> list[str]:
+    return sorted(p for p in plan if p not in _MAIN) + list(_MAIN)
+
+
+class _Loader(FileSystemLoader):
+    """Built-in templates by path; the user's file (and its folder) under the ``user/`` prefix."""
+
+    def __init__(self, templates: Path, user_dir: Path | None):
+        super().__init__([str(templates)])
+        self._user = None if user_dir is None else FileSystemLoader([str(user_dir)])
+
+    def get_source(self, environment, template):
+        if self._user is not None and template.startswith("user/"):
+            return self._user.get_source(environment, template.removeprefix("user/"))
+        return super().get_source(environment, template)
+
+
+def render_report(out: str | os.PathLike, context: Mapping, template: str | os.PathLike = "summary",
+                  templates: str | os.PathLike | None = None) -> list[Path]:
+    """Render a template's outputs into the folder ``out`` from plain data.
+
+    Parameters
+    ----------
+    out : path
+        The report folder (created if needed; files already there are overwritten). Figures and
+        tables the templates link to are expected to be written there by the caller.
+    context : mapping
+        Plain data the templates read (numbers, strings, lists, dicts); ``outputs`` is added.
+    template : str or path
+        A built-in name (:data:`BUILTIN`) or a user template file (see the module docstring).
+    templates : path, optional
+        The templates folder; :func:`find_templates` by default.
+
+    Returns
+    -------
+    list of Path
+        The files written, in rendering order (``index.html`` last).
+
+    Raises
+    ------
+    TemplateError
+        Unknown template, syntax error, undefined name, unsafe access (sandbox), with the
+        template's name and line where Jinja2 gives them.
+    """
+    root = find_templates() if templates is None else Path(templates)
+    user_dir, plan = _plan(template, root)
+    env = _environment(root, user_dir)
+    out = Path(out)
+    outputs: dict[str, str] = {}
+    written = []
+    for target in _order(plan):
+        name = plan[target]
+        try:
+            text = env.get_template(name).render({**context, "outputs": dict(outputs)})
+        except SecurityError as exc:
+            raise TemplateError(f"template {name}: refused by the sandbox: {exc}") from None
+        except TemplateSyntaxError as exc:
+            raise TemplateError(f"template {exc.name or name}, line {exc.lineno}: "
+                                f"{exc.message}") from None
+        except TemplateNotFound as exc:
+            raise TemplateError(f"template {name}: includes {exc.name}, which does not exist "
+                                "beside it or in reports/templates") from None
+        except UndefinedError as exc:
+            raise TemplateError(f"template {name}: {exc.message}; see the report context in "
+                                "analysis.report") from None
+        except JinjaError as exc:
+            raise TemplateError(f"template {name}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
+        path = out / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        outputs[target] = text
+        written.append(path)
+    return written

@@ -1,0 +1,365 @@
+"""``cfx report``: a self-contained HTML + Markdown report of a run, with figures and tables.
+
+Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the GIFs of ``render/``
+when ``cfx render`` made them (else renders the few it shows), and ``audit/audit.json`` when it
+exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV + LaTeX), ``report.md`` and
+``index.html`` into one folder that opens offline. Every number in it comes from the stats outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import typer
+
+from analysis.figures.difference import difference_figure
+from analysis.figures.forest import forest_figure
+from analysis.figures.histogram import hu_histogram_figure
+from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
+from analysis.figures.output import save_figure
+from analysis.figures.paired import paired_values_figure
+from analysis.figures.statmap import stat_map_figure
+from analysis.render.gif import ct_frames, panel_frames, symmetric_limit, write_gif
+from analysis.report import (
+    BUILTIN,
+    TemplateError,
+    check_template,
+    find_templates,
+    key_values,
+    render_report,
+)
+from analysis.stats.grid import SweepGrid
+from counterfactual.atomic import staged_dir
+from counterfactual.cli.app import app
+from counterfactual.errors import UserInputError
+from counterfactual.labels import DEFAULT_VOCABULARY
+from counterfactual.progress import console
+from counterfactual.sweep.manifest import read_manifest
+from counterfactual.sweep.naming import diff_name, value_label
+from counterfactual.volume import Volume, read_labels, read_volume
+
+_STATS = ("regions.csv", "effects.csv", "summary.json")
+_HEADLINE = ("mean", "pd15", "laa950")
+_AXIS, _WINDOW, _FPS, _SIZE = "axial", "lung", 8.0, 256
+_CARD_CHARS = 1500
+
+
+def _check_out(out: Path, run: Path) -> None:
+    """Refuse an --out that would replace the run (or a folder holding it) or foreign files."""
+    target, source = out.resolve(), run.resolve()
+    if target == source or target in source.parents:
+        raise UserInputError(f"--out: {out} is the run folder or holds it; the report would "
+                             "replace it; choose a folder for the report")
+    if target.exists() and not target.is_dir():
+        raise UserInputError(f"--out: {out} is a file; give a folder")
+    if target.is_dir() and any(target.iterdir()) and not all(
+            (target / name).is_file() for name in ("index.html", "report.md")):
+        raise UserInputError(f"--out: {out} is a non-empty folder that is not a cfx report; "
+                             "choose a new or empty folder")
+
+
+def _read_stats(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    folder = run / "stats"
+    missing = [name for name in _STATS if not (folder / name).is_file()]
+    if missing:
+        raise UserInputError(f"{run}: no statistics ({folder / missing[0]} is missing); run "
+                             f"cfx stats {run} first")
+    try:
+        regions = pd.read_csv(folder / "regions.csv", dtype={"value": str, "subject": str})
+        effects = pd.read_csv(folder / "effects.csv", dtype={"value": str, "reference": str},
+                              keep_default_na=True)
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UserInputError(f"{folder}: damaged stats output ({exc}); run cfx stats {run} "
+                             "again") from None
+    effects["note"] = effects["note"].fillna("") if "note" in effects else ""
+    return regions, effects, summary
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain dicts; missing numbers stay NaN (the templates' filters print a dash)."""
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def _model_card(model: str) -> str | None:
+    """The first lines of a checkpoint folder's README.md (its model card), if there is one."""
+    card = Path(model) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8").strip()
+    return text if len(text) <= _CARD_CHARS else text[:_CARD_CHARS].rsplit("\n", 1)[0] + "\n…"
+
+
+def _audit(run: Path) -> dict | None:
+    path = run / "audit" / "audit.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"{path}: damaged ({exc.msg} at line {exc.lineno}); run cfx audit "
+                             "again or remove it") from None
+    return {"path": "audit/audit.json", "rows": key_values(data)}
+
+
+def _title(attribute: str, value) -> str:
+    return f"{attribute.replace('_', ' ').capitalize()}: {value}"
+
+
+class _Run:
+    """The run's files, as the report needs them."""
+
+    def __init__(self, run: Path, manifest: dict, lung_labels: tuple[int, ...]):
+        self.root, self.manifest = run, manifest
+        settings = manifest["settings"]
+        self.attribute, self.reference = settings["attribute"], str(settings["reference"])
+        self.values = [str(v) for v in settings["values"]]
+        self.seeds, self.subjects = list(settings["seeds"]), list(settings["subjects"])
+        self.lung_labels = lung_labels
+        self.paths = {(i["subject"], i["seed"], str(i["value"])): i["path"]
+                      for i in manifest["items"]}
+
+    def ct(self, subject: str, seed: int, value: str):
+        return read_volume(self.root / self.paths[(subject, seed, value)])
+
+    def diff_path(self, subject: str, value: str, seed: int) -> str:
+        return diff_name(subject, self.attribute, value_label(value), value_label(self.reference),
+                         seed)
+
+    def lung(self, subject: str) -> np.ndarray:
+        mask = read_labels(self.manifest["masks"][subject])
+        return np.isin(mask.data, self.lung_labels)
+
+    def contrast(self, value: str) -> str:
+        return f"{value_label(value)}-vs-{value_label(self.reference)}"
+
+
+def _figure(out: Path, key: str, fig, **extra) -> dict:
+    png, pdf = save_figure(fig, out / "figures" / key)
+    return {"key": key, "png": png.relative_to(out).as_posix(),
+            "pdf": pdf.relative_to(out).as_posix(), **extra}
+
+
+def _figures(out: Path, run: _Run, regions: pd.DataFrame, effects: pd.DataFrame, summary: dict,
+             region: str, shown: list[str]) -> dict:
+    figures = {"paired": _figure(out, "paired_values", paired_values_figure(
+        regions, region, "mean", run.values), region=region, metric="mean")}
+
+    grid = SweepGrid.from_table(regions, [run.reference] + [v for v in run.values
+                                                            if v != run.reference])
+    column = (region, "mean")
+    rows = effects[(effects["region"] == region) & (effects["metric"] == "mean")]
+    deltas, intervals = {}, {}
+    for row in rows.itertuples():
+        label = f"{row.value} - {row.reference}"
+        deltas[label] = grid.deltas(row.value, row.reference)[column].to_numpy()
+        if np.isfinite([row.estimate, row.ci_low, row.ci_high]).all():
+            intervals[label] = (row.estimate, row.ci_low, row.ci_high)
+        noise_ci = [getattr(row, f"noise_{k}", np.nan) for k in ("estimate", "ci_low", "ci_high")]
+        if np.isfinite(noise_ci).all():
+            intervals[NOISE_LABEL] = tuple(noise_ci)
+    noise = grid.seed_deltas(grid.values)[column].to_numpy() if grid.n_seeds > 1 else None
+    unit = str(rows["unit"].iloc[0]) if "unit" in rows and len(rows) else ""
+    figures["noise"] = _figure(out, "delta_noise_floor", delta_noise_figure(
+        deltas, noise, intervals, unit=unit, label=f"{region} mean"), region=region,
+        metric="mean", noise=noise is not None)
+
+    seed = run.seeds[0]
+    samples = {}
+    for value in run.values:
+        voxels = [run.ct(s, seed, value).data[run.lung(s)] for s in run.subjects]
+        samples[value] = np.concatenate(voxels)
+    figures["histogram"] = _figure(out, "hu_histogram", hu_histogram_figure(samples,
+                                   region=region), region=region, seed=seed)
+
+    metrics = [m for m in _HEADLINE if m in set(effects["metric"])] or None
+    figures["forest"] = _figure(out, "forest", forest_figure(effects, metrics=metrics))
+
+    figures["differences"], figures["statmaps"] = [], []
+    lungs = {s: run.lung(s) for s in shown}
+    for value in run.values:
+        if value == run.reference:
+            continue
+        contrast = run.contrast(value)
+        maps = {s: np.mean([read_volume(run.root / run.diff_path(s, value, k)).data
+                            for k in run.seeds], axis=0) for s in shown}
+        first = read_volume(run.root / run.diff_path(shown[0], value, seed))
+        same = [s for s in shown if maps[s].shape == first.shape]
+        figures["differences"].append(_figure(
+            out, f"difference_{contrast}", difference_figure(
+                {s: maps[s] for s in same}, first.affine, mask={s: lungs[s] for s in same}),
+            contrast=f"{value} - {run.reference}"))
+        figures["statmaps"] += _statmap(out, run, summary, value, contrast)
+    return figures
+
+
+def _stat_map(path: Path) -> Volume:
+    """A statistic map as cfx stats wrote it (float32; may hold ±inf where Δ has no spread)."""
+    try:
+        image = nib.load(path)
+        return Volume(np.asarray(image.dataobj, dtype=np.float32), image.affine, str(path))
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise UserInputError(f"{path}: cannot be read ({exc}); run cfx stats again") from None
+
+
+def _statmap(out: Path, run: _Run, summary: dict, value: str, contrast: str) -> list[dict]:
+    stem = run.root / "stats" / f"attr-{run.attribute}_contrast-{contrast}_stat-"
+    if not Path(f"{stem}t.nii.gz").is_file():
+        return []
+    t = _stat_map(Path(f"{stem}t.nii.gz"))
+    p = _stat_map(Path(f"{stem}pfwe.nii.gz")) if Path(f"{stem}pfwe.nii.gz").is_file() else None
+    p = None if p is None or p.shape != t.shape else p.data
+    union = np.zeros(t.shape, bool)
+    for subject in run.subjects:
+        lung = run.lung(subject)
+        if lung.shape == t.shape:
+            union |= lung
+    background = run.ct(run.subjects[0], run.seeds[0], run.reference)
+    base = background.data if background.shape == t.shape else None
+    alpha = 0.05
+    counts = summary.get("voxelwise", {}).get(contrast, {})
+    fig = stat_map_figure(t.data, t.affine, p, mask=union if union.any() else None,
+                          background=base, alpha=alpha)
+    return [_figure(out, f"tmap_{contrast}", fig, contrast=f"{value} - {run.reference}",
+                    alpha=alpha, voxels_tested=counts.get("voxels_tested", int(union.sum())),
+                    voxels_fwe=counts.get("voxels_fwe_05",
+                                          int(np.sum((p < alpha) & union)) if p is not None
+                                          else 0))]
+
+
+def _gif(out: Path, run: _Run, existing: Path, name: str, make) -> str:
+    """Copy ``existing`` (made by cfx render) into the report, or render it with ``make``."""
+    target = out / "figures" / "gifs" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if existing.is_file():
+        shutil.copyfile(existing, target)
+    else:
+        write_gif(target, make(), _FPS)
+    return target.relative_to(out).as_posix()
+
+
+def _gifs(out: Path, run: _Run, shown: list[str]) -> dict:
+    seed = run.seeds[0]
+    render = run.root / "render"
+    rows, panels = [], []
+    for subject in shown:
+        cells = []
+        for value in run.values:
+            stem = Path(run.paths[(subject, seed, value)]).name.removesuffix("_ct.nii.gz")
+            name = f"{stem}_axis-{_AXIS}_ct.gif"
+            path = _gif(out, run, render / f"sub-{subject}" / name, name,
+                        lambda s=subject, v=value: _ct_frames(run.ct(s, seed, v)))
+            cells.append({"value": value, "path": path})
+        rows.append({"subject": subject, "cells": cells})
+        for value in run.values:
+            if value == run.reference:
+                continue
+            stem = Path(run.diff_path(subject, value, seed)).name.removesuffix("_diff.nii.gz")
+            name = f"{stem}_axis-{_AXIS}_panel.gif"
+            path = _gif(out, run, render / f"sub-{subject}" / name, name,
+                        lambda s=subject, v=value: _panel_frames(run, s, seed, v))
+            panels.append({"subject": subject, "seed": seed, "value": value, "path": path,
+                           "title": f"{_title(run.attribute, run.reference)} | "
+                                    f"{_title(run.attribute, value)} | difference"})
+    return {"grid": {"columns": run.values, "seed": seed, "rows": rows}, "panels": panels}
+
+
+def _ct_frames(ct) -> np.ndarray:
+    return ct_frames(ct.data, ct.affine, _AXIS, _WINDOW, _SIZE)
+
+
+def _panel_frames(run: _Run, subject: str, seed: int, value: str) -> np.ndarray:
+    """The reference | counterfactual | difference animation, as cfx render makes it."""
+    ref, ct = run.ct(subject, seed, run.reference), run.ct(subject, seed, value)
+    diff = read_volume(run.root / run.diff_path(subject, value, seed))
+    lung = run.lung(subject)
+    lung = lung if lung.shape == diff.shape else None
+    titles = (_title(run.attribute, run.reference), _title(run.attribute, value),
+              f"difference ({value} - {run.reference})")
+    return panel_frames(ref.data, ct.data, diff.data, ct.affine, titles, _AXIS, _WINDOW,
+                        symmetric_limit(diff.data, lung), lung, _SIZE)
+
+
+def _tables(out: Path, run_root: Path, headline: pd.DataFrame) -> dict:
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("effects.csv", "regions.csv"):
+        shutil.copyfile(run_root / "stats" / name, folder / name)
+    headline.to_csv(folder / "headline.csv", index=False)
+    return {"effects_csv": "tables/effects.csv", "regions_csv": "tables/regions.csv",
+            "headline_csv": "tables/headline.csv", "effects_tex": "tables/effects.tex"}
+
+
+def _template_name(template: str) -> str:
+    return template if template in BUILTIN else Path(template).name.split(".")[0]
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="Run folder made by cfx sweep and cfx stats."),
+    template: str = typer.Option("summary", "--template",
+                                 help="summary, paper, or a Jinja2 file (*.html or *.md)."),
+    out: Path | None = typer.Option(None, "--out",
+                                    help="Report folder (default RUN/report/<template>)."),
+    subjects: int = typer.Option(4, "--subjects", help="Subjects shown in GIFs and maps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No closing message."),
+) -> None:
+    """Write index.html, report.md, figures/ and tables/ for a run with statistics."""
+    try:
+        templates = find_templates()
+        check_template(template, templates)
+    except TemplateError as exc:
+        raise UserInputError(str(exc)) from None
+    if subjects < 1:
+        raise UserInputError(f"--subjects: must be >= 1, got {subjects}")
+    manifest = read_manifest(run)
+    regions, effects, summary = _read_stats(run)
+    out = run / "report" / _template_name(template) if out is None else out
+    _check_out(out, run)
+
+    labels = summary.get("regions", {})
+    region = "lung" if "lung" in set(effects["region"]) else str(effects["region"].iloc[0])
+    lung_labels = tuple(labels.get("lung", DEFAULT_VOCABULARY.region_labels("lung")))
+    info = _Run(run, manifest, lung_labels)
+    shown = info.subjects[:subjects]
+    order = {m: i for i, m in enumerate(_HEADLINE)}
+    headline = effects[(effects["region"] == region) & effects["metric"].isin(_HEADLINE)]
+    headline = headline.sort_values("metric", key=lambda m: m.map(order), kind="stable")
+    prompts = [{"value": str(i["value"]), "text": i["prompt"]} for i in manifest["items"]
+               if i["subject"] == info.subjects[0] and i["seed"] == info.seeds[0]]
+    model = manifest.get("model", {})
+    context = {
+        "title": f"{info.attribute}: {' vs '.join(info.values)}",
+        "run": {"name": run.resolve().name, "path": str(run)},
+        "attribute": info.attribute, "reference": info.reference, "values": info.values,
+        "contrasts": [{"value": v, "reference": info.reference,
+                       "label": f"{v} vs {info.reference}"}
+                      for v in info.values if v != info.reference],
+        "seeds": info.seeds, "subjects": info.subjects,
+        "model": {"name": model.get("name", manifest["settings"].get("model", "")),
+                  "content_hash": model.get("content_hash", ""),
+                  "text_encoder": model.get("text_encoder"),
+                  "card": _model_card(str(manifest["settings"].get("model", "")))},
+        "prompts": prompts,
+        "created": manifest.get("created", ""), "cfx_version": manifest.get("cfx_version", ""),
+        "command": " ".join(manifest.get("command", [])),
+        "headline_region": region, "headline": _records(headline),
+        "effects": _records(effects), "voxelwise": summary.get("voxelwise", {}),
+        "audit": _audit(run),
+    }
+    with staged_dir(out, replace=True) as tmp:
+        context["figures"] = _figures(tmp, info, regions, effects, summary, region, shown)
+        context["gifs"] = _gifs(tmp, info, shown)
+        context["tables"] = _tables(tmp, run, headline)
+        try:
+            render_report(tmp, context, template, templates)
+        except TemplateError as exc:
+            raise UserInputError(str(exc)) from None
+    if not quiet:
+        console.print(f"report written to {out / 'index.html'}")
