@@ -1,7 +1,7 @@
 """Where the sweep's groups run: in this process, or as Ray tasks.
 
 A *group* is one subject at one sweep seed: every value of the attribute generated from one noise
-draw, its CTs and difference maps written atomically. Both executors run :func:`run_group` and
+draw, its CTs and difference maps written atomically. Both executors run :func:`run_groups` and
 hand back the sha256 of every file they wrote; the engine alone holds the run lock and writes the
 manifest, so the run folder means the same whichever executor filled it.
 
@@ -13,7 +13,9 @@ names it (model name or checkpoint folder, cohort); each task then calls its opt
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from counterfactual.sweep.generators import CounterfactualGenerator, Request
 from counterfactual.sweep.manifest import sha256
 from counterfactual.volume import read_labels, write_volume
 
-__all__ = ["GroupJob", "Work", "run_group", "resolve_device", "configure", "LocalExecutor",
+__all__ = ["GroupJob", "Work", "run_groups", "resolve_device", "configure", "LocalExecutor",
            "RayExecutor", "resolve_executor", "EXECUTORS"]
 
 EXECUTORS = ("local", "ray")
@@ -98,28 +100,44 @@ def configure(generator: CounterfactualGenerator, device: str, batch_size: int) 
         method(device=resolve_device(device), batch_size=batch_size)
 
 
-def run_group(generator: CounterfactualGenerator, job: GroupJob, work: Work) -> dict[str, str]:
-    """Generate one group and write the files in ``job.write``.
+def _write(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
+    write_volume(path, volume, affine)
+    return sha256(path)
 
-    Returns
-    -------
-    dict of str to str
-        Run-relative path -> hex sha256 of each file written.
+
+def run_groups(generator: CounterfactualGenerator, jobs: Sequence[GroupJob], work: Work,
+               writers: int = 2) -> Iterator[tuple[GroupJob, dict[str, str]]]:
+    """Generate ``jobs`` in order while ``writers`` threads compress and write the previous
+    group's files (zlib releases the GIL, so writing overlaps the next forward pass).
+
+    Two groups' volumes are held at most.
+
+    Yields
+    ------
+    (GroupJob, dict of str to str)
+        Each job, in order, once its files in ``job.write`` are on disk, with the run-relative
+        path -> hex sha256 of each.
     """
-    mask = read_labels(job.subject.mask, work.labels)
-    volumes = generator.generate(job.subject, mask, work.attribute, job.requests, job.noise_seed)
-    volumes = [np.asarray(v, np.float32) for v in volumes]
-    written = {}
-    for volume, relative in zip(volumes, job.cts, strict=True):
-        if relative in job.write:
-            write_volume(work.out / relative, volume, mask.affine)
-            written[relative] = sha256(work.out / relative)
-    for index, relative in job.diffs:
-        if relative in job.write:
-            write_volume(work.out / relative, volumes[index] - volumes[job.reference],
-                         mask.affine)
-            written[relative] = sha256(work.out / relative)
-    return written
+    def collect(job, futures):
+        return job, {relative: future.result() for relative, future in futures.items()}
+
+    with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="cfx-write") as pool:
+        pending = deque()
+        for job in jobs:
+            mask = read_labels(job.subject.mask, work.labels)
+            volumes = generator.generate(job.subject, mask, work.attribute, job.requests,
+                                         job.noise_seed)
+            volumes = [np.asarray(v, np.float32) for v in volumes]
+            files = list(zip(job.cts, volumes, strict=True)) + [
+                (relative, volumes[index] - volumes[job.reference])
+                for index, relative in job.diffs]
+            pending.append((job, {relative: pool.submit(_write, work.out / relative, volume,
+                                                        mask.affine)
+                                  for relative, volume in files if relative in job.write}))
+            while len(pending) > 1:
+                yield collect(*pending.popleft())
+        while pending:
+            yield collect(*pending.popleft())
 
 
 class LocalExecutor:
@@ -137,8 +155,7 @@ class LocalExecutor:
         """Yield each job with the checksums of the files it wrote, in job order."""
         if jobs:
             configure(generator, work.device, work.batch_size)
-        for job in jobs:
-            yield job, run_group(generator, job, work)
+        yield from run_groups(generator, jobs, work)
 
 
 def _import_ray():
@@ -154,7 +171,8 @@ def _run_chunk(generator: CounterfactualGenerator, jobs: list[GroupJob],
                work: Work) -> list[tuple[int, dict[str, str]]]:
     """A Ray task: configure the generator for this worker's device, run its groups in order."""
     configure(generator, work.device, work.batch_size)
-    return [(index, run_group(generator, job, work)) for index, job in enumerate(jobs)]
+    return [(index, written) for index, (_, written) in
+            enumerate(run_groups(generator, jobs, work))]
 
 
 def _chunks(n_jobs: int, n_tasks: int) -> list[range]:

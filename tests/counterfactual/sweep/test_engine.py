@@ -98,9 +98,11 @@ run_sweep(SweepConfig("smoking", ("yes", "no"), (0, 1), Path({str(killed)!r}), q
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     assert 0 < len(_tree(killed)) < len(_tree(reference))
+    recorded = {e["path"] for e in json.loads((killed / "manifest.json").read_text())["files"]}
+    assert len(recorded) == 6  # groups 1 and 2; group 3's files were being written when killed
     fake.calls.clear()
     run_sweep(_config(killed, resume=True), load_cohort(cohort_dir), fake)
-    assert len(fake.calls) == 3
+    assert len(fake.calls) == 4  # every group not recorded, nothing recorded again
     assert _tree(killed) == _tree(reference)
 
 

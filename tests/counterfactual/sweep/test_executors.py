@@ -18,7 +18,7 @@ from counterfactual.sweep.executors import (
     configure,
     resolve_device,
     resolve_executor,
-    run_group,
+    run_groups,
 )
 from counterfactual.sweep.generators import PhantomOracleGenerator, Request
 from counterfactual.sweep.manifest import sha256
@@ -39,7 +39,9 @@ def _job(cohort, write):
 def test_run_group_writes_only_what_is_missing_and_returns_its_checksums(tmp_path, cohort, fake,
                                                                          labels, affine):
     work = Work(tmp_path, "smoking", DEFAULT_VOCABULARY)
-    written = run_group(fake, _job(cohort, {"yes_ct.nii.gz", "yes-vs-no_diff.nii.gz"}), work)
+    job = _job(cohort, {"yes_ct.nii.gz", "yes-vs-no_diff.nii.gz"})
+    [(returned, written)] = list(run_groups(fake, [job], work))
+    assert returned is job
     assert sorted(written) == ["yes-vs-no_diff.nii.gz", "yes_ct.nii.gz"]
     assert not (tmp_path / "no_ct.nii.gz").exists()
     assert all(sha256(tmp_path / rel) == digest for rel, digest in written.items())
