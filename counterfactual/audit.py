@@ -180,6 +180,7 @@ class _Run:
     reference: object
     seeds: list[int]
     subjects: list[str]
+    model: dict  # name, content_hash
     items: dict  # (subject, seed, value label) -> manifest item
 
     def item(self, subject: str, seed: int, value) -> dict:
@@ -216,7 +217,7 @@ def _open_run(folder: Path) -> _Run:
                  for i in manifest["items"]}
         run = _Run(folder, manifest, settings["attribute"], list(settings["values"]),
                    settings["reference"], list(settings["seeds"]), list(settings["subjects"]),
-                   items)
+                   {key: manifest["model"][key] for key in ("name", "content_hash")}, items)
         for subject in run.subjects:
             run.mask_path(subject)
             for seed in run.seeds:
@@ -264,7 +265,7 @@ def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
 def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
                  seed_scale: list) -> tuple[dict, list[dict]]:
     notes = []
-    model = run.manifest["model"]
+    model = run.model
     try:
         generator = resolve_generator(model["name"], cohort)
         generator.check(cohort, run.attribute)
@@ -582,7 +583,7 @@ def run_audit(config: AuditConfig,
     parts, difference_rows = _differences(run, config, oracle)
     criteria = {"composition": composition, "effectiveness": effectiveness,
                 "minimality": _minimality(parts, difference_rows),
-                "reversibility": _reversibility(run.manifest["model"]["name"]),
+                "reversibility": _reversibility(run.model["name"]),
                 "oracle_agreement": _oracle_agreement(oracle, difference_rows)}
     # 5. Write RUN/audit/ (replacing an earlier audit only once everything succeeded).
     tables = {"composition.csv": composition_rows, "volumes.csv": volume_rows,
@@ -592,7 +593,7 @@ def run_audit(config: AuditConfig,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "run": str(run.folder), "attribute": run.attribute, "values": run.values,
         "reference": run.reference, "seeds": run.seeds, "subjects": len(run.subjects),
-        "model": {k: run.manifest["model"][k] for k in ("name", "content_hash")},
+        "model": run.model,
         "run_cohort": str(cohort.source),
         "predictor_cohort": None if predictor_cohort is None else str(predictor_cohort.source),
         "criteria": _finite(criteria),

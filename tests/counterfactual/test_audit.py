@@ -1,0 +1,280 @@
+"""``cfx audit`` on phantom sweeps: a sound model (the exact oracle) against broken text
+conditions (one that ignores the attribute, one that swaps it for every other subject)."""
+
+import json
+import math
+import re
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from counterfactual.audit import AuditConfig, run_audit
+from counterfactual.cli import app
+from counterfactual.errors import UserInputError
+from counterfactual.phantom import PhantomOracle
+from counterfactual.sweep import generators
+
+runner = CliRunner()
+SUBJECTS = 12
+LARGE_SMOKING = {"smoking": {"reference": "no",
+                             "values": {"yes": {"shift_hu": 60, "pattern": "lung"}}}}
+AGE_ONLY = {"age": {"centre": 60, "slope_hu_per_unit": -4, "pattern": "lung"}}
+
+
+class BrokenText:
+    """The phantom oracle behind a broken text condition.
+
+    ``ignores``: every request gets the subject's own attribute value (the text is ignored).
+    ``shuffled``: for every other subject the values are handed to the requests in reverse.
+    """
+
+    text_encoder = None
+
+    def __init__(self, cohort, mode):
+        self.name = f"phantom-{mode}"
+        self.content_hash = f"sha256:{mode}"
+        self.mode = mode
+        self._oracle = PhantomOracle.from_cohort(cohort.source)
+
+    def check(self, cohort, attribute):
+        pass
+
+    def generate(self, subject, mask, attribute, requests, seed):
+        if self.mode == "ignores":
+            return [self._oracle.render(subject.id, {}, seed) for _ in requests]
+        values = [r.value for r in requests]
+        if int(subject.id[1:]) % 2:
+            values.reverse()
+        return [self._oracle.render(subject.id, {attribute: v}, seed) for v in values]
+
+
+def resolve(name, cohort):
+    if name.startswith("phantom-") and name != "phantom-oracle":
+        return BrokenText(cohort, name.removeprefix("phantom-"))
+    return generators.resolve_generator(name, cohort)
+
+
+def cfx(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """Three 12-subject phantoms (default effects, +60 HU smoking, -4 HU/yr age) and sweeps."""
+    root = tmp_path_factory.mktemp("audit")
+    for name, effects in (("smoking", LARGE_SMOKING), ("age", AGE_ONLY)):
+        (root / f"{name}.json").write_text(json.dumps(effects))
+    common = ("--subjects", SUBJECTS, "--shape", "24,24,24", "-q")
+    cfx("phantom", "--out", root / "default", *common)
+    cfx("phantom", "--out", root / "smoking", "--effects", root / "smoking.json", *common)
+    cfx("phantom", "--out", root / "age", "--effects", root / "age.json", *common)
+    sweeps = {"diagnosis": ("default", "diagnosis", "CTD-ILD,IPF", "phantom-oracle", "0,1"),
+              "smoking": ("smoking", "smoking", "no,yes", "phantom-oracle", "0"),
+              "age": ("age", "age", "55,75", "phantom-oracle", "0"),
+              "ignores": ("default", "diagnosis", "CTD-ILD,IPF", "phantom-ignores", "0"),
+              "shuffled": ("default", "diagnosis", "CTD-ILD,IPF", "phantom-shuffled", "0")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("counterfactual.cli.sweep.resolve_generator", resolve)
+        for run, (cohort, attribute, values, model, seeds) in sweeps.items():
+            cfx("sweep", "--cohort", root / cohort, "--attribute", attribute, "--values", values,
+                "--model", model, "--seeds", seeds, "--out", root / "runs" / run, "-q")
+    return root
+
+
+@pytest.fixture
+def broken(monkeypatch):
+    monkeypatch.setattr("counterfactual.audit.resolve_generator", resolve)
+
+
+def audit(run, *args):
+    cfx("audit", run, "-q", *args)
+    text = (run / "audit" / "audit.json").read_text()
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in audit.json"))
+
+
+def value(result, criterion, metric):
+    return result["criteria"][criterion]["metrics"][metric]["value"]
+
+
+def test_the_exact_oracle_passes_every_criterion(root):
+    run = root / "runs" / "diagnosis"
+    result = audit(run)
+    assert result["format"] == "cfx-audit/1" and result["subjects"] == SUBJECTS
+    assert [result["criteria"][c]["status"] for c in result["criteria"]] == [
+        "measured", "measured", "measured", "not applicable", "measured"]
+    # Composition: regenerating at the subject's own value with the run's noise is exact, far
+    # below the seed-to-seed scale.
+    assert value(result, "composition", "null_max_abs") == 0.0
+    assert value(result, "composition", "seed_to_seed_mean_abs") > 5.0
+    assert value(result, "composition", "null_to_seed_ratio") == 0.0
+    # Effectiveness: IPF vs CTD-ILD is large, every counterfactual is read as its value.
+    accuracy = result["criteria"]["effectiveness"]["metrics"]["accuracy"]
+    assert accuracy == {"value": 1.0, "unit": "fraction", "chance": 0.5}
+    assert value(result, "effectiveness", "auc") == 1.0
+    assert value(result, "effectiveness", "counterfactual_volumes") == SUBJECTS * 2 * 2
+    # Minimality: the phantom changes lung voxels only.
+    assert value(result, "minimality", "share_inside_lung") == 1.0
+    assert value(result, "minimality", "mean_abs_outside_lung") == 0.0
+    assert value(result, "minimality", "mean_abs_inside_lung") > 10.0
+    # Oracle agreement: the run's maps are the oracle's.
+    assert value(result, "oracle_agreement", "correlation") == pytest.approx(1.0, abs=1e-6)
+    assert value(result, "oracle_agreement", "rmse") < 1e-3
+    assert abs(value(result, "oracle_agreement", "region_mean_error")) < 1e-3
+    assert value(result, "oracle_agreement", "oracle_region_mean") > 10.0
+    differences = pd.read_csv(run / "audit" / "differences.csv")
+    assert len(differences) == SUBJECTS * 2 and (differences.oracle_correlation > 0.999).all()
+    volumes = pd.read_csv(run / "audit" / "volumes.csv")
+    assert (volumes.predicted == volumes.value).all()
+    composition = pd.read_csv(run / "audit" / "composition.csv")
+    assert len(composition) == SUBJECTS and (composition.max_abs_hu == 0).all()
+    assert sorted(result["files"]) == ["audit.json", "composition.csv", "differences.csv",
+                                       "volumes.csv"]
+
+
+def test_a_large_smoking_effect_is_read_back_from_every_counterfactual(root):
+    result = audit(root / "runs" / "smoking")
+    assert value(result, "effectiveness", "accuracy") == 1.0
+    assert value(result, "effectiveness", "auc") == 1.0
+    assert value(result, "effectiveness", "real_ct_cv_auc") > 0.5
+    assert "seed-to-seed" in " ".join(result["criteria"]["composition"]["notes"])
+
+
+def test_a_numeric_attribute_is_scored_by_mean_absolute_error(root):
+    result = audit(root / "runs" / "age")
+    mae = result["criteria"]["effectiveness"]["metrics"]["mae"]
+    assert mae["unit"] == "years" and mae["chance"] == pytest.approx(10.0)
+    assert mae["value"] < 3.0
+    assert value(result, "effectiveness", "correlation") > 0.9
+    # Nobody is 55 or 75 in the table: composition regenerates at the reference, and says so.
+    assert value(result, "composition", "subjects_at_reference") >= 1
+    assert value(result, "composition", "null_max_abs") == 0.0
+
+
+def test_a_model_that_ignores_the_text_is_caught(root, broken):
+    result = audit(root / "runs" / "ignores")
+    assert value(result, "effectiveness", "accuracy") == 0.5  # chance
+    assert value(result, "effectiveness", "auc") == 0.5
+    assert value(result, "oracle_agreement", "correlation") is None
+    assert value(result, "oracle_agreement", "correlation_undefined") == SUBJECTS
+    expected = value(result, "oracle_agreement", "oracle_region_mean")
+    assert value(result, "oracle_agreement", "region_mean_error") == pytest.approx(-expected)
+    assert value(result, "minimality", "share_inside_lung") is None
+    assert "changed nothing" in result["criteria"]["minimality"]["notes"][0]
+
+
+def test_a_model_with_a_shuffled_text_condition_is_caught(root, broken):
+    result = audit(root / "runs" / "shuffled")
+    assert abs(value(result, "effectiveness", "accuracy") - 0.5) <= 0.1
+    assert abs(value(result, "effectiveness", "auc") - 0.5) <= 0.25
+    assert abs(value(result, "oracle_agreement", "correlation")) < 0.05
+    # The swap depends on the batch, so the same noise alone no longer gives the same volume.
+    assert value(result, "composition", "null_mean_abs") > 1.0
+
+
+def test_the_table_names_every_criterion_and_a_rerun_replaces_the_audit(root):
+    run = root / "runs" / "smoking"
+    result = cfx("audit", run)
+    for word in ("composition", "effectiveness", "minimality", "reversibility",
+                 "oracle_agreement", "accuracy", "not applicable"):
+        assert word in result.stdout
+    (run / "audit" / "stale.txt").write_text("old")
+    audit(run)
+    assert not (run / "audit" / "stale.txt").exists()
+
+
+def copy_run(run, out, cohort=None, edit=None):
+    """A copy of ``run`` whose manifest points at ``cohort`` and went through ``edit``."""
+    shutil.copytree(run, out)
+    shutil.rmtree(out / "audit", ignore_errors=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if cohort is not None:
+        manifest["settings"]["cohort"] = str(cohort)
+    if edit is not None:
+        edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_cohort_without_ct_skips_effectiveness_with_a_note(root, tmp_path):
+    cohort = tmp_path / "masks-only"
+    shutil.copytree(root / "smoking", cohort, ignore=shutil.ignore_patterns("ct"))
+    run = copy_run(root / "runs" / "smoking", tmp_path / "run", cohort)
+    result = runner.invoke(app, ["audit", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "note: effectiveness needs real CTs" in result.stderr
+    summary = json.loads((run / "audit" / "audit.json").read_text())
+    assert summary["criteria"]["effectiveness"]["status"] == "skipped"
+    assert summary["predictor_cohort"] is None
+    assert summary["criteria"]["oracle_agreement"]["status"] == "measured"
+    assert "volumes.csv" not in summary["files"]
+    with_ct = audit(run, "--cohort", root / "smoking")
+    assert value(with_ct, "effectiveness", "accuracy") == 1.0
+    assert with_ct["predictor_cohort"] == str(root / "smoking")
+
+
+def test_without_truth_or_the_model_the_other_criteria_are_still_reported(root, tmp_path):
+    cohort = tmp_path / "no-truth"
+    shutil.copytree(root / "smoking", cohort, ignore=shutil.ignore_patterns("truth.json"))
+    run = copy_run(root / "runs" / "smoking", tmp_path / "run", cohort)
+    result = audit(run)
+    composition = result["criteria"]["composition"]
+    assert composition["status"] == "skipped" and "cannot be loaded" in composition["notes"][0]
+    assert result["criteria"]["oracle_agreement"]["status"] == "not applicable"
+    assert value(result, "effectiveness", "accuracy") == 1.0
+
+
+def test_another_model_version_is_not_used_for_composition(root, tmp_path):
+    def rehash(manifest):
+        manifest["model"]["content_hash"] = "sha256:other"
+
+    run = copy_run(root / "runs" / "smoking", tmp_path / "run", edit=rehash)
+    composition = audit(run)["criteria"]["composition"]
+    assert composition["status"] == "skipped" and "content hash" in composition["notes"][0]
+
+
+def _prompt_edited(manifest):
+    for item in manifest["items"]:
+        item["prompt"] = "Lung CT scan: something else."
+
+
+def _masks_only(root, tmp):
+    shutil.copytree(root / "smoking", tmp / "masks-only", ignore=shutil.ignore_patterns("ct"))
+    return root / "runs" / "smoking", ("--cohort", tmp / "masks-only")
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda root, tmp: (tmp, ()), "not a cfx run"),
+    (lambda root, tmp: (copy_run(root / "runs" / "smoking", tmp / "r",
+                                 edit=lambda m: m.update(complete=False)), ()),
+     "the sweep is incomplete"),
+    (lambda root, tmp: (copy_run(root / "runs" / "smoking", tmp / "r", tmp / "gone"), ()),
+     r"the run's cohort .*gone no longer exists"),
+    (lambda root, tmp: (copy_run(root / "runs" / "smoking", tmp / "r", edit=_prompt_edited), ()),
+     "prompt is now .* but the run used 'Lung CT scan: something else.'"),
+    (_masks_only, r"--cohort: .*masks-only has no CTs"),
+    (lambda root, tmp: (root / "runs" / "smoking", ("--penalty", "0")),
+     "--penalty: must be a positive number, got 0"),
+    (lambda root, tmp: (root / "runs" / "smoking", ("--device", "tpu")),
+     "--device: 'tpu' is not one of auto, cpu, cuda"),
+])
+def test_user_errors_are_one_line_and_write_nothing(root, tmp_path, setup, message):
+    run, args = setup(root, tmp_path)
+    summary = run / "audit" / "audit.json"
+    before = summary.read_bytes() if summary.exists() else None
+    result = runner.invoke(app, ["audit", str(run), *map(str, args)])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert line.startswith("cfx: error: ") and "\n" not in line
+    assert re.search(message, line), line
+    assert (summary.read_bytes() if summary.exists() else None) == before
+
+
+def test_run_audit_checks_its_options_before_reading_anything(tmp_path):
+    with pytest.raises(UserInputError, match=r"--penalty: must be a positive number, got nan"):
+        run_audit(AuditConfig(tmp_path / "missing", penalty=math.nan))
+    with pytest.raises(UserInputError, match=r"--device: 'gpu' is not one of"):
+        run_audit(AuditConfig(tmp_path / "missing", device="gpu"))
