@@ -270,8 +270,10 @@ def _voxelwise(run: Path, manifest: dict, out: Path, regions: dict, reference, n
         if tfce:
             names |= {"tfce": result.tfce, "ptfce": result.p_tfce}
         for stat, values in names.items():
+            untested = 1.0 if stat.startswith(("p", "q")) else 0.0  # p = 1: nothing found there
             volume = values if tfce else _unmask(values, tested)
-            finite = np.nan_to_num(volume, nan=0.0, posinf=_FLOAT32_MAX, neginf=-_FLOAT32_MAX)
+            finite = np.nan_to_num(volume, nan=untested, posinf=_FLOAT32_MAX,
+                                   neginf=-_FLOAT32_MAX)
             write_volume(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat}.nii.gz",
                          finite.astype(np.float32), grid.affine)
         maps[contrast] = {"voxels_tested": int(tested.sum()), "permutations": n_permutations,
@@ -309,7 +311,7 @@ def _check_common_grid(grid, volume, first: str, subject: str) -> None:
 
 
 def _unmask(values: np.ndarray, tested: np.ndarray) -> np.ndarray:
-    volume = np.zeros(tested.shape)
+    volume = np.full(tested.shape, np.nan)
     volume[tested] = values
     return volume
 
