@@ -6,7 +6,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from analysis.stats.observational import concordance, group_tests, ols_effect
+from analysis.stats.observational import cohort_effects, concordance, group_tests, ols_effect
 
 
 @pytest.fixture
@@ -135,3 +135,71 @@ def test_observational_errors(cohort):
         concordance(effect, effect.drop(columns="ci_low"))
     with pytest.raises(ValueError, match="observational: shares no index entry"):
         concordance(effect, effect.set_axis(["b"]))
+
+
+def _tidy(frame, outcomes):
+    """A tidy region table (one row per subject x region x metric) from wide outcome columns."""
+    rows = [{"subject": f"S{i}", "region": region, "metric": metric, "estimate": frame.at[i, col],
+             "unit": "HU"} for col, (region, metric) in outcomes.items() for i in frame.index]
+    return pd.DataFrame(rows).dropna(subset=["estimate"])
+
+
+def test_cohort_effects_equal_the_per_outcome_tests(cohort):
+    cohort = cohort.assign(subject=[f"S{i}" for i in cohort.index],
+                           upper=cohort["lung mean"] * 0.5 + 3.0)
+    table = _tidy(cohort, {"lung mean": ("lung", "mean"), "upper": ("lung-upper", "mean")})
+    clinical = cohort[["subject", "smoking", "age", "sex"]]
+    got = cohort_effects(table, clinical, "smoking", ["age", "sex"], reference="no")
+    assert list(zip(got.level, got.region, strict=True)) == [
+        ("former", "lung"), ("yes", "lung"), ("former", "lung-upper"), ("yes", "lung-upper")]
+    row = got[(got.level == "yes") & (got.region == "lung")].iloc[0]
+    naive = group_tests(cohort, "lung mean", "smoking", "no").set_index("level").loc["yes"]
+    adjusted = ols_effect(cohort, "lung mean", "smoking", ["age", "sex"], reference="no")
+    adjusted = adjusted.set_index("level").loc["yes"]
+    assert (row.naive_estimate, row.naive_ci_low, row.naive_ci_high, row.p_welch,
+            row.p_mannwhitney) == pytest.approx((naive.estimate, naive.ci_low, naive.ci_high,
+                                                 naive.p_welch, naive.p_mannwhitney))
+    assert (row.estimate, row.ci_low, row.ci_high, row.p, row.n) == pytest.approx(
+        (adjusted.estimate, adjusted.ci_low, adjusted.ci_high, adjusted.p, adjusted.n))
+    assert row.unit == "HU" and row.covariates == "age,sex" and row.note == ""
+    # an affine outcome: the same p-values, estimates scaled by 0.5
+    upper = got[(got.level == "yes") & (got.region == "lung-upper")].iloc[0]
+    assert upper.estimate == pytest.approx(0.5 * row.estimate)
+    assert upper.p == pytest.approx(row.p)
+    # Holm over the whole table (4 tests), by hand
+    order = np.argsort(got.p.to_numpy())
+    expected = np.minimum(1, np.maximum.accumulate(got.p.to_numpy()[order] * (4 - np.arange(4))))
+    np.testing.assert_allclose(got.p_holm.to_numpy()[order], expected)
+
+
+def test_cohort_effects_of_a_numeric_attribute_are_slopes(cohort):
+    cohort = cohort.assign(subject=[f"S{i}" for i in cohort.index])
+    table = _tidy(cohort, {"lung mean": ("lung", "mean")})
+    got = cohort_effects(table, cohort[["subject", "age", "sex"]], "age", ["sex"]).iloc[0]
+    naive = ols_effect(cohort, "lung mean", "age").iloc[0]
+    adjusted = ols_effect(cohort, "lung mean", "age", ["sex"]).iloc[0]
+    assert got.level is None and got.reference is None and np.isnan(got.p_welch)
+    assert got.naive_estimate == pytest.approx(naive.estimate)
+    assert got.estimate == pytest.approx(adjusted.estimate)
+    assert got.n == adjusted.n == len(cohort.dropna(subset=["lung mean", "age", "sex"]))
+
+
+def test_cohort_effects_note_an_undefined_metric_and_refuse_structural_problems(cohort):
+    cohort = cohort.assign(subject=[f"S{i}" for i in cohort.index], flat=0.0)
+    table = _tidy(cohort, {"lung mean": ("lung", "mean"), "flat": ("lung", "laa950")})
+    clinical = cohort[["subject", "smoking", "age"]]
+    got = cohort_effects(table, clinical, "smoking", ["age"], reference="no")
+    flat = got[got.metric == "laa950"]
+    assert flat.naive_estimate.isna().all() and "constant within both" in flat.note.iloc[0]
+    assert got[got.metric == "mean"].note.eq("").all()
+    with pytest.raises(ValueError, match=r"clinical: no row for subject\(s\) \['S0'\]"):
+        cohort_effects(table, clinical[clinical.subject != "S0"], "smoking")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['height'\]"):
+        cohort_effects(table, clinical, "smoking", ["height"])
+    with pytest.raises(ValueError, match=r"level\(s\) \{'former': 1\} of 'smoking' have fewer"):
+        few = clinical.assign(smoking=np.where(np.arange(len(clinical)) == 0, "former",
+                                               np.where(clinical.smoking == "former", "no",
+                                                        clinical.smoking)))
+        cohort_effects(table, few, "smoking")
+    with pytest.raises(ValueError, match="several rows for one region x metric"):
+        cohort_effects(pd.concat([table, table.iloc[:1]]), clinical, "smoking")
