@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import Opener
 
 from counterfactual.atomic import atomic_path
 from counterfactual.errors import UserInputError
@@ -186,7 +187,8 @@ def check_same_grid(a: Volume, b: Volume) -> None:
         )
 
 
-def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> Path:
+def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
+                 compresslevel: int = 1) -> Path:
     """Write a volume as NIfTI atomically, keeping the affine exactly.
 
     Integral values within int16 range are stored as int16 (lossless), anything else as float32.
@@ -199,6 +201,9 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) 
         HU or labels.
     affine : ndarray, shape (4, 4)
         RAS affine of the source grid; never replaced by identity.
+    compresslevel : int
+        gzip level of a ``.nii.gz``: 0 stores (noisy float HU barely compress), 1 is nibabel's
+        default, 9 the smallest.
     """
     path = Path(path)
     if _suffix(path) not in _NIFTI:
@@ -219,5 +224,9 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) 
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     with atomic_path(path, suffix=_suffix(path)) as tmp:
-        nib.save(img, tmp)
+        if _suffix(path) == ".nii.gz" and compresslevel != Opener.default_compresslevel:
+            with Opener(str(tmp), "wb", compresslevel=compresslevel) as fh:
+                img.to_file_map(img.make_file_map({"image": fh}))
+        else:
+            nib.save(img, tmp)
     return path

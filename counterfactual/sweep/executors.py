@@ -28,8 +28,8 @@ from counterfactual.sweep.generators import CounterfactualGenerator, Request
 from counterfactual.sweep.manifest import sha256
 from counterfactual.volume import read_labels, write_volume
 
-__all__ = ["GroupJob", "Work", "run_groups", "resolve_device", "configure", "LocalExecutor",
-           "RayExecutor", "resolve_executor", "EXECUTORS"]
+__all__ = ["GroupJob", "Work", "run_groups", "compresslevel", "resolve_device", "configure",
+           "LocalExecutor", "RayExecutor", "resolve_executor", "EXECUTORS", "DEVICES"]
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
@@ -100,8 +100,17 @@ def configure(generator: CounterfactualGenerator, device: str, batch_size: int) 
         method(device=resolve_device(device), batch_size=batch_size)
 
 
+def compresslevel(volume: np.ndarray) -> int:
+    """gzip level for a sweep output: 1 (deflate) for volumes that are mostly zero (difference
+    maps where the values agree) or integral (stored as int16), 0 (stored) for noisy float HU,
+    which deflate shrinks by ~10 % for ~10 times the time of storing them."""
+    if np.count_nonzero(volume) <= volume.size * 3 // 4:
+        return 1
+    return 1 if np.array_equal(volume, np.rint(volume)) else 0
+
+
 def _write(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
-    write_volume(path, volume, affine)
+    write_volume(path, volume, affine, compresslevel=compresslevel(volume))
     return sha256(path)
 
 

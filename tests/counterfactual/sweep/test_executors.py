@@ -15,6 +15,7 @@ from counterfactual.sweep.executors import (
     RayExecutor,
     Work,
     _chunks,
+    compresslevel,
     configure,
     resolve_device,
     resolve_executor,
@@ -22,6 +23,7 @@ from counterfactual.sweep.executors import (
 )
 from counterfactual.sweep.generators import PhantomOracleGenerator, Request
 from counterfactual.sweep.manifest import sha256
+from counterfactual.volume import read_labels
 
 
 def _tree(folder):
@@ -49,6 +51,29 @@ def test_run_group_writes_only_what_is_missing_and_returns_its_checksums(tmp_pat
     diff = nib.load(tmp_path / "yes-vs-no_diff.nii.gz")
     np.testing.assert_array_equal(diff.affine, affine)
     np.testing.assert_allclose(diff.get_fdata()[np.isin(labels, (1, 2))], 20.0, atol=1e-3)
+
+
+def test_noisy_float_volumes_are_stored_and_sparse_or_integral_ones_deflated(rng):
+    noisy = rng.normal(-800, 30, (16, 12, 10)).astype(np.float32)
+    sparse = np.zeros_like(noisy)
+    sparse[:4] = noisy[:4]  # a quarter non-zero
+    assert compresslevel(noisy) == 0 and compresslevel(sparse) == 1
+    assert compresslevel(np.rint(noisy)) == 1
+
+
+def test_run_group_files_read_back_exactly_whatever_their_gzip_level(tmp_path, cohort, fake):
+    work = Work(tmp_path, "smoking", DEFAULT_VOCABULARY)
+    job = _job(cohort, {"no_ct.nii.gz", "yes_ct.nii.gz", "yes-vs-no_diff.nii.gz"})
+    list(run_groups(fake, [job], work))
+    mask = read_labels(cohort.subject("A1").mask)
+    volumes = [np.float32(v) for v in fake.generate(cohort.subject("A1"), mask, "smoking",
+                                                     job.requests, 7)]
+    ct = nib.load(tmp_path / "no_ct.nii.gz")
+    np.testing.assert_array_equal(ct.get_fdata(dtype=np.float32), volumes[0])
+    assert (tmp_path / "no_ct.nii.gz").stat().st_size > volumes[0].nbytes  # stored
+    diff = nib.load(tmp_path / "yes-vs-no_diff.nii.gz").get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(diff, volumes[1] - volumes[0])
+    assert (tmp_path / "yes-vs-no_diff.nii.gz").stat().st_size < volumes[0].nbytes / 4
 
 
 def test_chunks_are_contiguous_cover_every_job_and_differ_by_at_most_one():
