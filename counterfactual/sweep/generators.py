@@ -78,11 +78,19 @@ class PhantomOracleGenerator:
         return [self._oracle.render(subject.id, {attribute: r.value}, seed) for r in requests]
 
 
-KNOWN_MODELS = ("phantom-oracle",)
+KNOWN_MODELS = ("phantom-oracle",)  # plus the bundled checkpoints (models/bundled/)
 
 
 def resolve_generator(name: str, cohort: Cohort) -> CounterfactualGenerator:
-    """The generator called ``name`` for ``cohort``."""
+    """The generator called ``name`` for ``cohort``: ``phantom-oracle``, a bundled checkpoint
+    name, or a checkpoint folder written by ``cfx train``."""
     if name == "phantom-oracle":
         return PhantomOracleGenerator(cohort)
-    raise UserInputError(f"--model: unknown model {name!r}; available: {', '.join(KNOWN_MODELS)}")
+    from counterfactual.sweep.learned import LearnedGenerator, bundled_models, find_checkpoint
+
+    folder = find_checkpoint(name)
+    if folder is not None:
+        return LearnedGenerator(folder)
+    known = (*KNOWN_MODELS, *bundled_models())
+    raise UserInputError(f"--model: unknown model {name!r}; available: {', '.join(known)}, or "
+                         "a checkpoint folder made by cfx train")

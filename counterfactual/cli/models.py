@@ -1,0 +1,100 @@
+"""``cfx models list`` / ``cfx models show``: the bundled and local checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from counterfactual.cli.app import app
+from counterfactual.errors import UserInputError
+from counterfactual.sweep.learned import bundled_models, find_checkpoint
+from models.checkpoint import WEIGHTS_FILE, CheckpointError, content_hash, read_config
+
+models_app = typer.Typer(help="List and describe generator checkpoints.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+_stdout = Console(highlight=False)
+
+
+def _local(folders: list[Path]) -> dict[str, Path]:
+    """Checkpoint folders among ``folders`` and their direct subfolders."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        candidates = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] \
+            if folder.is_dir() else []
+        for path in candidates:
+            if (path / "config.json").is_file() and (path / WEIGHTS_FILE).is_file():
+                found[str(path)] = path
+    return found
+
+
+def _row(label: str, source: str, folder: Path) -> list[str]:
+    try:
+        config = read_config(folder)
+    except CheckpointError as exc:
+        return [label, source, "unreadable", "", "", "", str(exc)[:40]]
+    training = config.get("training", {})
+    size = (folder / WEIGHTS_FILE).stat().st_size / 1e6
+    return [label, source, f"{config['architecture']} ({config['generator'].get('fusion')})",
+            config.get("text_encoder", {}).get("name", "?"), str(training.get("steps", "?")),
+            f"{size:.1f} MB", content_hash(folder)[7:19]]
+
+
+@models_app.command("list")
+def list_models(
+    folders: list[Path] = typer.Argument(None, help="Folders to search for checkpoints "
+                                                    "(default: the current folder)."),
+) -> None:
+    """Bundled checkpoints and checkpoint folders in FOLDERS (and their subfolders)."""
+    table = Table(title="generator checkpoints")
+    for column in ("name", "source", "architecture", "text encoder", "steps", "weights",
+                   "sha256"):
+        table.add_column(column)
+    table.add_row("phantom-oracle", "built in", "exact phantom renders", "—", "—", "—", "—")
+    for name, folder in bundled_models().items():
+        table.add_row(*_row(name, "bundled", folder))
+    bundled = {p.resolve() for p in bundled_models().values()}
+    for label, folder in _local(list(folders or [Path(".")])).items():
+        if folder.resolve() not in bundled:
+            table.add_row(*_row(label, "local", folder))
+    _stdout.print(table)
+
+
+@models_app.command("show")
+def show(
+    model: str = typer.Argument(..., metavar="NAME|DIR", help="Bundled name or checkpoint "
+                                                             "folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print config.json only."),
+) -> None:
+    """The model card and configuration of a checkpoint."""
+    folder = find_checkpoint(model)
+    if folder is None:
+        known = ", ".join(bundled_models()) or "none"
+        raise UserInputError(f"models show: no model {model!r}; bundled: {known}; or give a "
+                             "checkpoint folder")
+    try:
+        config = read_config(folder)
+    except CheckpointError as exc:
+        raise UserInputError(f"models show: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(config, indent=2))
+        return
+    card = folder / "README.md"
+    if card.is_file():
+        _stdout.print(Markdown(card.read_text(encoding="utf-8")))
+    generator = config["generator"]
+    encoder = config.get("text_encoder", {})
+    lines = [f"folder: {folder}", f"content hash: {content_hash(folder)}",
+             f"architecture: {config['architecture']}, fusion {generator.get('fusion')}, "
+             f"channels {generator.get('channels')}",
+             f"HU window: {config.get('hu_window')}",
+             f"text encoder: {encoder.get('name')} ({encoder.get('width')}-d, "
+             f"{encoder.get('identifier')})",
+             f"labels: {config.get('labels', {}).get('labels')}",
+             f"cfx version: {config.get('cfx_version')}"]
+    _stdout.print("\n".join(lines), markup=False)

@@ -1,0 +1,137 @@
+"""The sweep's view of a learned checkpoint (``--model NAME|DIR``).
+
+:class:`LearnedGenerator` implements the ``CounterfactualGenerator`` protocol for a checkpoint
+folder written by ``cfx train``: it checks masks and the text encoder against what the model was
+trained with, encodes each distinct prompt once, draws the noise once per (subject, seed) from
+the sweep's seed, and runs every value of the group with that same noise, window by window over
+volumes larger than the training patch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from counterfactual.cohort import Cohort, Subject
+from counterfactual.errors import UserInputError
+from counterfactual.labels import LabelVocabulary
+from counterfactual.sweep.generators import Request
+from counterfactual.training_data import label_channels
+from counterfactual.volume import Volume
+from models.checkpoint import CheckpointError, load_generator
+from models.inference import draw_noise, generate_volumes
+from models.text import EmbeddingCache, HFTextEncoder, TextEncoderLoadError
+
+__all__ = ["LearnedGenerator", "BUNDLED_DIR", "bundled_models", "find_checkpoint"]
+
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "models" / "bundled"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Name -> folder of every checkpoint shipped under ``models/bundled/``."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if (p / "config.json").is_file()}
+
+
+def find_checkpoint(name: str | os.PathLike) -> Path | None:
+    """The folder of a bundled model called ``name``, or ``name`` itself if it is a path that
+    exists; None otherwise."""
+    bundled = bundled_models()
+    if str(name) in bundled:
+        return bundled[str(name)]
+    path = Path(name).expanduser()
+    return path if path.exists() else None
+
+
+class LearnedGenerator:
+    """A ``cfx train`` checkpoint serving the sweep.
+
+    Parameters
+    ----------
+    folder : path
+        Checkpoint folder.
+    device : str
+        ``cpu`` or ``cuda``; the sweep's executor may change it through :meth:`configure`.
+
+    Raises
+    ------
+    UserInputError
+        Not a checkpoint folder, a pickle, or unreadable weights (one line).
+    """
+
+    def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
+        try:
+            loaded = load_generator(folder, "cpu")
+        except CheckpointError as exc:
+            raise UserInputError(f"--model: {exc}") from None
+        self.folder = Path(folder)
+        self.config = loaded.config
+        self.model = loaded.generator
+        self.name = str(self.config.get("name", self.folder.name))
+        self.content_hash = loaded.content_hash
+        encoder = self.config["text_encoder"]
+        self.text_encoder = encoder["identifier"]
+        self.roi = tuple(self.config["training"]["arguments"]["patch"])
+        labels = self.config["labels"]
+        self.vocabulary = LabelVocabulary({int(k): v for k, v in labels["labels"].items()},
+                                          {k: tuple(v) for k, v in labels["regions"].items()})
+        self.window_batch = 1
+        self.device = torch.device(device)
+        self._cache: EmbeddingCache | None = None
+
+    def configure(self, device: str = "cpu", batch_size: int = 1) -> None:
+        """Run on ``device`` with ``batch_size`` windows per forward pass."""
+        self.device = torch.device(device)
+        self.window_batch = max(1, int(batch_size))
+        self.model.to(self.device)
+        self._cache = None
+
+    def _encoder(self) -> EmbeddingCache:
+        """Load the checkpoint's text encoder once; it must have the stored width."""
+        if self._cache is None:
+            stored = self.config["text_encoder"]
+            try:
+                encoder = HFTextEncoder(stored["name"], max_length=stored["max_length"],
+                                        device=self.device)
+            except TextEncoderLoadError as exc:
+                raise UserInputError(f"--model {self.name}: its text encoder cannot be loaded "
+                                     f"({exc})") from None
+            if encoder.width != stored["width"]:
+                raise UserInputError(f"--model {self.name}: text encoder {stored['name']!r} "
+                                     f"gives {encoder.width}-d embeddings but the model was "
+                                     f"trained on {stored['width']}-d ones")
+            self._cache = EmbeddingCache(encoder)
+        return self._cache
+
+    def check(self, cohort: Cohort, attribute: str) -> None:
+        """The cohort's labels must be the model's, and its text encoder must load."""
+        from counterfactual.volume import read_labels
+
+        for subject in cohort.subjects:
+            read_labels(subject.mask, self.vocabulary)
+        self._encoder()
+
+    def generate(self, subject: Subject, mask: Volume, attribute: str,
+                 requests: Sequence[Request], seed: int) -> list[np.ndarray]:
+        """One float32 HU volume on the mask's grid per request, all from one noise draw."""
+        # 1. encode the distinct prompts once
+        encoding = self._encoder().encode([r.prompt for r in requests])
+        condition = self.model.condition(encoding.pooled.to(self.device),
+                                         encoding.tokens.to(self.device),
+                                         encoding.mask.to(self.device))
+        # 2. the label map as channels, and the noise of this seed for the whole volume
+        channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
+        labels = F.one_hot(channels, self.model.config["label_channels"])
+        labels = labels.permute(3, 0, 1, 2)[None].float().to(self.device)
+        noise, vector = draw_noise(self.model, mask.shape, seed)
+        # 3. every request with the same noise
+        volumes = generate_volumes(self.model, labels, noise.to(self.device),
+                                   vector.to(self.device), condition, self.roi,
+                                   window_batch=self.window_batch)
+        return [v.cpu().numpy().astype(np.float32) for v in volumes]

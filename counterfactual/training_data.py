@@ -1,0 +1,245 @@
+"""Training batches for ``cfx train``: on-the-fly phantom subjects or patches of a real cohort.
+
+Both sources are callables ``(numpy Generator, batch_size) -> TrainingBatch`` (the contract of
+:mod:`models.training.gan`), so all their randomness comes from the trainer's generator and a
+resumed run draws the same batches.
+
+- :class:`PhantomSource`: each subject is drawn with the phantom's own rendering functions:
+  anatomy from a seed, attributes drawn uniformly and independently of anatomy and of each other
+  (so every combination occurs and no attribute predicts the body), and a fresh noise seed.
+  ``subjects=None`` streams a new subject every draw (an unlimited cohort); ``subjects=N`` fixes
+  ``N`` subjects with one CT each, like a real cohort of that size.
+- :class:`CohortSource`: random patches of a cohort's CTs, centred on a random lung voxel.
+
+Prompts are built with the prompt template from each record after dropping every field with
+probability ``drop_rate`` (missing values are left out of prompts anyway, so this teaches the
+generator to cope with them and keeps prompts from identifying subjects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from counterfactual.cohort import Cohort
+from counterfactual.errors import UserInputError
+from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from counterfactual.phantom.anatomy import build_anatomy
+from counterfactual.phantom.clinical import CATEGORIES
+from counterfactual.phantom.effects import DEFAULT_EFFECTS, Effects
+from counterfactual.phantom.patterns import LungPatterns
+from counterfactual.phantom.render import render
+from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from counterfactual.volume import check_same_grid, read_labels, read_volume
+from models.training.gan import TrainingBatch
+
+__all__ = ["PhantomSource", "CohortSource", "label_channels", "uniform_attributes",
+           "drop_fields", "AGE_RANGE", "PATCHES_PER_SUBJECT"]
+
+AGE_RANGE = (35, 90)  # years, as the phantom's clinical sampler clips them
+PATCHES_PER_SUBJECT = 2  # patches cut from each drawn subject (drawing one costs a render)
+_AIR_HU = -1000.0
+_LUNG = (1, 2)
+
+
+def label_channels(labels: np.ndarray, vocabulary: LabelVocabulary) -> np.ndarray:
+    """Label values -> generator channel indices (0 background, ``i`` the ``i``-th label of the
+    vocabulary in increasing order).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_x, n_y, n_z)
+        Values in the vocabulary (checked when the mask was read).
+
+    Returns
+    -------
+    ndarray of int64, same shape
+    """
+    lookup = np.zeros(max(vocabulary.labels) + 1, np.int64)
+    for channel, value in enumerate(sorted(vocabulary.labels), start=1):
+        lookup[value] = channel
+    return lookup[labels]
+
+
+def uniform_attributes(rng: np.random.Generator) -> dict:
+    """One phantom record with every attribute drawn uniformly and independently."""
+    record = {"age": int(rng.integers(AGE_RANGE[0], AGE_RANGE[1] + 1))}
+    for name, values in CATEGORIES.items():
+        record[name] = values[int(rng.integers(len(values)))]
+    return record
+
+
+def drop_fields(record: Mapping, rng: np.random.Generator, rate: float) -> dict:
+    """``record`` without each field independently with probability ``rate``."""
+    keep = rng.random(len(record)) >= rate
+    return {k: v for (k, v), kept in zip(record.items(), keep, strict=True) if kept}
+
+
+def _lung_centre(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    lung = np.flatnonzero(np.isin(labels, _LUNG))
+    return np.array(np.unravel_index(lung[int(rng.integers(lung.size))], labels.shape))
+
+
+def _crop(volume: np.ndarray, centre: np.ndarray, patch: Sequence[int],
+          fill: float) -> np.ndarray:
+    """The ``patch``-sized box around ``centre``, shifted inside the volume where it fits and
+    padded with ``fill`` where the volume is smaller than the patch."""
+    out = np.full(tuple(patch), fill, dtype=volume.dtype)
+    source, target = [], []
+    for c, p, n in zip(centre, patch, volume.shape, strict=True):
+        if n >= p:
+            start = int(np.clip(c - p // 2, 0, n - p))
+            source.append(slice(start, start + p))
+            target.append(slice(0, p))
+        else:
+            offset = (p - n) // 2
+            source.append(slice(0, n))
+            target.append(slice(offset, offset + n))
+    out[tuple(target)] = volume[tuple(source)]
+    return out
+
+
+class PhantomSource:
+    """Phantom subjects rendered as they are drawn.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Phantom grid ``(n_x, n_y, n_z)``.
+    spacing : tuple of float
+        Voxel size in mm.
+    patch : tuple of int
+        Training patch; equal to ``shape`` for whole volumes.
+    subjects : int or None
+        ``None``: a new subject per draw; ``N``: ``N`` fixed subjects (one CT each).
+    seed : int
+        Seeds the fixed subjects (unused when streaming: the trainer's generator draws them).
+    effects : Effects
+        Planted effects.
+    template : PromptTemplate
+    drop_rate : float
+        Probability of dropping each prompt field.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+                 patch: tuple[int, int, int], subjects: int | None = None, seed: int = 0,
+                 effects: Effects = DEFAULT_EFFECTS,
+                 template: PromptTemplate = DEFAULT_TEMPLATE, drop_rate: float = 0.2):
+        self.shape, self.spacing, self.patch = tuple(shape), tuple(spacing), tuple(patch)
+        self.subjects = subjects
+        self.effects = effects
+        self.template = template
+        self.drop_rate = drop_rate
+        self.vocabulary = DEFAULT_VOCABULARY
+        self._fixed: list[tuple[int, dict, int]] = []
+        if subjects is not None:
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A11]))
+            self._fixed = [(int(rng.integers(2**32)), uniform_attributes(rng),
+                            int(rng.integers(2**32))) for _ in range(subjects)]
+
+    def summary(self) -> dict:
+        """What the training cohort was, for ``config.json``."""
+        return {"kind": "phantom", "subjects": self.subjects or "unlimited (one per draw)",
+                "shape": list(self.shape), "spacing": list(self.spacing),
+                "attributes": "uniform, independent", "effects": self.effects.to_json(),
+                "prompt_field_drop_rate": self.drop_rate}
+
+    def records(self, rng: np.random.Generator, n: int) -> list[dict]:
+        """``n`` records as training draws them (for fitting the text whitening)."""
+        if self._fixed:
+            return [self._fixed[int(rng.integers(len(self._fixed)))][1] for _ in range(n)]
+        return [uniform_attributes(rng) for _ in range(n)]
+
+    def prompt(self, record: Mapping, rng: np.random.Generator) -> str:
+        return self.template.render(drop_fields(record, rng, self.drop_rate))
+
+    def _draw(self, rng: np.random.Generator) -> tuple[int, dict, int]:
+        if self._fixed:
+            return self._fixed[int(rng.integers(len(self._fixed)))]
+        anatomy_seed = int(rng.integers(2**32))
+        return anatomy_seed, uniform_attributes(rng), int(rng.integers(2**32))
+
+    def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
+        labels, cts, prompts = [], [], []
+        while len(labels) < batch_size:
+            anatomy_seed, record, noise_seed = self._draw(rng)
+            anatomy = build_anatomy(self.shape, anatomy_seed)
+            effect = self.effects.effect_map(record, LungPatterns(anatomy.labels, self.spacing))
+            ct = render(anatomy, effect, noise_seed)
+            channels = label_channels(anatomy.labels, self.vocabulary)
+            for _ in range(min(PATCHES_PER_SUBJECT, batch_size - len(labels))):
+                centre = _lung_centre(anatomy.labels, rng)
+                labels.append(_crop(channels, centre, self.patch, 0))
+                cts.append(_crop(ct, centre, self.patch, _AIR_HU))
+                prompts.append(self.prompt(record, rng))
+        return TrainingBatch(np.stack(labels), np.stack(cts).astype(np.float32), prompts)
+
+
+class CohortSource:
+    """Random lung-centred patches of a cohort's CTs (all read into memory once).
+
+    Parameters
+    ----------
+    cohort : Cohort
+        Every subject must have a CT on its mask's grid.
+    patch : tuple of int
+    vocabulary : LabelVocabulary
+    template : PromptTemplate
+    drop_rate : float
+
+    Raises
+    ------
+    UserInputError
+        A subject without CT, a CT off its mask's grid, a mask without lung, or a record the
+        template cannot render.
+    """
+
+    def __init__(self, cohort: Cohort, patch: tuple[int, int, int],
+                 vocabulary: LabelVocabulary = DEFAULT_VOCABULARY,
+                 template: PromptTemplate = DEFAULT_TEMPLATE, drop_rate: float = 0.2,
+                 progress=lambda items, description: items):
+        self.patch = tuple(patch)
+        self.vocabulary = vocabulary
+        self.template = template
+        self.drop_rate = drop_rate
+        self.source = str(cohort.source)
+        self._subjects: list[tuple[np.ndarray, np.ndarray, dict]] = []
+        lung = vocabulary.region_labels("lung")
+        for subject in progress(cohort.subjects, "read cohort"):
+            if subject.ct is None:
+                raise UserInputError(f"{cohort.source}: subject {subject.id} has no CT; cfx "
+                                     "train needs a CT for every subject")
+            mask = read_labels(subject.mask, vocabulary)
+            ct = read_volume(subject.ct)
+            check_same_grid(mask, ct)
+            if not np.isin(mask.data, lung).any():
+                raise UserInputError(f"{subject.mask}: no lung voxel (labels {list(lung)}); "
+                                     "training patches are centred on lung")
+            template.render(subject.record, f"subject {subject.id}")
+            self._subjects.append((label_channels(mask.data, vocabulary),
+                                   ct.data.astype(np.float32), dict(subject.record)))
+        self._lung_channels = [c for c, value in enumerate(sorted(vocabulary.labels), start=1)
+                               if value in lung]
+        self.spacing = tuple(float(s) for s in mask.spacing)
+
+    def summary(self) -> dict:
+        return {"kind": "cohort", "source": self.source, "subjects": len(self._subjects),
+                "prompt_field_drop_rate": self.drop_rate}
+
+    def records(self, rng: np.random.Generator, n: int) -> list[dict]:
+        return [self._subjects[int(rng.integers(len(self._subjects)))][2] for _ in range(n)]
+
+    def prompt(self, record: Mapping, rng: np.random.Generator) -> str:
+        return self.template.render(drop_fields(record, rng, self.drop_rate))
+
+    def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
+        labels, cts, prompts = [], [], []
+        for _ in range(batch_size):
+            channels, ct, record = self._subjects[int(rng.integers(len(self._subjects)))]
+            lung = np.flatnonzero(np.isin(channels, self._lung_channels))
+            centre = np.unravel_index(lung[int(rng.integers(lung.size))], channels.shape)
+            labels.append(_crop(channels, np.array(centre), self.patch, 0))
+            cts.append(_crop(ct, np.array(centre), self.patch, _AIR_HU))
+            prompts.append(self.prompt(record, rng))
+        return TrainingBatch(np.stack(labels), np.stack(cts), prompts)

@@ -1,0 +1,252 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``README.md``, never pickle.
+
+::
+
+    CKPT/
+      config.json              format, architecture, generator constructor kwargs, plus what the
+                               caller records (HU window, labels, prompt template, text encoder,
+                               text normalisation summary, training summary, cfx version)
+      model.safetensors        generator weights (the EMA average) incl. text-whitening buffers
+      README.md                model card
+      training_state.safetensors + training_state.json   optional: what a resume needs
+
+Loading reads JSON and safetensors only. A ``.pt``/``.pth`` (or any pickle) is refused with a
+message saying why. :func:`content_hash` (sha256 of ``model.safetensors`` then ``config.json``)
+identifies the served model in run manifests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from models.nets.cond_gan3d import CondGAN3DGenerator
+
+__all__ = ["CheckpointError", "LoadedGenerator", "save_checkpoint", "save_training_state",
+           "load_generator", "load_training_state", "read_config", "content_hash",
+           "has_training_state", "ARCHITECTURES", "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE",
+           "CARD_FILE"]
+
+FORMAT = "cfx-checkpoint/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+_STATE_TENSORS = "training_state.safetensors"
+_STATE_JSON = "training_state.json"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+ARCHITECTURES = {"cond_gan3d": CondGAN3DGenerator}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read: missing, not a checkpoint folder, a pickle, or corrupt."""
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedGenerator:
+    """A generator read from a checkpoint folder.
+
+    Attributes
+    ----------
+    generator : CondGAN3DGenerator
+        In eval mode, gradients off.
+    config : dict
+        The decoded ``config.json``.
+    content_hash : str
+        ``"sha256:<hex>"`` of weights and config.
+    folder : Path
+    """
+
+    generator: CondGAN3DGenerator
+    config: dict
+    content_hash: str
+    folder: Path
+
+
+def _readable(tmp: str) -> None:
+    """Give a temporary file the permissions an ordinary new file would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _readable(tmp)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    _readable(tmp)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                  metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode()
+
+
+def save_checkpoint(folder: str | os.PathLike, architecture: str,
+                    generator: CondGAN3DGenerator, metadata: dict, card: str) -> Path:
+    """Write (or overwrite) the served part of a checkpoint.
+
+    Parameters
+    ----------
+    folder : path
+        Created if missing.
+    architecture : str
+        A key of :data:`ARCHITECTURES`.
+    generator : CondGAN3DGenerator
+        The weights to serve (the EMA average during training).
+    metadata : dict
+        JSON-serialisable; merged into ``config.json`` after ``format``, ``architecture`` and
+        ``generator`` (its constructor kwargs).
+    card : str
+        Markdown model card.
+
+    Returns
+    -------
+    Path
+        ``folder``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "architecture": architecture,
+              "generator": generator.config, **metadata}
+    _save_tensors(folder / WEIGHTS_FILE, generator.state_dict())
+    _write_atomic(folder / CONFIG_FILE, _json_bytes(config))
+    _write_atomic(folder / CARD_FILE, card.encode())
+    return folder
+
+
+def save_training_state(folder: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                        meta: dict) -> None:
+    """Write what a resume needs next to the served weights (tensors, then JSON)."""
+    folder = Path(folder)
+    _save_tensors(folder / _STATE_TENSORS, tensors)
+    _write_atomic(folder / _STATE_JSON, _json_bytes(meta))
+
+
+def has_training_state(folder: str | os.PathLike) -> bool:
+    folder = Path(folder)
+    return (folder / _STATE_TENSORS).is_file() and (folder / _STATE_JSON).is_file()
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.is_file() and folder.suffix.lower() in _PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{folder}: a {folder.suffix} file is a pickle, which can run arbitrary code when "
+            "loaded; cfx reads only checkpoint folders (config.json + model.safetensors)")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a checkpoint folder (config.json + "
+                              "model.safetensors)")
+    if not (folder / WEIGHTS_FILE).is_file():
+        pickles = sorted(p.name for p in folder.iterdir()
+                         if p.suffix.lower() in _PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(
+                f"{folder}: holds {pickles[0]}, a pickle, and no {WEIGHTS_FILE}; cfx never "
+                "unpickles weights: save the state dict with safetensors instead")
+        raise CheckpointError(f"{folder}: no {WEIGHTS_FILE}; not a cfx checkpoint folder")
+    if not (folder / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{folder}: no {CONFIG_FILE}; not a cfx checkpoint folder")
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    """The decoded ``config.json`` of a checkpoint folder.
+
+    Raises
+    ------
+    CheckpointError
+        Not a checkpoint folder, a pickle, unreadable JSON or an unknown format.
+    """
+    folder = Path(folder)
+    _check_folder(folder)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: cannot read it ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{folder / CONFIG_FILE}: format {found!r}, expected {FORMAT!r}")
+    if config.get("architecture") not in ARCHITECTURES:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: unknown architecture "
+                              f"{config.get('architecture')!r}; known: "
+                              f"{', '.join(ARCHITECTURES)}")
+    return config
+
+
+def content_hash(folder: str | os.PathLike) -> str:
+    """``"sha256:<hex>"`` of ``model.safetensors`` followed by ``config.json``."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        with open(folder / name, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def load_generator(folder: str | os.PathLike,
+                   device: str | torch.device = "cpu") -> LoadedGenerator:
+    """Build the generator of a checkpoint folder and load its weights (no pickle).
+
+    Raises
+    ------
+    CheckpointError
+        Not a checkpoint, a pickle, bad config, or weights that do not fit the architecture.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    try:
+        generator = ARCHITECTURES[config["architecture"]](**config["generator"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: bad generator settings ({exc})") from None
+    try:
+        weights = load_file(folder / WEIGHTS_FILE)
+        generator.load_state_dict(weights)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load the weights "
+                              f"({reason})") from None
+    generator = generator.to(device).eval().requires_grad_(False)
+    return LoadedGenerator(generator, config, content_hash(folder), folder)
+
+
+def load_training_state(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and JSON written by :func:`save_training_state`.
+
+    Raises
+    ------
+    CheckpointError
+        Missing or unreadable.
+    """
+    folder = Path(folder)
+    if not has_training_state(folder):
+        raise CheckpointError(f"{folder}: no {_STATE_TENSORS} and {_STATE_JSON} to resume from")
+    try:
+        tensors = load_file(folder / _STATE_TENSORS)
+        meta = json.loads((folder / _STATE_JSON).read_text(encoding="utf-8"))
+    except (SafetensorError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder}: cannot read the training state ({exc})") from None
+    return tensors, meta

@@ -1,0 +1,245 @@
+"""The mask + text conditional 3D GAN generator: label map and noise in, CT out.
+
+A 3D encoder-decoder (U-Net shape) reads the one-hot label map and a spatial noise channel;
+the text enters at the bottleneck and at every decoder level through one fusion mechanism
+(:mod:`models.nets.fusion`): ``"affine"`` (linear FiLM from the whitened pooled prompt and a
+noise vector) or ``"cross-attention"`` (voxels attend to the whitened prompt tokens). The
+whitening statistics (:class:`models.text_conditioning.EmbeddingWhitener`) are buffers of the
+generator, fitted on the training prompts, so a checkpoint carries them.
+
+Intensities: the output is in window units, ``-1`` at ``hu_window[0]`` and ``+1`` at
+``hu_window[1]``, a fixed window stored in the config (never per volume). No layer normalises
+over space, so the network is the same function in every sliding window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.nets.fusion import AffineFusion, CrossAttentionFusion
+from models.text_conditioning import EmbeddingWhitener
+
+__all__ = ["CondGAN3DGenerator", "TextCondition", "FUSIONS"]
+
+FUSIONS = ("affine", "cross-attention")
+
+
+@dataclass(frozen=True, eq=False)
+class TextCondition:
+    """Whitened text, as a generator reads it.
+
+    Attributes
+    ----------
+    pooled : Tensor of float32, shape (N, K)
+        Whitened pooled prompt vectors.
+    tokens : Tensor of float32, shape (N, L, K_t), or None
+        Whitened token embeddings (cross-attention only).
+    token_mask : Tensor of bool, shape (N, L), or None
+        True at real tokens.
+    """
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.pooled.shape[0]
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> TextCondition:
+        """Rows ``index`` (a batch drawn from a table of conditions)."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.pooled.device)
+        if self.tokens is None:
+            return TextCondition(self.pooled[index])
+        return TextCondition(self.pooled[index], self.tokens[index], self.token_mask[index])
+
+    def to(self, device: str | torch.device) -> TextCondition:
+        if self.tokens is None:
+            return TextCondition(self.pooled.to(device))
+        return TextCondition(self.pooled.to(device), self.tokens.to(device),
+                             self.token_mask.to(device))
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv3d(channels, channels, 3, padding=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.conv2(F.leaky_relu(self.conv1(F.leaky_relu(h, 0.2)), 0.2))
+
+
+class CondGAN3DGenerator(nn.Module):
+    """Label map + spatial noise + text -> CT in window units.
+
+    Parameters
+    ----------
+    label_channels : int
+        One-hot channels of the label map: background plus one per label (4 for the default
+        vocabulary).
+    channels : sequence of int
+        Feature channels per resolution level, finest first; ``len(channels) - 1``
+        downsamplings, so inputs must be divisible by ``2 ** (len(channels) - 1)`` per axis.
+    fusion : {"affine", "cross-attention"}
+        How the text enters (see :mod:`models.nets.fusion`).
+    text_width : int
+        ``D`` of the text encoder.
+    text_dims : int
+        ``K``: principal axes kept of the pooled prompt embedding.
+    token_dims : int
+        ``K_t``: principal axes kept of the token embeddings (cross-attention).
+    noise_dims : int
+        Length of the noise vector fed to the affine fusion with the text (0 for none).
+    heads : int
+        Attention heads (cross-attention); divides every decoder level's channels.
+    hu_window : sequence of 2 float
+        ``(low, high)`` HU mapped to -1 and +1.
+
+    Raises
+    ------
+    ValueError
+        Any argument out of range; the message names it and the value received.
+    """
+
+    def __init__(self, label_channels: int = 4, channels: Sequence[int] = (16, 32, 64, 64),
+                 fusion: str = "affine", text_width: int = 384, text_dims: int = 12,
+                 token_dims: int = 32, noise_dims: int = 8, heads: int = 4,
+                 hu_window: Sequence[float] = (-1024.0, 1024.0)):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if label_channels < 2:
+            raise ValueError(f"label_channels: need background plus at least one label, got "
+                             f"{label_channels}")
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(f"channels: need at least two positive levels, got {channels}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion: must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        if noise_dims < 0:
+            raise ValueError(f"noise_dims: must be >= 0, got {noise_dims}")
+        if fusion == "cross-attention" and any(c % heads for c in channels):
+            raise ValueError(f"heads: must divide every level's channels {channels}, got "
+                             f"{heads}")
+        low, high = (float(v) for v in hu_window)
+        if not low < high:
+            raise ValueError(f"hu_window: need low < high, got {(low, high)}")
+        self.config = {"label_channels": int(label_channels), "channels": list(channels),
+                       "fusion": fusion, "text_width": int(text_width),
+                       "text_dims": int(text_dims), "token_dims": int(token_dims),
+                       "noise_dims": int(noise_dims), "heads": int(heads),
+                       "hu_window": [low, high]}
+        self.fusion = fusion
+        self.noise_dims = int(noise_dims)
+        self.hu_window = (low, high)
+        self.multiple = 2 ** (len(channels) - 1)
+
+        self.text = EmbeddingWhitener(text_width, text_dims)
+        self.tokens = EmbeddingWhitener(text_width, token_dims) \
+            if fusion == "cross-attention" else None
+
+        self.stem = nn.Conv3d(label_channels + 1, channels[0], 3, padding=1)
+        self.encoder = nn.ModuleList(_ResBlock(c) for c in channels[:-1])
+        self.down = nn.ModuleList(nn.Conv3d(a, b, 3, stride=2, padding=1)
+                                  for a, b in zip(channels[:-1], channels[1:], strict=True))
+        self.bottleneck = _ResBlock(channels[-1])
+        self.up = nn.ModuleList(nn.Conv3d(b, a, 3, padding=1)
+                                for a, b in zip(channels[:-1], channels[1:], strict=True))
+        self.merge = nn.ModuleList(nn.Conv3d(2 * c, c, 3, padding=1) for c in channels[:-1])
+        self.decoder = nn.ModuleList(_ResBlock(c) for c in channels[:-1])
+        fused = (channels[-1], *reversed(channels[:-1]))  # bottleneck, then coarse to fine
+        if fusion == "affine":
+            self.fuse = nn.ModuleList(AffineFusion(c, text_dims + noise_dims) for c in fused)
+        else:
+            self.fuse = nn.ModuleList(CrossAttentionFusion(c, token_dims, heads) for c in fused)
+        self.head = nn.Conv3d(channels[0], 1, 3, padding=1)
+
+    # -- text ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit_text(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                 token_mask: torch.Tensor | None = None) -> None:
+        """Fit the whitening on the training prompts' embeddings.
+
+        Parameters
+        ----------
+        pooled : Tensor of float32, shape (N, D)
+        tokens : Tensor of float32, shape (N, L, D), optional
+            Needed for cross-attention.
+        token_mask : Tensor of bool, shape (N, L), optional
+        """
+        self.text.fit(pooled)
+        if self.tokens is not None:
+            self.tokens.fit(tokens[token_mask])
+
+    def condition(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                  token_mask: torch.Tensor | None = None) -> TextCondition:
+        """Whiten encoded prompts (a text encoder's ``pooled``, ``tokens``, ``mask``)."""
+        if self.tokens is None:
+            return TextCondition(self.text(pooled))
+        return TextCondition(self.text(pooled), self.tokens(tokens) * token_mask[..., None],
+                             token_mask)
+
+    # -- intensities --------------------------------------------------------------------------
+
+    def to_hu(self, output: torch.Tensor) -> torch.Tensor:
+        """Window units -> HU, clipped to the window."""
+        low, high = self.hu_window
+        return (output.clamp(-1, 1) + 1) * ((high - low) / 2) + low
+
+    def from_hu(self, hu: torch.Tensor) -> torch.Tensor:
+        """HU -> window units, clipped to [-1, 1]."""
+        low, high = self.hu_window
+        return ((hu - low) * (2 / (high - low)) - 1).clamp(-1, 1)
+
+    # -- network ------------------------------------------------------------------------------
+
+    def forward(self, labels: torch.Tensor, noise: torch.Tensor, condition: TextCondition,
+                noise_vector: torch.Tensor | None = None) -> torch.Tensor:
+        """One CT per row.
+
+        Parameters
+        ----------
+        labels : Tensor of float32, shape (N, label_channels, X, Y, Z)
+            One-hot label map; ``X, Y, Z`` divisible by :attr:`multiple`.
+        noise : Tensor of float32, shape (N, 1, X, Y, Z)
+            Standard normal noise; paired counterfactuals pass the same tensor.
+        condition : TextCondition
+            ``N`` rows (see :meth:`condition`).
+        noise_vector : Tensor of float32, shape (N, noise_dims), optional
+            Standard normal; zeros when omitted.
+
+        Returns
+        -------
+        Tensor of float32, shape (N, 1, X, Y, Z)
+            Window units (see :meth:`to_hu`), not clipped.
+        """
+        # 1. encode the label map and noise, keeping one skip per level
+        h = self.stem(torch.cat([labels, noise], dim=1))
+        skips = []
+        for block, down in zip(self.encoder, self.down, strict=True):
+            h = block(h)
+            skips.append(h)
+            h = down(F.leaky_relu(h, 0.2))
+        # 2. the conditioning each fusion reads
+        if self.fusion == "affine":
+            if noise_vector is None:
+                noise_vector = condition.pooled.new_zeros(len(condition), self.noise_dims)
+            vector = torch.cat([condition.pooled, noise_vector], dim=1)
+
+            def fuse(block, features):
+                return block(features, vector)
+        else:
+            def fuse(block, features):
+                return block(features, condition.tokens, condition.token_mask)
+        # 3. bottleneck, then decode coarse to fine with the text fused at every level
+        h = fuse(self.fuse[0], self.bottleneck(h))
+        for i, level in enumerate(reversed(range(len(skips)))):
+            h = F.interpolate(h, scale_factor=2, mode="trilinear", align_corners=False)
+            h = self.up[level](F.leaky_relu(h, 0.2))
+            h = self.merge[level](torch.cat([h, skips[level]], dim=1))
+            h = fuse(self.fuse[i + 1], self.decoder[level](h))
+        return self.head(F.leaky_relu(h, 0.2))

@@ -1,0 +1,112 @@
+"""Text embeddings made visible to a generator: centring and PCA-whitening fitted on the
+training prompts, stored in the generator's checkpoint.
+
+Raw pooled MiniLM embeddings of prompts that differ in one field are ~0.995 cosine: the
+difference lies on a direction holding ~2 % of the prompts' variance, and a network fed them
+ignores the text. Z-scoring every dimension over-amplifies the hundreds of directions that only
+tell prompts apart, so the text becomes a patient identifier. Projecting on the leading principal
+components of the *training prompts* and scaling each to unit variance keeps the few directions
+along which the prompts actually vary (the clinical fields) and drops the rest.
+
+The statistics are buffers of :class:`EmbeddingWhitener`, so they travel in ``model.safetensors``
+with the learned projection that follows them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["EmbeddingWhitener"]
+
+
+class EmbeddingWhitener(nn.Module):
+    """``(x - mean) @ components.T / scale``: centred, rotated onto the leading principal axes of
+    the training embeddings and scaled to unit variance along each.
+
+    Parameters
+    ----------
+    width : int
+        ``D``, the text encoder's embedding size.
+    dims : int
+        ``K``, principal axes kept (``K <= D``).
+
+    Raises
+    ------
+    ValueError
+        ``width`` or ``dims`` out of range.
+
+    Notes
+    -----
+    Until :meth:`fit` is called the buffers are zero mean, identity-like components and unit
+    scales, so an unfitted whitener keeps the first ``K`` coordinates.
+    """
+
+    def __init__(self, width: int, dims: int):
+        super().__init__()
+        if width < 1:
+            raise ValueError(f"width: must be at least 1, got {width}")
+        if not 1 <= dims <= width:
+            raise ValueError(f"dims: must be from 1 to width={width}, got {dims}")
+        self.width = width
+        self.dims = dims
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("components", torch.eye(dims, width))
+        self.register_buffer("scale", torch.ones(dims))
+        self.register_buffer("explained", torch.zeros(dims))
+
+    @torch.no_grad()
+    def fit(self, embeddings: torch.Tensor) -> EmbeddingWhitener:
+        """Set the statistics from training embeddings.
+
+        Parameters
+        ----------
+        embeddings : Tensor of float, shape (N, D)
+            One row per training prompt (or token), ``N > K``.
+
+        Returns
+        -------
+        EmbeddingWhitener
+            ``self``; :attr:`explained` holds each kept axis's share of the total variance.
+
+        Raises
+        ------
+        ValueError
+            Wrong shape, too few rows, or fewer than ``K`` directions with any variance.
+        """
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.width:
+            raise ValueError(f"embeddings: expected shape (N, {self.width}), got "
+                             f"{tuple(embeddings.shape)}")
+        if embeddings.shape[0] <= self.dims:
+            raise ValueError(f"embeddings: need more than dims={self.dims} rows, got "
+                             f"{embeddings.shape[0]}")
+        x = embeddings.double()
+        mean = x.mean(dim=0)
+        _, singular, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        variance = singular**2 / (x.shape[0] - 1)
+        kept = variance[:self.dims]
+        if kept[-1] <= 1e-12 * variance[0]:
+            raise ValueError(f"embeddings: only {int((variance > 1e-12 * variance[0]).sum())} "
+                             f"directions vary; lower dims (got {self.dims}) or give more "
+                             "distinct prompts")
+        sign = torch.sign(vh[:self.dims].sum(dim=1, keepdim=True))  # a fixed orientation
+        sign[sign == 0] = 1
+        self.mean.copy_(mean.float())
+        self.components.copy_((vh[:self.dims] * sign).float())
+        self.scale.copy_(kept.sqrt().float())
+        self.explained.copy_((kept / variance.sum()).float())
+        return self
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Whiten.
+
+        Parameters
+        ----------
+        embeddings : Tensor of float, shape (..., D)
+
+        Returns
+        -------
+        Tensor of float32, shape (..., K)
+            Unit variance per axis over the training rows.
+        """
+        return ((embeddings.float() - self.mean) @ self.components.T) / self.scale

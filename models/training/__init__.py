@@ -1,0 +1,5 @@
+"""Training loops for the generators in :mod:`models.nets`."""
+
+from models.training.gan import GANSettings, GANTrainer, TrainingBatch
+
+__all__ = ["GANSettings", "GANTrainer", "TrainingBatch"]

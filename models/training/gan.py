@@ -1,0 +1,269 @@
+"""Adversarial + L1 training of :class:`models.nets.cond_gan3d.CondGAN3DGenerator`.
+
+The loop knows nothing of files or cohorts: a *batch source* (any callable
+``(numpy Generator, batch_size) -> TrainingBatch``) hands it label maps, CTs in HU and prompts,
+and a text encoder turns the prompts into embeddings. Everything random in a step comes from
+two generators the trainer owns (numpy for the data, torch for the noise), and their states are
+part of :meth:`GANTrainer.training_state`, so a run stopped and resumed from a save continues
+exactly as if it had not stopped.
+
+Per step: the generator draws one CT per batch row from the label map, a fresh spatial noise
+field and noise vector and the whitened prompt; the discriminator (MONAI ``PatchDiscriminator``,
+which sees the image together with the one-hot labels and the whitened prompt as constant
+channels) is updated with the least-squares adversarial loss (MONAI ``PatchAdversarialLoss``);
+the generator is updated with ``l1_weight * L1 + adversarial_weight * adversarial``; an
+exponential moving average (EMA) of the generator's weights is what a checkpoint serves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from monai.losses import PatchAdversarialLoss
+from monai.networks.nets import PatchDiscriminator
+from torch.nn import functional as F
+
+from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from models.text.interface import TextEncoder
+
+__all__ = ["GANSettings", "GANTrainer", "TrainingBatch", "BatchSource"]
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """What a batch source returns.
+
+    Attributes
+    ----------
+    labels : ndarray of int64, shape (N, X, Y, Z)
+        Channel index per voxel: 0 background, ``i`` for the ``i``-th label of the
+        checkpoint's vocabulary.
+    ct : ndarray of float32, shape (N, X, Y, Z)
+        Target CT in HU.
+    prompts : list of str, length N
+    """
+
+    labels: np.ndarray
+    ct: np.ndarray
+    prompts: list[str]
+
+
+BatchSource = Callable[[np.random.Generator, int], TrainingBatch]
+
+
+@dataclass(frozen=True)
+class GANSettings:
+    """Optimisation settings (the checkpoint's ``training`` config records them).
+
+    Attributes
+    ----------
+    batch_size : int
+    lr_generator, lr_discriminator : float
+        Adam learning rates (betas 0.5, 0.999).
+    l1_weight, adversarial_weight : float
+        Generator loss weights (L1 in window units).
+    ema_decay : float
+        Per-step decay of the weight average that checkpoints serve.
+    discriminator_channels : int
+        Channels of the first ``PatchDiscriminator`` layer.
+    discriminator_layers : int
+        Its ``num_layers_d``.
+    seed : int
+        Seeds the data and noise generators.
+    mixed_precision : bool
+        bfloat16 autocast on CUDA.
+    """
+
+    batch_size: int = 4
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    l1_weight: float = 100.0
+    adversarial_weight: float = 1.0
+    ema_decay: float = 0.995
+    discriminator_channels: int = 8
+    discriminator_layers: int = 3
+    seed: int = 0
+    mixed_precision: bool = True
+
+
+class GANTrainer:
+    """Holds the networks, optimisers, EMA and random state of one training run.
+
+    Parameters
+    ----------
+    generator : CondGAN3DGenerator
+        Trained in place; its text whitening must be fitted (see :meth:`fit_text`) or loaded.
+    encoder : TextEncoder
+        Frozen; prompts are encoded one at a time (so an embedding never depends on what it was
+        batched with) and their whitened form is kept for the run.
+    source : callable
+        ``source(rng, batch_size) -> TrainingBatch``.
+    settings : GANSettings
+    device : str or torch.device
+    """
+
+    def __init__(self, generator: CondGAN3DGenerator, encoder: TextEncoder, source: BatchSource,
+                 settings: GANSettings, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.settings = settings
+        self.encoder = encoder
+        self.source = source
+        self.generator = generator.to(self.device).train()
+        self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        in_channels = 1 + generator.config["label_channels"] + generator.config["text_dims"]
+        self.discriminator = PatchDiscriminator(
+            spatial_dims=3, channels=settings.discriminator_channels, in_channels=in_channels,
+            num_layers_d=settings.discriminator_layers).to(self.device).train()
+        self.optimizer_g = torch.optim.Adam(self.generator.parameters(),
+                                            lr=settings.lr_generator, betas=(0.5, 0.999))
+        self.optimizer_d = torch.optim.Adam(self.discriminator.parameters(),
+                                            lr=settings.lr_discriminator, betas=(0.5, 0.999))
+        self.adversarial = PatchAdversarialLoss(criterion="least_squares")
+        self.rng = np.random.default_rng(settings.seed)
+        self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
+        self.step = 0
+        self._conditions: dict[str, TextCondition] = {}
+        self._autocast = settings.mixed_precision and self.device.type == "cuda"
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def fit_text(self, prompts: Sequence[str]) -> None:
+        """Fit the generator's (and EMA's) text whitening on ``prompts`` (distinct training
+        prompts, more than the kept dims)."""
+        encoding = self.encoder.encode(list(prompts))
+        self.generator.fit_text(encoding.pooled.to(self.device), encoding.tokens.to(self.device),
+                                encoding.mask.to(self.device))
+        self.ema.load_state_dict(self.generator.state_dict())
+        self._conditions.clear()
+
+    @torch.no_grad()
+    def calibrate_output(self, batch: TrainingBatch) -> None:
+        """Start the generator's output at the mean intensity of ``batch`` (a data-dependent
+        initialisation of the last bias: the network then learns structure, not the offset)."""
+        mean = self.generator.from_hu(torch.from_numpy(batch.ct).float()).mean()
+        for network in (self.generator, self.ema):
+            network.head.bias.fill_(float(mean))
+
+    def _condition(self, prompts: Sequence[str]) -> TextCondition:
+        for prompt in prompts:
+            if prompt not in self._conditions:
+                encoding = self.encoder.encode([prompt]).to(self.device)
+                with torch.no_grad():
+                    self._conditions[prompt] = self.generator.condition(
+                        encoding.pooled, encoding.tokens, encoding.mask)
+        rows = [self._conditions[p] for p in prompts]
+        if rows[0].tokens is None:
+            return TextCondition(torch.cat([r.pooled for r in rows]))
+        return TextCondition(*(torch.cat(t) for t in zip(
+            *((r.pooled, r.tokens, r.token_mask) for r in rows), strict=True)))
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def _discriminate(self, image: torch.Tensor, labels: torch.Tensor,
+                      condition: TextCondition) -> list[torch.Tensor]:
+        text = condition.pooled[:, :, None, None, None].expand(-1, -1, *image.shape[2:])
+        return self.discriminator(torch.cat([image, labels, text], dim=1))[-1:]
+
+    def train_step(self) -> dict[str, float]:
+        """One discriminator and one generator update.
+
+        Returns
+        -------
+        dict of str to float
+            ``l1`` (HU), ``adversarial_g``, ``adversarial_d``.
+        """
+        settings, generator = self.settings, self.generator
+        batch = self.source(self.rng, settings.batch_size)
+        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
+                           generator.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
+        labels = labels.to(self.device)
+        real = generator.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
+        condition = self._condition(batch.prompts)
+        noise = torch.randn(real.shape, generator=self.noise).to(self.device)
+        vector = torch.randn(real.shape[0], generator.noise_dims,
+                             generator=self.noise).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            fake = generator(labels, noise, condition, vector)
+            # discriminator
+            loss_d = 0.5 * (
+                self.adversarial(self._discriminate(real, labels, condition), True, True)
+                + self.adversarial(self._discriminate(fake.detach(), labels, condition),
+                                   False, True))
+        self.optimizer_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.optimizer_d.step()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            loss_adv = self.adversarial(self._discriminate(fake, labels, condition), True, False)
+            loss_l1 = (fake.float() - real).abs().mean()
+            loss_g = settings.l1_weight * loss_l1 + settings.adversarial_weight * loss_adv
+        self.optimizer_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.optimizer_g.step()
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), generator.parameters(),
+                                        strict=True):
+                average.lerp_(current, 1 - settings.ema_decay)
+        self.step += 1
+        half_window = (generator.hu_window[1] - generator.hu_window[0]) / 2
+        return {"l1": loss_l1.item() * half_window, "adversarial_g": loss_adv.item(),
+                "adversarial_d": loss_d.item()}
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything a resume needs, as tensors (for safetensors) and JSON.
+
+        Returns
+        -------
+        tensors : dict of str to Tensor
+            ``generator.*``, ``ema.*``, ``discriminator.*``, ``optimizer_g.*``,
+            ``optimizer_d.*`` and ``rng.noise`` (the torch generator's state).
+        meta : dict
+            ``step``, the numpy generator's state, the optimisers' hyper-parameters and
+            the settings.
+        """
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in (("generator", self.generator), ("ema", self.ema),
+                               ("discriminator", self.discriminator)):
+            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        meta = {"step": self.step, "rng": _json_state(self.rng.bit_generator.state),
+                "settings": asdict(self.settings)}
+        for name, optimizer in (("optimizer_g", self.optimizer_g),
+                                ("optimizer_d", self.optimizer_d)):
+            state = optimizer.state_dict()
+            for index, entry in state["state"].items():
+                for key, value in entry.items():
+                    tensors[f"{name}.{index}.{key}"] = torch.as_tensor(value)
+            meta[name] = state["param_groups"]
+        tensors["rng.noise"] = self.noise.get_state()
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore :meth:`training_state` (same architecture and settings)."""
+        for prefix, module in (("generator", self.generator), ("ema", self.ema),
+                               ("discriminator", self.discriminator)):
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(prefix + ".")})
+        for name, optimizer in (("optimizer_g", self.optimizer_g),
+                                ("optimizer_d", self.optimizer_d)):
+            entries: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith(name + "."):
+                    _, index, field = key.split(".", 2)
+                    entries.setdefault(int(index), {})[field] = value.to(self.device) \
+                        if field != "step" else value
+            optimizer.load_state_dict({"state": entries, "param_groups": meta[name]})
+        self.rng.bit_generator.state = meta["rng"]
+        self.noise.set_state(tensors["rng.noise"])
+        self.step = int(meta["step"])
+        self._conditions.clear()
+
+
+def _json_state(state: dict) -> dict:
+    """A numpy bit generator state with plain ints, as JSON keeps it."""
+    return json.loads(json.dumps(state, default=int))

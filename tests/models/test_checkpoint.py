@@ -1,0 +1,129 @@
+"""Checkpoint folders: exact round trip, content hash, pickles refused, one-line errors."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from models.checkpoint import (
+    CheckpointError,
+    content_hash,
+    load_generator,
+    load_training_state,
+    read_config,
+    save_checkpoint,
+    save_training_state,
+)
+from tests.models.conftest import PROMPTS, tiny_generator
+
+
+@pytest.fixture
+def saved(tmp_path, fitted):
+    folder = save_checkpoint(tmp_path / "ckpt", "cond_gan3d", fitted, {"name": "ckpt"},
+                             "# card\n")
+    return folder, fitted
+
+
+def test_round_trip_is_exact(saved, encoder):
+    folder, generator = saved
+    loaded = load_generator(folder)
+    original, restored = generator.state_dict(), loaded.generator.state_dict()
+    assert original.keys() == restored.keys()
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    assert loaded.config["generator"] == generator.config
+    assert loaded.config["name"] == "ckpt" and loaded.config["format"] == "cfx-checkpoint/1"
+    encoding = encoder.encode(PROMPTS[:1])
+    labels = torch.zeros(1, 4, 16, 16, 16)
+    labels[:, 1] = 1
+    noise = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        a = generator(labels, noise, generator.condition(encoding.pooled, encoding.tokens,
+                                                         encoding.mask))
+        b = loaded.generator(labels, noise, loaded.generator.condition(
+            encoding.pooled, encoding.tokens, encoding.mask))
+    assert torch.equal(a, b)
+    assert (folder / "README.md").read_text() == "# card\n"
+
+
+def test_whitening_statistics_travel_with_the_weights(saved):
+    folder, generator = saved
+    loaded = load_generator(folder).generator
+    assert torch.equal(loaded.text.mean, generator.text.mean)
+    assert loaded.text.mean.abs().sum() > 0  # fitted, not the unfitted zeros
+
+
+def test_content_hash_follows_weights_and_config(saved):
+    folder, generator = saved
+    first = content_hash(folder)
+    assert first == load_generator(folder).content_hash and first.startswith("sha256:")
+    config = json.loads((folder / "config.json").read_text())
+    config["name"] = "renamed"
+    (folder / "config.json").write_text(json.dumps(config))
+    second = content_hash(folder)
+    assert second != first
+    with torch.no_grad():
+        generator.head.bias.add_(1)
+    save_checkpoint(folder, "cond_gan3d", generator, {"name": "renamed"}, "")
+    assert content_hash(folder) not in (first, second)
+
+
+def test_training_state_round_trip(tmp_path):
+    tensors = {"a.b": torch.arange(5), "rng": torch.tensor([1, 2], dtype=torch.uint8)}
+    save_training_state(tmp_path, tensors, {"step": 3})
+    loaded, meta = load_training_state(tmp_path)
+    assert meta == {"step": 3} and all(torch.equal(tensors[k], loaded[k]) for k in tensors)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('unpickled!')",))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_a_pickle_file_is_refused_without_unpickling(tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(CheckpointError, match=rf"model\{suffix}: a \{suffix} file is a pickle"):
+        load_generator(path)
+
+
+def test_a_folder_with_only_a_pickle_is_refused(tmp_path):
+    (tmp_path / "weights.pth").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(CheckpointError, match="holds weights.pth, a pickle, and no "
+                                              "model.safetensors; cfx never unpickles"):
+        load_generator(tmp_path)
+
+
+def test_errors(tmp_path, saved):
+    folder, _ = saved
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        load_generator(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no model.safetensors; not a cfx checkpoint"):
+        load_generator(tmp_path / "empty")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format": "other/9"}))
+    with pytest.raises(CheckpointError, match="format 'other/9', expected 'cfx-checkpoint/1'"):
+        read_config(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "architecture": "vae"}))
+    with pytest.raises(CheckpointError, match="unknown architecture 'vae'; known: cond_gan3d"):
+        read_config(folder)
+    (folder / "config.json").write_text(json.dumps(
+        {**config, "generator": {**config["generator"], "channels": [4, 16, 8]}}))
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot load the weights"):
+        load_generator(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: cannot read it"):
+        read_config(folder)
+    with pytest.raises(CheckpointError, match="no training_state.safetensors"):
+        load_training_state(folder)
+
+
+def test_weights_are_safetensors(saved):
+    folder, _ = saved
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as handle:
+        assert "text.mean" in handle.keys()
+    assert tiny_generator().config["channels"] == [4, 8, 8]
