@@ -38,15 +38,20 @@ from counterfactual.atomic import staged_dir
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.progress import console
+from counterfactual.progress import console, track
 from counterfactual.sweep.manifest import read_manifest
 from counterfactual.sweep.naming import diff_name, value_label
 from counterfactual.volume import Volume, read_labels, read_volume
 
 _STATS = ("regions.csv", "effects.csv", "summary.json")
 _HEADLINE = ("mean", "pd15", "laa950")
+_REGION_COLUMNS = ("subject", "value", "seed", "region", "metric", "estimate")
+_EFFECT_COLUMNS = ("value", "reference", "region", "metric", "estimate", "ci_low", "ci_high")
+_SHOWN = ("unit", "estimate", "ci_low", "ci_high", "p_t_holm", "d_z", "n_subjects", "n_seeds",
+          "noise_estimate", "noise_ci_low", "noise_ci_high", "note")
 _AXIS, _WINDOW, _FPS, _SIZE = "axial", "lung", 8.0, 256
 _CARD_CHARS = 1500
+_ALPHA = 0.05
 
 
 def _check_out(out: Path, run: Path) -> None:
@@ -77,7 +82,16 @@ def _read_stats(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     except (ValueError, pd.errors.ParserError) as exc:
         raise UserInputError(f"{folder}: damaged stats output ({exc}); run cfx stats {run} "
                              "again") from None
-    effects["note"] = effects["note"].fillna("") if "note" in effects else ""
+    for frame, name, columns in ((regions, "regions.csv", _REGION_COLUMNS),
+                                 (effects, "effects.csv", _EFFECT_COLUMNS)):
+        missing = [c for c in columns if c not in frame]
+        if missing:
+            raise UserInputError(f"{folder / name}: missing column(s) {', '.join(missing)}; run "
+                                 f"cfx stats {run} again")
+    for column in _SHOWN:  # a single-seed sweep has no noise floor columns
+        if column not in effects:
+            effects[column] = np.nan
+    effects["note"] = effects["note"].fillna("").astype(str)
     return regions, effects, summary
 
 
@@ -140,19 +154,46 @@ class _Run:
         return f"{value_label(value)}-vs-{value_label(self.reference)}"
 
 
-def _figure(out: Path, key: str, fig, **extra) -> dict:
-    png, pdf = save_figure(fig, out / "figures" / key)
-    return {"key": key, "png": png.relative_to(out).as_posix(),
-            "pdf": pdf.relative_to(out).as_posix(), **extra}
+def _figure(jobs: list, out: Path, key: str, draw, **extra) -> dict:
+    """Plan figure ``key`` (drawn later by ``draw()``); return its entry for the templates."""
+    jobs.append(lambda: save_figure(draw(), out / "figures" / key))
+    return {"key": key, "png": f"figures/{key}.png", "pdf": f"figures/{key}.pdf", **extra}
 
 
-def _figures(out: Path, run: _Run, regions: pd.DataFrame, effects: pd.DataFrame, summary: dict,
-             region: str, shown: list[str]) -> dict:
-    figures = {"paired": _figure(out, "paired_values", paired_values_figure(
+def _figures(jobs: list, out: Path, run: _Run, regions: pd.DataFrame, effects: pd.DataFrame,
+             summary: dict, region: str, shown: list[str]) -> dict:
+    figures = {"paired": _figure(jobs, out, "paired_values", lambda: paired_values_figure(
         regions, region, "mean", run.values), region=region, metric="mean")}
-
     grid = SweepGrid.from_table(regions, [run.reference] + [v for v in run.values
                                                             if v != run.reference])
+    figures["noise"] = _figure(jobs, out, "delta_noise_floor",
+                               lambda: _noise_figure(grid, effects, region), region=region,
+                               metric="mean", noise=grid.n_seeds > 1)
+    figures["histogram"] = _figure(jobs, out, "hu_histogram",
+                                   lambda: _histogram_figure(run, region), region=region,
+                                   seed=run.seeds[0])
+    metrics = [m for m in _HEADLINE if m in set(effects["metric"])] or None
+    figures["forest"] = _figure(jobs, out, "forest",
+                                lambda: forest_figure(effects, metrics=metrics))
+    figures["differences"], figures["statmaps"] = [], []
+    for value in run.values:
+        if value == run.reference:
+            continue
+        contrast, label = run.contrast(value), f"{value} - {run.reference}"
+        figures["differences"].append(_figure(
+            jobs, out, f"difference_{contrast}",
+            lambda v=value: _difference_figure(run, v, shown), contrast=label))
+        stem = run.root / "stats" / f"attr-{run.attribute}_contrast-{contrast}_stat-"
+        if Path(f"{stem}t.nii.gz").is_file():
+            counts = summary.get("voxelwise", {}).get(contrast, {})
+            figures["statmaps"].append(_figure(
+                jobs, out, f"tmap_{contrast}", lambda s=stem: _stat_figure(run, s),
+                contrast=label, alpha=_ALPHA, voxels_tested=counts.get("voxels_tested"),
+                voxels_fwe=counts.get("voxels_fwe_05")))
+    return figures
+
+
+def _noise_figure(grid: SweepGrid, effects: pd.DataFrame, region: str):
     column = (region, "mean")
     rows = effects[(effects["region"] == region) & (effects["metric"] == "mean")]
     deltas, intervals = {}, {}
@@ -161,42 +202,29 @@ def _figures(out: Path, run: _Run, regions: pd.DataFrame, effects: pd.DataFrame,
         deltas[label] = grid.deltas(row.value, row.reference)[column].to_numpy()
         if np.isfinite([row.estimate, row.ci_low, row.ci_high]).all():
             intervals[label] = (row.estimate, row.ci_low, row.ci_high)
-        noise_ci = [getattr(row, f"noise_{k}", np.nan) for k in ("estimate", "ci_low", "ci_high")]
+        noise_ci = [row.noise_estimate, row.noise_ci_low, row.noise_ci_high]
         if np.isfinite(noise_ci).all():
             intervals[NOISE_LABEL] = tuple(noise_ci)
     noise = grid.seed_deltas(grid.values)[column].to_numpy() if grid.n_seeds > 1 else None
-    unit = str(rows["unit"].iloc[0]) if "unit" in rows and len(rows) else ""
-    figures["noise"] = _figure(out, "delta_noise_floor", delta_noise_figure(
-        deltas, noise, intervals, unit=unit, label=f"{region} mean"), region=region,
-        metric="mean", noise=noise is not None)
+    unit = str(rows["unit"].iloc[0]) if len(rows) else ""
+    return delta_noise_figure(deltas, noise, intervals, unit=unit, label=f"{region} mean")
 
+
+def _histogram_figure(run: _Run, region: str):
     seed = run.seeds[0]
-    samples = {}
-    for value in run.values:
-        voxels = [run.ct(s, seed, value).data[run.lung(s)] for s in run.subjects]
-        samples[value] = np.concatenate(voxels)
-    figures["histogram"] = _figure(out, "hu_histogram", hu_histogram_figure(samples,
-                                   region=region), region=region, seed=seed)
+    samples = {value: np.concatenate([run.ct(s, seed, value).data[run.lung(s)]
+                                      for s in run.subjects]) for value in run.values}
+    return hu_histogram_figure(samples, region=region)
 
-    metrics = [m for m in _HEADLINE if m in set(effects["metric"])] or None
-    figures["forest"] = _figure(out, "forest", forest_figure(effects, metrics=metrics))
 
-    figures["differences"], figures["statmaps"] = [], []
-    lungs = {s: run.lung(s) for s in shown}
-    for value in run.values:
-        if value == run.reference:
-            continue
-        contrast = run.contrast(value)
-        maps = {s: np.mean([read_volume(run.root / run.diff_path(s, value, k)).data
-                            for k in run.seeds], axis=0) for s in shown}
-        first = read_volume(run.root / run.diff_path(shown[0], value, seed))
-        same = [s for s in shown if maps[s].shape == first.shape]
-        figures["differences"].append(_figure(
-            out, f"difference_{contrast}", difference_figure(
-                {s: maps[s] for s in same}, first.affine, mask={s: lungs[s] for s in same}),
-            contrast=f"{value} - {run.reference}"))
-        figures["statmaps"] += _statmap(out, run, summary, value, contrast)
-    return figures
+def _difference_figure(run: _Run, value: str, shown: list[str]):
+    """Seed-averaged difference maps of the shown subjects on the first one's grid."""
+    maps = {s: np.mean([read_volume(run.root / run.diff_path(s, value, k)).data
+                        for k in run.seeds], axis=0) for s in shown}
+    first = read_volume(run.root / run.diff_path(shown[0], value, run.seeds[0]))
+    same = [s for s in shown if maps[s].shape == first.shape]
+    return difference_figure({s: maps[s] for s in same}, first.affine,
+                             mask={s: run.lung(s) for s in same})
 
 
 def _stat_map(path: Path) -> Volume:
@@ -208,10 +236,7 @@ def _stat_map(path: Path) -> Volume:
         raise UserInputError(f"{path}: cannot be read ({exc}); run cfx stats again") from None
 
 
-def _statmap(out: Path, run: _Run, summary: dict, value: str, contrast: str) -> list[dict]:
-    stem = run.root / "stats" / f"attr-{run.attribute}_contrast-{contrast}_stat-"
-    if not Path(f"{stem}t.nii.gz").is_file():
-        return []
+def _stat_figure(run: _Run, stem: Path):
     t = _stat_map(Path(f"{stem}t.nii.gz"))
     p = _stat_map(Path(f"{stem}pfwe.nii.gz")) if Path(f"{stem}pfwe.nii.gz").is_file() else None
     p = None if p is None or p.shape != t.shape else p.data
@@ -222,29 +247,26 @@ def _statmap(out: Path, run: _Run, summary: dict, value: str, contrast: str) -> 
             union |= lung
     background = run.ct(run.subjects[0], run.seeds[0], run.reference)
     base = background.data if background.shape == t.shape else None
-    alpha = 0.05
-    counts = summary.get("voxelwise", {}).get(contrast, {})
-    fig = stat_map_figure(t.data, t.affine, p, mask=union if union.any() else None,
-                          background=base, alpha=alpha)
-    return [_figure(out, f"tmap_{contrast}", fig, contrast=f"{value} - {run.reference}",
-                    alpha=alpha, voxels_tested=counts.get("voxels_tested", int(union.sum())),
-                    voxels_fwe=counts.get("voxels_fwe_05",
-                                          int(np.sum((p < alpha) & union)) if p is not None
-                                          else 0))]
+    return stat_map_figure(t.data, t.affine, p, mask=union if union.any() else None,
+                           background=base, alpha=_ALPHA)
 
 
-def _gif(out: Path, run: _Run, existing: Path, name: str, make) -> str:
-    """Copy ``existing`` (made by cfx render) into the report, or render it with ``make``."""
+def _gif(jobs: list, out: Path, existing: Path, name: str, make) -> str:
+    """Plan a GIF: a copy of ``existing`` (made by cfx render), or rendered with ``make()``."""
     target = out / "figures" / "gifs" / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if existing.is_file():
-        shutil.copyfile(existing, target)
-    else:
-        write_gif(target, make(), _FPS)
-    return target.relative_to(out).as_posix()
+
+    def job():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if existing.is_file():
+            shutil.copyfile(existing, target)
+        else:
+            write_gif(target, make(), _FPS)
+
+    jobs.append(job)
+    return f"figures/gifs/{name}"
 
 
-def _gifs(out: Path, run: _Run, shown: list[str]) -> dict:
+def _gifs(jobs: list, out: Path, run: _Run, shown: list[str]) -> dict:
     seed = run.seeds[0]
     render = run.root / "render"
     rows, panels = [], []
@@ -253,7 +275,7 @@ def _gifs(out: Path, run: _Run, shown: list[str]) -> dict:
         for value in run.values:
             stem = Path(run.paths[(subject, seed, value)]).name.removesuffix("_ct.nii.gz")
             name = f"{stem}_axis-{_AXIS}_ct.gif"
-            path = _gif(out, run, render / f"sub-{subject}" / name, name,
+            path = _gif(jobs, out, render / f"sub-{subject}" / name, name,
                         lambda s=subject, v=value: _ct_frames(run.ct(s, seed, v)))
             cells.append({"value": value, "path": path})
         rows.append({"subject": subject, "cells": cells})
@@ -262,7 +284,7 @@ def _gifs(out: Path, run: _Run, shown: list[str]) -> dict:
                 continue
             stem = Path(run.diff_path(subject, value, seed)).name.removesuffix("_diff.nii.gz")
             name = f"{stem}_axis-{_AXIS}_panel.gif"
-            path = _gif(out, run, render / f"sub-{subject}" / name, name,
+            path = _gif(jobs, out, render / f"sub-{subject}" / name, name,
                         lambda s=subject, v=value: _panel_frames(run, s, seed, v))
             panels.append({"subject": subject, "seed": seed, "value": value, "path": path,
                            "title": f"{_title(run.attribute, run.reference)} | "
@@ -354,12 +376,15 @@ def report(
         "audit": _audit(run),
     }
     with staged_dir(out, replace=True) as tmp:
-        context["figures"] = _figures(tmp, info, regions, effects, summary, region, shown)
-        context["gifs"] = _gifs(tmp, info, shown)
+        jobs: list = []  # figures and GIFs, drawn after the templates rendered (fail fast)
+        context["figures"] = _figures(jobs, tmp, info, regions, effects, summary, region, shown)
+        context["gifs"] = _gifs(jobs, tmp, info, shown)
         context["tables"] = _tables(tmp, run, headline)
         try:
             render_report(tmp, context, template, templates)
         except TemplateError as exc:
             raise UserInputError(str(exc)) from None
+        for job in track(jobs, "report", quiet=quiet):
+            job()
     if not quiet:
         console.print(f"report written to {out / 'index.html'}")

@@ -1,0 +1,312 @@
+"""cfx report on a real tiny pipeline: phantom -> sweep (oracle, 2 seeds) -> stats -> report."""
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from counterfactual.cli import app
+
+runner = CliRunner()
+HEADLINE = ("mean", "pd15", "laa950")
+
+
+def _ok(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    _ok(["phantom", "--subjects", "4", "--shape", "24,24,24", "--out", str(root / "cohort"),
+         "-q"])
+    _ok(["sweep", "--cohort", str(root / "cohort"), "--attribute", "smoking", "--values",
+         "no,yes", "--model", "phantom-oracle", "--seeds", "0,1", "--out", str(root / "run"),
+         "-q"])
+    _ok(["stats", str(root / "run"), "--voxelwise", "--permutations", "50", "-q"])
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def summary(run):
+    _ok(["report", str(run), "--subjects", "2", "-q"])
+    return run / "report" / "summary"
+
+
+class _Links(HTMLParser):
+    """Every URL an HTML page loads or links to."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.urls = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        for key in ("src", "href"):
+            if key in attrs:
+                self.urls.append(attrs[key])
+        assert tag not in ("script", "link"), f"<{tag}> in a self-contained report"
+
+
+def _links(folder: Path) -> _Links:
+    parser = _Links()
+    parser.feed((folder / "index.html").read_text(encoding="utf-8"))
+    return parser
+
+
+def _check_self_contained(folder: Path) -> list[str]:
+    links = _links(folder)
+    assert links.images
+    for url in links.urls:
+        parsed = urlparse(url)
+        assert not parsed.scheme and not parsed.netloc and not url.startswith("/"), url
+        assert (folder / url).is_file(), url
+    for src in links.images:
+        with Image.open(folder / src) as image:
+            image.verify()
+    return links.images
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _interval(text: str) -> tuple[float, float]:
+    low, high = text.strip("[]").split(",")
+    return float(low), float(high)
+
+
+def _markdown_rows(text: str) -> list[dict]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| contrast | region"))
+    header = _cells(lines[start])
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, _cells(line), strict=True)))
+    return rows
+
+
+def _latex_rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.removesuffix(r"\\").split("&")]
+            for line in text.splitlines() if line.endswith(r"\\") and " vs " in line]
+
+
+def _expected(effects: pd.DataFrame, value: str, metric: str) -> pd.Series:
+    return effects[(effects.value == value) & (effects.region == "lung")
+                   & (effects.metric == metric)].iloc[0]
+
+
+def _same(text: str, number: float) -> None:
+    if pd.isna(number):
+        assert text == "—"
+    elif text.startswith("<"):
+        assert number < float(text.lstrip("< "))
+    else:
+        assert float(text) == pytest.approx(number, abs=0.0051)
+
+
+def test_summary_is_self_contained_and_every_image_loads(summary):
+    images = _check_self_contained(summary)
+    assert any(src.endswith("_panel.gif") for src in images)
+    assert {"figures/paired_values.png", "figures/delta_noise_floor.png",
+            "figures/hu_histogram.png", "figures/forest.png",
+            "figures/difference_yes-vs-no.png", "figures/tmap_yes-vs-no.png"} <= set(images)
+    for png in (summary / "figures").glob("*.png"):
+        assert (png.with_suffix(".pdf")).read_bytes().startswith(b"%PDF")
+        with Image.open(png) as image:
+            assert image.info["dpi"] == pytest.approx((300, 300), abs=0.1)
+    markdown = (summary / "report.md").read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)]+)\)", markdown):
+        assert (summary / target).is_file(), target
+    assert {p.name for p in (summary / "tables").iterdir()} == {
+        "effects.csv", "regions.csv", "headline.csv", "effects.tex"}
+
+
+def test_summary_numbers_are_those_of_the_stats_csv(run, summary):
+    effects = pd.read_csv(run / "stats" / "effects.csv", dtype={"value": str})
+    rows = _markdown_rows((summary / "report.md").read_text(encoding="utf-8"))
+    assert [r["metric"] for r in rows] == list(HEADLINE)
+    for row in rows:
+        want = _expected(effects, "yes", row["metric"])
+        assert row["contrast"] == "yes vs no" and row["unit"] == want.unit
+        _same(row["Δ"], want.estimate)
+        for got, expected in zip(_interval(row["CI"]), (want.ci_low, want.ci_high), strict=True):
+            _same(str(got), expected)
+        _same(row["noise floor Δ"], want.noise_estimate)
+        for got, expected in zip(_interval(row["noise floor CI"]),
+                                 (want.noise_ci_low, want.noise_ci_high), strict=True):
+            _same(str(got), expected)
+        _same(row["p (Holm)"], want.p_t_holm)
+        assert row["subjects × seeds"] == f"{want.n_subjects} × {want.n_seeds}"
+    html = (summary / "index.html").read_text(encoding="utf-8")
+    assert f"{_expected(effects, 'yes', 'mean').noise_estimate:+.2f}" in html
+
+
+@pytest.fixture(scope="module")
+def edited(run, tmp_path_factory):
+    """A copy of the run whose effects.csv holds made-up numbers, a render of one subject and
+    an audit file: the paper report must show exactly these."""
+    copy = tmp_path_factory.mktemp("edited") / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("report"))
+    effects = pd.read_csv(copy / "stats" / "effects.csv")
+    effects["estimate"] = [12.3456 + i for i in range(len(effects))]
+    effects["ci_low"], effects["ci_high"] = effects.estimate - 1.111, effects.estimate + 2.222
+    effects["p_t_holm"] = [0.0432, 0.0004] * (len(effects) // 2) + [0.5] * (len(effects) % 2)
+    effects["noise_ci_low"] = -3.3333
+    effects.to_csv(copy / "stats" / "effects.csv", index=False)
+    _ok(["render", str(copy), "--subject", "P000", "-q"])
+    audit = {"model": {"hash_ok": True, "leak_hu": 0.25}, "checks": [{"name": "null", "p": 0.5}]}
+    (copy / "audit").mkdir()
+    (copy / "audit" / "audit.json").write_text(json.dumps(audit))
+    _ok(["report", str(copy), "--template", "paper", "--subjects", "2", "--out",
+         str(copy.parent / "paper"), "-q"])
+    return copy
+
+
+def test_paper_tables_show_the_stats_csv_numbers_in_latex_and_markdown(edited):
+    paper = edited.parent / "paper"
+    effects = pd.read_csv(edited / "stats" / "effects.csv", dtype={"value": str})
+    latex = (paper / "tables" / "effects.tex").read_text(encoding="utf-8")
+    rows = _latex_rows(latex)
+    assert [r[2] for r in rows] == list(HEADLINE)
+    for cells in rows:
+        want = _expected(effects, "yes", cells[2])
+        _same(cells[4], want.estimate)
+        assert _interval(cells[5]) == pytest.approx((want.ci_low, want.ci_high), abs=0.0051)
+        _same(cells[6].replace(r"\textless{}", "<"), want.p_t_holm)
+        assert _interval(cells[7]) == pytest.approx((want.noise_ci_low, want.noise_ci_high),
+                                                    abs=0.0051)
+    report = (paper / "report.md").read_text(encoding="utf-8")
+    for row in _markdown_rows(report):
+        _same(row["Δ"], _expected(effects, "yes", row["metric"]).estimate)
+    assert latex.strip() in report  # the LaTeX source is also in the Markdown
+    html = (paper / "index.html").read_text(encoding="utf-8")
+    mean = _expected(effects, "yes", "mean")
+    assert f"<td class=\"num\">{mean.estimate:+.2f}</td>" in html
+    assert f"[{mean.ci_low:+.2f}, {mean.ci_high:+.2f}]" in html
+
+
+def test_paper_numbers_its_figures_and_reuses_existing_renders(edited):
+    paper = edited.parent / "paper"
+    images = _check_self_contained(paper)
+    html = (paper / "index.html").read_text(encoding="utf-8")
+    numbers = [int(n) for n in re.findall(r"<b>Figure (\d+)\.</b>", html)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 7
+    grid = [src for src in images if src.endswith("_ct.gif")]
+    assert len(grid) == 2 * 2  # 2 subjects x 2 values
+    name = "sub-P000_attr-smoking_val-yes_seed-0_axis-axial_ct.gif"
+    assert (paper / "figures" / "gifs" / name).read_bytes() == \
+        (edited / "render" / "sub-P000" / name).read_bytes()
+    rendered = paper / "figures" / "gifs" / name.replace("P000", "P001")
+    with Image.open(rendered) as gif:
+        assert gif.n_frames == 24  # made for the report: one frame per axial slice
+
+
+def test_the_audit_file_appears_as_a_key_value_table(edited):
+    html = ((edited.parent / "paper") / "index.html").read_text(encoding="utf-8")
+    assert "<code>model.leak_hu</code></td><td>0.25</td>" in html
+    assert "<code>checks[0].name</code></td><td>null</td>" in html
+
+
+def test_user_template_file_replaces_a_previous_report(run, summary, tmp_path):
+    mine = tmp_path / "mine.html"
+    mine.write_text("<h1>{{ attribute }}</h1>{% for r in headline %}<p>{{ r.metric }} "
+                    "{{ r.estimate | signed }}</p>{% endfor %}"
+                    "<img src=\"{{ figures.forest.png }}\">")
+    out = tmp_path / "out"
+    shutil.copytree(summary, out)
+    (out / "stale.txt").write_text("old")
+    _ok(["report", str(run), "--template", str(mine), "--subjects", "1", "--out", str(out),
+         "-q"])
+    assert not (out / "stale.txt").exists()
+    html = (out / "index.html").read_text(encoding="utf-8")
+    effects = pd.read_csv(run / "stats" / "effects.csv", dtype={"value": str})
+    assert html.startswith("<h1>smoking</h1>")
+    assert f"<p>mean {_expected(effects, 'yes', 'mean').estimate:+.2f}</p>" in html
+    _check_self_contained(out)
+    assert (out / "report.md").read_text(encoding="utf-8").startswith("# smoking")
+
+
+def test_unsafe_user_template_is_refused_in_one_line_and_nothing_is_written(run, tmp_path):
+    evil = tmp_path / "evil.md"
+    evil.write_text("{{ attribute.__class__.__mro__[1].__subclasses__() }}")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["report", str(run), "--template", str(evil), "--subjects", "1",
+                                 "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("cfx: error: template user/evil.md: refused by the sandbox")
+    assert result.stderr.count("\n") == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == [evil]
+
+
+def _stats_removed(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "nostats"
+    copy.mkdir()
+    shutil.copy(run / "manifest.json", copy / "manifest.json")
+    return copy
+
+
+def _damaged(run: Path, tmp_path: Path) -> Path:
+    copy = _stats_removed(run, tmp_path)
+    shutil.copytree(run / "stats", copy / "stats")
+    pd.read_csv(copy / "stats" / "effects.csv").drop(columns="ci_low").to_csv(
+        copy / "stats" / "effects.csv", index=False)
+    return copy
+
+
+def _foreign(tmp_path: Path) -> Path:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("keep me")
+    return folder
+
+
+@pytest.mark.parametrize(("make", "extra", "message"), [
+    (_stats_removed, [], r"no statistics \(.*stats/regions.csv is missing\); run cfx stats "
+                         ".* first"),
+    (_damaged, [], r"effects.csv: missing column\(s\) ci_low; run cfx stats .* again"),
+    (None, ["--template", "fancy"], "--template: fancy is neither a built-in template"),
+    (None, ["--subjects", "0"], "--subjects: must be >= 1, got 0"),
+    ("txt", [], r"must be a built-in name \(summary, paper\) or a Jinja2 file named"),
+    ("self", [], "--out: .* is the run folder or holds it"),
+    ("parent", [], "--out: .* is the run folder or holds it"),
+    ("foreign", [], "--out: .* is a non-empty folder that is not a cfx report"),
+])
+def test_user_errors_are_one_line_and_write_nothing(run, tmp_path, make, extra, message):
+    target = run
+    if callable(make):
+        target = make(run, tmp_path)
+    elif make == "txt":
+        (tmp_path / "notes.txt").write_text("{{ attribute }}")
+        extra = ["--template", str(tmp_path / "notes.txt")]
+    elif make in ("self", "parent"):
+        extra = ["--out", str(run if make == "self" else run.parent)]
+    elif make == "foreign":
+        extra = ["--out", str(_foreign(tmp_path))]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    run_before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    result = runner.invoke(app, ["report", str(target), *extra])
+    assert result.exit_code == 2, result.output
+    assert re.match(f"cfx: error: .*{message}", result.stderr)
+    assert result.stderr.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == run_before
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a cfx run (no manifest.json)" in result.stderr
