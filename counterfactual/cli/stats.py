@@ -116,6 +116,10 @@ def stats(
                          else _match(reference, settings["values"], "--reference", str(run)))
         if cohort is None and adjust:
             cohort = Path(settings["cohort"])
+            if not any(s.ct is not None for s in load_cohort(cohort)):
+                raise UserInputError(f"--covariates: they adjust the observational comparison, "
+                                     f"which needs real CTs, and the run's cohort {cohort} has "
+                                     "none; give --cohort DIR with CTs")
     plan = (None if cohort is None else
             _cohort_plan(cohort, attribute, adjust, reference if run is None else run_reference))
     destination = out if out is not None else (run if run is not None else cohort) / "stats"

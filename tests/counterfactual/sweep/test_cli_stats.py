@@ -237,3 +237,11 @@ def test_null_phantom_tfce_false_positive_rate_is_nominal(null_oracle):
     hits = int(np.sum(smallest <= 0.05))
     low, high = stats.binomtest(hits, smallest.size).proportion_ci(0.99)
     assert low <= 0.05 <= high, hits
+
+
+def test_covariates_need_real_cts_in_the_runs_cohort(run):
+    # the fixture cohort has masks only: nothing to adjust
+    result = runner.invoke(app, ["stats", str(run), "--covariates", "age"])
+    assert result.exit_code == 2
+    assert "--covariates: they adjust the observational comparison" in result.stderr
+    assert not (run / "stats").exists()
