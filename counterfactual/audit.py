@@ -147,6 +147,9 @@ class AuditConfig:
         The vocabulary the sweep used.
     labels : LabelVocabulary
         The label vocabulary of the masks (the lungs are its region ``lung``).
+    model : str, optional
+        Where the run's model is (a checkpoint folder) when its recorded name does not resolve;
+        its content hash must be the run's.
     template : PromptTemplate, optional
         The sweep's prompt template when it was a file that has since moved; by default the
         template the manifest names.
@@ -163,6 +166,7 @@ class AuditConfig:
     cohort: Path | None = None
     attributes: AttributeVocabulary = DEFAULT_ATTRIBUTES
     labels: LabelVocabulary = DEFAULT_VOCABULARY
+    model: str | None = None
     template: PromptTemplate | None = None
     penalty: float = 1.0
     device: str = "auto"
@@ -267,11 +271,12 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
     notes = []
     model = run.model
     try:
-        generator = resolve_generator(model["name"], cohort)
+        generator = resolve_generator(config.model or model["name"], cohort)
         generator.check(cohort, run.attribute)
     except UserInputError as exc:
-        return _criterion("skipped", notes=[f"the run's model {model['name']!r} cannot be loaded "
-                                            f"here: {exc}"]), []
+        return _criterion("skipped", notes=[
+            f"the run's model {config.model or model['name']!r} cannot be loaded here ({exc}); "
+            "give its checkpoint folder with --model"]), []
     configure(generator, config.device, 1)
     if generator.content_hash != model["content_hash"]:
         return _criterion("skipped", notes=[

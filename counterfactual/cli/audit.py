@@ -23,6 +23,9 @@ def audit(
     cohort: Path | None = typer.Option(
         None, "--cohort", help="Cohort with real CTs to train the effectiveness predictor on "
                                "(default: the run's cohort, when it has CTs)."),
+    model: str | None = typer.Option(
+        None, "--model", help="The run's model (checkpoint folder) if its recorded name does not "
+                              "resolve here; its content hash must match the run's."),
     penalty: float = typer.Option(1.0, "--penalty",
                                   help="L2 penalty of the attribute predictor (> 0)."),
     device: str = typer.Option("auto", "--device",
@@ -37,7 +40,7 @@ def audit(
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
     agreement; writes RUN/audit/audit.json and per-item tables."""
     config = AuditConfig(
-        run=run, cohort=cohort, penalty=penalty, device=device, quiet=quiet,
+        run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
         attributes=DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes),
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         template=None if template is None else load_template(template))

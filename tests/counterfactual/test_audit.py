@@ -176,10 +176,10 @@ def test_a_model_with_a_shuffled_text_condition_is_caught(root, broken):
 
 
 def test_the_table_names_every_criterion_and_a_rerun_replaces_the_audit(root):
-    run = root / "runs" / "smoking"
+    run = root / "runs" / "age"
     result = cfx("audit", run)
     for word in ("composition", "effectiveness", "minimality", "reversibility",
-                 "oracle_agreement", "accuracy", "not applicable"):
+                 "oracle_agreement", "mae", "not applicable"):
         assert word in result.stdout
     (run / "audit" / "stale.txt").write_text("old")
     audit(run)
@@ -234,6 +234,16 @@ def test_another_model_version_is_not_used_for_composition(root, tmp_path):
     run = copy_run(root / "runs" / "smoking", tmp_path / "run", edit=rehash)
     composition = audit(run)["criteria"]["composition"]
     assert composition["status"] == "skipped" and "content hash" in composition["notes"][0]
+
+
+def test_a_model_whose_name_does_not_resolve_is_given_with_model(root, tmp_path):
+    def rename(manifest):
+        manifest["model"]["name"] = "moved-checkpoint"
+
+    run = copy_run(root / "runs" / "smoking", tmp_path / "run", edit=rename)
+    composition = audit(run)["criteria"]["composition"]
+    assert composition["status"] == "skipped" and "--model" in composition["notes"][0]
+    assert value(audit(run, "--model", "phantom-oracle"), "composition", "null_max_abs") == 0.0
 
 
 def _prompt_edited(manifest):
