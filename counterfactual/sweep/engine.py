@@ -40,6 +40,10 @@ from counterfactual.volume import read_labels
 
 __all__ = ["SweepConfig", "SweepResult", "run_sweep", "noise_seed", "shard_slice"]
 
+# The manifest lists every item, so rewriting it after every group would cost O(items²) over a
+# run; a kill loses at most this many seconds of records (those groups are generated again).
+_SAVE_EVERY_S = 1.0
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -247,7 +251,13 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     def ordered(entries: dict) -> list[dict]:
         return [entries[rel] for rel in planned if rel in entries]
 
-    def save(complete: bool = False) -> None:
+    last_save = [0.0]
+
+    def save(complete: bool = False, every: float = 0.0) -> None:
+        """Write this process's manifest, unless one was written less than ``every`` s ago."""
+        if time.perf_counter() - last_save[0] < every:
+            return
+        last_save[0] = time.perf_counter()
         if config.shard is None:
             write_json(out / MANIFEST, {**base, "files": ordered(files), "complete": complete,
                                         "shards": []})
@@ -288,14 +298,14 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
                                  frozenset(group.paths) - frozenset(intact)))
         save()
         # 5. Generate: the executor writes CTs and difference maps with the mask's affine and
-        #    returns their checksums; the manifest is current after every group.
+        #    returns their checksums; the manifest records them at least every _SAVE_EVERY_S.
         work = Work(out, config.attribute, config.labels, config.device, config.batch_size)
         for job, written in track(executor.run(generator, jobs, work),
                                   f"sweep {config.attribute}", total=len(jobs),
                                   quiet=config.quiet):
             files.update((rel, _entry(rel, kinds[rel], digest)) for rel, digest in written.items())
             generated += len(job.cts)
-            save()
+            save(every=_SAVE_EVERY_S)
         # 6. Finish: merge every shard's records into manifest.json.
         with merge_lock(out):
             save(complete=True)

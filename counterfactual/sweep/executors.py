@@ -132,8 +132,10 @@ def run_groups(generator: CounterfactualGenerator, jobs: Sequence[GroupJob], wor
 
     with ThreadPoolExecutor(max_workers=writers, thread_name_prefix="cfx-write") as pool:
         pending = deque()
+        mask = None
         for job in jobs:
-            mask = read_labels(job.subject.mask, work.labels)
+            if mask is None or mask.source != str(job.subject.mask):  # a subject's seeds share it
+                mask = read_labels(job.subject.mask, work.labels)
             volumes = generator.generate(job.subject, mask, work.attribute, job.requests,
                                          job.noise_seed)
             volumes = [np.asarray(v, np.float32) for v in volumes]

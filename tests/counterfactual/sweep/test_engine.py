@@ -83,8 +83,11 @@ import os, signal, sys
 sys.path.insert(0, {str(os.path.dirname(__file__))!r})
 from conftest import FakeGenerator
 from counterfactual.cohort import load_cohort
+import counterfactual.sweep.engine as engine
 from counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
 from pathlib import Path
+
+engine._SAVE_EVERY_S = 0.0  # record every group, so what a kill leaves is known exactly
 
 class Dies(FakeGenerator):
     def generate(self, *args):

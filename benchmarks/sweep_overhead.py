@@ -1,0 +1,123 @@
+"""``cfx sweep`` overhead against the bare model, and the peak memory of a whole-volume sweep.
+
+Run from the repository root with the project's interpreter::
+
+    python benchmarks/sweep_overhead.py [--model phantom-oracle] [--cohort DIR] [--seeds 0,1,2]
+
+1. Overhead: in one process, the bare model (``generator.generate`` on every subject × seed
+   group, masks already in memory) and ``run_sweep`` of the same groups into a fresh folder
+   (mask reading, difference maps, NIfTI writing, checksums, manifest) run alternately
+   ``--repeats`` times; the fastest of each gives wall seconds per volume and their ratio
+   (target <= 1.15). ``--model`` is any name ``resolve_generator`` knows, so a learned model plugs
+   in by name; the default cohort is the bundled demo cohort.
+2. Peak memory (measured first): a child process (the same interpreter) sweeps one
+   256×256×128 phantom subject (two values, one seed, on CPU) and reports its peak resident
+   memory (``resource.getrusage``), beside a child that only imports cfx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_BIG = ("--subjects", "1", "--shape", "256,256,128", "--spacing", "1.5,1.5,2.5")
+
+
+def _overhead(model: str, cohort_path: Path, seeds: tuple[int, ...], repeats: int) -> dict:
+    from counterfactual.cohort import load_cohort
+    from counterfactual.prompts import DEFAULT_TEMPLATE
+    from counterfactual.sweep.engine import SweepConfig, _plan, noise_seed, run_sweep
+    from counterfactual.sweep.generators import resolve_generator
+    from counterfactual.volume import read_labels
+
+    cohort = load_cohort(cohort_path)
+    generator = resolve_generator(model, cohort)
+    with tempfile.TemporaryDirectory() as tmp:
+        def config(k):
+            return SweepConfig("smoking", ("yes", "no"), seeds, Path(tmp) / f"run{k}", quiet=True)
+
+        groups = _plan(config(0), cohort, DEFAULT_TEMPLATE)  # the sweep's own groups
+        masks = {s.id: read_labels(s.mask) for s in cohort}
+        volumes = sum(len(g.requests) for g in groups)
+        bare, sweep = [], []
+        for k in range(repeats):
+            start = time.perf_counter()
+            for g in groups:
+                generator.generate(g.subject, masks[g.subject.id], "smoking", g.requests,
+                                   noise_seed(g.subject.id, g.seed))
+            bare.append((time.perf_counter() - start) / volumes)
+            start = time.perf_counter()
+            run_sweep(config(k), cohort, generator)
+            sweep.append((time.perf_counter() - start) / volumes)
+    return {"model": model, "volumes": volumes, "bare_s_per_volume": min(bare),
+            "sweep_s_per_volume": min(sweep), "ratio": min(sweep) / min(bare)}
+
+
+def _child(case: str, folder: str) -> None:
+    """Run one memory case in this process and print its figures as JSON."""
+    start = time.perf_counter()
+    from counterfactual.cohort import load_cohort
+    from counterfactual.sweep.engine import SweepConfig, run_sweep
+    from counterfactual.sweep.generators import resolve_generator
+
+    if case == "phantom":
+        from counterfactual.cli import app
+
+        app(["phantom", "--out", folder, "--quiet", *_BIG], standalone_mode=False)
+    if case == "sweep":
+        cohort = load_cohort(folder)
+        run_sweep(SweepConfig("smoking", ("yes", "no"), (0,), Path(folder) / "run", quiet=True,
+                              device="cpu"), cohort, resolve_generator("phantom-oracle", cohort))
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_gib": peak_kib / 2**20}))
+
+
+def _run_child(case: str, folder: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", case, folder],
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _memory() -> dict:
+    """Children only: a child's peak RSS starts from its parent's at fork, so the parent stays
+    small (standard library only) until these have run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort = str(Path(tmp) / "cohort")
+        _run_child("phantom", cohort)
+        return {"imports": _run_child("imports", cohort), "sweep": _run_child("sweep", cohort)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="phantom-oracle")
+    parser.add_argument("--cohort", type=Path, default=None,
+                        help="default: the bundled demo cohort")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+    memory = _memory()
+    from counterfactual.data import DEMO_COHORT
+
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    figures = _overhead(args.model, args.cohort or DEMO_COHORT, seeds, args.repeats)
+    print(f"overhead ({figures['model']}, {figures['volumes']} volumes): bare "
+          f"{figures['bare_s_per_volume'] * 1e3:.1f} ms/volume, cfx sweep "
+          f"{figures['sweep_s_per_volume'] * 1e3:.1f} ms/volume, ratio {figures['ratio']:.2f} "
+          "(target <= 1.15)")
+    print(f"peak memory, 256x256x128 sweep (2 values, 1 seed, CPU, phantom-oracle): "
+          f"{memory['sweep']['peak_gib']:.2f} GiB in {memory['sweep']['seconds']:.1f} s "
+          f"(imports alone {memory['imports']['peak_gib']:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main()
