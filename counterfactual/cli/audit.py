@@ -44,10 +44,13 @@ def audit(
         attributes=DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes),
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         template=None if template is None else load_template(template))
-    result = run_audit(config, note=None if quiet else
-                       (lambda text: console.print(f"note: {text}", markup=False)))
+    result = run_audit(config, note=None if quiet else (
+        lambda text: console.print(f"note: {text}", markup=False, soft_wrap=True)))
     if not quiet:
-        Console().print(_table(result))
+        out = Console()
+        out.print(_table(result))
+        for line in _notes(result):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _format(value) -> str:
@@ -62,15 +65,19 @@ def _table(result: dict) -> Table:
     values = ", ".join(map(str, result["values"]))
     table = Table(title=f"cfx audit: {result['attribute']} ({values}), model "
                         f"{result['model']['name']}")
-    for column in ("criterion", "metric", "value", "unit", "chance / bar"):
-        table.add_column(column)
+    table.add_column("criterion / metric", no_wrap=True)
+    for column in ("value", "unit", "chance / bar"):
+        table.add_column(column, justify="right" if column != "unit" else "left")
     for name in CRITERIA:
         criterion = result["criteria"][name]
-        if not criterion["metrics"]:
-            table.add_row(name, criterion["status"], "", "", "")
-            continue
-        for i, (metric, entry) in enumerate(criterion["metrics"].items()):
+        table.add_row(f"[bold]{name}[/bold] ({criterion['status']})", "", "", "")
+        for metric, entry in criterion["metrics"].items():
             beside = entry.get("chance", entry.get("bar"))
-            table.add_row(name if i == 0 else "", metric, _format(entry["value"]), entry["unit"],
+            table.add_row(f"  {metric}", _format(entry["value"]), entry["unit"],
                           "" if beside is None else _format(beside))
+        table.add_section()
     return table
+
+
+def _notes(result: dict) -> list[str]:
+    return [f"{name}: {note}" for name in CRITERIA for note in result["criteria"][name]["notes"]]
