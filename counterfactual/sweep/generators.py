@@ -31,7 +31,14 @@ class Request:
 
 
 class CounterfactualGenerator(Protocol):
-    """The sweep's view of a model."""
+    """The sweep's view of a model.
+
+    Optional: ``configure(device=..., batch_size=...)``, called once before generating with
+    ``device`` ``"cpu"`` or ``"cuda"`` (``--device auto`` resolved) and ``--batch-size``;
+    generators without it ignore both. ``--executor ray`` pickles the generator into each task
+    and calls ``configure`` there: a heavy one should define ``__reduce__`` to be rebuilt from
+    what names it (checkpoint folder) rather than shipping its weights.
+    """
 
     name: str
     content_hash: str
