@@ -266,8 +266,7 @@ def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
     return template
 
 
-def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
-                 seed_scale: list) -> tuple[dict, list[dict]]:
+def _composition(run: _Run, cohort: Cohort, config: AuditConfig) -> tuple[dict, list[dict]]:
     notes = []
     model = run.model
     try:
@@ -277,11 +276,11 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
         return _criterion("skipped", notes=[
             f"the run's model {config.model or model['name']!r} cannot be loaded here ({exc}); "
             "give its checkpoint folder with --model"]), []
-    configure(generator, config.device, 1)
     if generator.content_hash != model["content_hash"]:
         return _criterion("skipped", notes=[
             f"model {model['name']!r} now has content hash {generator.content_hash}, the run used "
             f"{model['content_hash']}; regenerating with another model says nothing"]), []
+    configure(generator, config.device, 1)
     template = _template(run, config)
     seed = run.seeds[0]
     rows = []
@@ -307,6 +306,7 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
     null_mean = float(np.mean([r["mean_abs_hu"] for r in rows]))
     metrics = {"null_mean_abs": _metric(null_mean, "HU"),
                "null_max_abs": _metric(max(r["max_abs_hu"] for r in rows), "HU")}
+    seed_scale = _seed_distances(run, config.quiet)
     if seed_scale:
         scale = float(np.mean([d.mean_abs for d in seed_scale]))
         metrics |= {"seed_to_seed_mean_abs": _metric(scale, "HU"),
@@ -428,6 +428,7 @@ def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
                    "real_ct_cv_mae": _metric(real.mae, unit, chance=real.chance_mae),
                    "real_ct_cv_correlation": _metric(real.correlation, "1", chance=0.0)}
         rows = [k | {"predicted": float(p)} for k, p in zip(keys, predicted, strict=True)]
+        blind = real.mae >= real.chance_mae
     else:
         probabilities = model.predict_proba(test)
         scores = classification_scores(probabilities, truth, classes)
@@ -441,10 +442,11 @@ def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
         rows = [k | {"predicted": classes[b]} | {f"p_{c}": float(p) for c, p in
                                                   zip(classes, probs, strict=True)}
                 for k, b, probs in zip(keys, best, probabilities, strict=True)]
-        if real.accuracy <= real.chance_accuracy:
-            notes.append("the predictor is no better than chance on the real CTs it was trained "
-                         "on (out of fold): the attribute may not show in lung HU, so "
-                         "effectiveness cannot be judged")
+        blind = real.accuracy <= real.chance_accuracy
+    if blind:
+        notes.append("the predictor is no better than chance on the real CTs it was trained on "
+                     "(out of fold): the attribute may not show in lung HU, so effectiveness "
+                     "cannot be judged")
     notes.append(f"predictor: ridge {'linear' if numeric else 'logistic'} regression (penalty "
                  f"{config.penalty:g}) on {len(feature_names())} lung HU features, trained on "
                  f"{cohort.source}")
@@ -579,8 +581,7 @@ def run_audit(config: AuditConfig,
     if skip_reason and note is not None:
         note(skip_reason)
     # 2. Composition: regenerate each subject at its own value; seed-to-seed as the scale.
-    seed_scale = _seed_distances(run, config.quiet)
-    composition, composition_rows = _composition(run, cohort, config, seed_scale)
+    composition, composition_rows = _composition(run, cohort, config)
     # 3. Effectiveness: an attribute predictor trained on real CTs reads the counterfactuals.
     effectiveness, volume_rows = _effectiveness(run, predictor_cohort, skip_reason, config)
     # 4. Minimality and oracle agreement: one pass over the difference maps.

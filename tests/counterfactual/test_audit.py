@@ -216,6 +216,20 @@ def test_a_cohort_without_ct_skips_effectiveness_with_a_note(root, tmp_path):
     assert with_ct["predictor_cohort"] == str(root / "smoking")
 
 
+def test_too_few_training_subjects_of_a_value_skip_effectiveness(root, tmp_path):
+    cohort = tmp_path / "one-non-smoker"
+    shutil.copytree(root / "smoking", cohort)
+    table = pd.read_csv(cohort / "clinical.csv", dtype={"subject": str})
+    table["smoking"] = ["no"] + ["yes"] * (SUBJECTS - 1)
+    table.to_csv(cohort / "clinical.csv", index=False)
+    result = audit(root / "runs" / "smoking", "--cohort", cohort)
+    effectiveness = result["criteria"]["effectiveness"]
+    assert effectiveness["status"] == "skipped" and effectiveness["metrics"] == {}
+    assert "at least 2 training subjects of every swept value, got no: 1, yes: 11" in (
+        effectiveness["notes"][-1])
+    assert result["criteria"]["composition"]["status"] == "measured"
+
+
 def test_without_truth_or_the_model_the_other_criteria_are_still_reported(root, tmp_path):
     cohort = tmp_path / "no-truth"
     shutil.copytree(root / "smoking", cohort, ignore=shutil.ignore_patterns("truth.json"))
