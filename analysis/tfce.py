@@ -20,6 +20,13 @@ sum, over the tree nodes on its path to the root, of ``size ** E`` times the sum
 over the levels that node spans. Measured on a 2-core CPU at 50^3: ~46 ms per map against ~285 ms
 for nilearn (~6x); the cost is numpy's per-element work, so stacking several maps in one call
 gives the same result but no speed-up.
+
+Measured and not faster (same machine, loaded; nilearn 630 ms, this module 93 ms per map in that
+run): a batch of 4 maps in one pass (128 ms per map: larger arrays, worse cache use), two threads
+over maps (no gain on 2 busy cores), ``scipy.sparse.csgraph.connected_components`` per level
+(~0.8 ms per call, x 100 levels), ``scipy.ndimage.label`` for the crowded low levels (~6 ms per
+call). Most voxels enter at the lowest levels (80 % below level 30 for null t-maps), where the
+union-find does most of its work.
 """
 
 from __future__ import annotations
