@@ -174,8 +174,8 @@ def stats(
     if agreement is not None:
         shown.append(_concordance_table(agreement, attribute, adjust))
     screen = Console()
-    for table, caption in shown:  # the caption as plain lines: a narrow table would wrap it
-        screen.print(table)
+    for rendered, caption in shown:  # the caption as plain lines: a narrow table would wrap it
+        screen.print(rendered)
         screen.print(caption, markup=False)
 
 
