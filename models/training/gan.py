@@ -73,6 +73,9 @@ class GANSettings:
         Channels of the first ``PatchDiscriminator`` layer.
     discriminator_layers : int
         Its ``num_layers_d``.
+    clip_norm : float
+        Gradients of each network are rescaled to at most this L2 norm per step (the networks
+        have no normalisation layers, so this is what keeps a large learning rate stable).
     seed : int
         Seeds the data and noise generators.
     mixed_precision : bool
@@ -87,6 +90,7 @@ class GANSettings:
     ema_decay: float = 0.995
     discriminator_channels: int = 8
     discriminator_layers: int = 3
+    clip_norm: float = 1.0
     seed: int = 0
     mixed_precision: bool = True
 
@@ -196,6 +200,7 @@ class GANTrainer:
                                    False, True))
         self.optimizer_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), settings.clip_norm)
         self.optimizer_d.step()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             loss_adv = self.adversarial(self._discriminate(fake, labels, condition), True, False)
@@ -203,6 +208,7 @@ class GANTrainer:
             loss_g = settings.l1_weight * loss_l1 + settings.adversarial_weight * loss_adv
         self.optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(generator.parameters(), settings.clip_norm)
         self.optimizer_g.step()
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), generator.parameters(),
