@@ -188,7 +188,7 @@ def _user_target(path: Path) -> str:
         return "index.html"
     if name.endswith(".md"):
         return "report.md"
-    raise TemplateError(f"--template: {path} must be a built-in name ({', '.join(BUILTIN)}) or a "
+    raise TemplateError(f"template: {path} must be a built-in name ({', '.join(BUILTIN)}) or a "
                         "Jinja2 file named *.html, *.htm or *.md (optionally + .j2)")
 
 
@@ -199,7 +199,7 @@ def _plan(template: str | os.PathLike, templates: Path) -> tuple[Path | None, di
     else:
         user = Path(template)
         if not user.is_file():
-            raise TemplateError(f"--template: {template} is neither a built-in template "
+            raise TemplateError(f"template: {template} is neither a built-in template "
                                 f"({', '.join(BUILTIN)}) nor an existing file")
         base = "summary"
     folder = templates / base

@@ -335,9 +335,12 @@ def report(
     """Write index.html, report.md, figures/ and tables/ for a run with statistics."""
     try:
         templates = find_templates()
-        check_template(template, templates)
     except TemplateError as exc:
         raise UserInputError(str(exc)) from None
+    try:
+        check_template(template, templates)
+    except TemplateError as exc:
+        raise UserInputError(f"--{exc}") from None  # messages start "template: <value>"
     if subjects < 1:
         raise UserInputError(f"--subjects: must be >= 1, got {subjects}")
     manifest = read_manifest(run)

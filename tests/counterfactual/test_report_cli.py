@@ -280,7 +280,8 @@ def _foreign(tmp_path: Path) -> Path:
     (_damaged, [], r"effects.csv: missing column\(s\) ci_low; run cfx stats .* again"),
     (None, ["--template", "fancy"], "--template: fancy is neither a built-in template"),
     (None, ["--subjects", "0"], "--subjects: must be >= 1, got 0"),
-    ("txt", [], r"must be a built-in name \(summary, paper\) or a Jinja2 file named"),
+    ("txt", [], r"--template: .*notes.txt must be a built-in name \(summary, paper\) or a "
+                "Jinja2 file named"),
     ("self", [], "--out: .* is the run folder or holds it"),
     ("parent", [], "--out: .* is the run folder or holds it"),
     ("foreign", [], "--out: .* is a non-empty folder that is not a cfx report"),
