@@ -291,7 +291,8 @@ def train(
         generator = CondGAN3DGenerator(
             label_channels=len(DEFAULT_VOCABULARY.labels) + 1, channels=arguments["channels"],
             fusion=arguments["fusion"], text_width=encoder.width,
-            text_dims=min(_TEXT_DIMS, len(prompts) - 1), token_dims=_TOKEN_DIMS)
+            text_dims=min(_TEXT_DIMS, len(prompts) - 1, encoder.width // 2),
+            token_dims=min(_TOKEN_DIMS, encoder.width // 2))
         trainer = GANTrainer(generator, encoder, source, settings, target)
         trainer.fit_text(prompts)
         trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))

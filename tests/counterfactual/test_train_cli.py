@@ -1,0 +1,143 @@
+"""``cfx train``: a tiny run end to end, exact resume, and one-line user errors."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from counterfactual.cli import app
+from tests.models.conftest import save_tiny_bert
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
+
+
+def _train(out, bert, *extra, steps=2):
+    args = ["train", "--cohort", "phantom:4", "--out", str(out), "--steps", str(steps),
+            "--patch", "16", "--phantom-shape", "16", "--channels", "4,8", "--batch-size", "2",
+            "--text-encoder", bert, "--device", "cpu", "--save-every", "2", "--log-every", "1",
+            *extra]
+    return runner.invoke(app, args)
+
+
+def test_a_tiny_run_writes_a_checkpoint(tmp_path, bert):
+    result = _train(tmp_path / "ckpt", bert)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "ckpt"
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "training_state.safetensors",
+            "training_state.json"} <= names
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "cond_gan3d" and config["generator"]["fusion"] == "affine"
+    assert config["training"]["steps"] == 2
+    assert config["training"]["command"].startswith("cfx train --cohort phantom:4")
+    assert config["text_encoder"]["width"] == 32
+    assert config["training_cohort"]["subjects"] == 4
+    assert config["prompt_template"]["name"] == "default"
+    assert config["hu_window"] == [-1024.0, 1024.0]
+    assert "step 2/2: l1" in result.output
+    card = (folder / "README.md").read_text()
+    assert "Not for diagnosis" in card
+    assert "synthetic phantom" in card
+
+
+def test_resume_continues_exactly(tmp_path, bert):
+    assert _train(tmp_path / "straight", bert, steps=4).exit_code == 0
+    assert _train(tmp_path / "split", bert, steps=2).exit_code == 0
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "split"), "--steps", "4",
+                                 "--resume", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for name in ("model.safetensors", "training_state.safetensors"):
+        a = load_file(tmp_path / "straight" / name)
+        b = load_file(tmp_path / "split" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    config = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert config["training"]["steps"] == 4
+
+
+def test_cross_attention_run(tmp_path, bert):
+    result = _train(tmp_path / "xattn", bert, "--fusion", "cross-attention", "--channels", "4,8")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "xattn" / "config.json").read_text())
+    assert config["generator"]["fusion"] == "cross-attention"
+    assert config["text_normalisation"]["token_dims"] == 16  # half the 32-d encoder
+
+
+def _error(args, tmp_path):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patch", "17"], "--patch: got '17'; with 2 levels every side must be a multiple of 2"),
+    (["--patch", "a,b"], "--patch: got 'a,b'; give X,Y,Z"),
+    (["--channels", "8"], "--channels: got '8'; give at least two positive integers"),
+    (["--drop-rate", "1.5"], "--drop-rate: got 1.5; give a probability in [0, 1)"),
+    (["--lr", "0"], "--lr: got 0.0; give a positive learning rate"),
+    (["--cohort", "phantom:0"], "--cohort: got 'phantom:0'; give a folder, 'phantom' or"),
+    (["--fusion", "concat"], "got 'concat'; choose one of affine, cross-attention"),
+    (["--arch", "vae"], "got 'vae'; choose one of gan"),
+    (["--steps", "0"], "got 0; give an integer >= 1"),
+    (["--text-encoder", "/no/such/encoder"], "--text-encoder: text encoder '/no/such/encoder' is "
+     "not a local folder"),
+])
+def test_user_errors(tmp_path, bert, extra, message):
+    out = tmp_path / "out"
+    args = ["train", "--cohort", "phantom:4", "--out", str(out), "--steps", "2", "--patch",
+            "16", "--phantom-shape", "16", "--channels", "4,8", "--text-encoder", bert,
+            "--device", "cpu", *extra]
+    assert message in _error(args, tmp_path)
+    assert not out.exists()
+
+
+def test_out_not_empty_without_resume(tmp_path, bert):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("keep")
+    line = _error(["train", "--cohort", "phantom:4", "--out", str(out), "--text-encoder",
+                   bert], tmp_path)
+    assert "--out: " in line and "exists and is not empty; give a new folder or add --resume" \
+        in line
+    assert [p.name for p in out.iterdir()] == ["x"]
+
+
+def test_resume_errors(tmp_path, bert):
+    line = _error(["train", "--out", str(tmp_path / "none"), "--resume"], tmp_path)
+    assert "--resume: " in line and "not a checkpoint folder" in line
+    assert _train(tmp_path / "done", bert, steps=2).exit_code == 0
+    line = _error(["train", "--out", str(tmp_path / "done"), "--resume", "--steps", "2"],
+                  tmp_path)
+    assert "--steps: " in line and "already has 2 steps; give a larger total" in line
+    (tmp_path / "done" / "training_state.json").unlink()
+    line = _error(["train", "--out", str(tmp_path / "done"), "--resume", "--steps", "4"],
+                  tmp_path)
+    assert "has no training state to continue from" in line
+
+
+def test_missing_cohort(tmp_path):
+    line = _error(["train", "--out", str(tmp_path / "o")], tmp_path)
+    assert "--cohort: missing; give a cohort folder, 'phantom' or 'phantom:N'" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+def test_cuda_without_a_gpu(tmp_path):
+    line = _error(["train", "--cohort", "phantom", "--out", str(tmp_path / "o"), "--device",
+                   "cuda"], tmp_path)
+    assert "--device: cuda asked for but no CUDA device is visible" in line
