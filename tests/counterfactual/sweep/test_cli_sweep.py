@@ -95,3 +95,17 @@ def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, phantom_dir, 
     assert result.stderr.strip() == ("cfx: error: --executor ray: Ray is not installed; install "
                                      "it with pip install 'cfx[ray]' (or pip install ray)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ray_executor_from_the_command_line_equals_the_local_one(tmp_path, phantom_dir):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'cfx[ray]')")
+    args = ["sweep", "--cohort", str(phantom_dir), "--attribute", "age", "--values", "40,80",
+            "--seeds", "0,1", "--quiet"]
+    local = runner.invoke(app, [*args, "--out", str(tmp_path / "local")])
+    remote = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--executor", "ray"])
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.stderr
+    volumes = {p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.nii.gz")}
+    assert len(volumes) == 18
+    assert all((tmp_path / "local" / p).read_bytes() == (tmp_path / "ray" / p).read_bytes()
+               for p in volumes)

@@ -297,3 +297,14 @@ def test_oracle_sweep_differences_equal_the_phantoms_exact_maps(tmp_path, phanto
         np.testing.assert_allclose(yes.get_fdata(), oracle.render(
             subject, {"smoking": "yes"}, noise_seed(subject, 3)), atol=1e-3)
 
+
+
+def test_a_model_that_refuses_the_cohort_stops_the_sweep_before_writing(tmp_path, cohort, fake):
+    def check(cohort, attribute):
+        raise UserInputError("--model gan: text encoder 'x' gives 384-d embeddings but the model "
+                             "was trained on 768-d ones")
+
+    fake.check = check
+    with pytest.raises(UserInputError, match=r"--model gan: text encoder 'x' gives 384-d"):
+        run_sweep(_config(tmp_path / "run"), cohort, fake)
+    assert not (tmp_path / "run").exists() and fake.calls == []
