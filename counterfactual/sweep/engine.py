@@ -215,6 +215,22 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     Returns
     -------
     SweepResult
+
+    Raises
+    ------
+    UserInputError
+        Bad settings, a mask outside the label vocabulary, a model that refuses the cohort, a
+        started folder without ``--resume`` or with other settings, a folder another sweep
+        holds: all before anything is generated.
+
+    Notes
+    -----
+    With ``config.shard = (i, n)`` this process runs groups ``shard_slice(len(groups), i, n)``
+    and joins the run folder without ``resume`` (same settings required). It records its files
+    in ``manifest.shard-i-of-n.json``; on finishing, it merges every shard's records into
+    ``manifest.json``, which says ``"complete": true`` once all planned files are recorded.
+    Shards of one run may run one after another or at once; files are a pure function of the
+    settings, so any mix of shards, resumes and executors gives the same bytes.
     """
     # 1. Check inputs: nothing is written before every input is known to be good.
     template = template or DEFAULT_TEMPLATE
@@ -251,13 +267,14 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     def ordered(entries: dict) -> list[dict]:
         return [entries[rel] for rel in planned if rel in entries]
 
-    last_save = [0.0]
+    last_save = 0.0
 
     def save(complete: bool = False, every: float = 0.0) -> None:
         """Write this process's manifest, unless one was written less than ``every`` s ago."""
-        if time.perf_counter() - last_save[0] < every:
+        nonlocal last_save
+        if time.perf_counter() - last_save < every:
             return
-        last_save[0] = time.perf_counter()
+        last_save = time.perf_counter()
         if config.shard is None:
             write_json(out / MANIFEST, {**base, "files": ordered(files), "complete": complete,
                                         "shards": []})
