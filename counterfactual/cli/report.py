@@ -39,6 +39,7 @@ from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.progress import console, track
+from counterfactual.sweep.generators import KNOWN_MODELS
 from counterfactual.sweep.manifest import read_manifest
 from counterfactual.sweep.naming import diff_name, value_label
 from counterfactual.volume import Volume, read_labels, read_volume
@@ -102,9 +103,14 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _model_card(model: str) -> str | None:
-    """The first lines of a checkpoint folder's README.md (its model card), if there is one."""
-    card = Path(model) / "README.md"
-    if not card.is_file():
+    """The first lines of the model's checkpoint README.md (its model card), if there is one."""
+    if model in KNOWN_MODELS:
+        return None
+    from counterfactual.sweep.learned import find_checkpoint  # imports torch: only when needed
+
+    folder = find_checkpoint(model)
+    card = None if folder is None else folder / "README.md"
+    if card is None or not card.is_file():
         return None
     text = card.read_text(encoding="utf-8").strip()
     return text if len(text) <= _CARD_CHARS else text[:_CARD_CHARS].rsplit("\n", 1)[0] + "\n…"
@@ -330,7 +336,7 @@ def report(
     out: Path | None = typer.Option(None, "--out",
                                     help="Report folder (default RUN/report/<template>)."),
     subjects: int = typer.Option(4, "--subjects", help="Subjects shown in GIFs and maps."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No closing message."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or closing message."),
 ) -> None:
     """Write index.html, report.md, figures/ and tables/ for a run with statistics."""
     try:

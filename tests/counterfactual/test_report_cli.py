@@ -221,21 +221,28 @@ def test_the_audit_file_appears_as_a_key_value_table(edited):
     assert "<code>checks[0].name</code></td><td>null</td>" in html
 
 
-def test_user_template_file_replaces_a_previous_report(run, summary, tmp_path):
+def test_user_template_file_replaces_a_previous_report(edited, summary, tmp_path):
+    card = tmp_path / "checkpoint"
+    card.mkdir()
+    (card / "README.md").write_text("# tiny GAN\n\nTrained on 40 phantoms.\n" + "x" * 3000)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["settings"]["model"] = str(card)
+    (edited / "manifest.json").write_text(json.dumps(manifest))
     mine = tmp_path / "mine.html"
     mine.write_text("<h1>{{ attribute }}</h1>{% for r in headline %}<p>{{ r.metric }} "
                     "{{ r.estimate | signed }}</p>{% endfor %}"
-                    "<img src=\"{{ figures.forest.png }}\">")
+                    "<img src=\"{{ figures.forest.png }}\"><pre>{{ model.card }}</pre>")
     out = tmp_path / "out"
     shutil.copytree(summary, out)
     (out / "stale.txt").write_text("old")
-    _ok(["report", str(run), "--template", str(mine), "--subjects", "1", "--out", str(out),
+    _ok(["report", str(edited), "--template", str(mine), "--subjects", "1", "--out", str(out),
          "-q"])
     assert not (out / "stale.txt").exists()
     html = (out / "index.html").read_text(encoding="utf-8")
-    effects = pd.read_csv(run / "stats" / "effects.csv", dtype={"value": str})
+    effects = pd.read_csv(edited / "stats" / "effects.csv", dtype={"value": str})
     assert html.startswith("<h1>smoking</h1>")
     assert f"<p>mean {_expected(effects, 'yes', 'mean').estimate:+.2f}</p>" in html
+    assert "<pre># tiny GAN\n\nTrained on 40 phantoms.\n…</pre>" in html  # excerpt, cut
     _check_self_contained(out)
     assert (out / "report.md").read_text(encoding="utf-8").startswith("# smoking")
 
