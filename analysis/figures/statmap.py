@@ -12,6 +12,9 @@ from analysis.render.slices import slice_stack
 
 __all__ = ["stat_map_figure"]
 
+# Where Δ has no spread, t is infinite; nan_to_num stores that as the float32 extreme.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def stat_map_figure(stat: np.ndarray, affine: np.ndarray, p_fwe: np.ndarray | None = None,
                     mask: np.ndarray | None = None, background: np.ndarray | None = None,
@@ -28,7 +31,8 @@ def stat_map_figure(stat: np.ndarray, affine: np.ndarray, p_fwe: np.ndarray | No
     Parameters
     ----------
     stat : ndarray of float, shape (n_i, n_j, n_k)
-        The map (e.g. one-sample t); NaN is shown as transparent.
+        The map (e.g. one-sample t); NaN is shown as transparent; ±inf (and the float32
+        extremes that ``numpy.nan_to_num`` stores for them) are drawn at ±limit.
     affine : ndarray of float, shape (4, 4)
         Voxel index -> RAS mm.
     p_fwe : ndarray of float, shape (n_i, n_j, n_k), optional
@@ -43,7 +47,7 @@ def stat_map_figure(stat: np.ndarray, affine: np.ndarray, p_fwe: np.ndarray | No
     alpha : float
         FWE level of the outline, in (0, 1).
     limit : float, optional
-        Colours saturate at ±limit; the largest |stat| in the mask by default.
+        Colours saturate at ±limit; the largest finite |stat| in the mask by default.
     window : str or (width, level)
         CT window of the background (``"lung"``, ``"mediastinum"`` or HU pair).
     label : str
@@ -68,9 +72,11 @@ def stat_map_figure(stat: np.ndarray, affine: np.ndarray, p_fwe: np.ndarray | No
     if limit is not None and not limit > 0:
         raise ValueError(f"limit: must be > 0, got {limit}")
     picks = pick_slices(inside, affine, axis, n_slices)
+    infinite = np.isinf(data) | (np.abs(data) >= _FLOAT32_MAX)
     if limit is None:
-        values = np.abs(data[inside & np.isfinite(data)])
+        values = np.abs(data[inside & ~infinite & ~np.isnan(data)])
         limit = float(values.max()) if values.size and values.max() > 0 else 1.0
+    data = np.where(infinite, np.sign(data) * limit, data)  # drawn saturated, not dropped
     shown = slice_stack(np.where(inside, data, np.nan), affine, axis, picks)
     outline = None if p is None else slice_stack((p < alpha) & inside, affine, axis, picks)
     grey = None if base is None else slice_stack(base, affine, axis, picks)
@@ -95,7 +101,7 @@ def stat_map_figure(stat: np.ndarray, affine: np.ndarray, p_fwe: np.ndarray | No
         if index == 0 and axis != "sagittal":
             ax.text(0.02, 0.98, "R", transform=ax.transAxes, ha="left", va="top", fontsize=6,
                     color="white" if grey is not None else "black")
-    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02)
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02, extend="both")
     bar.set_label(label, fontsize=7)
     bar.ax.tick_params(labelsize=6)
     if p is not None:

@@ -104,3 +104,16 @@ def test_difference_outlines_each_rows_own_mask_and_default_limit_covers_both():
 def test_difference_errors(diffs, kwargs, message):
     with pytest.raises(ValueError, match=message):
         difference_figure(diffs, AFFINE, **kwargs)
+
+
+def test_infinite_t_is_drawn_saturated_and_does_not_set_the_scale():
+    stat = _marker()
+    stat[5, 5, 8] = np.inf
+    stat[6, 5, 8] = np.finfo(np.float32).max  # what nan_to_num stores for +inf in float32
+    fig = stat_map_figure(stat, AFFINE, n_slices=1)
+    image = fig.axes[0].get_images()[-1]
+    assert image.get_clim() == (-5.0, 5.0)
+    finite = stat.copy()
+    finite[5:7, 5, 8] = 5.0
+    np.testing.assert_array_equal(_shown(fig.axes[0]), slice_stack(
+        np.where(stat != 0, finite, np.nan), AFFINE, "axial", [8])[0])
