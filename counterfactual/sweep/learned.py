@@ -25,6 +25,7 @@ from counterfactual.training_data import label_channels
 from counterfactual.volume import Volume
 from models.checkpoint import CheckpointError, load_generator
 from models.inference import draw_noise, generate_volumes
+from models.nets.cond_gan3d import TextCondition
 from models.text import EmbeddingCache, HFTextEncoder, TextEncoderLoadError
 
 __all__ = ["LearnedGenerator", "BUNDLED_DIR", "bundled_models", "find_checkpoint"]
@@ -120,11 +121,17 @@ class LearnedGenerator:
     def generate(self, subject: Subject, mask: Volume, attribute: str,
                  requests: Sequence[Request], seed: int) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw."""
-        # 1. encode the distinct prompts once
-        encoding = self._encoder().encode([r.prompt for r in requests])
-        condition = self.model.condition(encoding.pooled.to(self.device),
-                                         encoding.tokens.to(self.device),
-                                         encoding.mask.to(self.device))
+        # 1. encode the distinct prompts once, and whiten them one at a time (a volume must
+        #    not depend on which other values share its group)
+        cache = self._encoder()
+        rows = []
+        for request in requests:
+            encoding = cache.encode([request.prompt]).to(self.device)
+            rows.append(self.model.condition(encoding.pooled, encoding.tokens, encoding.mask))
+        condition = TextCondition(torch.cat([r.pooled for r in rows]))
+        if rows[0].tokens is not None:
+            condition = TextCondition(condition.pooled, torch.cat([r.tokens for r in rows]),
+                                      torch.cat([r.token_mask for r in rows]))
         # 2. the label map as channels, and the noise of this seed for the whole volume
         channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
         labels = F.one_hot(channels, self.model.config["label_channels"])
