@@ -238,6 +238,25 @@ class _Loader(FileSystemLoader):
         return super().get_source(environment, template)
 
 
+def _explain(exc: Exception, name: str) -> str | None:
+    """One line for a failure while rendering template ``name``; None for a bug of ours."""
+    if isinstance(exc, SecurityError):
+        return f"template {name}: refused by the sandbox: {exc}"
+    if isinstance(exc, TemplateSyntaxError):
+        return f"template {exc.name or name}, line {exc.lineno}: {exc.message}"
+    if isinstance(exc, TemplateNotFound):
+        return (f"template {name}: includes {exc.name}, which does not exist beside it or in "
+                "reports/templates")
+    if isinstance(exc, UndefinedError):
+        return (f"template {name}: {exc.message}; reports/templates/README.md lists the names "
+                "a template can use")
+    if isinstance(exc, JinjaError):
+        return f"template {name}: {exc}"
+    if isinstance(exc, TypeError | ValueError | ArithmeticError | LookupError):
+        return f"template {name}: {type(exc).__name__}: {exc}"
+    return None
+
+
 def render_report(out: str | os.PathLike, context: Mapping, template: str | os.PathLike = "summary",
                   templates: str | os.PathLike | None = None) -> list[Path]:
     """Render a template's outputs into the folder ``out`` from plain data.
@@ -275,21 +294,11 @@ def render_report(out: str | os.PathLike, context: Mapping, template: str | os.P
         name = plan[target]
         try:
             text = env.get_template(name).render({**context, "outputs": dict(outputs)})
-        except SecurityError as exc:
-            raise TemplateError(f"template {name}: refused by the sandbox: {exc}") from None
-        except TemplateSyntaxError as exc:
-            raise TemplateError(f"template {exc.name or name}, line {exc.lineno}: "
-                                f"{exc.message}") from None
-        except TemplateNotFound as exc:
-            raise TemplateError(f"template {name}: includes {exc.name}, which does not exist "
-                                "beside it or in reports/templates") from None
-        except UndefinedError as exc:
-            raise TemplateError(f"template {name}: {exc.message}; see the report context in "
-                                "analysis.report") from None
-        except JinjaError as exc:
-            raise TemplateError(f"template {name}: {exc}") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
-            raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a template failure becomes one line (see _explain)
+            message = _explain(exc, name)
+            if message is None:
+                raise
+            raise TemplateError(" ".join(message.split())) from None
         path = out / target
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
