@@ -19,7 +19,7 @@ import typer
 
 from analysis.figures.difference import difference_figure
 from analysis.figures.forest import forest_figure
-from analysis.figures.histogram import hu_histogram_figure
+from analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure
 from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
 from analysis.figures.output import save_figure
 from analysis.figures.paired import paired_values_figure
@@ -177,7 +177,7 @@ def _figures(jobs: list, out: Path, run: _Run, regions: pd.DataFrame, effects: p
                                metric="mean", noise=grid.n_seeds > 1)
     figures["histogram"] = _figure(jobs, out, "hu_histogram",
                                    lambda: _histogram_figure(run, region), region=region,
-                                   seed=run.seeds[0])
+                                   seed=run.seeds[0], threshold=LAA_THRESHOLD)
     metrics = [m for m in _HEADLINE if m in set(effects["metric"])] or None
     figures["forest"] = _figure(jobs, out, "forest",
                                 lambda: forest_figure(effects, metrics=metrics))

@@ -205,6 +205,7 @@ def test_paper_numbers_its_figures_and_reuses_existing_renders(edited):
     html = (paper / "index.html").read_text(encoding="utf-8")
     numbers = [int(n) for n in re.findall(r"<b>Figure (\d+)\.</b>", html)]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 7
+    assert "dashed line: the -950 HU emphysema threshold" in html
     grid = [src for src in images if src.endswith("_ct.gif")]
     assert len(grid) == 2 * 2  # 2 subjects x 2 values
     name = "sub-P000_attr-smoking_val-yes_seed-0_axis-axial_ct.gif"
