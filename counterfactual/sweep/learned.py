@@ -3,8 +3,9 @@
 :class:`LearnedGenerator` implements the ``CounterfactualGenerator`` protocol for a checkpoint
 folder written by ``cfx train``: it checks masks and the text encoder against what the model was
 trained with, encodes each distinct prompt once, draws the noise once per (subject, seed) from
-the sweep's seed, and runs every value of the group with that same noise, window by window over
-volumes larger than the training patch.
+the sweep's seed, and runs every value of the group with that same noise, window by window
+(windows of :data:`WINDOW_SCALE` times the training patch, Gaussian-blended) over larger
+volumes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from models.text import EmbeddingCache, HFTextEncoder, TextEncoderLoadError
 __all__ = ["LearnedGenerator", "BUNDLED_DIR", "bundled_models", "find_checkpoint"]
 
 BUNDLED_DIR = Path(__file__).resolve().parents[2] / "models" / "bundled"
+WINDOW_SCALE = 2  # sliding-window side / training patch side
 
 
 def bundled_models() -> dict[str, Path]:
@@ -78,7 +80,9 @@ class LearnedGenerator:
         self.content_hash = loaded.content_hash
         encoder = self.config["text_encoder"]
         self.text_encoder = encoder["identifier"]
-        self.roi = tuple(self.config["training"]["arguments"]["patch"])
+        # windows twice the training patch: the network is fully convolutional, and bigger
+        # windows mean fewer of them and fewer borders padded with zeros
+        self.roi = tuple(WINDOW_SCALE * p for p in self.config["training"]["arguments"]["patch"])
         labels = self.config["labels"]
         self.vocabulary = LabelVocabulary({int(k): v for k, v in labels["labels"].items()},
                                           {k: tuple(v) for k, v in labels["regions"].items()})

@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort") / "c"
-    write_phantom(out, PhantomSettings(subjects=2, shape=(24, 16, 16), spacing=(13.0,) * 3),
+    write_phantom(out, PhantomSettings(subjects=2, shape=(40, 16, 16), spacing=(13.0,) * 3),
                   quiet=True)
     return load_cohort(out)
 
@@ -58,7 +58,7 @@ def test_resolves_a_checkpoint_folder(checkpoint, cohort):
     assert isinstance(model, LearnedGenerator)
     assert model.content_hash == content_hash(checkpoint)
     assert model.text_encoder.startswith("bert-")
-    assert model.roi == (16, 16, 16)
+    assert model.roi == (32, 32, 32)  # twice the training patch
 
 
 def test_unknown_model_lists_what_exists(cohort):
@@ -74,7 +74,7 @@ def test_shared_noise_pairs_and_seeds(checkpoint, cohort):
     mask = read_labels(subject.mask)
     yes, no, again = model.generate(subject, mask, "smoking",
                                     _requests(("yes", "yes"), ("no", "no"), ("yes", "yes")), 7)
-    assert yes.shape == mask.shape == (24, 16, 16) and yes.dtype == np.float32
+    assert yes.shape == mask.shape == (40, 16, 16) and yes.dtype == np.float32
     assert np.array_equal(yes, again)  # a null pair: same prompt, same noise
     assert not np.array_equal(yes, no)  # different prompts
     first = model.generate(subject, mask, "smoking", _requests(("yes", "yes")), 7)[0]
