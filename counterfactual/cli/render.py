@@ -12,7 +12,6 @@ from analysis.render.gif import (
     ct_frames,
     diff_frames,
     mosaic,
-    panel_frames,
     symmetric_limit,
     write_gif,
     write_png,
@@ -21,6 +20,7 @@ from analysis.render.slices import AXES
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY
+from counterfactual.panels import contrast_panel
 from counterfactual.progress import console, track
 from counterfactual.sweep.manifest import read_manifest
 from counterfactual.sweep.naming import diff_name, value_label
@@ -90,17 +90,11 @@ def render(
         write_gif(folder / f"{dstem}_axis-{axis}_diff.gif",
                   diff_frames(diff.data, diff.affine, axis, limit, reference=ref.data,
                               mask=lung, window=window_wl, min_size=size), fps)
-        titles = (_title(attribute, reference), _title(attribute, item["value"]),
-                  f"difference ({item['value']} - {reference})")
         write_gif(folder / f"{dstem}_axis-{axis}_panel.gif",
-                  panel_frames(ref.data, ct.data, diff.data, ct.affine, titles, axis, window_wl,
-                               limit, lung, size), fps)
+                  contrast_panel(ref, ct, diff, lung, attribute, item["value"], reference, axis,
+                                 window_wl, size), fps)
     if not quiet:
         console.print(f"renders written to {out}")
-
-
-def _title(attribute: str, value) -> str:
-    return f"{attribute.replace('_', ' ').capitalize()}: {value}"
 
 
 def _lung(mask_path: Path, shape: tuple) -> np.ndarray | None:

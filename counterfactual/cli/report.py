@@ -24,7 +24,7 @@ from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
 from analysis.figures.output import save_figure
 from analysis.figures.paired import paired_values_figure
 from analysis.figures.statmap import stat_map_figure
-from analysis.render.gif import ct_frames, panel_frames, symmetric_limit, write_gif
+from analysis.render.gif import ct_frames, write_gif
 from analysis.report import (
     BUILTIN,
     TemplateError,
@@ -38,6 +38,7 @@ from counterfactual.atomic import staged_dir
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY
+from counterfactual.panels import contrast_panel, value_title
 from counterfactual.progress import console, track
 from counterfactual.sweep.generators import KNOWN_MODELS
 from counterfactual.sweep.manifest import read_manifest
@@ -126,10 +127,6 @@ def _audit(run: Path) -> dict | None:
         raise UserInputError(f"{path}: damaged ({exc.msg} at line {exc.lineno}); run cfx audit "
                              "again or remove it") from None
     return {"path": "audit/audit.json", "rows": key_values(data)}
-
-
-def _title(attribute: str, value) -> str:
-    return f"{attribute.replace('_', ' ').capitalize()}: {value}"
 
 
 class _Run:
@@ -293,8 +290,8 @@ def _gifs(jobs: list, out: Path, run: _Run, shown: list[str]) -> dict:
             path = _gif(jobs, out, render / f"sub-{subject}" / name, name,
                         lambda s=subject, v=value: _panel_frames(run, s, seed, v))
             panels.append({"subject": subject, "seed": seed, "value": value, "path": path,
-                           "title": f"{_title(run.attribute, run.reference)} | "
-                                    f"{_title(run.attribute, value)} | difference"})
+                           "title": f"{value_title(run.attribute, run.reference)} | "
+                                    f"{value_title(run.attribute, value)} | difference"})
     return {"grid": {"columns": run.values, "seed": seed, "rows": rows}, "panels": panels}
 
 
@@ -304,14 +301,10 @@ def _ct_frames(ct) -> np.ndarray:
 
 def _panel_frames(run: _Run, subject: str, seed: int, value: str) -> np.ndarray:
     """The reference | counterfactual | difference animation, as cfx render makes it."""
-    ref, ct = run.ct(subject, seed, run.reference), run.ct(subject, seed, value)
     diff = read_volume(run.root / run.diff_path(subject, value, seed))
-    lung = run.lung(subject)
-    lung = lung if lung.shape == diff.shape else None
-    titles = (_title(run.attribute, run.reference), _title(run.attribute, value),
-              f"difference ({value} - {run.reference})")
-    return panel_frames(ref.data, ct.data, diff.data, ct.affine, titles, _AXIS, _WINDOW,
-                        symmetric_limit(diff.data, lung), lung, _SIZE)
+    return contrast_panel(run.ct(subject, seed, run.reference), run.ct(subject, seed, value), diff,
+                          run.lung(subject), run.attribute, value, run.reference, _AXIS, _WINDOW,
+                          _SIZE)
 
 
 def _tables(out: Path, run_root: Path, headline: pd.DataFrame) -> dict:
