@@ -18,7 +18,12 @@ from models.checkpoint import WEIGHTS_FILE, CheckpointError, content_hash, read_
 models_app = typer.Typer(help="List and describe generator checkpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-_stdout = Console(highlight=False)
+_WIDTH = 160  # columns of tables written to a pipe or file (a terminal uses its own width)
+
+
+def _stdout() -> Console:
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=_WIDTH)
 
 
 def _local(folders: list[Path]) -> dict[str, Path]:
@@ -62,7 +67,7 @@ def list_models(
     for label, folder in _local(list(folders or [Path(".")])).items():
         if folder.resolve() not in bundled:
             table.add_row(*_row(label, "local", folder))
-    _stdout.print(table)
+    _stdout().print(table)
 
 
 @models_app.command("show")
@@ -85,8 +90,9 @@ def show(
         typer.echo(json.dumps(config, indent=2))
         return
     card = folder / "README.md"
+    out = _stdout()
     if card.is_file():
-        _stdout.print(Markdown(card.read_text(encoding="utf-8")))
+        out.print(Markdown(card.read_text(encoding="utf-8")))
     generator = config["generator"]
     encoder = config.get("text_encoder", {})
     lines = [f"folder: {folder}", f"content hash: {content_hash(folder)}",
@@ -97,4 +103,4 @@ def show(
              f"{encoder.get('identifier')})",
              f"labels: {config.get('labels', {}).get('labels')}",
              f"cfx version: {config.get('cfx_version')}"]
-    _stdout.print("\n".join(lines), markup=False)
+    out.print("\n".join(lines), markup=False)
