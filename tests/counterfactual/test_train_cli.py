@@ -141,3 +141,38 @@ def test_cuda_without_a_gpu(tmp_path):
     line = _error(["train", "--cohort", "phantom", "--out", str(tmp_path / "o"), "--device",
                    "cuda"], tmp_path)
     assert "--device: cuda asked for but no CUDA device is visible" in line
+
+
+@pytest.fixture(scope="module")
+def cohort_folder(tmp_path_factory):
+    from counterfactual.phantom import PhantomSettings, write_phantom
+
+    out = tmp_path_factory.mktemp("c") / "cohort"
+    write_phantom(out, PhantomSettings(subjects=3, shape=(16, 16, 16), spacing=(20.0,) * 3),
+                  quiet=True)
+    return out
+
+
+def test_trains_on_a_cohort_folder(tmp_path, bert, cohort_folder):
+    out = tmp_path / "ckpt"
+    result = runner.invoke(app, ["train", "--cohort", str(cohort_folder), "--out", str(out),
+                                 "--steps", "2", "--patch", "16", "--channels", "4,8",
+                                 "--batch-size", "2", "--text-encoder", bert, "--device", "cpu",
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["training_cohort"] == {"kind": "cohort", "source": str(cohort_folder),
+                                         "subjects": 3, "prompt_field_drop_rate": 0.2}
+    assert f"the cohort {cohort_folder} (3 subjects)" in (out / "README.md").read_text()
+
+
+def test_a_cohort_without_cts_is_refused(tmp_path, bert, cohort_folder):
+    import shutil
+
+    copy = tmp_path / "noct"
+    shutil.copytree(cohort_folder, copy)
+    shutil.rmtree(copy / "ct")
+    line = _error(["train", "--cohort", str(copy), "--out", str(tmp_path / "o"),
+                   "--text-encoder", bert], tmp_path)
+    assert "subject P000 has no CT; cfx train needs a CT for every subject" in line
+    assert not (tmp_path / "o").exists()
