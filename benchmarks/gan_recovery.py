@@ -100,14 +100,17 @@ def evaluate(model: LearnedGenerator, oracle: PhantomOracle,
         out.append(Recovery(attribute, value, reference, float(array[:, 0].mean()),
                             float(array[:, 1].mean()), float(array[:, 1].std(ddof=1))
                             if len(array) > 1 else 0.0, float(array[:, 2].mean()),
-                            float(np.nanmean(array[:, 3]))))
+                            float(np.nanmean(array[:, 3])) if np.isfinite(array[:, 3]).any()
+                            else float("nan")))
     return out
 
 
-def table(results: list[Recovery], subjects: int) -> str:
+def table(results: list[Recovery], oracle: PhantomOracle) -> str:
     """Markdown table of the figures."""
-    lines = [f"Held-out phantom subjects: {subjects} (seed {EVAL_SEED}, 64³ at 5 mm), one noise "
-             "draw per subject shared by both values.", "",
+    grid = "x".join(map(str, oracle.shape))
+    lines = [f"Held-out phantom subjects: {len(oracle.subject_ids)} (seed {EVAL_SEED}, {grid} "
+             f"voxels of {oracle.spacing[0]:g} mm), one noise draw per subject shared by both "
+             "values.", "",
              "| contrast | planted lung-mean Δ (HU) | recovered (mean ± SD) | ratio | "
              "mean abs Δ off-lung (HU) | voxelwise r |", "|---|---|---|---|---|---|"]
     for r in results:
@@ -138,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no checkpoint {args.model!r}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    results = evaluate(LearnedGenerator(folder), held_out(args.subjects))
-    text = table(results, args.subjects)
+    oracle = held_out(args.subjects)
+    results = evaluate(LearnedGenerator(folder), oracle)
+    text = table(results, oracle)
     print(text)
     print(f"\n({time.perf_counter() - start:.0f} s)")
     if args.update_card:
