@@ -9,7 +9,11 @@ resumed run draws the same batches.
   (so every combination occurs and no attribute predicts the body), and a fresh noise seed.
   ``subjects=None`` streams a new subject every draw (an unlimited cohort); ``subjects=N`` fixes
   ``N`` subjects with one CT each, like a real cohort of that size.
-- :class:`CohortSource`: random patches of a cohort's CTs, centred on a random lung voxel.
+- :class:`CohortSource`: random patches of a cohort's CTs.
+
+Every patch holds a random lung voxel at a random place inside it, so patches cover the lungs and
+reach the body wall and the air around it (a generator never trained there would invent those
+regions unconstrained, and an attribute would move them).
 
 Prompts are built with the prompt template from each record after dropping every field with
 probability ``drop_rate`` (missing values are left out of prompts anyway, so this teaches the
@@ -76,26 +80,36 @@ def drop_fields(record: Mapping, rng: np.random.Generator, rate: float) -> dict:
     return {k: v for (k, v), kept in zip(record.items(), keep, strict=True) if kept}
 
 
-def _lung_centre(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    lung = np.flatnonzero(np.isin(labels, _LUNG))
+def _lung_voxel(labels: np.ndarray, channels: Sequence[int],
+                rng: np.random.Generator) -> np.ndarray:
+    """A random voxel whose channel is one of ``channels`` (the lungs), as an index array."""
+    lung = np.flatnonzero(np.isin(labels, channels))
     return np.array(np.unravel_index(lung[int(rng.integers(lung.size))], labels.shape))
 
 
-def _crop(volume: np.ndarray, centre: np.ndarray, patch: Sequence[int],
+def _patch_start(voxel: np.ndarray, patch: Sequence[int], shape: Sequence[int],
+                 rng: np.random.Generator) -> list[int]:
+    """A random patch corner such that the patch holds ``voxel`` anywhere inside it (not only at
+    its centre, so patches also reach the body wall and the air around it), kept inside the
+    volume where the volume is larger than the patch."""
+    start = []
+    for c, p, n in zip(voxel, patch, shape, strict=True):
+        if n >= p:
+            start.append(int(rng.integers(max(0, c - p + 1), min(c, n - p) + 1)))
+        else:
+            start.append(-((p - n) // 2))  # centred, padded on both sides
+    return start
+
+
+def _crop(volume: np.ndarray, start: Sequence[int], patch: Sequence[int],
           fill: float) -> np.ndarray:
-    """The ``patch``-sized box around ``centre``, shifted inside the volume where it fits and
-    padded with ``fill`` where the volume is smaller than the patch."""
+    """The ``patch``-sized box at corner ``start`` (negative: padding with ``fill``)."""
     out = np.full(tuple(patch), fill, dtype=volume.dtype)
     source, target = [], []
-    for c, p, n in zip(centre, patch, volume.shape, strict=True):
-        if n >= p:
-            start = int(np.clip(c - p // 2, 0, n - p))
-            source.append(slice(start, start + p))
-            target.append(slice(0, p))
-        else:
-            offset = (p - n) // 2
-            source.append(slice(0, n))
-            target.append(slice(offset, offset + n))
+    for s, p, n in zip(start, patch, volume.shape, strict=True):
+        lo, hi = max(s, 0), min(s + p, n)
+        source.append(slice(lo, hi))
+        target.append(slice(lo - s, hi - s))
     out[tuple(target)] = volume[tuple(source)]
     return out
 
@@ -169,15 +183,16 @@ class PhantomSource:
             ct = render(anatomy, effect, noise_seed)
             channels = label_channels(anatomy.labels, self.vocabulary)
             for _ in range(min(PATCHES_PER_SUBJECT, batch_size - len(labels))):
-                centre = _lung_centre(anatomy.labels, rng)
-                labels.append(_crop(channels, centre, self.patch, 0))
-                cts.append(_crop(ct, centre, self.patch, _AIR_HU))
+                voxel = _lung_voxel(anatomy.labels, _LUNG, rng)
+                start = _patch_start(voxel, self.patch, self.shape, rng)
+                labels.append(_crop(channels, start, self.patch, 0))
+                cts.append(_crop(ct, start, self.patch, _AIR_HU))
                 prompts.append(self.prompt(record, rng))
         return TrainingBatch(np.stack(labels), np.stack(cts).astype(np.float32), prompts)
 
 
 class CohortSource:
-    """Random lung-centred patches of a cohort's CTs (all read into memory once).
+    """Random patches holding lung of a cohort's CTs (all read into memory once).
 
     Parameters
     ----------
@@ -215,7 +230,7 @@ class CohortSource:
             check_same_grid(mask, ct)
             if not np.isin(mask.data, lung).any():
                 raise UserInputError(f"{subject.mask}: no lung voxel (labels {list(lung)}); "
-                                     "training patches are centred on lung")
+                                     "every training patch holds lung")
             template.render(subject.record, f"subject {subject.id}")
             self._subjects.append((label_channels(mask.data, vocabulary),
                                    ct.data.astype(np.float32), dict(subject.record)))
@@ -237,9 +252,9 @@ class CohortSource:
         labels, cts, prompts = [], [], []
         for _ in range(batch_size):
             channels, ct, record = self._subjects[int(rng.integers(len(self._subjects)))]
-            lung = np.flatnonzero(np.isin(channels, self._lung_channels))
-            centre = np.unravel_index(lung[int(rng.integers(lung.size))], channels.shape)
-            labels.append(_crop(channels, np.array(centre), self.patch, 0))
-            cts.append(_crop(ct, np.array(centre), self.patch, _AIR_HU))
+            voxel = _lung_voxel(channels, self._lung_channels, rng)
+            start = _patch_start(voxel, self.patch, channels.shape, rng)
+            labels.append(_crop(channels, start, self.patch, 0))
+            cts.append(_crop(ct, start, self.patch, _AIR_HU))
             prompts.append(self.prompt(record, rng))
         return TrainingBatch(np.stack(labels), np.stack(cts), prompts)

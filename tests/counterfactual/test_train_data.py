@@ -130,3 +130,18 @@ def test_mask_without_lung_is_refused(cohort_folder, tmp_path):
     write_volume(copy / "masks" / "P000.nii.gz", np.where(mask.data == 3, 3, 0), mask.affine)
     with pytest.raises(UserInputError, match=r"P000.nii.gz: no lung voxel \(labels \[1, 2\]\)"):
         CohortSource(load_cohort(copy), (16, 16, 16))
+
+
+def test_a_patch_holds_its_lung_voxel_anywhere():
+    from counterfactual.training_data import _patch_start
+
+    rng = np.random.default_rng(0)
+    voxel, patch, shape = np.array([30, 5, 60]), (24, 24, 24), (64, 64, 64)
+    starts = np.array([_patch_start(voxel, patch, shape, rng) for _ in range(3000)])
+    assert ((starts <= voxel) & (voxel < starts + 24)).all()
+    assert (starts >= 0).all() and (starts <= 40).all()
+    # every allowed corner occurs: x from 7 to 30, y from 0 to 5, z from 37 to 40
+    for axis, (lo, hi) in enumerate([(7, 30), (0, 5), (37, 40)]):
+        assert set(starts[:, axis]) == set(range(lo, hi + 1))
+    # smaller than the patch: centred with padding
+    assert _patch_start(np.array([3]), (16,), (10,), rng) == [-3]
