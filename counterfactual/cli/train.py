@@ -163,8 +163,10 @@ Not evaluated yet: run `python benchmarks/gan_recovery.py {config["name"]}`.
 
 def _trained_on(summary: dict) -> str:
     if summary["kind"] == "phantom":
-        return (f"synthetic phantom subjects ({summary['subjects']}, "
-                f"{'x'.join(map(str, summary['shape']))} voxels)")
+        count = summary["subjects"]
+        count = "a new one per draw" if isinstance(count, str) else f"{count} of them"
+        return (f"synthetic phantom subjects ({count}, {'x'.join(map(str, summary['shape']))} "
+                f"voxels of {summary['spacing'][0]:g} mm)")
     return f"the cohort {summary['source']} ({summary['subjects']} subjects)"
 
 

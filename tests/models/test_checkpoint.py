@@ -127,3 +127,15 @@ def test_weights_are_safetensors(saved):
     with safe_open(folder / "model.safetensors", "pt") as handle:
         assert "text.mean" in handle.keys()
     assert tiny_generator().config["channels"] == [4, 8, 8]
+
+
+def test_files_are_readable_by_others(saved):
+    import os
+    import stat
+
+    folder, _ = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors", "README.md"):
+        mode = stat.S_IMODE((folder / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, name
