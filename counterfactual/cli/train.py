@@ -123,8 +123,8 @@ def _command(arguments: dict, out: Path, steps: int) -> str:
              str(arguments["batch_size"]), "--text-encoder", arguments["text_encoder"],
              "--fusion", arguments["fusion"], "--channels",
              ",".join(map(str, arguments["channels"])), "--drop-rate",
-             str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--seed",
-             str(arguments["seed"])]
+             str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--fusion-lr-scale",
+             str(arguments.get("fusion_lr_scale", 1.0)), "--seed", str(arguments["seed"])]
     if arguments["cohort"].startswith("phantom"):
         words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
     return shlex.join(words)
@@ -222,6 +222,9 @@ def train(
     drop_rate: float = typer.Option(0.2, "--drop-rate", help="Chance of dropping each prompt "
                                     "field per draw."),
     lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate (both networks)."),
+    fusion_lr_scale: float = typer.Option(1.0, "--fusion-lr-scale",
+                                          help="Text-fusion layers learn this many times "
+                                               "faster than the rest of the generator."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, noise and initial weights."),
     save_every: int = typer.Option(250, "--save-every", callback=_positive),
     log_every: int = typer.Option(50, "--log-every", callback=_positive),
@@ -250,6 +253,9 @@ def train(
             raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
         if not lr > 0:
             raise UserInputError(f"--lr: got {lr}; give a positive learning rate")
+        if not fusion_lr_scale > 0:
+            raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive "
+                                 "factor")
         levels = _channels(channels)
         multiple = 2 ** (len(levels) - 1)
         patch_shape = _triple("--patch", patch, multiple)
@@ -263,7 +269,8 @@ def train(
                      "batch_size": batch_size, "text_encoder": text_encoder, "fusion": fusion,
                      "channels": list(levels),
                      "phantom_shape": list(_triple("--phantom-shape", phantom_shape, MIN_SIZE)),
-                     "drop_rate": drop_rate, "lr": lr, "seed": seed}
+                     "drop_rate": drop_rate, "lr": lr, "fusion_lr_scale": fusion_lr_scale,
+                     "seed": seed}
         arguments["command"] = _command(arguments, out, steps)
     source = _source(arguments, quiet)
     try:
@@ -274,7 +281,9 @@ def train(
     # the discriminator halves the patch per layer and ends with a 4-voxel kernel
     layers = max(1, min(3, int(np.log2(min(arguments["patch"]))) - 2))
     settings = GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
-                           lr_discriminator=arguments["lr"], seed=arguments["seed"],
+                           lr_discriminator=arguments["lr"],
+                           fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
+                           seed=arguments["seed"],
                            discriminator_layers=layers)
 
     # 1. the generator: from the checkpoint on resume, else new with whitening fitted

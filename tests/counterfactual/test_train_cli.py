@@ -70,11 +70,15 @@ def test_resume_continues_exactly(tmp_path, bert):
 
 
 def test_cross_attention_run(tmp_path, bert):
-    result = _train(tmp_path / "xattn", bert, "--fusion", "cross-attention", "--channels", "4,8")
+    result = _train(tmp_path / "xattn", bert, "--fusion", "cross-attention", "--channels", "4,8",
+                    "--fusion-lr-scale", "10")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "xattn" / "config.json").read_text())
     assert config["generator"]["fusion"] == "cross-attention"
     assert config["text_normalisation"]["token_dims"] == 16  # half the 32-d encoder
+    assert config["training"]["arguments"]["fusion_lr_scale"] == 10
+    state = json.loads((tmp_path / "xattn" / "training_state.json").read_text())
+    assert [g["lr"] for g in state["optimizer_g"]] == [5e-4, 5e-3]
 
 
 def _error(args, tmp_path):
@@ -91,6 +95,7 @@ def _error(args, tmp_path):
     (["--channels", "8"], "--channels: got '8'; give at least two positive integers"),
     (["--drop-rate", "1.5"], "--drop-rate: got 1.5; give a probability in [0, 1)"),
     (["--lr", "0"], "--lr: got 0.0; give a positive learning rate"),
+    (["--fusion-lr-scale", "-1"], "--fusion-lr-scale: got -1.0; give a positive factor"),
     (["--cohort", "phantom:0"], "--cohort: got 'phantom:0'; give a folder, 'phantom' or"),
     (["--fusion", "concat"], "got 'concat'; choose one of affine, cross-attention"),
     (["--arch", "vae"], "got 'vae'; choose one of gan"),
