@@ -330,15 +330,20 @@ def _tfce_of(t_tested, tested, alternative):
     return -scores if alternative == "less" else scores
 
 
-def _max_tfce_null(flips, normalised, tested, alternative):
-    """Per draw, the maximum over voxels of the permuted |TFCE|; shape (n_permutations,)."""
+def _max_tfce_null(flips, normalised, tested, alternative, batch=16):
+    """Per draw, the maximum over voxels of the permuted |TFCE|; shape (n_permutations,).
+
+    Draws go to TFCE ``batch`` maps at a time, which spreads them over threads.
+    """
     n_subjects = flips.shape[1]
-    grid = np.zeros(tested.shape)
     out = np.empty(flips.shape[0])
-    for b, signs in enumerate(flips):
+    for start in range(0, flips.shape[0], batch):
+        signs = flips[start:start + batch]
         t_perm = _t_from_correlation(signs @ normalised / np.sqrt(n_subjects), n_subjects)
-        grid[tested] = t_perm if alternative != "less" else -t_perm
-        out[b] = np.abs(tfce_transform(grid, two_sided=alternative == "two-sided")).max()
+        grids = np.zeros((len(signs),) + tested.shape)
+        grids[:, tested] = t_perm if alternative != "less" else -t_perm
+        scores = tfce_transform(grids, two_sided=alternative == "two-sided")
+        out[start:start + batch] = np.abs(scores).reshape(len(signs), -1).max(axis=1)
     return out
 
 

@@ -50,7 +50,7 @@ def test_batch_equals_maps_one_by_one(rng):
     maps[2] = 0.0  # an all-zero map has no threshold above 0
     batch = tfce(maps)
     for stat_map, scores in zip(maps, batch, strict=True):
-        np.testing.assert_allclose(scores, tfce(stat_map), rtol=1e-13)
+        np.testing.assert_allclose(scores, tfce(stat_map), rtol=1e-11)  # summation order
     assert np.all(batch[2] == 0.0)
 
 
