@@ -4,69 +4,16 @@
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
 ``--cohort phantom:N`` fixes ``N`` phantom subjects with one CT each. The checkpoint folder is
 saved every ``--save-every`` steps and at the end, with what ``--resume`` needs to continue
-exactly where it stopped.
+exactly where it stopped. The training code (torch, MONAI) is imported only when it runs.
 """
 
 from __future__ import annotations
 
-import shlex
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
 
-from counterfactual import __version__
 from counterfactual.cli.app import app
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.phantom.anatomy import MIN_SIZE
-from counterfactual.progress import console, track
-from counterfactual.prompts import DEFAULT_TEMPLATE
-from counterfactual.training_data import CohortSource, PhantomSource
-from models.checkpoint import (
-    CheckpointError,
-    has_training_state,
-    load_training_state,
-    read_config,
-    save_checkpoint,
-    save_training_state,
-)
-from models.nets.cond_gan3d import FUSIONS, CondGAN3DGenerator
-from models.text import HFTextEncoder, TextEncoderLoadError
-from models.training.gan import GANSettings, GANTrainer
-
-ARCHITECTURE = "cond_gan3d"
-PHANTOM_FOV_MM = 320.0  # field of view of on-the-fly phantom subjects (64 voxels at 5 mm)
-TEXT_MAX_LENGTH = 64  # tokens; the default template's longest prompt has 55
-_FIT_DRAWS = 2048  # training prompts drawn to fit the text whitening
-_TEXT_DIMS, _TOKEN_DIMS = 12, 32
-
-
-def _triple(option: str, text: str, minimum: int) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or min(values) < minimum:
-        raise UserInputError(f"{option}: got {text!r}; give X,Y,Z (or one number), integers "
-                             f">= {minimum}, e.g. 32,32,32")
-    return values
-
-
-def _channels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) < 2 or min(values) < 1:
-        raise UserInputError(f"--channels: got {text!r}; give at least two positive integers, "
-                             "finest level first, e.g. 16,32,64,64")
-    return values
 
 
 def _positive(value: int) -> int:
@@ -83,119 +30,10 @@ def _choice(allowed: tuple[str, ...]):
     return check
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("--device: cuda asked for but no CUDA device is visible; use "
-                             "--device cpu or auto")
-    return torch.device(name)
+def _fusion(value: str) -> str:
+    from models.nets.cond_gan3d import FUSIONS
 
-
-def _source(arguments: dict, quiet: bool):
-    """The batch source named by ``arguments["cohort"]``."""
-    spec, patch = arguments["cohort"], tuple(arguments["patch"])
-    if spec == "phantom" or spec.startswith("phantom:"):
-        count = spec.partition(":")[2]
-        if count and (not count.isdigit() or int(count) < 1):
-            raise UserInputError(f"--cohort: got {spec!r}; give a folder, 'phantom' or "
-                                 "'phantom:N' with N >= 1 subjects")
-        shape = tuple(arguments["phantom_shape"])
-        spacing = tuple(PHANTOM_FOV_MM / n for n in shape)
-        return PhantomSource(shape, spacing, patch, int(count) if count else None,
-                             arguments["seed"], drop_rate=arguments["drop_rate"])
-    cohort = load_cohort(spec)
-    return CohortSource(cohort, patch, DEFAULT_VOCABULARY, DEFAULT_TEMPLATE,
-                        arguments["drop_rate"],
-                        progress=lambda items, what: track(items, what, quiet=quiet))
-
-
-def _fit_prompts(source, seed: int) -> list[str]:
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF17]))
-    prompts = [source.prompt(r, rng) for r in source.records(rng, _FIT_DRAWS)]
-    return list(dict.fromkeys(prompts))
-
-
-def _command(arguments: dict, out: Path, steps: int) -> str:
-    """The ``cfx train`` command line that reproduces a run."""
-    words = ["cfx", "train", "--cohort", arguments["cohort"], "--out", str(out), "--steps",
-             str(steps), "--patch", ",".join(map(str, arguments["patch"])), "--batch-size",
-             str(arguments["batch_size"]), "--text-encoder", arguments["text_encoder"],
-             "--fusion", arguments["fusion"], "--channels",
-             ",".join(map(str, arguments["channels"])), "--drop-rate",
-             str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--fusion-lr-scale",
-             str(arguments.get("fusion_lr_scale", 1.0)), "--seed", str(arguments["seed"])]
-    if arguments["cohort"].startswith("phantom"):
-        words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
-    return shlex.join(words)
-
-
-def _card(config: dict) -> str:
-    training = config["training"]
-    arguments = training["arguments"]
-    minutes = training["elapsed_s"] / 60
-    return f"""# {config["name"]}
-
-A mask + text conditional 3D GAN (`{ARCHITECTURE}`, {arguments["fusion"]} text fusion) made with
-`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a clinical prompt.
-
-## Intended use
-Research and demonstration of counterfactual attribute analysis with cfx. **Not for diagnosis
-or any clinical decision.** Trained on {_trained_on(config["training_cohort"])}; what it draws
-for real scans says nothing about real patients.
-
-## How it was trained
-- command: `{training["command"]}`
-- steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
-  {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
-  {training["device"]}
-- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
-  pooled prompts centred and PCA-whitened to {config["text_normalisation"]["pooled_dims"]} dims
-  ({100 * config["text_normalisation"]["pooled_explained"]:.1f} % of the prompts' variance),
-  fitted on {config["text_normalisation"]["fitted_on_prompts"]} training prompts
-- intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
-- cfx {config["cfx_version"]}
-
-## Recovery of planted effects
-Not evaluated yet: run `python benchmarks/gan_recovery.py {config["name"]}`.
-"""
-
-
-def _trained_on(summary: dict) -> str:
-    if summary["kind"] == "phantom":
-        count = summary["subjects"]
-        count = "a new one per draw" if isinstance(count, str) else f"{count} of them"
-        return (f"synthetic phantom subjects ({count}, {'x'.join(map(str, summary['shape']))} "
-                f"voxels of {summary['spacing'][0]:g} mm)")
-    return f"the cohort {summary['source']} ({summary['subjects']} subjects)"
-
-
-def _metadata(out: Path, generator: CondGAN3DGenerator, encoder: HFTextEncoder, source,
-              arguments: dict, fitted_on: int, steps: int, elapsed: float,
-              device: torch.device) -> dict:
-    return {
-        "name": out.name,
-        "hu_window": list(generator.hu_window),
-        "labels": DEFAULT_VOCABULARY.to_json(),
-        "prompt_template": {"name": DEFAULT_TEMPLATE.name, "sha256": DEFAULT_TEMPLATE.sha256},
-        "text_encoder": {"name": encoder.name, "identifier": encoder.identifier,
-                         "width": encoder.width, "max_length": encoder.max_length},
-        "text_normalisation": {
-            "method": "centre + PCA-whitening, linear fusion",
-            "pooled_dims": generator.text.dims,
-            "pooled_explained": round(float(generator.text.explained.sum()), 4),
-            "token_dims": generator.tokens.dims if generator.tokens is not None else None,
-            "fitted_on_prompts": fitted_on},
-        "training_cohort": source.summary(),
-        "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
-                     "elapsed_s": round(elapsed, 1), "device": str(device)},
-        "cfx_version": __version__,
-    }
-
-
-def _save(out: Path, trainer: GANTrainer, metadata: dict) -> None:
-    save_checkpoint(out, ARCHITECTURE, trainer.ema, metadata, _card(metadata))
-    save_training_state(out, *trainer.training_state())
+    return _choice(FUSIONS)(value)
 
 
 @app.command()
@@ -213,7 +51,7 @@ def train(
     batch_size: int = typer.Option(4, "--batch-size", callback=_positive),
     text_encoder: str = typer.Option("minilm", "--text-encoder", metavar="NAME|PATH",
                                      help="'minilm' (bundled) or a local model folder."),
-    fusion: str = typer.Option("affine", "--fusion", callback=_choice(FUSIONS),
+    fusion: str = typer.Option("affine", "--fusion", callback=_fusion,
                                help="How text enters: affine (FiLM) or cross-attention."),
     channels: str = typer.Option("16,32,64,64", "--channels",
                                  help="Generator channels per level, finest first."),
@@ -233,96 +71,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train the mask + text conditional GAN and save a checkpoint folder (no pickle)."""
-    target = _device(device)
-    if resume:
-        try:
-            config = read_config(out)
-        except CheckpointError as exc:
-            raise UserInputError(f"--resume: {exc}") from None
-        if not has_training_state(out):
-            raise UserInputError(f"--resume: {out} has no training state to continue from")
-        arguments = config["training"]["arguments"]
-        if steps <= config["training"]["steps"]:
-            raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
-                                 f"steps; give a larger total than that, got {steps}")
-    else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "
-                                 "add --resume to continue it")
-        if not 0 <= drop_rate < 1:
-            raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
-        if not lr > 0:
-            raise UserInputError(f"--lr: got {lr}; give a positive learning rate")
-        if not fusion_lr_scale > 0:
-            raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive "
-                                 "factor")
-        levels = _channels(channels)
-        multiple = 2 ** (len(levels) - 1)
-        patch_shape = _triple("--patch", patch, multiple)
-        if any(p % multiple for p in patch_shape):
-            raise UserInputError(f"--patch: got {patch!r}; with {len(levels)} levels every side "
-                                 f"must be a multiple of {multiple}")
-        if cohort is None:
-            raise UserInputError("--cohort: missing; give a cohort folder, 'phantom' or "
-                                 "'phantom:N'")
-        arguments = {"cohort": cohort, "arch": arch, "patch": list(patch_shape),
-                     "batch_size": batch_size, "text_encoder": text_encoder, "fusion": fusion,
-                     "channels": list(levels),
-                     "phantom_shape": list(_triple("--phantom-shape", phantom_shape, MIN_SIZE)),
-                     "drop_rate": drop_rate, "lr": lr, "fusion_lr_scale": fusion_lr_scale,
-                     "seed": seed}
-        arguments["command"] = _command(arguments, out, steps)
-    source = _source(arguments, quiet)
-    try:
-        encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
-                                device=target)
-    except TextEncoderLoadError as exc:
-        raise UserInputError(f"--text-encoder: {exc}") from None
-    # the discriminator halves the patch per layer and ends with a 4-voxel kernel
-    layers = max(1, min(3, int(np.log2(min(arguments["patch"]))) - 2))
-    settings = GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
-                           lr_discriminator=arguments["lr"],
-                           fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
-                           seed=arguments["seed"],
-                           discriminator_layers=layers)
+    options = dict(locals())
+    from counterfactual.training import run_training
 
-    # 1. the generator: from the checkpoint on resume, else new with whitening fitted
-    torch.manual_seed(arguments["seed"])
-    if resume:
-        generator = CondGAN3DGenerator(**config["generator"])
-        trainer = GANTrainer(generator, encoder, source, settings, target)
-        trainer.load_training_state(*load_training_state(out))
-        fitted_on = config["text_normalisation"]["fitted_on_prompts"]
-        elapsed = config["training"]["elapsed_s"]
-    else:
-        prompts = _fit_prompts(source, arguments["seed"])
-        if len(prompts) < 2:
-            raise UserInputError(f"--cohort: every training prompt is the same ({prompts[0]!r});"
-                                 " the text cannot condition anything")
-        generator = CondGAN3DGenerator(
-            label_channels=len(DEFAULT_VOCABULARY.labels) + 1, channels=arguments["channels"],
-            fusion=arguments["fusion"], text_width=encoder.width,
-            text_dims=min(_TEXT_DIMS, len(prompts) - 1, encoder.width // 2),
-            token_dims=min(_TOKEN_DIMS, encoder.width // 2))
-        trainer = GANTrainer(generator, encoder, source, settings, target)
-        trainer.fit_text(prompts)
-        trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
-        fitted_on, elapsed = len(prompts), 0.0
-
-    # 2. train, logging and saving as we go
-    start, clock = trainer.step, time.perf_counter()
-    totals: dict[str, float] = {}
-    for _ in track(range(start, steps), "train", quiet=quiet):
-        losses = trainer.train_step()
-        for key, value in losses.items():
-            totals[key] = totals.get(key, 0.0) + value
-        if trainer.step % log_every == 0 and not quiet:
-            console.print(f"step {trainer.step}/{steps}: " + ", ".join(
-                f"{k} {v / log_every:.3g}" for k, v in totals.items()))
-            totals.clear()
-        if trainer.step % save_every == 0 or trainer.step == steps:
-            spent = elapsed + time.perf_counter() - clock
-            _save(out, trainer, _metadata(out, trainer.generator, encoder, source, arguments,
-                                          fitted_on, trainer.step, spent, target))
-    if not quiet:
-        console.print(f"saved {out} ({trainer.step} steps)")
+    run_training(**options)
