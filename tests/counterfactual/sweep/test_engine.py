@@ -102,10 +102,11 @@ run_sweep(SweepConfig("smoking", ("yes", "no"), (0, 1), Path({str(killed)!r}), q
     assert proc.returncode == -9, proc.stderr
     assert 0 < len(_tree(killed)) < len(_tree(reference))
     recorded = {e["path"] for e in json.loads((killed / "manifest.json").read_text())["files"]}
-    assert len(recorded) == 6  # groups 1 and 2; group 3's files were being written when killed
+    # groups 1 and 2, and group 3 if its files (written while group 4 starts) beat the kill
+    assert len(recorded) in (6, 9)
     fake.calls.clear()
     run_sweep(_config(killed, resume=True), load_cohort(cohort_dir), fake)
-    assert len(fake.calls) == 4  # every group not recorded, nothing recorded again
+    assert len(fake.calls) == 6 - len(recorded) // 3  # every group not recorded, nothing twice
     assert _tree(killed) == _tree(reference)
 
 
