@@ -188,6 +188,15 @@ def _check_folder(config: SweepConfig, settings: dict) -> None:
     check_same_settings(out, manifest.get("settings", {}), settings)
 
 
+def _remove_stale_parts(out: Path, paths) -> None:
+    """Delete temporary files a killed write of ``paths`` left behind (``.<name>.*.part*``)."""
+    for rel in paths:
+        target = out / rel
+        if target.parent.is_dir():
+            for stale in target.parent.glob(f".{target.name}.*.part*"):
+                stale.unlink(missing_ok=True)
+
+
 def _intact(out: Path, relative: str, done: dict) -> bool:
     path = out / relative
     return relative in done and path.exists() and sha256(path) == done[relative]["sha256"]
@@ -313,6 +322,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
                                  group.requests, group.cts, group.diffs,
                                  config.values.index(config.reference_value),
                                  frozenset(group.paths) - frozenset(intact)))
+        _remove_stale_parts(out, [rel for job in jobs for rel in job.write])
         save()
         # 5. Generate: the executor writes CTs and difference maps with the mask's affine and
         #    returns their checksums; the manifest records them at least every _SAVE_EVERY_S.
