@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from counterfactual.cli.app import app
+from counterfactual.cli.params import at_least
 from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.phantom.cohort import PhantomSettings, write_phantom
 from counterfactual.phantom.effects import load_effects
@@ -40,14 +41,6 @@ def _parse_spacing(text: str) -> tuple[float, float, float]:
     return spacing
 
 
-def _at_least(minimum: int):
-    def check(value: int) -> int:
-        if value < minimum:
-            raise typer.BadParameter(f"got {value}; give an integer >= {minimum}")
-        return value
-    return check
-
-
 def _check_out(path: Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         what = "a folder that is not empty" if path.is_dir() else "a file"
@@ -59,13 +52,13 @@ def _check_out(path: Path) -> Path:
 def phantom(
     out: Path = typer.Option(..., "--out", callback=_check_out,
                              help="Cohort folder to create (new or empty)."),
-    subjects: int = typer.Option(40, "--subjects", callback=_at_least(1),
+    subjects: int = typer.Option(40, "--subjects", callback=at_least(1),
                                  help="Number of subjects."),
     shape: str = typer.Option("64,64,64", "--shape", callback=_parse_shape,
                               help="Grid size X,Y,Z in voxels."),
     spacing: str = typer.Option("5", "--spacing", callback=_parse_spacing,
                                 help="Voxel size in mm: one number or X,Y,Z."),
-    seed: int = typer.Option(0, "--seed", callback=_at_least(0), help="Master seed."),
+    seed: int = typer.Option(0, "--seed", callback=at_least(0), help="Master seed."),
     effects: str = typer.Option("default", "--effects", metavar="FILE|default|none",
                                 help="Planted effects: a JSON file, 'default' or 'none'."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

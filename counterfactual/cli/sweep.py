@@ -16,6 +16,7 @@ from rich.table import Table
 
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes, parse_values
 from counterfactual.cli.app import app
+from counterfactual.cli.params import at_least, choice
 from counterfactual.cohort import cohort_from_masks, load_cohort
 from counterfactual.data import DEMO_COHORT
 from counterfactual.errors import UserInputError
@@ -49,20 +50,6 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def _choice(allowed: tuple[str, ...]):
-    def check(value: str) -> str:
-        if value not in allowed:
-            raise typer.BadParameter(f"got {value!r}; choose one of {', '.join(allowed)}")
-        return value
-    return check
-
-
-def _positive(value: int) -> int:
-    if value < 1:
-        raise typer.BadParameter(f"got {value}; give an integer >= 1")
-    return value
-
-
 @app.command()
 def sweep(
     attribute: str = typer.Option(..., "--attribute", "-a", help="Clinical attribute to change."),
@@ -82,13 +69,13 @@ def sweep(
                                      help="Run slice I of N of the subject × seed groups (I from "
                                           "1) into the run folder the other shards share."),
     executor: str = typer.Option("local", "--executor", metavar="local|ray",
-                                 callback=_choice(("local", "ray")),
+                                 callback=choice(("local", "ray")),
                                  help="Run groups in this process or as Ray tasks "
                                       "(pip install 'cfx[ray]')."),
-    batch_size: int = typer.Option(1, "--batch-size", callback=_positive,
+    batch_size: int = typer.Option(1, "--batch-size", callback=at_least(1),
                                    help="Volumes per forward pass, for models that batch."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda",
-                               callback=_choice(("auto", "cpu", "cuda")),
+                               callback=choice(("auto", "cpu", "cuda")),
                                help="Where models run (auto: a GPU if one is visible)."),
     attributes: Path | None = typer.Option(None, "--attributes",
                                            help="Attribute vocabulary JSON file."),

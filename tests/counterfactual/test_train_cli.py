@@ -13,14 +13,6 @@ from tests.models.conftest import save_tiny_bert
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
     return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
