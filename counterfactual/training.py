@@ -5,7 +5,9 @@ loads without torch and MONAI).
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
 ``--cohort phantom:N`` fixes ``N`` phantom subjects with one CT each. The checkpoint folder is
 saved every ``--save-every`` steps and at the end, with what ``--resume`` needs to continue
-exactly where it stopped.
+exactly where it stopped. ``--l1-weight`` and ``--adversarial-weight`` set the generator's loss
+weights; given with ``--resume`` they change them from that step on (e.g. ``--adversarial-weight
+0`` continues on L1 alone, without running the discriminator).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ PHANTOM_FOV_MM = 320.0  # field of view of on-the-fly phantom subjects (64 voxel
 TEXT_MAX_LENGTH = 64  # tokens; the default template's longest prompt has 55
 _FIT_DRAWS = 2048  # training prompts drawn to fit the text whitening
 _TEXT_DIMS, _TOKEN_DIMS = 12, 32
+L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
 
 
 def _triple(option: str, text: str, minimum: int) -> tuple[int, int, int]:
@@ -66,6 +69,25 @@ def _channels(text: str) -> tuple[int, ...]:
         raise UserInputError(f"--channels: got {text!r}; give at least two positive integers, "
                              "finest level first, e.g. 16,32,64,64")
     return values
+
+
+def _loss_weights(l1_weight: float | None, adversarial_weight: float | None) -> dict:
+    """The loss weights given (None: not given), checked."""
+    weights = {}
+    if l1_weight is not None:
+        if not l1_weight >= 0:
+            raise UserInputError(f"--l1-weight: got {l1_weight}; give a weight >= 0")
+        weights["l1_weight"] = l1_weight
+    if adversarial_weight is not None:
+        if not adversarial_weight >= 0:
+            raise UserInputError(f"--adversarial-weight: got {adversarial_weight}; give a "
+                                 "weight >= 0")
+        weights["adversarial_weight"] = adversarial_weight
+    if weights.get("l1_weight", L1_WEIGHT) == 0 and weights.get("adversarial_weight",
+                                                                ADVERSARIAL_WEIGHT) == 0:
+        raise UserInputError("--l1-weight, --adversarial-weight: both are 0; the generator "
+                             "would learn nothing, give one of them > 0")
+    return weights
 
 
 def _device(name: str) -> torch.device:
@@ -109,7 +131,10 @@ def _command(arguments: dict, out: Path, steps: int) -> str:
              "--fusion", arguments["fusion"], "--channels",
              ",".join(map(str, arguments["channels"])), "--drop-rate",
              str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--fusion-lr-scale",
-             str(arguments.get("fusion_lr_scale", 1.0)), "--seed", str(arguments["seed"])]
+             str(arguments.get("fusion_lr_scale", 1.0)), "--l1-weight",
+             str(arguments.get("l1_weight", L1_WEIGHT)), "--adversarial-weight",
+             str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--seed",
+             str(arguments["seed"])]
     if arguments["cohort"].startswith("phantom"):
         words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
     return shlex.join(words)
@@ -187,9 +212,16 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  batch_size: int, text_encoder: str, fusion: str, channels: str,
                  phantom_shape: str, drop_rate: float, lr: float, fusion_lr_scale: float,
                  seed: int, save_every: int, log_every: int, device: str, resume: bool,
-                 quiet: bool) -> None:
-    """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``."""
+                 quiet: bool, l1_weight: float | None = None,
+                 adversarial_weight: float | None = None) -> None:
+    """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
+
+    ``l1_weight`` and ``adversarial_weight`` left as None keep the run's weights on resume
+    (:data:`L1_WEIGHT`, :data:`ADVERSARIAL_WEIGHT` for a new run); given, they apply from this
+    step on and are recorded in the checkpoint's ``training.arguments``.
+    """
     target = _device(device)
+    weights = _loss_weights(l1_weight, adversarial_weight)
     if resume:
         try:
             config = read_config(out)
@@ -201,6 +233,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         if steps <= config["training"]["steps"]:
             raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
                                  f"steps; give a larger total than that, got {steps}")
+        arguments = {**arguments, **weights}
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "
@@ -226,7 +259,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                      "channels": list(levels),
                      "phantom_shape": list(_triple("--phantom-shape", phantom_shape, MIN_SIZE)),
                      "drop_rate": drop_rate, "lr": lr, "fusion_lr_scale": fusion_lr_scale,
-                     "seed": seed}
+                     "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
+                     "seed": seed, **weights}
         arguments["command"] = _command(arguments, out, steps)
     source = _source(arguments, quiet)
     try:
@@ -239,6 +273,9 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     settings = GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
                            lr_discriminator=arguments["lr"],
                            fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
+                           l1_weight=arguments.get("l1_weight", L1_WEIGHT),
+                           adversarial_weight=arguments.get("adversarial_weight",
+                                                            ADVERSARIAL_WEIGHT),
                            seed=arguments["seed"],
                            discriminator_layers=layers)
 

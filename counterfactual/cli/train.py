@@ -63,6 +63,12 @@ def train(
     fusion_lr_scale: float = typer.Option(1.0, "--fusion-lr-scale",
                                           help="Text-fusion layers learn this many times "
                                                "faster than the rest of the generator."),
+    l1_weight: float = typer.Option(None, "--l1-weight", show_default=False,
+                                    help="Weight of the L1 loss (window units) [new run: 100; "
+                                         "resume: as saved]."),
+    adversarial_weight: float = typer.Option(None, "--adversarial-weight", show_default=False,
+                                             help="Weight of the adversarial loss; 0 trains on "
+                                                  "L1 alone [new run: 1; resume: as saved]."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, noise and initial weights."),
     save_every: int = typer.Option(250, "--save-every", callback=_positive),
     log_every: int = typer.Option(50, "--log-every", callback=_positive),

@@ -70,7 +70,9 @@ class GANSettings:
         of the loss is small (a +20 HU shift under ~30 HU of noise), so with one rate the
         anatomy is learnt long before the attributes.
     l1_weight, adversarial_weight : float
-        Generator loss weights (L1 in window units).
+        Generator loss weights (L1 in window units). With ``adversarial_weight == 0`` the
+        generator learns from L1 alone and the discriminator is neither run nor updated (its
+        weights and optimiser state are kept as they are for a later adversarial phase).
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     discriminator_channels : int
@@ -188,7 +190,8 @@ class GANTrainer:
         Returns
         -------
         dict of str to float
-            ``l1`` (HU), ``adversarial_g``, ``adversarial_d``.
+            ``l1`` (HU), ``adversarial_g``, ``adversarial_d`` (the last two only when
+            ``settings.adversarial_weight > 0``).
         """
         settings, generator = self.settings, self.generator
         batch = self.source(self.rng, settings.batch_size)
@@ -200,21 +203,27 @@ class GANTrainer:
         noise = torch.randn(real.shape, generator=self.noise).to(self.device)
         vector = torch.randn(real.shape[0], generator.noise_dims,
                              generator=self.noise).to(self.device)
+        adversarial = settings.adversarial_weight > 0
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             fake = generator(labels, noise, condition, vector)
-            # discriminator
-            loss_d = 0.5 * (
-                self.adversarial(self._discriminate(real, labels, condition), True, True)
-                + self.adversarial(self._discriminate(fake.detach(), labels, condition),
-                                   False, True))
-        self.optimizer_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), settings.clip_norm)
-        self.optimizer_d.step()
+        if adversarial:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self._autocast):
+                loss_d = 0.5 * (
+                    self.adversarial(self._discriminate(real, labels, condition), True, True)
+                    + self.adversarial(self._discriminate(fake.detach(), labels, condition),
+                                       False, True))
+            self.optimizer_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), settings.clip_norm)
+            self.optimizer_d.step()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-            loss_adv = self.adversarial(self._discriminate(fake, labels, condition), True, False)
             loss_l1 = (fake.float() - real).abs().mean()
-            loss_g = settings.l1_weight * loss_l1 + settings.adversarial_weight * loss_adv
+            loss_g = settings.l1_weight * loss_l1
+            if adversarial:
+                loss_adv = self.adversarial(self._discriminate(fake, labels, condition), True,
+                                            False)
+                loss_g = loss_g + settings.adversarial_weight * loss_adv
         self.optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
         torch.nn.utils.clip_grad_norm_(generator.parameters(), settings.clip_norm)
@@ -225,8 +234,10 @@ class GANTrainer:
                 average.lerp_(current, 1 - settings.ema_decay)
         self.step += 1
         half_window = (generator.hu_window[1] - generator.hu_window[0]) / 2
-        return {"l1": loss_l1.item() * half_window, "adversarial_g": loss_adv.item(),
-                "adversarial_d": loss_d.item()}
+        losses = {"l1": loss_l1.item() * half_window}
+        if adversarial:
+            losses.update(adversarial_g=loss_adv.item(), adversarial_d=loss_d.item())
+        return losses
 
     # -- resume -------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """The GAN trainer: it learns, a resumed run equals an uninterrupted one, and saves safely."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,16 @@ def test_mixed_precision_steps_on_cuda(encoder):
     assert trainer._autocast
     losses = [trainer.train_step() for _ in range(3)]
     assert all(np.isfinite(list(loss.values())).all() for loss in losses)
+
+
+def test_l1_only_leaves_the_discriminator_alone(encoder):
+    trainer = _trainer(encoder)
+    trainer.settings = replace(trainer.settings, adversarial_weight=0.0)
+    d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    head = trainer.generator.head.weight.clone()
+    losses = [trainer.train_step() for _ in range(3)]
+    assert all(loss.keys() == {"l1"} for loss in losses)
+    assert all(torch.equal(d_before[k], v)
+               for k, v in trainer.discriminator.state_dict().items())
+    assert trainer.optimizer_d.state_dict()["state"] == {}
+    assert not torch.equal(head, trainer.generator.head.weight)
