@@ -70,6 +70,7 @@ def render(
                                  "cfx sweep --resume")
     out = run / "render"
     by_key = {(i["subject"], i["seed"], i["value"]): i for i in items}
+    lungs: dict[str, np.ndarray | None] = {}
     for item in track(items, "render", quiet=quiet):
         ct = read_volume(run / item["path"])
         stem = Path(item["path"]).name.removesuffix("_ct.nii.gz")
@@ -84,7 +85,9 @@ def render(
         rel = diff_name(item["subject"], attribute, value_label(item["value"]),
                         value_label(reference), item["seed"])
         diff = read_volume(run / rel)
-        lung = _lung(Path(manifest["masks"][item["subject"]]), diff.shape)
+        if item["subject"] not in lungs:  # one mask read per subject
+            lungs[item["subject"]] = _lung(Path(manifest["masks"][item["subject"]]), diff.shape)
+        lung = lungs[item["subject"]]
         limit = symmetric_limit(diff.data, lung)
         dstem = Path(rel).name.removesuffix("_diff.nii.gz")
         write_gif(folder / f"{dstem}_axis-{axis}_diff.gif",

@@ -222,9 +222,12 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def _run_items(run: Path, manifest: dict, vocabulary: LabelVocabulary,
                quiet: bool) -> Iterator[RegionItem]:
+    subject = mask = None  # items come subject by subject: one mask read per subject
     for item in track(manifest["items"], "region metrics", quiet=quiet):
         ct = read_volume(run / item["path"])
-        mask = read_labels(manifest["masks"][item["subject"]], vocabulary)
+        if item["subject"] != subject:
+            subject = item["subject"]
+            mask = read_labels(manifest["masks"][subject], vocabulary)
         check_same_grid(ct, mask)
         yield RegionItem(item["subject"], item["value"], item["seed"], ct.data, mask.data,
                          ct.affine)
