@@ -85,7 +85,7 @@ def evaluate(model: LearnedGenerator, oracle: PhantomOracle,
             requests = []
             for v in (value, reference):
                 record = {**truth, attribute: v}
-                requests.append(Request(v, record, DEFAULT_TEMPLATE.render(record)))
+                requests.append(Request.build(v, record, DEFAULT_TEMPLATE))
             subject = Subject(sid, Path(sid), None, truth)
             a, b = model.generate(subject, mask, attribute, requests, seed=1000 + index)
             predicted = a - b

@@ -297,7 +297,8 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig) -> tuple[dict, 
                                  "--attributes and --template")
         mask = read_labels(run.mask_path(subject_id), config.labels)
         volume = generator.generate(subject, mask, run.attribute,
-                                    [Request(value, record, prompt)], item["noise_seed"])[0]
+                                    [Request(value, record, prompt, template.phrases(record))],
+                                    item["noise_seed"])[0]
         distance = volume_distance(np.asarray(volume, np.float32),
                                    run.ct(subject_id, seed, value))
         rows.append({"subject": subject_id, "seed": seed, "value": value,

@@ -104,6 +104,43 @@ class PromptTemplate:
             The template uses a variable the record lacks, does something the sandbox forbids,
             fails otherwise, or renders to empty text.
         """
+        prompt = self._render(record, where)
+        if not prompt:
+            raise UserInputError(f"{self.name}: the template gives an empty prompt for {where}")
+        return prompt
+
+    def phrases(self, record: Mapping, where: str = "record") -> dict[str, str]:
+        """Each field of ``record`` as the template writes it alone (what a generator reads:
+        a field's embedding then does not depend on which other fields a record has).
+
+        Parameters
+        ----------
+        record : mapping of str to value
+            Missing values (``None``, NaN) give no phrase.
+        where : str
+            What the record is, for error messages.
+
+        Returns
+        -------
+        dict of str to str
+            Field -> the template rendered for that field only (e.g. ``"Lung CT scan: Smoker:
+            yes."``), in the record's order; fields the template leaves out are omitted.
+
+        Raises
+        ------
+        UserInputError
+            As :meth:`render`.
+        """
+        blank = self._render({}, where)
+        out = {}
+        for name, value in record.items():
+            if _present(value):
+                text = self._render({name: value}, where)
+                if text and text != blank:
+                    out[str(name)] = text
+        return out
+
+    def _render(self, record: Mapping, where: str) -> str:
         values = {str(k): v for k, v in record.items() if _present(v)}
         variables = {k: v for k, v in values.items() if k.isidentifier() and k != "record"}
         try:
@@ -117,10 +154,7 @@ class PromptTemplate:
         except Exception as exc:  # any other failure inside user template code
             raise UserInputError(f"{self.name}: template failed for {where}: "
                                  f"{type(exc).__name__}: {_one_line(exc)}") from None
-        prompt = _one_line(text)
-        if not prompt:
-            raise UserInputError(f"{self.name}: the template gives an empty prompt for {where}")
-        return prompt
+        return _one_line(text)
 
 
 DEFAULT_TEMPLATE = PromptTemplate(DEFAULT_TEMPLATE_TEXT, "default")

@@ -42,8 +42,8 @@ from models.training.gan import GANSettings, GANTrainer
 ARCHITECTURE = "cond_gan3d"
 PHANTOM_FOV_MM = 320.0  # field of view of on-the-fly phantom subjects (64 voxels at 5 mm)
 TEXT_MAX_LENGTH = 64  # tokens; the default template's longest prompt has 55
-_FIT_DRAWS = 2048  # training prompts drawn to fit the text whitening
-_TEXT_DIMS, _TOKEN_DIMS = 12, 32
+_FIT_DRAWS = 2048  # training records drawn to fit the text whitening
+_FIELD_DIMS, _TOKEN_DIMS = 8, 32  # most principal axes kept per field, and of the tokens
 L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
 
 
@@ -117,10 +117,15 @@ def _source(arguments: dict, quiet: bool):
                         progress=lambda items, what: track(items, what, quiet=quiet))
 
 
-def _fit_prompts(source, seed: int) -> list[str]:
+def _fit_phrases(source, seed: int) -> dict[str, list[str]]:
+    """Field -> its distinct phrases over records drawn as training draws them, for the fields
+    the template writes in more than one way (a field with one phrase cannot condition)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF17]))
-    prompts = [source.prompt(r, rng) for r in source.records(rng, _FIT_DRAWS)]
-    return list(dict.fromkeys(prompts))
+    seen: dict[str, dict[str, None]] = {}
+    for record in source.records(rng, _FIT_DRAWS):
+        for field, phrase in source.template.phrases(record).items():
+            seen.setdefault(field, {})[phrase] = None
+    return {field: list(phrases) for field, phrases in seen.items() if len(phrases) > 1}
 
 
 def _command(arguments: dict, out: Path, steps: int) -> str:
@@ -160,15 +165,19 @@ for real scans says nothing about real patients.
   {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
   {training["device"]}
 - text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
-  pooled prompts centred and PCA-whitened to {config["text_normalisation"]["pooled_dims"]} dims
-  ({100 * config["text_normalisation"]["pooled_explained"]:.1f} % of the prompts' variance),
-  fitted on {config["text_normalisation"]["fitted_on_prompts"]} training prompts
+  reading each field of the record written alone by the prompt template, its pooled
+  embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
 - intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
 - cfx {config["cfx_version"]}
 
 ## Recovery of planted effects
 Not evaluated yet: run `python benchmarks/gan_recovery.py {config["name"]}`.
 """
+
+
+def _fields_line(normalisation: dict) -> str:
+    return ", ".join(f"{name} {f['dims']} dims ({100 * f['explained']:.0f} % of "
+                     f"{f['phrases']} phrases)" for name, f in normalisation["fields"].items())
 
 
 def _trained_on(summary: dict) -> str:
@@ -181,7 +190,7 @@ def _trained_on(summary: dict) -> str:
 
 
 def _metadata(out: Path, generator: CondGAN3DGenerator, encoder: HFTextEncoder, source,
-              arguments: dict, fitted_on: int, steps: int, elapsed: float,
+              arguments: dict, fitted_on: dict[str, int], steps: int, elapsed: float,
               device: torch.device) -> dict:
     return {
         "name": out.name,
@@ -191,11 +200,11 @@ def _metadata(out: Path, generator: CondGAN3DGenerator, encoder: HFTextEncoder, 
         "text_encoder": {"name": encoder.name, "identifier": encoder.identifier,
                          "width": encoder.width, "max_length": encoder.max_length},
         "text_normalisation": {
-            "method": "centre + PCA-whitening, linear fusion",
-            "pooled_dims": generator.text.dims,
-            "pooled_explained": round(float(generator.text.explained.sum()), 4),
-            "token_dims": generator.tokens.dims if generator.tokens is not None else None,
-            "fitted_on_prompts": fitted_on},
+            "method": "per field: phrase alone, centre + PCA-whitening",
+            "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
+                              "explained": round(float(whitener.explained.sum()), 4)}
+                       for name, whitener in zip(generator.fields, generator.text, strict=True)},
+            "token_dims": generator.tokens.dims if generator.tokens is not None else None},
         "training_cohort": source.summary(),
         "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
                      "elapsed_s": round(elapsed, 1), "device": str(device)},
@@ -285,22 +294,25 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         generator = CondGAN3DGenerator(**config["generator"])
         trainer = GANTrainer(generator, encoder, source, settings, target)
         trainer.load_training_state(*load_training_state(out))
-        fitted_on = config["text_normalisation"]["fitted_on_prompts"]
+        fitted_on = {name: field["phrases"]
+                     for name, field in config["text_normalisation"]["fields"].items()}
         elapsed = config["training"]["elapsed_s"]
     else:
-        prompts = _fit_prompts(source, arguments["seed"])
-        if len(prompts) < 2:
-            raise UserInputError(f"--cohort: every training prompt is the same ({prompts[0]!r});"
-                                 " the text cannot condition anything")
+        phrases = _fit_phrases(source, arguments["seed"])
+        if not phrases:
+            raise UserInputError("--cohort: no field of the clinical records takes more than one "
+                                 "value in the prompts; the text cannot condition anything")
         generator = CondGAN3DGenerator(
+            list(phrases), [min(_FIELD_DIMS, len(p) - 1, encoder.width // 2)
+                            for p in phrases.values()],
             label_channels=len(DEFAULT_VOCABULARY.labels) + 1, channels=arguments["channels"],
             fusion=arguments["fusion"], text_width=encoder.width,
-            text_dims=min(_TEXT_DIMS, len(prompts) - 1, encoder.width // 2),
             token_dims=min(_TOKEN_DIMS, encoder.width // 2))
         trainer = GANTrainer(generator, encoder, source, settings, target)
-        trainer.fit_text(prompts)
+        trainer.fit_text(list(phrases.values()))
         trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
-        fitted_on, elapsed = len(prompts), 0.0
+        fitted_on = {name: len(p) for name, p in phrases.items()}
+        elapsed = 0.0
 
     # 2. train, logging and saving as we go
     start, clock = trainer.step, time.perf_counter()

@@ -15,9 +15,9 @@ Every patch holds a random lung voxel at a random place inside it, so patches co
 reach the body wall and the air around it (a generator never trained there would invent those
 regions unconstrained, and an attribute would move them).
 
-Prompts are built with the prompt template from each record after dropping every field with
-probability ``drop_rate`` (missing values are left out of prompts anyway, so this teaches the
-generator to cope with them and keeps prompts from identifying subjects).
+Each record reaches the generator as per-field phrases (:meth:`PromptTemplate.phrases`) after
+dropping every field with probability ``drop_rate`` (missing values are left out anyway, so
+this teaches the generator to cope with them and keeps records from identifying subjects).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from models.training.gan import TrainingBatch
 __all__ = ["PhantomSource", "CohortSource", "label_channels", "uniform_attributes",
            "drop_fields", "AGE_RANGE", "PATCHES_PER_SUBJECT"]
 
-AGE_RANGE = (35, 90)  # years, as the phantom's clinical sampler clips them
+AGE_RANGE = (18, 95)  # years drawn for training: wider than the phantom cohorts' 35-90, so
+# a sweep over ages such as 24 or 86 stays inside what the generator saw
 PATCHES_PER_SUBJECT = 2  # patches cut from each drawn subject (drawing one costs a render)
 _AIR_HU = -1000.0
 _LUNG = (1, 2)
@@ -165,8 +166,9 @@ class PhantomSource:
             return [self._fixed[int(rng.integers(len(self._fixed)))][1] for _ in range(n)]
         return [uniform_attributes(rng) for _ in range(n)]
 
-    def prompt(self, record: Mapping, rng: np.random.Generator) -> str:
-        return self.template.render(drop_fields(record, rng, self.drop_rate))
+    def phrases(self, record: Mapping, rng: np.random.Generator) -> dict[str, str]:
+        """The record as a training row reads it: fields dropped at random, then per field."""
+        return self.template.phrases(drop_fields(record, rng, self.drop_rate))
 
     def _draw(self, rng: np.random.Generator) -> tuple[int, dict, int]:
         if self._fixed:
@@ -175,7 +177,7 @@ class PhantomSource:
         return anatomy_seed, uniform_attributes(rng), int(rng.integers(2**32))
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
-        labels, cts, prompts = [], [], []
+        labels, cts, phrases = [], [], []
         while len(labels) < batch_size:
             anatomy_seed, record, noise_seed = self._draw(rng)
             anatomy = build_anatomy(self.shape, anatomy_seed)
@@ -187,8 +189,8 @@ class PhantomSource:
                 start = _patch_start(voxel, self.patch, self.shape, rng)
                 labels.append(_crop(channels, start, self.patch, 0))
                 cts.append(_crop(ct, start, self.patch, _AIR_HU))
-                prompts.append(self.prompt(record, rng))
-        return TrainingBatch(np.stack(labels), np.stack(cts).astype(np.float32), prompts)
+                phrases.append(self.phrases(record, rng))
+        return TrainingBatch(np.stack(labels), np.stack(cts).astype(np.float32), phrases)
 
 
 class CohortSource:
@@ -245,16 +247,17 @@ class CohortSource:
     def records(self, rng: np.random.Generator, n: int) -> list[dict]:
         return [self._subjects[int(rng.integers(len(self._subjects)))][2] for _ in range(n)]
 
-    def prompt(self, record: Mapping, rng: np.random.Generator) -> str:
-        return self.template.render(drop_fields(record, rng, self.drop_rate))
+    def phrases(self, record: Mapping, rng: np.random.Generator) -> dict[str, str]:
+        """The record as a training row reads it: fields dropped at random, then per field."""
+        return self.template.phrases(drop_fields(record, rng, self.drop_rate))
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
-        labels, cts, prompts = [], [], []
+        labels, cts, phrases = [], [], []
         for _ in range(batch_size):
             channels, ct, record = self._subjects[int(rng.integers(len(self._subjects)))]
             voxel = _lung_voxel(channels, self._lung_channels, rng)
             start = _patch_start(voxel, self.patch, channels.shape, rng)
             labels.append(_crop(channels, start, self.patch, 0))
             cts.append(_crop(ct, start, self.patch, _AIR_HU))
-            prompts.append(self.prompt(record, rng))
-        return TrainingBatch(np.stack(labels), np.stack(cts), prompts)
+            phrases.append(self.phrases(record, rng))
+        return TrainingBatch(np.stack(labels), np.stack(cts), phrases)

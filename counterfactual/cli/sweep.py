@@ -25,7 +25,7 @@ from counterfactual.progress import console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 from counterfactual.sweep.engine import SweepConfig, run_sweep
 from counterfactual.sweep.executors import resolve_executor
-from counterfactual.sweep.generators import resolve_generator
+from counterfactual.sweep.generators import DEFAULT_MODEL, resolve_generator
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -58,7 +58,9 @@ def sweep(
                                        help="Cohort folder or CSV (default: the bundled demo "
                                             "cohort of 8 phantom subjects)."),
     mask: list[Path] = typer.Option([], "--mask", help="A mask file (repeatable), no records."),
-    model: str = typer.Option("phantom-oracle", "--model", help="Model name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", metavar="NAME|DIR",
+                              help="A bundled model (cfx models list), phantom-oracle (the "
+                                   "phantom's exact effects), or a checkpoint folder."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated noise seeds."),
     reference: str | None = typer.Option(None, "--reference",
                                          help="Value the differences are taken against "

@@ -151,7 +151,7 @@ def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list
         requests = []
         for value in config.values:
             record = edit(subject.record, config.attribute, value, config.attributes)
-            requests.append(Request(value, record, template.render(record)))
+            requests.append(Request.build(value, record, template))
         for seed in config.seeds:
             cts = tuple(ct_name(subject.id, config.attribute, labels[v], seed)
                         for v in config.values)

@@ -15,19 +15,30 @@ import numpy as np
 
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
+from counterfactual.prompts import PromptTemplate
 from counterfactual.volume import Volume
 
 __all__ = ["Request", "CounterfactualGenerator", "PhantomOracleGenerator", "resolve_generator",
-           "KNOWN_MODELS"]
+           "KNOWN_MODELS", "DEFAULT_MODEL"]
 
 
 @dataclass(frozen=True)
 class Request:
-    """One counterfactual of a subject: its record with the swept attribute set, as text too."""
+    """One counterfactual of a subject: its record with the swept attribute set, written as the
+    whole prompt (what the manifest shows) and as per-field phrases (what a learned generator
+    reads, see :meth:`PromptTemplate.phrases`)."""
 
     value: object
     record: dict
     prompt: str
+    phrases: dict
+
+    @classmethod
+    def build(cls, value, record: dict, template: PromptTemplate,
+              where: str = "record") -> Request:
+        """The request of ``record`` (swept value ``value``) written with ``template``."""
+        return cls(value, record, template.render(record, where),
+                   template.phrases(record, where))
 
 
 class CounterfactualGenerator(Protocol):
@@ -86,6 +97,7 @@ class PhantomOracleGenerator:
 
 
 KNOWN_MODELS = ("phantom-oracle",)  # plus the bundled checkpoints (models/bundled/)
+DEFAULT_MODEL = "phantom-gan-64"  # the bundled GAN (models/bundled/phantom-gan-64)
 
 
 def resolve_generator(name: str, cohort: Cohort) -> CounterfactualGenerator:

@@ -2,7 +2,7 @@
 
 :class:`LearnedGenerator` implements the ``CounterfactualGenerator`` protocol for a checkpoint
 folder written by ``cfx train``: it checks masks and the text encoder against what the model was
-trained with, encodes each distinct prompt once, draws the noise once per (subject, seed) from
+trained with, encodes each distinct field phrase once, draws the noise once per (subject, seed) from
 the sweep's seed, and runs every value of the group with that same noise, window by window
 (windows of :data:`WINDOW_SCALE` times the training patch, Gaussian-blended) over larger
 volumes.
@@ -115,9 +115,14 @@ class LearnedGenerator:
         return self._cache
 
     def check(self, cohort: Cohort, attribute: str) -> None:
-        """The cohort's labels must be the model's, and its text encoder must load."""
+        """The model must read ``attribute``, the cohort's labels must be the model's, and its
+        text encoder must load."""
         from counterfactual.volume import read_labels
 
+        if attribute not in self.model.fields:
+            raise UserInputError(f"--attribute {attribute}: model {self.name} was not trained "
+                                 f"to read it (its fields: {', '.join(self.model.fields)}); "
+                                 "sweep one of those or train a model on records that vary it")
         for subject in cohort.subjects:
             read_labels(subject.mask, self.vocabulary)
         self._encoder()
@@ -125,17 +130,15 @@ class LearnedGenerator:
     def generate(self, subject: Subject, mask: Volume, attribute: str,
                  requests: Sequence[Request], seed: int) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw."""
-        # 1. encode the distinct prompts once, and whiten them one at a time (a volume must
-        #    not depend on which other values share its group)
+        # 1. encode each distinct phrase once, and whiten each request on its own (a volume
+        #    must not depend on which other values share its group)
         cache = self._encoder()
         rows = []
         for request in requests:
-            encoding = cache.encode([request.prompt]).to(self.device)
-            rows.append(self.model.condition(encoding.pooled, encoding.tokens, encoding.mask))
-        condition = TextCondition(torch.cat([r.pooled for r in rows]))
-        if rows[0].tokens is not None:
-            condition = TextCondition(condition.pooled, torch.cat([r.tokens for r in rows]),
-                                      torch.cat([r.token_mask for r in rows]))
+            fields = [request.phrases.get(field) for field in self.model.fields]
+            rows.append(self.model.condition([None if p is None else cache.encode([p])
+                                              for p in fields]))
+        condition = TextCondition.stack(rows)
         # 2. the label map as channels, and the noise of this seed for the whole volume
         channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
         labels = F.one_hot(channels, self.model.config["label_channels"])

@@ -2,10 +2,17 @@
 
 A 3D encoder-decoder (U-Net shape) reads the one-hot label map and a spatial noise channel;
 the text enters at the bottleneck and at every decoder level through one fusion mechanism
-(:mod:`models.nets.fusion`): ``"affine"`` (linear FiLM from the whitened pooled prompt and a
-noise vector) or ``"cross-attention"`` (voxels attend to the whitened prompt tokens). The
-whitening statistics (:class:`models.text_conditioning.EmbeddingWhitener`) are buffers of the
-generator, fitted on the training prompts, so a checkpoint carries them.
+(:mod:`models.nets.fusion`): ``"affine"`` (linear FiLM from the whitened field vectors and a
+noise vector) or ``"cross-attention"`` (voxels attend to the whitened tokens of the fields).
+
+The text is read *per field*: each field of the clinical record (age, smoking, ...) is written
+by the prompt template alone and encoded on its own, then whitened by that field's own
+:class:`models.text_conditioning.EmbeddingWhitener`; a missing field reads as zeros (its
+training mean). A whole prompt's pooled embedding would not do: the mean over all its tokens
+dilutes one field's words by the others', so the same smoker/non-smoker edit moves a long
+prompt's embedding about half as far as a short one's, and a generator fed whole prompts learns
+an effect that shrinks as records get more complete. The whitening statistics are buffers of the
+generator, fitted on the training records' phrases, so a checkpoint carries them.
 
 Intensities: the output is in window units, ``-1`` at ``hu_window[0]`` and ``+1`` at
 ``hu_window[1]``, a fixed window stored in the config (never per volume). No layer normalises
@@ -22,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.nets.fusion import AffineFusion, CrossAttentionFusion
+from models.text.interface import TextEncoding
 from models.text_conditioning import EmbeddingWhitener
 
 __all__ = ["CondGAN3DGenerator", "TextCondition", "FUSIONS"]
@@ -36,9 +44,11 @@ class TextCondition:
     Attributes
     ----------
     pooled : Tensor of float32, shape (N, K)
-        Whitened pooled prompt vectors.
+        The whitened pooled vectors of the fields, one after the other (zeros where a field is
+        missing).
     tokens : Tensor of float32, shape (N, L, K_t), or None
-        Whitened token embeddings (cross-attention only).
+        The whitened token embeddings of the present fields, one after the other
+        (cross-attention only).
     token_mask : Tensor of bool, shape (N, L), or None
         True at real tokens.
     """
@@ -56,6 +66,19 @@ class TextCondition:
         if self.tokens is None:
             return TextCondition(self.pooled[index])
         return TextCondition(self.pooled[index], self.tokens[index], self.token_mask[index])
+
+    @classmethod
+    def stack(cls, rows: Sequence[TextCondition]) -> TextCondition:
+        """Rows one under the other; token rows are padded (masked) to the longest."""
+        pooled = torch.cat([r.pooled for r in rows])
+        if rows[0].tokens is None:
+            return cls(pooled)
+        length = max(r.tokens.shape[1] for r in rows)
+        tokens = torch.cat([F.pad(r.tokens, (0, 0, 0, length - r.tokens.shape[1]))
+                            for r in rows])
+        mask = torch.cat([F.pad(r.token_mask, (0, length - r.token_mask.shape[1]))
+                          for r in rows])
+        return cls(pooled, tokens, mask)
 
     def to(self, device: str | torch.device) -> TextCondition:
         if self.tokens is None:
@@ -79,6 +102,11 @@ class CondGAN3DGenerator(nn.Module):
 
     Parameters
     ----------
+    fields : sequence of str
+        The record fields the text is read from, in a fixed order (the sweep edits one of them).
+    field_dims : sequence of int
+        Principal axes kept of each field's pooled embedding (at most its distinct phrases
+        minus one).
     label_channels : int
         One-hot channels of the label map: background plus one per label (4 for the default
         vocabulary).
@@ -89,8 +117,6 @@ class CondGAN3DGenerator(nn.Module):
         How the text enters (see :mod:`models.nets.fusion`).
     text_width : int
         ``D`` of the text encoder.
-    text_dims : int
-        ``K``: principal axes kept of the pooled prompt embedding.
     token_dims : int
         ``K_t``: principal axes kept of the token embeddings (cross-attention).
     noise_dims : int
@@ -106,12 +132,16 @@ class CondGAN3DGenerator(nn.Module):
         Any argument out of range; the message names it and the value received.
     """
 
-    def __init__(self, label_channels: int = 4, channels: Sequence[int] = (16, 32, 64, 64),
-                 fusion: str = "affine", text_width: int = 384, text_dims: int = 12,
-                 token_dims: int = 32, noise_dims: int = 8, heads: int = 4,
-                 hu_window: Sequence[float] = (-1024.0, 1024.0)):
+    def __init__(self, fields: Sequence[str], field_dims: Sequence[int], label_channels: int = 4,
+                 channels: Sequence[int] = (16, 32, 64, 64), fusion: str = "affine",
+                 text_width: int = 384, token_dims: int = 32, noise_dims: int = 8,
+                 heads: int = 4, hu_window: Sequence[float] = (-1024.0, 1024.0)):
         super().__init__()
         channels = tuple(int(c) for c in channels)
+        fields, field_dims = [str(f) for f in fields], [int(d) for d in field_dims]
+        if not fields or len(set(fields)) != len(fields) or len(field_dims) != len(fields):
+            raise ValueError(f"fields: need distinct names with one field_dims entry each, got "
+                             f"{fields} and {field_dims}")
         if label_channels < 2:
             raise ValueError(f"label_channels: need background plus at least one label, got "
                              f"{label_channels}")
@@ -127,17 +157,20 @@ class CondGAN3DGenerator(nn.Module):
         low, high = (float(v) for v in hu_window)
         if not low < high:
             raise ValueError(f"hu_window: need low < high, got {(low, high)}")
-        self.config = {"label_channels": int(label_channels), "channels": list(channels),
+        self.config = {"fields": fields, "field_dims": field_dims,
+                       "label_channels": int(label_channels), "channels": list(channels),
                        "fusion": fusion, "text_width": int(text_width),
-                       "text_dims": int(text_dims), "token_dims": int(token_dims),
+                       "token_dims": int(token_dims),
                        "noise_dims": int(noise_dims), "heads": int(heads),
                        "hu_window": [low, high]}
         self.fusion = fusion
+        self.fields = tuple(fields)
+        self.text_dims = sum(field_dims)
         self.noise_dims = int(noise_dims)
         self.hu_window = (low, high)
         self.multiple = 2 ** (len(channels) - 1)
 
-        self.text = EmbeddingWhitener(text_width, text_dims)
+        self.text = nn.ModuleList(EmbeddingWhitener(text_width, d) for d in field_dims)
         self.tokens = EmbeddingWhitener(text_width, token_dims) \
             if fusion == "cross-attention" else None
 
@@ -152,7 +185,7 @@ class CondGAN3DGenerator(nn.Module):
         self.decoder = nn.ModuleList(_ResBlock(c) for c in channels[:-1])
         fused = (channels[-1], *reversed(channels[:-1]))  # bottleneck, then coarse to fine
         if fusion == "affine":
-            self.fuse = nn.ModuleList(AffineFusion(c, text_dims + noise_dims) for c in fused)
+            self.fuse = nn.ModuleList(AffineFusion(c, self.text_dims + noise_dims) for c in fused)
         else:
             self.fuse = nn.ModuleList(CrossAttentionFusion(c, token_dims, heads) for c in fused)
         self.head = nn.Conv3d(channels[0], 1, 3, padding=1)
@@ -160,28 +193,63 @@ class CondGAN3DGenerator(nn.Module):
     # -- text ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def fit_text(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
-                 token_mask: torch.Tensor | None = None) -> None:
-        """Fit the whitening on the training prompts' embeddings.
+    def fit_text(self, pooled: Sequence[torch.Tensor], tokens: torch.Tensor | None = None) -> None:
+        """Fit the whitening on the training phrases' embeddings.
 
         Parameters
         ----------
-        pooled : Tensor of float32, shape (N, D)
-        tokens : Tensor of float32, shape (N, L, D), optional
-            Needed for cross-attention.
-        token_mask : Tensor of bool, shape (N, L), optional
+        pooled : sequence of Tensor of float32, shapes (N_f, D)
+            Per field (in :attr:`fields` order), the pooled embeddings of its distinct phrases,
+            ``N_f`` more than its ``field_dims``.
+        tokens : Tensor of float32, shape (M, D), optional
+            Every real token of those phrases; needed for cross-attention.
         """
-        self.text.fit(pooled)
+        if len(pooled) != len(self.fields):
+            raise ValueError(f"pooled: need one tensor per field ({len(self.fields)}), got "
+                             f"{len(pooled)}")
+        if self.tokens is not None and tokens is None:
+            raise ValueError("tokens: cross-attention needs the phrases' token embeddings")
+        for whitener, embeddings in zip(self.text, pooled, strict=True):
+            whitener.fit(embeddings)
         if self.tokens is not None:
-            self.tokens.fit(tokens[token_mask])
+            self.tokens.fit(tokens)
 
-    def condition(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
-                  token_mask: torch.Tensor | None = None) -> TextCondition:
-        """Whiten encoded prompts (a text encoder's ``pooled``, ``tokens``, ``mask``)."""
+    def condition(self, fields: Sequence[TextEncoding | None]) -> TextCondition:
+        """Whiten one record's encoded phrases.
+
+        Parameters
+        ----------
+        fields : sequence of TextEncoding or None
+            Per field (in :attr:`fields` order), its phrase encoded alone (one row), or None
+            where the record lacks it.
+
+        Returns
+        -------
+        TextCondition
+            One row. With no field present, cross-attention reads one zero token (the training
+            mean).
+        """
+        if len(fields) != len(self.fields):
+            raise ValueError(f"fields: need one entry per field ({len(self.fields)}), got "
+                             f"{len(fields)}")
+        if any(e is not None and len(e) != 1 for e in fields):
+            raise ValueError("fields: each encoding must hold one phrase (one row)")
+        anchor = self.text[0].mean
+        pooled, tokens = [], []
+        for whitener, encoding in zip(self.text, fields, strict=True):
+            if encoding is None:
+                pooled.append(anchor.new_zeros(1, whitener.dims))
+                continue
+            pooled.append(whitener(encoding.pooled.to(anchor.device)))
+            if self.tokens is not None:
+                real = encoding.tokens[0, encoding.mask[0]].to(anchor.device)
+                tokens.append(self.tokens(real))
+        pooled = torch.cat(pooled, dim=1)
         if self.tokens is None:
-            return TextCondition(self.text(pooled))
-        return TextCondition(self.text(pooled), self.tokens(tokens) * token_mask[..., None],
-                             token_mask)
+            return TextCondition(pooled)
+        tokens = torch.cat(tokens) if tokens else anchor.new_zeros(1, self.tokens.dims)
+        return TextCondition(pooled, tokens[None],
+                             torch.ones(1, len(tokens), dtype=torch.bool, device=anchor.device))
 
     # -- intensities --------------------------------------------------------------------------
 

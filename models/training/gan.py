@@ -1,25 +1,27 @@
 """Adversarial + L1 training of :class:`models.nets.cond_gan3d.CondGAN3DGenerator`.
 
 The loop knows nothing of files or cohorts: a *batch source* (any callable
-``(numpy Generator, batch_size) -> TrainingBatch``) hands it label maps, CTs in HU and prompts,
-and a text encoder turns the prompts into embeddings. Everything random in a step comes from
+``(numpy Generator, batch_size) -> TrainingBatch``) hands it label maps, CTs in HU and each
+row's clinical record as per-field phrases, and a text encoder turns the phrases into
+embeddings. Everything random in a step comes from
 two generators the trainer owns (numpy for the data, torch for the noise), and their states are
 part of :meth:`GANTrainer.training_state`, so a run stopped and resumed from a save continues
 exactly as if it had not stopped.
 
 Per step: the generator draws one CT per batch row from the label map, a fresh spatial noise
-field and noise vector and the whitened prompt; the discriminator (MONAI ``PatchDiscriminator``,
-which sees the image together with the one-hot labels and the whitened prompt as constant
-channels) is updated with the least-squares adversarial loss (MONAI ``PatchAdversarialLoss``);
-the generator is updated with ``l1_weight * L1 + adversarial_weight * adversarial``; an
-exponential moving average (EMA) of the generator's weights is what a checkpoint serves.
+field and noise vector and the whitened fields; the discriminator (MONAI
+``PatchDiscriminator``, which sees the image together with the one-hot labels and the whitened
+field vectors as constant channels) is updated with the least-squares adversarial loss (MONAI
+``PatchAdversarialLoss``); the generator is updated with ``l1_weight * L1 +
+adversarial_weight * adversarial``; an exponential moving average (EMA) of the generator's
+weights is what a checkpoint serves.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,7 +31,7 @@ from monai.networks.nets import PatchDiscriminator
 from torch.nn import functional as F
 
 from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
-from models.text.interface import TextEncoder
+from models.text.interface import TextEncoder, TextEncoding
 
 __all__ = ["GANSettings", "GANTrainer", "TrainingBatch", "BatchSource"]
 
@@ -45,12 +47,14 @@ class TrainingBatch:
         checkpoint's vocabulary.
     ct : ndarray of float32, shape (N, X, Y, Z)
         Target CT in HU.
-    prompts : list of str, length N
+    phrases : list of mapping of str to str, length N
+        Per row, field -> that field's text alone (see
+        :meth:`counterfactual.prompts.PromptTemplate.phrases`); a missing field is absent.
     """
 
     labels: np.ndarray
     ct: np.ndarray
-    prompts: list[str]
+    phrases: list[Mapping[str, str]]
 
 
 BatchSource = Callable[[np.random.Generator, int], TrainingBatch]
@@ -110,8 +114,8 @@ class GANTrainer:
     generator : CondGAN3DGenerator
         Trained in place; its text whitening must be fitted (see :meth:`fit_text`) or loaded.
     encoder : TextEncoder
-        Frozen; prompts are encoded one at a time (so an embedding never depends on what it was
-        batched with) and their whitened form is kept for the run.
+        Frozen; phrases are encoded one at a time (so an embedding never depends on what it was
+        batched with) and each record's whitened form is kept for the run.
     source : callable
         ``source(rng, batch_size) -> TrainingBatch``.
     settings : GANSettings
@@ -126,7 +130,7 @@ class GANTrainer:
         self.source = source
         self.generator = generator.to(self.device).train()
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
-        in_channels = 1 + generator.config["label_channels"] + generator.config["text_dims"]
+        in_channels = 1 + generator.config["label_channels"] + generator.text_dims
         self.discriminator = PatchDiscriminator(
             spatial_dims=3, channels=settings.discriminator_channels, in_channels=in_channels,
             num_layers_d=settings.discriminator_layers).to(self.device).train()
@@ -142,17 +146,23 @@ class GANTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
-        self._conditions: dict[str, TextCondition] = {}
+        self._encodings: dict[str, TextEncoding] = {}
+        self._conditions: dict[tuple, TextCondition] = {}
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
 
     # -- text ---------------------------------------------------------------------------------
 
-    def fit_text(self, prompts: Sequence[str]) -> None:
-        """Fit the generator's (and EMA's) text whitening on ``prompts`` (distinct training
-        prompts, more than the kept dims)."""
-        encoding = self.encoder.encode(list(prompts))
-        self.generator.fit_text(encoding.pooled.to(self.device), encoding.tokens.to(self.device),
-                                encoding.mask.to(self.device))
+    def fit_text(self, phrases: Sequence[Sequence[str]]) -> None:
+        """Fit the generator's (and EMA's) text whitening.
+
+        Parameters
+        ----------
+        phrases : sequence of sequence of str
+            Per field of the generator, its distinct training phrases (more than its dims).
+        """
+        encodings = [self.encoder.encode(list(p)).to(self.device) for p in phrases]
+        tokens = torch.cat([e.tokens[e.mask] for e in encodings])
+        self.generator.fit_text([e.pooled for e in encodings], tokens)
         self.ema.load_state_dict(self.generator.state_dict())
         self._conditions.clear()
 
@@ -164,18 +174,21 @@ class GANTrainer:
         for network in (self.generator, self.ema):
             network.head.bias.fill_(float(mean))
 
-    def _condition(self, prompts: Sequence[str]) -> TextCondition:
-        for prompt in prompts:
-            if prompt not in self._conditions:
-                encoding = self.encoder.encode([prompt]).to(self.device)
+    def _encode(self, phrase: str) -> TextEncoding:
+        if phrase not in self._encodings:
+            self._encodings[phrase] = self.encoder.encode([phrase]).to(self.device)
+        return self._encodings[phrase]
+
+    def _condition(self, phrases: Sequence[Mapping[str, str]]) -> TextCondition:
+        rows = []
+        for row in phrases:
+            key = tuple(row.get(field) for field in self.generator.fields)
+            if key not in self._conditions:
                 with torch.no_grad():
-                    self._conditions[prompt] = self.generator.condition(
-                        encoding.pooled, encoding.tokens, encoding.mask)
-        rows = [self._conditions[p] for p in prompts]
-        if rows[0].tokens is None:
-            return TextCondition(torch.cat([r.pooled for r in rows]))
-        return TextCondition(*(torch.cat(t) for t in zip(
-            *((r.pooled, r.tokens, r.token_mask) for r in rows), strict=True)))
+                    self._conditions[key] = self.generator.condition(
+                        [None if p is None else self._encode(p) for p in key])
+            rows.append(self._conditions[key])
+        return TextCondition.stack(rows)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -199,7 +212,7 @@ class GANTrainer:
                            generator.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
         labels = labels.to(self.device)
         real = generator.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
-        condition = self._condition(batch.prompts)
+        condition = self._condition(batch.phrases)
         noise = torch.randn(real.shape, generator=self.noise).to(self.device)
         vector = torch.randn(real.shape[0], generator.noise_dims,
                              generator=self.noise).to(self.device)

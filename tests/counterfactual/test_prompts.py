@@ -38,6 +38,24 @@ def test_missing_values_are_left_out_entirely(missing):
     assert "nan" not in prompt.lower() and "None" not in prompt and "age" not in prompt
 
 
+def test_phrases_write_each_present_field_alone():
+    record = {"age": 68, "sex": None, "smoking": "yes", "site": "B", "diagnosis": float("nan")}
+    assert DEFAULT_TEMPLATE.phrases(record) == {
+        "age": "Lung CT scan: Patient age: 68.", "smoking": "Lung CT scan: Smoker: yes."}
+    # a field's phrase does not depend on the other fields
+    assert DEFAULT_TEMPLATE.phrases({"smoking": "yes"}) == {
+        "smoking": "Lung CT scan: Smoker: yes."}
+
+
+def test_phrases_of_a_template_without_fixed_text(tmp_path):
+    path = tmp_path / "t.j2"
+    path.write_text("{% if smoking is defined %}Smoker: {{ smoking }}.{% endif %}",
+                    encoding="utf-8")
+    template = load_template(path)
+    assert template.phrases({"smoking": "no", "age": 50}) == {"smoking": "Smoker: no."}
+    assert template.phrases({"age": 50}) == {}
+
+
 def test_name_text_and_hash_are_exposed():
     assert DEFAULT_TEMPLATE.name == "default" and DEFAULT_TEMPLATE.text == DEFAULT_TEMPLATE_TEXT
     assert DEFAULT_TEMPLATE.sha256 == hashlib.sha256(DEFAULT_TEMPLATE_TEXT.encode()).hexdigest()

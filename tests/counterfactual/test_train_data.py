@@ -60,7 +60,8 @@ def test_phantom_patches_contain_lung_and_match_a_render():
     assert all(np.isin(patch, (1, 2)).any() for patch in batch.labels)
     # the one subject: every patch is a crop of its render with its one noise seed
     anatomy_seed, record, noise_seed = source._fixed[0]
-    assert batch.prompts == [source.template.render(record)] * 3
+    assert batch.phrases == [source.template.phrases(record)] * 3
+    assert list(batch.phrases[0]) == ["age", "sex", "smoking", "mortality", "diagnosis"]
     anatomy = build_anatomy((24, 24, 24), anatomy_seed)
     effect = DEFAULT_EFFECTS.effect_map(record, LungPatterns(anatomy.labels, (320 / 24,) * 3))
     ct = render(anatomy, effect, noise_seed)
@@ -76,7 +77,7 @@ def test_phantom_stream_is_reproducible_and_new_each_draw():
     a = source(np.random.default_rng(3), 4)
     b = source(np.random.default_rng(3), 4)
     np.testing.assert_array_equal(a.ct, b.ct)
-    assert a.prompts == b.prompts
+    assert a.phrases == b.phrases
     assert not np.array_equal(a.ct[0], a.ct[2])  # two subjects per batch of four
 
 
@@ -103,8 +104,8 @@ def test_cohort_patches_are_crops_around_lung(cohort_folder):
     assert all(np.isin(patch, (1, 2)).any() for patch in batch.labels)
     # x is padded (20 < 24) with background and air
     assert (batch.labels[:, :2] == 0).all() and (batch.ct[:, :2] == -1000).all()
-    records = {source.template.render(s.record) for s in cohort.subjects}
-    assert set(batch.prompts) <= records
+    records = [source.template.phrases(s.record) for s in cohort.subjects]
+    assert all(phrases in records for phrases in batch.phrases)
     assert source.summary() == {"kind": "cohort", "source": str(cohort.source), "subjects": 2,
                                 "prompt_field_drop_rate": 0.0}
 

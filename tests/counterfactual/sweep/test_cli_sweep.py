@@ -44,7 +44,7 @@ def test_sweep_without_a_cohort_sweeps_the_demo_cohort_and_says_where_outputs_ar
 def test_shards_from_the_command_line_make_a_run_stats_and_render_read(tmp_path, phantom_dir):
     run = tmp_path / "run"
     args = ["sweep", "--cohort", str(phantom_dir), "--attribute", "smoking", "--values", "no,yes",
-            "--seeds", "0,1", "--out", str(run)]
+            "--model", "phantom-oracle", "--seeds", "0,1", "--out", str(run)]
     first = runner.invoke(app, [*args, "--shard", "1/2"])
     assert first.exit_code == 0, first.stderr
     assert "shard 1/2 done" in first.stderr
@@ -75,7 +75,7 @@ def test_shards_from_the_command_line_make_a_run_stats_and_render_read(tmp_path,
 ])
 def test_bad_options_are_one_line_errors_and_write_nothing(tmp_path, phantom_dir, args, message):
     base = {"--attribute": "smoking", "--values": "yes,no", "--cohort": str(phantom_dir),
-            "--out": str(tmp_path / "run")}
+            "--model": "phantom-oracle", "--out": str(tmp_path / "run")}
     for key, value in zip(args[::2], args[1::2], strict=True):
         base[key] = value
     result = runner.invoke(app, ["sweep", *(x for kv in base.items() for x in kv)])
@@ -89,8 +89,8 @@ def test_bad_options_are_one_line_errors_and_write_nothing(tmp_path, phantom_dir
 def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, phantom_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     result = runner.invoke(app, ["sweep", "--cohort", str(phantom_dir), "--attribute", "smoking",
-                                 "--values", "yes,no", "--out", str(tmp_path / "run"),
-                                 "--executor", "ray"])
+                                 "--values", "yes,no", "--model", "phantom-oracle", "--out",
+                                 str(tmp_path / "run"), "--executor", "ray"])
     assert result.exit_code == 2
     assert result.stderr.strip() == ("cfx: error: --executor ray: Ray is not installed; install "
                                      "it with pip install 'cfx[ray]' (or pip install ray)")
@@ -101,7 +101,7 @@ def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, phantom_dir, 
 def test_ray_executor_from_the_command_line_equals_the_local_one(tmp_path, phantom_dir):
     pytest.importorskip("ray", reason="ray is not installed (pip install 'cfx[ray]')")
     args = ["sweep", "--cohort", str(phantom_dir), "--attribute", "age", "--values", "40,80",
-            "--seeds", "0,1", "--quiet"]
+            "--model", "phantom-oracle", "--seeds", "0,1", "--quiet"]
     local = runner.invoke(app, [*args, "--out", str(tmp_path / "local")])
     remote = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--executor", "ray"])
     assert local.exit_code == 0 and remote.exit_code == 0, remote.stderr

@@ -32,7 +32,8 @@ def _tree(folder):
 
 def _job(cohort, write):
     subject = cohort.subject("A1")
-    requests = tuple(Request(v, {**subject.record, "smoking": v}, f"Smoker: {v}.")
+    requests = tuple(Request(v, {**subject.record, "smoking": v}, f"Smoker: {v}.",
+                             {"smoking": f"Smoker: {v}."})
                      for v in ("no", "yes"))
     return GroupJob(subject, 7, requests, ("no_ct.nii.gz", "yes_ct.nii.gz"),
                     ((1, "yes-vs-no_diff.nii.gz"),), 0, frozenset(write))

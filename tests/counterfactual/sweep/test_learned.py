@@ -41,7 +41,8 @@ def cohort(tmp_path_factory):
 
 
 def _requests(*pairs):
-    return [Request(v, {"smoking": v}, f"Lung CT scan: Smoker: {p}.") for v, p in pairs]
+    return [Request(v, {"smoking": v}, f"Lung CT scan: Smoker: {p}.",
+                    {"smoking": f"Lung CT scan: Smoker: {p}."}) for v, p in pairs]
 
 
 def test_resolves_a_checkpoint_folder(checkpoint, cohort):

@@ -1,0 +1,391 @@
+"""End-to-end validation: does a GAN trained with ``cfx train`` recover the effects planted in a
+fresh phantom cohort, judged by ``cfx stats`` and ``cfx audit`` against the exact oracle?
+
+Run from the repository root with the project's interpreter::
+
+    python benchmarks/validation.py [--effects FILE|default] [--quick] [--seed 0] [--out DIR]
+
+Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
+through its typer app in this one process: the command line and the model stack (torch, MONAI,
+the text encoder's library) are imported once, timed as ``startup``, where a user running each
+command in a shell pays that import per command (about 2 s for ``cfx`` alone, more with torch):
+
+1. ``cfx phantom``: a training cohort and a held-out cohort (master seeds ``seed`` and
+   ``seed + 1``) with the planted effects (``--effects``: a JSON file as ``cfx phantom`` reads it,
+   or ``default``); ``planted.json`` summarises them and the contrasts below;
+2. ``cfx train --arch gan --cohort <training cohort>`` for a fixed number of steps;
+3. ``cfx sweep`` of the held-out subjects at noise seeds 0 and 1, with the trained checkpoint and
+   with ``phantom-oracle`` (the exact reference), one contrast per attribute with a planted effect
+   (categorical: the value with the largest shift against the reference, or against a value
+   without effect when the reference is the ``none`` baseline; age: 80 against 40) and one null
+   contrast, an attribute with nothing planted (its planted effect is 0);
+4. ``cfx stats RUN`` and ``cfx audit RUN --cohort <held-out cohort> --model <the sweep's>`` of
+   every sweep (a run records its checkpoint by folder name only, so the audit is given the
+   folder to regenerate with).
+
+The figures are read from what the stages write, per model and contrast:
+
+- planted lung-mean Δ (HU): the oracle's lung-mean difference, averaged over the audit's
+  difference maps (``audit.json``: ``oracle_agreement.oracle_region_mean``);
+- recovered lung-mean Δ (HU): the paired effect of ``cfx stats`` (``stats/effects.csv``, region
+  ``lung``, metric ``mean``), and the ratio recovered / planted;
+- off-lung mean ``|Δ|`` (HU): ``minimality.mean_abs_outside_lung`` (nothing is planted there);
+- noise floor (HU): the seed-vs-seed lung-mean Δ at equal value with its 95 % CI
+  (``noise_estimate``, ``noise_ci_low``, ``noise_ci_high`` of ``effects.csv``);
+- r: voxelwise correlation with the oracle's difference maps
+  (``oracle_agreement.correlation``; undefined for the null contrast, whose oracle map is 0);
+- the wall time (s) of the sweep, stats and audit of the row, then of each stage in total.
+
+The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 1500 steps) runs in
+under 30 minutes on a 2-core CPU; ``--quick`` (12 and 3 subjects of 32³ voxels of 10 mm, the same
+320 mm field of view, a small network, 40 steps) in one to two minutes, for CI. Outputs go to a
+temporary folder, or to ``--out DIR`` (new or empty) to keep the cohorts, checkpoint, runs and
+``validation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from counterfactual.errors import UserInputError
+from counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES
+from counterfactual.phantom.effects import (
+    BASELINE,
+    CategoricalEffect,
+    Effects,
+    NumericEffect,
+    load_effects,
+)
+
+STAGES = ("startup", "phantom", "train", "sweep", "stats", "audit")
+_STACK = ("counterfactual.cli", "counterfactual.training", "counterfactual.sweep.learned")
+MODELS = ("gan", "oracle")
+NUMERIC_CONTRAST = (80, 40)  # value, reference of a numeric attribute (age, years)
+SEEDS = (0, 1)  # noise seeds of every sweep: two give the noise floor
+
+
+class StageFailed(Exception):
+    """A ``cfx`` command of the benchmark exited with an error (its command line and message)."""
+
+
+@dataclass(frozen=True)
+class Size:
+    """Cohorts, grid and training budget of one benchmark size."""
+
+    train_subjects: int
+    held_out_subjects: int
+    shape: int  # voxels per axis
+    spacing_mm: float
+    steps: int
+    patch: int  # training patch side, voxels
+    channels: tuple[int, ...]
+    batch_size: int
+
+
+DEFAULT = Size(train_subjects=40, held_out_subjects=8, shape=64, spacing_mm=5.0, steps=1500,
+               patch=32, channels=(16, 32, 64, 64), batch_size=4)
+QUICK = Size(train_subjects=12, held_out_subjects=3, shape=32, spacing_mm=10.0, steps=40,
+             patch=16, channels=(8, 16, 16), batch_size=2)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One swept attribute: ``value`` against ``reference``, and what was planted."""
+
+    attribute: str
+    value: str | int
+    reference: str | int
+    planted: str  # the planted effect in words
+    null: bool = False  # nothing planted: a control
+
+    @property
+    def name(self) -> str:
+        return f"{self.attribute} {self.value} − {self.reference}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """Figures of one model on one contrast (HU unless stated; None where undefined)."""
+
+    model: str
+    attribute: str
+    value: str | int
+    reference: str | int
+    planted: float
+    recovered: float
+    off_lung: float
+    noise: float
+    noise_low: float
+    noise_high: float
+    correlation: float | None
+    seconds: dict  # stage -> wall time (s) of this row's sweep, stats and audit
+
+    @property
+    def ratio(self) -> float | None:
+        return self.recovered / self.planted if self.planted else None
+
+
+@dataclass
+class Validation:
+    """Everything one run of the benchmark measured."""
+
+    folder: Path
+    size: Size
+    contrasts: list[Contrast]
+    threads: int = 0  # torch threads the models ran on
+    rows: list[Row] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)  # one per command: stage, what, seconds
+
+    def stage_seconds(self) -> dict[str, float]:
+        return {s: sum(e["seconds"] for e in self.stages if e["stage"] == s) for s in STAGES}
+
+
+def _describe_shift(value: str, effect: CategoricalEffect) -> str:
+    shift = effect.values.get(value)
+    return "nothing" if shift is None else f"{shift.shift_hu:+g} HU over {shift.pattern}"
+
+
+def _categorical(name: str, effect: CategoricalEffect) -> Contrast:
+    ranked = sorted(effect.values, key=lambda v: -abs(effect.values[v].shift_hu))
+    value, reference = ranked[0], effect.reference
+    if reference == BASELINE:  # no subject has it: compare with a value of no (or least) effect
+        unplanted = [v for v in CATEGORIES[name] if v not in effect.values]
+        reference = unplanted[0] if unplanted else ranked[-1]
+    return Contrast(name, value, reference, f"{value}: {_describe_shift(value, effect)}; "
+                                            f"{reference}: {_describe_shift(reference, effect)}")
+
+
+def contrasts(effects: Effects) -> list[Contrast]:
+    """One contrast per attribute with a planted effect, then one null contrast.
+
+    A categorical attribute compares its value of largest ``|shift_hu|`` with the reference, or,
+    when the reference is the ``none`` baseline no subject has, with a value without effect if
+    there is one, else with the value of smallest shift. A numeric one compares
+    :data:`NUMERIC_CONTRAST`. The null contrast is the first categorical attribute with nothing
+    planted (none when every attribute has an effect).
+    """
+    planted, unplanted = [], []
+    for name in ATTRIBUTES:
+        effect = effects.entries.get(name)
+        if isinstance(effect, NumericEffect) and effect.slope_hu_per_unit:
+            planted.append(Contrast(name, *NUMERIC_CONTRAST,
+                                    f"{effect.slope_hu_per_unit:+g} HU per unit from "
+                                    f"{effect.centre:g} over {effect.pattern}"))
+        elif isinstance(effect, CategoricalEffect) and any(
+                s.shift_hu for s in effect.values.values()):
+            planted.append(_categorical(name, effect))
+        elif name in CATEGORIES:
+            first, second = CATEGORIES[name][:2]
+            unplanted.append(Contrast(name, first, second, "nothing (null control)", null=True))
+    return planted + unplanted[:1]
+
+
+def _startup(validation: Validation, threads: int) -> None:
+    """Import the command line and the model stack once, timed as the ``startup`` stage, and
+    set torch's threads (0 keeps its default)."""
+    start = time.perf_counter()
+    for module in _STACK:
+        importlib.import_module(module)
+    torch = importlib.import_module("torch")  # imported by the stack: no time added
+    if threads:
+        torch.set_num_threads(threads)
+    validation.threads = torch.get_num_threads()
+    validation.stages.append({"stage": "startup", "what": "imports",
+                              "seconds": time.perf_counter() - start})
+
+
+def _run(validation: Validation, stage: str, what: str, args: list) -> float:
+    """Run ``cfx ARGS`` through the CLI's typer app and record its wall time (s) under ``stage``."""
+    args = [str(a) for a in args]
+    app = importlib.import_module("counterfactual.cli").app
+    start = time.perf_counter()
+    try:
+        code = app(args, prog_name="cfx", standalone_mode=False)
+    except UserInputError as exc:
+        code, message = 2, str(exc)
+    except typer.TyperException as exc:  # a value the option parser rejected
+        code, message = 2, exc.format_message()
+    else:
+        message = "stopped early"
+    seconds = time.perf_counter() - start
+    if code:
+        raise StageFailed(f"{stage} ({what}) failed with exit code {code}: cfx "
+                           f"{' '.join(args)}\n{message}")
+    validation.stages.append({"stage": stage, "what": what, "seconds": seconds})
+    return seconds
+
+
+def _number(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _row(run: Path, model: str, contrast: Contrast, seconds: dict) -> Row:
+    """The figures of one sweep, from ``stats/effects.csv`` and ``audit/audit.json``."""
+    effects = pd.read_csv(run / "stats" / "effects.csv")
+    lung = effects[(effects["region"] == "lung") & (effects["metric"] == "mean")
+                   & (effects["value"].astype(str) == str(contrast.value))].iloc[0]
+    criteria = json.loads((run / "audit" / "audit.json").read_text())["criteria"]
+    oracle = criteria["oracle_agreement"]["metrics"]
+    return Row(model, contrast.attribute, contrast.value, contrast.reference,
+               planted=oracle["oracle_region_mean"]["value"],
+               recovered=float(lung["estimate"]),
+               off_lung=criteria["minimality"]["metrics"]["mean_abs_outside_lung"]["value"],
+               noise=float(lung["noise_estimate"]), noise_low=float(lung["noise_ci_low"]),
+               noise_high=float(lung["noise_ci_high"]),
+               correlation=_number(oracle["correlation"]["value"]), seconds=seconds)
+
+
+def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
+                   threads: int = 0) -> Validation:
+    """Run every stage in ``folder`` (new or empty) and read the figures back.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the cohorts, checkpoint, runs, ``planted.json`` and ``validation.json`` go.
+    size : Size
+        :data:`DEFAULT` or :data:`QUICK`.
+    effects : str
+        ``"default"`` or a JSON effects file (as ``cfx phantom --effects`` reads it).
+    seed : int
+        Master seed of the training cohort (the held-out cohort uses ``seed + 1``) and of
+        training.
+    threads : int
+        Torch threads for training and generation; 0 keeps torch's default (one per core). On
+        cores other work keeps busy, one thread is several times faster.
+
+    Raises
+    ------
+    UserInputError
+        If the effects cannot be read or plant nothing.
+    StageFailed
+        If a stage exits with an error (its command line and message).
+    """
+    # 1. the planted effects and the contrasts they give
+    planted = load_effects(effects)
+    chosen = contrasts(planted)
+    if all(c.null for c in chosen):
+        raise UserInputError(f"--effects: {effects} plants no effect; there is nothing to recover")
+    validation = Validation(folder, size, chosen)
+    _startup(validation, threads)
+    effects_arg = "default" if effects == "default" else Path(effects).resolve()
+    (folder / "planted.json").write_text(json.dumps(
+        {"effects": planted.to_json(), "contrasts": [asdict(c) for c in chosen]}, indent=2))
+    # 2. the two cohorts
+    train, held_out = folder / "train-cohort", folder / "held-out-cohort"
+    grid = ["--shape", ",".join([str(size.shape)] * 3), "--spacing", size.spacing_mm,
+            "--effects", effects_arg, "--quiet"]
+    _run(validation, "phantom", "training cohort",
+         ["phantom", "--out", train, "--subjects", size.train_subjects, "--seed", seed, *grid])
+    _run(validation, "phantom", "held-out cohort",
+         ["phantom", "--out", held_out, "--subjects", size.held_out_subjects,
+          "--seed", seed + 1, *grid])
+    # 3. the GAN, trained for a fixed number of steps
+    checkpoint = folder / "gan"
+    _run(validation, "train", "gan",
+         ["train", "--arch", "gan", "--cohort", train, "--out", checkpoint, "--steps", size.steps,
+          "--patch", ",".join([str(size.patch)] * 3), "--batch-size", size.batch_size,
+          "--channels", ",".join(map(str, size.channels)), "--seed", seed,
+          "--save-every", size.steps, "--quiet"])
+    # 4. sweep, stats and audit of every contrast with both models
+    models = {"gan": checkpoint, "oracle": "phantom-oracle"}
+    for contrast in chosen:
+        for model in MODELS:
+            what = f"{model} {contrast.name}"
+            run = folder / "runs" / f"{model}-{contrast.attribute}"
+            seconds = {
+                "sweep": _run(validation, "sweep", what,
+                              ["sweep", "--attribute", contrast.attribute, "--values",
+                               f"{contrast.value},{contrast.reference}", "--reference",
+                               contrast.reference, "--cohort", held_out, "--model",
+                               models[model], "--seeds", ",".join(map(str, SEEDS)), "--out",
+                               run, "--quiet"]),
+                "stats": _run(validation, "stats", what, ["stats", run, "--quiet"]),
+                "audit": _run(validation, "audit", what,
+                              ["audit", run, "--cohort", held_out, "--model", models[model],
+                               "--quiet"])}
+            validation.rows.append(_row(run, model, contrast, seconds))
+    # 5. keep the figures beside the outputs
+    (folder / "validation.json").write_text(json.dumps(
+        {"size": asdict(size), "seed": seed, "torch_threads": validation.threads,
+         "contrasts": [asdict(c) for c in chosen],
+         "rows": [asdict(r) | {"ratio": r.ratio} for r in validation.rows],
+         "stages": validation.stages, "stage_seconds": validation.stage_seconds()}, indent=2))
+    return validation
+
+
+def _signed(value: float) -> str:
+    return f"{round(value, 1) + 0.0:+.1f}"  # no "-0.0"
+
+
+def table(validation: Validation) -> str:
+    """Markdown: the planted effects, the figures per contrast and model, the stage times."""
+    size = validation.size
+    lines = [f"Phantom cohorts: {size.train_subjects} training, {size.held_out_subjects} held-out "
+             f"subjects of {size.shape}³ voxels of {size.spacing_mm:g} mm; GAN "
+             f"{size.steps} steps (channels {','.join(map(str, size.channels))}, patch "
+             f"{size.patch}³, batch {size.batch_size}); noise seeds "
+             f"{','.join(map(str, SEEDS))}; torch threads {validation.threads}.", "", "Planted:"]
+    lines += [f"- {c.name}: {c.planted}" for c in validation.contrasts]
+    lines += ["", "| contrast | model | planted lung Δ (HU) | recovered (HU) | ratio | "
+              "off-lung mean abs Δ (HU) | noise floor Δ [95 % CI] | r vs oracle | sweep s | "
+              "stats s | audit s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in validation.rows:
+        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}"
+        correlation = "—" if r.correlation is None else f"{r.correlation:.2f}"
+        lines.append(f"| {r.attribute} {r.value} − {r.reference} | {r.model} | "
+                     f"{_signed(r.planted)} | {_signed(r.recovered)} | {ratio} | "
+                     f"{r.off_lung:.1f} | {_signed(r.noise)} [{_signed(r.noise_low)}, "
+                     f"{_signed(r.noise_high)}] | {correlation} | {r.seconds['sweep']:.1f} | "
+                     f"{r.seconds['stats']:.1f} | {r.seconds['audit']:.1f} |")
+    totals = validation.stage_seconds()
+    counts = {s: sum(e["stage"] == s for e in validation.stages) for s in STAGES}
+    lines += ["", "| stage | commands | wall time (s) |", "|---|---|---|"]
+    lines += [f"| {s} | {counts[s]} | {totals[s]:.1f} |" for s in STAGES]
+    lines.append(f"| total | {len(validation.stages)} | {sum(totals.values()):.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--effects", default="default", metavar="FILE|default",
+                        help="planted effects: a JSON file as cfx phantom reads it, or default")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI size: tiny cohorts on a 32³ grid, 40 training steps")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="master seed of the training cohort and of training")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--out", type=Path,
+                        help="folder (new or empty) to keep the outputs in")
+    args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists() and (
+            not args.out.is_dir() or any(args.out.iterdir())):
+        print(f"--out: {args.out} exists and is not an empty folder", file=sys.stderr)
+        return 2
+    size = QUICK if args.quick else DEFAULT
+    with tempfile.TemporaryDirectory(prefix="cfx-validation-") as scratch:
+        folder = Path(scratch) if args.out is None else args.out.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            validation = run_validation(folder, size, args.effects, args.seed, args.threads)
+        except (UserInputError, StageFailed) as exc:
+            print(exc, file=sys.stderr)
+            return 2 if isinstance(exc, UserInputError) else 1
+        print(table(validation))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

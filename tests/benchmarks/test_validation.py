@@ -1,0 +1,77 @@
+"""``benchmarks/validation.py --quick``: every CLI stage runs end to end on a tiny phantom, the
+table has a row per planted attribute and model, and the oracle reproduces what was planted."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from counterfactual.phantom.effects import DEFAULT_EFFECTS, parse_effects
+
+_BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "validation.py"
+
+
+@pytest.fixture(scope="module")
+def validation():
+    spec = importlib.util.spec_from_file_location("validation", _BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("validation", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_contrasts_of_an_effects_file(validation):
+    """A baseline reference gives way to a value without effect; sex is the null control."""
+    effects = parse_effects({
+        "diagnosis": {"reference": "none", "values": {"IPF": {"shift_hu": 50, "pattern": "lung"}}},
+        "smoking": {"reference": "yes", "values": {"no": {"shift_hu": -10, "pattern": "lung"}}},
+    }, "effects.json")
+    chosen = [(c.attribute, c.value, c.reference, c.null)
+              for c in validation.contrasts(effects)]
+    assert chosen == [("smoking", "no", "yes", False), ("diagnosis", "IPF", "CTD-ILD", False),
+                      ("sex", "male", "female", True)]
+
+
+def test_quick_run_recovers_the_planted_effects_with_the_oracle(validation, tmp_path, capsys):
+    out = tmp_path / "validation"
+    assert validation.main(["--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "validation.json").read_text())
+
+    # a row per attribute with a planted effect (and the null control), for both models
+    planted = set(DEFAULT_EFFECTS.entries)
+    contrasts = result["contrasts"]
+    assert {c["attribute"] for c in contrasts if not c["null"]} == planted
+    assert [c["attribute"] for c in contrasts if c["null"]] == ["sex"]
+    rows = {(r["model"], r["attribute"]): r for r in result["rows"]}
+    assert set(rows) == {(m, c["attribute"]) for m in ("gan", "oracle") for c in contrasts}
+    for c in contrasts:
+        for model in ("gan", "oracle"):
+            assert f"| {c['attribute']} {c['value']} − {c['reference']} | {model} |" in printed
+
+    # the oracle is exact: recovered == planted, nothing off the lungs, r = 1 where defined
+    for c in contrasts:
+        oracle = rows["oracle", c["attribute"]]
+        assert oracle["recovered"] == pytest.approx(oracle["planted"], abs=1e-3)
+        assert oracle["off_lung"] == pytest.approx(0.0, abs=1e-6)
+        if c["null"]:
+            assert oracle["planted"] == pytest.approx(0.0, abs=1e-6)
+            assert oracle["correlation"] is None
+        else:
+            assert abs(oracle["planted"]) > 1.0
+            assert oracle["correlation"] == pytest.approx(1.0, abs=1e-6)
+            assert oracle["ratio"] == pytest.approx(1.0, abs=1e-4)
+
+    # every stage ran, each command once per cohort, model and contrast
+    commands = {stage: sum(s["stage"] == stage for s in result["stages"])
+                for stage in validation.STAGES}
+    n = len(contrasts)
+    assert commands == {"startup": 1, "phantom": 2, "train": 1, "sweep": 2 * n, "stats": 2 * n,
+                        "audit": 2 * n}
+    assert all(seconds > 0 for seconds in result["stage_seconds"].values())
+    for stage in validation.STAGES:
+        assert f"| {stage} | {commands[stage]} |" in printed
+    assert (out / "gan" / "config.json").is_file()
+    assert (out / "planted.json").is_file()
