@@ -1,9 +1,12 @@
-"""End-to-end validation: does a GAN trained with ``cfx train`` recover the effects planted in a
-fresh phantom cohort, judged by ``cfx stats`` and ``cfx audit`` against the exact oracle?
+"""End-to-end validation on a fresh phantom cohort: cfx phantom, train, sweep, stats and audit.
+
+Does a GAN trained with ``cfx train`` recover the effects planted in a fresh phantom cohort,
+judged by ``cfx stats`` and ``cfx audit`` against the exact oracle?
 
 Run from the repository root with the project's interpreter::
 
-    python benchmarks/validation.py [--effects FILE|default] [--quick] [--seed 0] [--out DIR]
+    python benchmarks/validation.py [--effects FILE|default] [--quick] [--seed 0] [--threads 1]
+                                    [--out DIR]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
 through its typer app in this one process: the command line and the model stack (torch, MONAI,
@@ -19,9 +22,9 @@ command in a shell pays that import per command (about 2 s for ``cfx`` alone, mo
    (categorical: the value with the largest shift against the reference, or against a value
    without effect when the reference is the ``none`` baseline; age: 80 against 40) and one null
    contrast, an attribute with nothing planted (its planted effect is 0);
-4. ``cfx stats RUN`` and ``cfx audit RUN --cohort <held-out cohort> --model <the sweep's>`` of
-   every sweep (a run records its checkpoint by folder name only, so the audit is given the
-   folder to regenerate with).
+4. ``cfx stats RUN`` and ``cfx audit RUN --cohort <training cohort>`` of every sweep (the
+   attribute predictor of the audit's effectiveness learns from the training cohort's CTs; the
+   audit regenerates with the checkpoint folder the run's manifest records).
 
 The figures are read from what the stages write, per model and contrast:
 
@@ -36,11 +39,14 @@ The figures are read from what the stages write, per model and contrast:
   (``oracle_agreement.correlation``; undefined for the null contrast, whose oracle map is 0);
 - the wall time (s) of the sweep, stats and audit of the row, then of each stage in total.
 
-The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 1500 steps) runs in
-under 30 minutes on a 2-core CPU; ``--quick`` (12 and 3 subjects of 32³ voxels of 10 mm, the same
-320 mm field of view, a small network, 40 steps) in one to two minutes, for CI. Outputs go to a
-temporary folder, or to ``--out DIR`` (new or empty) to keep the cohorts, checkpoint, runs and
-``validation.json``.
+The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 1200 steps of the
+default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
+estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
+``--quick`` (12 and 3 subjects of 32³ voxels of 10 mm, the same 320 mm field of view, a small
+network, 40 steps) runs in under a minute, for CI. Torch runs on ``--threads`` threads, 1 by
+default: on busy shared cores one thread is several times faster than one per core
+(``--threads 0`` keeps torch's default). Outputs go to a temporary folder, or to ``--out DIR``
+(new or empty) to keep the cohorts, checkpoint, runs and ``validation.json``.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ class Size:
     batch_size: int
 
 
-DEFAULT = Size(train_subjects=40, held_out_subjects=8, shape=64, spacing_mm=5.0, steps=1500,
+DEFAULT = Size(train_subjects=40, held_out_subjects=8, shape=64, spacing_mm=5.0, steps=1200,
                patch=32, channels=(16, 32, 64, 64), batch_size=4)
 QUICK = Size(train_subjects=12, held_out_subjects=3, shape=32, spacing_mm=10.0, steps=40,
              patch=16, channels=(8, 16, 16), batch_size=2)
@@ -129,6 +135,7 @@ class Row:
     noise_low: float
     noise_high: float
     correlation: float | None
+    effectiveness: str  # the audit's predictor on the counterfactuals: accuracy or MAE vs chance
     seconds: dict  # stage -> wall time (s) of this row's sweep, stats and audit
 
     @property
@@ -230,6 +237,16 @@ def _number(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _effectiveness(criterion: dict) -> str:
+    """``acc 0.92 (chance 0.50)`` or ``MAE 8.1 (chance 14.0)``, or why it was skipped."""
+    if criterion["status"] == "skipped":
+        return "skipped"
+    metrics = criterion["metrics"]
+    name, label = ("accuracy", "acc") if "accuracy" in metrics else ("mae", "MAE")
+    return (f"{label} {metrics[name]['value']:.2f} (chance "
+            f"{metrics[name].get('chance', float('nan')):.2f})")
+
+
 def _row(run: Path, model: str, contrast: Contrast, seconds: dict) -> Row:
     """The figures of one sweep, from ``stats/effects.csv`` and ``audit/audit.json``."""
     effects = pd.read_csv(run / "stats" / "effects.csv")
@@ -243,11 +260,12 @@ def _row(run: Path, model: str, contrast: Contrast, seconds: dict) -> Row:
                off_lung=criteria["minimality"]["metrics"]["mean_abs_outside_lung"]["value"],
                noise=float(lung["noise_estimate"]), noise_low=float(lung["noise_ci_low"]),
                noise_high=float(lung["noise_ci_high"]),
-               correlation=_number(oracle["correlation"]["value"]), seconds=seconds)
+               correlation=_number(oracle["correlation"]["value"]),
+               effectiveness=_effectiveness(criteria["effectiveness"]), seconds=seconds)
 
 
 def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
-                   threads: int = 0) -> Validation:
+                   threads: int = 1) -> Validation:
     """Run every stage in ``folder`` (new or empty) and read the figures back.
 
     Parameters
@@ -262,8 +280,7 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
         Master seed of the training cohort (the held-out cohort uses ``seed + 1``) and of
         training.
     threads : int
-        Torch threads for training and generation; 0 keeps torch's default (one per core). On
-        cores other work keeps busy, one thread is several times faster.
+        Torch threads for training and generation; 0 keeps torch's default (one per core).
 
     Raises
     ------
@@ -313,8 +330,7 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
                                run, "--quiet"]),
                 "stats": _run(validation, "stats", what, ["stats", run, "--quiet"]),
                 "audit": _run(validation, "audit", what,
-                              ["audit", run, "--cohort", held_out, "--model", models[model],
-                               "--quiet"])}
+                              ["audit", run, "--cohort", train, "--quiet"])}
             validation.rows.append(_row(run, model, contrast, seconds))
     # 5. keep the figures beside the outputs
     (folder / "validation.json").write_text(json.dumps(
@@ -339,15 +355,17 @@ def table(validation: Validation) -> str:
              f"{','.join(map(str, SEEDS))}; torch threads {validation.threads}.", "", "Planted:"]
     lines += [f"- {c.name}: {c.planted}" for c in validation.contrasts]
     lines += ["", "| contrast | model | planted lung Δ (HU) | recovered (HU) | ratio | "
-              "off-lung mean abs Δ (HU) | noise floor Δ [95 % CI] | r vs oracle | sweep s | "
-              "stats s | audit s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "off-lung mean abs Δ (HU) | noise floor Δ [95 % CI] | r vs oracle | "
+              "effectiveness | sweep s | stats s | audit s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in validation.rows:
         ratio = "—" if r.ratio is None else f"{r.ratio:.2f}"
         correlation = "—" if r.correlation is None else f"{r.correlation:.2f}"
         lines.append(f"| {r.attribute} {r.value} − {r.reference} | {r.model} | "
                      f"{_signed(r.planted)} | {_signed(r.recovered)} | {ratio} | "
                      f"{r.off_lung:.1f} | {_signed(r.noise)} [{_signed(r.noise_low)}, "
-                     f"{_signed(r.noise_high)}] | {correlation} | {r.seconds['sweep']:.1f} | "
+                     f"{_signed(r.noise_high)}] | {correlation} | {r.effectiveness} | "
+                     f"{r.seconds['sweep']:.1f} | "
                      f"{r.seconds['stats']:.1f} | {r.seconds['audit']:.1f} |")
     totals = validation.stage_seconds()
     counts = {s: sum(e["stage"] == s for e in validation.stages) for s in STAGES}
@@ -365,11 +383,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="CI size: tiny cohorts on a 32³ grid, 40 training steps")
     parser.add_argument("--seed", type=int, default=0,
                         help="master seed of the training cohort and of training")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 0 keeps torch's default (one per core)")
     parser.add_argument("--out", type=Path,
                         help="folder (new or empty) to keep the outputs in")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        print(f"--threads: got {args.threads}; give 0 (torch's default) or more",
+              file=sys.stderr)
+        return 2
     if args.out is not None and args.out.exists() and (
             not args.out.is_dir() or any(args.out.iterdir())):
         print(f"--out: {args.out} exists and is not an empty folder", file=sys.stderr)

@@ -18,7 +18,7 @@ ICLR 2023), adapted to mask-conditioned 3D generation, :func:`run_audit` reads a
     {
       "format": "cfx-audit/1", "cfx_version": str, "created": ISO time,
       "run": path, "attribute": str, "values": [...], "reference": value, "seeds": [int],
-      "subjects": int, "model": {"name": str, "content_hash": str},
+      "subjects": int, "model": {"name": str, "content_hash": str[, "folder": path]},
       "run_cohort": path, "predictor_cohort": path or null,
       "criteria": {
         "<criterion>": {
@@ -118,7 +118,7 @@ from counterfactual.phantom.oracle import TRUTH_FILE
 from counterfactual.progress import track
 from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
 from counterfactual.sweep.executors import DEVICES, configure
-from counterfactual.sweep.generators import Request, resolve_generator
+from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
 from counterfactual.sweep.manifest import read_manifest, write_json
 from counterfactual.sweep.naming import diff_name, value_label
 from counterfactual.volume import check_same_grid, read_labels, read_volume
@@ -184,7 +184,7 @@ class _Run:
     reference: object
     seeds: list[int]
     subjects: list[str]
-    model: dict  # name, content_hash
+    model: dict  # name, content_hash, folder (checkpoint models)
     items: dict  # (subject, seed, value label) -> manifest item
 
     def item(self, subject: str, seed: int, value) -> dict:
@@ -221,7 +221,8 @@ def _open_run(folder: Path) -> _Run:
                  for i in manifest["items"]}
         run = _Run(folder, manifest, settings["attribute"], list(settings["values"]),
                    settings["reference"], list(settings["seeds"]), list(settings["subjects"]),
-                   {key: manifest["model"][key] for key in ("name", "content_hash")}, items)
+                   {key: manifest["model"][key] for key in ("name", "content_hash", "folder")
+                    if key in manifest["model"]}, items)
         for subject in run.subjects:
             run.mask_path(subject)
             for seed in run.seeds:
@@ -269,12 +270,18 @@ def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
 def _composition(run: _Run, cohort: Cohort, config: AuditConfig) -> tuple[dict, list[dict]]:
     notes = []
     model = run.model
+    where = config.model or model.get("folder") or model["name"]
+    if where == model.get("folder") and not Path(where).is_dir():
+        where = model["name"]  # the run was moved to another machine
     try:
-        generator = resolve_generator(config.model or model["name"], cohort)
+        sampling = run.manifest["settings"].get("sampling")  # a diffusion run's, as it ran
+        generator = resolve_generator(where, cohort, None if sampling is None else
+                                      SamplingOptions(sampling["guidance"], sampling["steps"],
+                                                      sampling["from_ct"], sampling["strength"]))
         generator.check(cohort, run.attribute)
     except UserInputError as exc:
         return _criterion("skipped", notes=[
-            f"the run's model {config.model or model['name']!r} cannot be loaded here ({exc}); "
+            f"the run's model {where!r} cannot be loaded here ({exc}); "
             "give its checkpoint folder with --model"]), []
     if generator.content_hash != model["content_hash"]:
         return _criterion("skipped", notes=[

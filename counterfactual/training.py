@@ -1,13 +1,19 @@
-"""Training the mask + text conditional GAN for ``cfx train`` (kept out of the CLI module, which
-loads without torch and MONAI).
+"""Training the mask + text conditional generators for ``cfx train`` (kept out of the CLI module,
+which loads without torch and MONAI).
+
+``--arch gan`` trains the GAN (:mod:`models.training.gan`), ``--arch diffusion`` the diffusion
+model (:mod:`models.training.diffusion`); both read the same batch sources, fit the same per-field
+text whitening and write the same checkpoint folder (config, weights, model card).
 
 ``--cohort DIR`` reads a cohort with CTs and trains on lung-centred patches; ``--cohort
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
 ``--cohort phantom:N`` fixes ``N`` phantom subjects with one CT each. The checkpoint folder is
 saved every ``--save-every`` steps and at the end, with what ``--resume`` needs to continue
-exactly where it stopped. ``--l1-weight`` and ``--adversarial-weight`` set the generator's loss
-weights; given with ``--resume`` they change them from that step on (e.g. ``--adversarial-weight
-0`` continues on L1 alone, without running the discriminator).
+exactly where it stopped. ``--l1-weight`` and ``--adversarial-weight`` set the GAN generator's
+loss weights; given with ``--resume`` they change them from that step on (e.g.
+``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
+``--p-uncond`` (the share of rows trained without any record, for classifier-free guidance) and
+``--sampling-steps`` (the DDIM steps the sweep uses by default) are the diffusion model's.
 """
 
 from __future__ import annotations
@@ -35,16 +41,29 @@ from models.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
+from models.nets.cond_diffusion3d import CondDiffusion3D
 from models.nets.cond_gan3d import CondGAN3DGenerator
 from models.text import HFTextEncoder, TextEncoderLoadError
+from models.training.diffusion import DiffusionSettings, DiffusionTrainer
 from models.training.gan import GANSettings, GANTrainer
 
 ARCHITECTURE = "cond_gan3d"
+DIFFUSION_ARCHITECTURE = "cond_diffusion3d"
+ARCHES = {"gan": ARCHITECTURE, "diffusion": DIFFUSION_ARCHITECTURE}  # --arch -> checkpoint's
 PHANTOM_FOV_MM = 320.0  # field of view of on-the-fly phantom subjects (64 voxels at 5 mm)
 TEXT_MAX_LENGTH = 64  # tokens; the default template's longest prompt has 55
 _FIT_DRAWS = 2048  # training records drawn to fit the text whitening
 _FIELD_DIMS, _TOKEN_DIMS = 8, 32  # most principal axes kept per field, and of the tokens
 L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
+FUSION, FUSION_LR_SCALE = "affine", 1.0  # GAN text fusion of a new run
+P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # diffusion defaults
+_CHANNELS = {"gan": "16,32,64,64", "diffusion": "16,32,32"}
+_LR = {"gan": 5e-4, "diffusion": 2e-4}
+_GROUPS = 8  # GroupNorm groups of the diffusion UNet: its channels are multiples of this
+_ONLY = {"fusion": ("--fusion", "gan"), "fusion_lr_scale": ("--fusion-lr-scale", "gan"),
+         "l1_weight": ("--l1-weight", "gan"), "adversarial_weight": ("--adversarial-weight", "gan"),
+         "p_uncond": ("--p-uncond", "diffusion"),
+         "sampling_steps": ("--sampling-steps", "diffusion")}
 
 
 def _triple(option: str, text: str, minimum: int) -> tuple[int, int, int]:
@@ -175,6 +194,64 @@ Not evaluated yet: run `python benchmarks/gan_recovery.py {config["name"]}`.
 """
 
 
+def _diffusion_command(arguments: dict, out: Path, steps: int) -> str:
+    """The ``cfx train --arch diffusion`` command line that reproduces a run."""
+    words = ["cfx", "train", "--arch", "diffusion", "--cohort", arguments["cohort"], "--out",
+             str(out), "--steps", str(steps), "--patch", ",".join(map(str, arguments["patch"])),
+             "--batch-size", str(arguments["batch_size"]), "--text-encoder",
+             arguments["text_encoder"], "--channels", ",".join(map(str, arguments["channels"])),
+             "--drop-rate", str(arguments["drop_rate"]), "--lr", str(arguments["lr"]),
+             "--p-uncond", str(arguments["p_uncond"]), "--sampling-steps",
+             str(arguments["sampling_steps"]), "--seed", str(arguments["seed"])]
+    if arguments["cohort"].startswith("phantom"):
+        words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
+    return shlex.join(words)
+
+
+def _diffusion_card(config: dict, model: dict) -> str:
+    """The model card of a diffusion checkpoint; ``model`` is the network's config."""
+    training = config["training"]
+    arguments, sampling = training["arguments"], config["sampling"]
+    minutes = training["elapsed_s"] / 60
+    return f"""# {config["name"]}
+
+A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
+`DiffusionModelUNet` predicting the noise, the label map as input channels, the record by
+cross-attention to one token per field) made with `cfx train`: sampled with DDIM, it draws a
+chest CT (HU) for a lung/airway label map and a clinical record, from noise or from a real CT.
+
+## Intended use
+Research and demonstration of counterfactual attribute analysis with cfx. **Not for diagnosis
+or any clinical decision.** Trained on {_trained_on(config["training_cohort"])}; what it draws
+for real scans says nothing about real patients.
+
+## How it was trained
+- command: `{training["command"]}`
+- steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
+  {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
+  {training["device"]}
+- loss: DDPM noise prediction (mean squared error), {model["schedule"]} noise schedule over
+  {model["train_timesteps"]} steps (beta {model["beta_start"]:g}..{model["beta_end"]:g}); each
+  field dropped with probability {arguments["drop_rate"]:g} and the whole record with
+  probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
+- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
+  reading each field of the record written alone by the prompt template, its pooled
+  embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
+- intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
+- cfx {config["cfx_version"]}
+
+## Sampling
+By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance
+{sampling["guidance"]:g}: `eps = eps_u + W (eps_c - eps_u)`, where 0 ignores the record, 1 is the
+plain conditional model and W > 1 amplifies attribute effects. `cfx sweep --model
+{config["name"]}` takes `--steps`, `--guidance`, and `--from-ct --strength S` to edit each
+subject's own CT.
+
+## Recovery of planted effects
+Not evaluated yet.
+"""
+
+
 def _fields_line(normalisation: dict) -> str:
     return ", ".join(f"{name} {f['dims']} dims ({100 * f['explained']:.0f} % of "
                      f"{f['phrases']} phrases)" for name, f in normalisation["fields"].items())
@@ -189,94 +266,120 @@ def _trained_on(summary: dict) -> str:
     return f"the cohort {summary['source']} ({summary['subjects']} subjects)"
 
 
-def _metadata(out: Path, generator: CondGAN3DGenerator, encoder: HFTextEncoder, source,
-              arguments: dict, fitted_on: dict[str, int], steps: int, elapsed: float,
+def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encoder: HFTextEncoder,
+              source, arguments: dict, fitted_on: dict[str, int], steps: int, elapsed: float,
               device: torch.device) -> dict:
-    return {
+    normalisation = {
+        "method": "per field: phrase alone, centre + PCA-whitening",
+        "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
+                          "explained": round(float(whitener.explained.sum()), 4)}
+                   for name, whitener in zip(generator.fields, generator.text, strict=True)}}
+    if isinstance(generator, CondGAN3DGenerator):
+        normalisation["token_dims"] = generator.tokens.dims if generator.tokens is not None \
+            else None
+    else:
+        normalisation["context"] = (f"one token per field: its whitened vector zero-padded to "
+                                    f"{generator.vector_dims} dims, one-hot of the field, "
+                                    "present flag")
+    metadata = {
         "name": out.name,
         "hu_window": list(generator.hu_window),
         "labels": DEFAULT_VOCABULARY.to_json(),
         "prompt_template": {"name": DEFAULT_TEMPLATE.name, "sha256": DEFAULT_TEMPLATE.sha256},
         "text_encoder": {"name": encoder.name, "identifier": encoder.identifier,
                          "width": encoder.width, "max_length": encoder.max_length},
-        "text_normalisation": {
-            "method": "per field: phrase alone, centre + PCA-whitening",
-            "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
-                              "explained": round(float(whitener.explained.sum()), 4)}
-                       for name, whitener in zip(generator.fields, generator.text, strict=True)},
-            "token_dims": generator.tokens.dims if generator.tokens is not None else None},
+        "text_normalisation": normalisation,
         "training_cohort": source.summary(),
         "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
                      "elapsed_s": round(elapsed, 1), "device": str(device)},
         "cfx_version": __version__,
     }
+    if isinstance(generator, CondDiffusion3D):
+        metadata["sampling"] = {"steps": arguments["sampling_steps"], "guidance": GUIDANCE,
+                                "eta": 0.0}
+    return metadata
 
 
-def _save(out: Path, trainer: GANTrainer, metadata: dict) -> None:
-    save_checkpoint(out, ARCHITECTURE, trainer.ema, metadata, _card(metadata))
+def _save(out: Path, trainer: GANTrainer | DiffusionTrainer, metadata: dict) -> None:
+    if isinstance(trainer, GANTrainer):
+        save_checkpoint(out, ARCHITECTURE, trainer.ema, metadata, _card(metadata))
+    else:
+        save_checkpoint(out, DIFFUSION_ARCHITECTURE, trainer.ema, metadata,
+                        _diffusion_card(metadata, trainer.ema.config))
     save_training_state(out, *trainer.training_state())
 
 
-def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: str,
-                 batch_size: int, text_encoder: str, fusion: str, channels: str,
-                 phantom_shape: str, drop_rate: float, lr: float, fusion_lr_scale: float,
-                 seed: int, save_every: int, log_every: int, device: str, resume: bool,
-                 quiet: bool, l1_weight: float | None = None,
-                 adversarial_weight: float | None = None) -> None:
-    """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
+def _check_options(arch: str, options: dict) -> None:
+    """Options given (not None) must belong to ``arch``."""
+    for name, value in options.items():
+        flag, owner = _ONLY[name]
+        if value is not None and owner != arch:
+            raise UserInputError(f"{flag}: applies to --arch {owner} only; this run is --arch "
+                                 f"{arch}")
 
-    ``l1_weight`` and ``adversarial_weight`` left as None keep the run's weights on resume
-    (:data:`L1_WEIGHT`, :data:`ADVERSARIAL_WEIGHT` for a new run); given, they apply from this
-    step on and are recorded in the checkpoint's ``training.arguments``.
-    """
-    target = _device(device)
-    weights = _loss_weights(l1_weight, adversarial_weight)
-    if resume:
-        try:
-            config = read_config(out)
-        except CheckpointError as exc:
-            raise UserInputError(f"--resume: {exc}") from None
-        if not has_training_state(out):
-            raise UserInputError(f"--resume: {out} has no training state to continue from")
-        arguments = config["training"]["arguments"]
-        if steps <= config["training"]["steps"]:
-            raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
-                                 f"steps; give a larger total than that, got {steps}")
-        arguments = {**arguments, **weights}
-    else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "
-                                 "add --resume to continue it")
-        if not 0 <= drop_rate < 1:
-            raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
-        if not lr > 0:
-            raise UserInputError(f"--lr: got {lr}; give a positive learning rate")
+
+def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: str,
+                   batch_size: int, text_encoder: str, channels: str | None, phantom_shape: str,
+                   drop_rate: float, lr: float | None, seed: int, weights: dict, fusion: str | None,
+                   fusion_lr_scale: float | None, p_uncond: float | None,
+                   sampling_steps: int | None) -> dict:
+    """The checked ``training.arguments`` of a new run (what ``--resume`` reads back)."""
+    lr = _LR[arch] if lr is None else lr
+    if not 0 <= drop_rate < 1:
+        raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
+    if not lr > 0:
+        raise UserInputError(f"--lr: got {lr}; give a positive learning rate")
+    if arch == "gan":
+        fusion = FUSION if fusion is None else fusion
+        fusion_lr_scale = FUSION_LR_SCALE if fusion_lr_scale is None else fusion_lr_scale
         if not fusion_lr_scale > 0:
             raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive "
                                  "factor")
-        levels = _channels(channels)
-        multiple = 2 ** (len(levels) - 1)
-        patch_shape = _triple("--patch", patch, multiple)
-        if any(p % multiple for p in patch_shape):
-            raise UserInputError(f"--patch: got {patch!r}; with {len(levels)} levels every side "
-                                 f"must be a multiple of {multiple}")
-        if cohort is None:
-            raise UserInputError("--cohort: missing; give a cohort folder, 'phantom' or "
-                                 "'phantom:N'")
+    else:
+        p_uncond = P_UNCOND if p_uncond is None else p_uncond
+        sampling_steps = SAMPLING_STEPS if sampling_steps is None else sampling_steps
+        if not 0 <= p_uncond < 1:
+            raise UserInputError(f"--p-uncond: got {p_uncond}; give a probability in [0, 1)")
+    text = _CHANNELS[arch] if channels is None else channels
+    levels = _channels(text)
+    if arch == "diffusion" and any(c % _GROUPS for c in levels):
+        raise UserInputError(f"--channels: got {text!r}; for --arch diffusion every level must "
+                             f"be a multiple of {_GROUPS}, e.g. {_CHANNELS['diffusion']}")
+    multiple = 2 ** (len(levels) - 1)
+    patch_shape = _triple("--patch", patch, multiple)
+    if any(p % multiple for p in patch_shape):
+        raise UserInputError(f"--patch: got {patch!r}; with {len(levels)} levels every side "
+                             f"must be a multiple of {multiple}")
+    if cohort is None:
+        raise UserInputError("--cohort: missing; give a cohort folder, 'phantom' or "
+                             "'phantom:N'")
+    grid = list(_triple("--phantom-shape", phantom_shape, MIN_SIZE))
+    if arch == "gan":
         arguments = {"cohort": cohort, "arch": arch, "patch": list(patch_shape),
                      "batch_size": batch_size, "text_encoder": text_encoder, "fusion": fusion,
-                     "channels": list(levels),
-                     "phantom_shape": list(_triple("--phantom-shape", phantom_shape, MIN_SIZE)),
-                     "drop_rate": drop_rate, "lr": lr, "fusion_lr_scale": fusion_lr_scale,
-                     "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
-                     "seed": seed, **weights}
+                     "channels": list(levels), "phantom_shape": grid, "drop_rate": drop_rate,
+                     "lr": lr, "fusion_lr_scale": fusion_lr_scale, "l1_weight": L1_WEIGHT,
+                     "adversarial_weight": ADVERSARIAL_WEIGHT, "seed": seed, **weights}
         arguments["command"] = _command(arguments, out, steps)
-    source = _source(arguments, quiet)
-    try:
-        encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
-                                device=target)
-    except TextEncoderLoadError as exc:
-        raise UserInputError(f"--text-encoder: {exc}") from None
+    else:
+        arguments = {"cohort": cohort, "arch": arch, "patch": list(patch_shape),
+                     "batch_size": batch_size, "text_encoder": text_encoder,
+                     "channels": list(levels), "phantom_shape": grid, "drop_rate": drop_rate,
+                     "lr": lr, "p_uncond": p_uncond, "sampling_steps": sampling_steps,
+                     "seed": seed}
+        arguments["command"] = _diffusion_command(arguments, out, steps)
+    return arguments
+
+
+def _field_dims(phrases: dict[str, list[str]], encoder: HFTextEncoder) -> list[int]:
+    return [min(_FIELD_DIMS, len(p) - 1, encoder.width // 2) for p in phrases.values()]
+
+
+def _gan_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTextEncoder,
+                 source, target: torch.device) -> tuple[GANTrainer, dict[str, int], float]:
+    """The GAN trainer: from the checkpoint when ``config`` is given (resume), else new with
+    its whitening fitted; with the phrase counts the whitening was fitted on and the time
+    spent so far."""
     # the discriminator halves the patch per layer and ends with a 4-voxel kernel
     layers = max(1, min(3, int(np.log2(min(arguments["patch"]))) - 2))
     settings = GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
@@ -287,32 +390,111 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                                                             ADVERSARIAL_WEIGHT),
                            seed=arguments["seed"],
                            discriminator_layers=layers)
-
-    # 1. the generator: from the checkpoint on resume, else new with whitening fitted
     torch.manual_seed(arguments["seed"])
-    if resume:
+    if config is not None:
         generator = CondGAN3DGenerator(**config["generator"])
         trainer = GANTrainer(generator, encoder, source, settings, target)
         trainer.load_training_state(*load_training_state(out))
-        fitted_on = {name: field["phrases"]
-                     for name, field in config["text_normalisation"]["fields"].items()}
-        elapsed = config["training"]["elapsed_s"]
+        return trainer, _fitted_on(config), config["training"]["elapsed_s"]
+    phrases = _phrases(source, arguments["seed"])
+    generator = CondGAN3DGenerator(
+        list(phrases), _field_dims(phrases, encoder),
+        label_channels=len(DEFAULT_VOCABULARY.labels) + 1, channels=arguments["channels"],
+        fusion=arguments["fusion"], text_width=encoder.width,
+        token_dims=min(_TOKEN_DIMS, encoder.width // 2))
+    trainer = GANTrainer(generator, encoder, source, settings, target)
+    trainer.fit_text(list(phrases.values()))
+    trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
+    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0
+
+
+def _diffusion_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTextEncoder,
+                       source, target: torch.device
+                       ) -> tuple[DiffusionTrainer, dict[str, int], float]:
+    """The diffusion trainer, as :func:`_gan_trainer`."""
+    settings = DiffusionSettings(batch_size=arguments["batch_size"], lr=arguments["lr"],
+                                 p_uncond=arguments["p_uncond"], seed=arguments["seed"])
+    torch.manual_seed(arguments["seed"])
+    if config is not None:
+        trainer = DiffusionTrainer(CondDiffusion3D(**config["generator"]), encoder, source,
+                                   settings, target)
+        trainer.load_training_state(*load_training_state(out))
+        return trainer, _fitted_on(config), config["training"]["elapsed_s"]
+    phrases = _phrases(source, arguments["seed"])
+    model = CondDiffusion3D(list(phrases), _field_dims(phrases, encoder),
+                            label_channels=len(DEFAULT_VOCABULARY.labels) + 1,
+                            channels=arguments["channels"], norm_num_groups=_GROUPS,
+                            text_width=encoder.width)
+    trainer = DiffusionTrainer(model, encoder, source, settings, target)
+    trainer.fit_text(list(phrases.values()))
+    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0
+
+
+def _phrases(source, seed: int) -> dict[str, list[str]]:
+    phrases = _fit_phrases(source, seed)
+    if not phrases:
+        raise UserInputError("--cohort: no field of the clinical records takes more than one "
+                             "value in the prompts; the text cannot condition anything")
+    return phrases
+
+
+def _fitted_on(config: dict) -> dict[str, int]:
+    return {name: field["phrases"]
+            for name, field in config["text_normalisation"]["fields"].items()}
+
+
+def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: str,
+                 batch_size: int, text_encoder: str, channels: str | None, phantom_shape: str,
+                 drop_rate: float, lr: float | None, seed: int, save_every: int, log_every: int,
+                 device: str, resume: bool, quiet: bool, fusion: str | None = None,
+                 fusion_lr_scale: float | None = None, l1_weight: float | None = None,
+                 adversarial_weight: float | None = None, p_uncond: float | None = None,
+                 sampling_steps: int | None = None) -> None:
+    """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
+
+    Options left as None take the architecture's default on a new run; ``channels`` and ``lr``
+    default per architecture. On resume the run's architecture and settings are kept;
+    ``l1_weight`` and ``adversarial_weight`` (GAN) given then apply from this step on and are
+    recorded in the checkpoint's ``training.arguments``. An option of the other architecture
+    is a user error.
+    """
+    target = _device(device)
+    options = {"fusion": fusion, "fusion_lr_scale": fusion_lr_scale, "l1_weight": l1_weight,
+               "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
+               "sampling_steps": sampling_steps}
+    config = None
+    if resume:
+        try:
+            config = read_config(out)
+        except CheckpointError as exc:
+            raise UserInputError(f"--resume: {exc}") from None
+        arch = next(a for a, name in ARCHES.items() if name == config["architecture"])
+    _check_options(arch, options)
+    weights = _loss_weights(l1_weight, adversarial_weight) if arch == "gan" else {}
+    if resume:
+        if not has_training_state(out):
+            raise UserInputError(f"--resume: {out} has no training state to continue from")
+        if steps <= config["training"]["steps"]:
+            raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
+                                 f"steps; give a larger total than that, got {steps}")
+        arguments = {**config["training"]["arguments"], **weights}
     else:
-        phrases = _fit_phrases(source, arguments["seed"])
-        if not phrases:
-            raise UserInputError("--cohort: no field of the clinical records takes more than one "
-                                 "value in the prompts; the text cannot condition anything")
-        generator = CondGAN3DGenerator(
-            list(phrases), [min(_FIELD_DIMS, len(p) - 1, encoder.width // 2)
-                            for p in phrases.values()],
-            label_channels=len(DEFAULT_VOCABULARY.labels) + 1, channels=arguments["channels"],
-            fusion=arguments["fusion"], text_width=encoder.width,
-            token_dims=min(_TOKEN_DIMS, encoder.width // 2))
-        trainer = GANTrainer(generator, encoder, source, settings, target)
-        trainer.fit_text(list(phrases.values()))
-        trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
-        fitted_on = {name: len(p) for name, p in phrases.items()}
-        elapsed = 0.0
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "
+                                 "add --resume to continue it")
+        arguments = _new_arguments(cohort, out, arch, steps, patch, batch_size, text_encoder,
+                                   channels, phantom_shape, drop_rate, lr, seed, weights, fusion,
+                                   fusion_lr_scale, p_uncond, sampling_steps)
+    source = _source(arguments, quiet)
+    try:
+        encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
+                                device=target)
+    except TextEncoderLoadError as exc:
+        raise UserInputError(f"--text-encoder: {exc}") from None
+
+    # 1. the network: from the checkpoint on resume, else new with whitening fitted
+    build = _gan_trainer if arch == "gan" else _diffusion_trainer
+    trainer, fitted_on, elapsed = build(arguments, config, out, encoder, source, target)
 
     # 2. train, logging and saving as we go
     start, clock = trainer.step, time.perf_counter()
@@ -327,7 +509,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
             totals.clear()
         if trainer.step % save_every == 0 or trainer.step == steps:
             spent = elapsed + time.perf_counter() - clock
-            _save(out, trainer, _metadata(out, trainer.generator, encoder, source, arguments,
-                                          fitted_on, trainer.step, spent, target))
+            network = trainer.generator if isinstance(trainer, GANTrainer) else trainer.model
+            _save(out, trainer, _metadata(out, network, encoder, source, arguments, fitted_on,
+                                          trainer.step, spent, target))
     if not quiet:
         console.print(f"saved {out} ({trainer.step} steps)")

@@ -10,6 +10,10 @@
       README.md                model card
       training_state.safetensors + training_state.json   optional: what a resume needs
 
+``architecture`` names the network class (:data:`ARCHITECTURES`): ``cond_gan3d`` (the GAN's
+generator) or ``cond_diffusion3d`` (the diffusion model's noise-predicting UNet, whose kwargs
+include its noise schedule).
+
 Loading reads JSON and safetensors only. A ``.pt``/``.pth`` (or any pickle) is refused with a
 message saying why. :func:`content_hash` (sha256 of ``model.safetensors`` then ``config.json``)
 identifies the served model in run manifests.
@@ -28,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models.nets.cond_diffusion3d import CondDiffusion3D
 from models.nets.cond_gan3d import CondGAN3DGenerator
 
 __all__ = ["CheckpointError", "LoadedGenerator", "save_checkpoint", "save_training_state",
@@ -42,7 +47,7 @@ CARD_FILE = "README.md"
 _STATE_TENSORS = "training_state.safetensors"
 _STATE_JSON = "training_state.json"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
-ARCHITECTURES = {"cond_gan3d": CondGAN3DGenerator}
+ARCHITECTURES = {"cond_gan3d": CondGAN3DGenerator, "cond_diffusion3d": CondDiffusion3D}
 
 
 class CheckpointError(ValueError):
@@ -55,8 +60,8 @@ class LoadedGenerator:
 
     Attributes
     ----------
-    generator : CondGAN3DGenerator
-        In eval mode, gradients off.
+    generator : CondGAN3DGenerator or CondDiffusion3D
+        The network of the checkpoint's architecture, in eval mode, gradients off.
     config : dict
         The decoded ``config.json``.
     content_hash : str
@@ -64,7 +69,7 @@ class LoadedGenerator:
     folder : Path
     """
 
-    generator: CondGAN3DGenerator
+    generator: CondGAN3DGenerator | CondDiffusion3D
     config: dict
     content_hash: str
     folder: Path
@@ -107,7 +112,8 @@ def _json_bytes(data: dict) -> bytes:
 
 
 def save_checkpoint(folder: str | os.PathLike, architecture: str,
-                    generator: CondGAN3DGenerator, metadata: dict, card: str) -> Path:
+                    generator: CondGAN3DGenerator | CondDiffusion3D, metadata: dict,
+                    card: str) -> Path:
     """Write (or overwrite) the served part of a checkpoint.
 
     Parameters
@@ -116,8 +122,9 @@ def save_checkpoint(folder: str | os.PathLike, architecture: str,
         Created if missing.
     architecture : str
         A key of :data:`ARCHITECTURES`.
-    generator : CondGAN3DGenerator
-        The weights to serve (the EMA average during training).
+    generator : CondGAN3DGenerator or CondDiffusion3D
+        The weights to serve (the EMA average during training); its ``config`` holds its
+        constructor kwargs.
     metadata : dict
         JSON-serialisable; merged into ``config.json`` after ``format``, ``architecture`` and
         ``generator`` (its constructor kwargs).

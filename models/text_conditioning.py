@@ -10,14 +10,22 @@ along which the prompts actually vary (the clinical fields) and drops the rest.
 
 The statistics are buffers of :class:`EmbeddingWhitener`, so they travel in ``model.safetensors``
 with the learned projection that follows them.
+
+Generators read the clinical record *per field* (:class:`FieldWhitening`): each field is written
+alone by the prompt template, encoded alone and whitened by its own whitener, and a missing field
+reads as zeros (its training mean). Mean pooling over a whole prompt would dilute one field's
+words by the others', so an edit of one field would move a full record's embedding about half as
+far as a short one's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-__all__ = ["EmbeddingWhitener"]
+__all__ = ["EmbeddingWhitener", "FieldWhitening"]
 
 
 class EmbeddingWhitener(nn.Module):
@@ -110,3 +118,64 @@ class EmbeddingWhitener(nn.Module):
             Unit variance per axis over the training rows.
         """
         return ((embeddings.float() - self.mean) @ self.components.T) / self.scale
+
+
+class FieldWhitening(nn.ModuleList):
+    """One :class:`EmbeddingWhitener` per field of the clinical record, in a fixed field order.
+
+    A plain ``nn.ModuleList`` of whiteners, so a generator holding it as ``text`` keeps the
+    state-dict keys ``text.<i>.mean``, ``text.<i>.components``, ...
+
+    Parameters
+    ----------
+    width : int
+        ``D``, the text encoder's embedding size.
+    dims : sequence of int
+        ``K_f``, principal axes kept of each field's pooled embedding.
+    """
+
+    def __init__(self, width: int, dims: Sequence[int]):
+        super().__init__(EmbeddingWhitener(width, int(d)) for d in dims)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """``K_f`` of each field."""
+        return tuple(whitener.dims for whitener in self)
+
+    @torch.no_grad()
+    def fit(self, pooled: Sequence[torch.Tensor]) -> FieldWhitening:
+        """Fit each field's whitener on that field's phrases.
+
+        Parameters
+        ----------
+        pooled : sequence of Tensor of float32, shapes (N_f, D)
+            Per field, the pooled embeddings of its distinct phrases (``N_f > K_f``).
+
+        Returns
+        -------
+        FieldWhitening
+            ``self``.
+        """
+        if len(pooled) != len(self):
+            raise ValueError(f"pooled: need one tensor per field ({len(self)}), got "
+                             f"{len(pooled)}")
+        for whitener, embeddings in zip(self, pooled, strict=True):
+            whitener.fit(embeddings)
+        return self
+
+    def forward(self, pooled: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+        """Whiten each field's pooled embedding.
+
+        Parameters
+        ----------
+        pooled : sequence of (Tensor of float, shape (N, D)) or None
+            Per field, in field order; None where the field is missing.
+
+        Returns
+        -------
+        list of Tensor of float32, shapes (N, K_f)
+            Zeros for a missing field (``N`` is 1 when no field is present).
+        """
+        rows = next((p.shape[0] for p in pooled if p is not None), 1)
+        return [whitener.mean.new_zeros(rows, whitener.dims) if p is None else whitener(p)
+                for whitener, p in zip(self, pooled, strict=True)]

@@ -42,6 +42,14 @@ def _local(folders: list[Path]) -> dict[str, Path]:
     return found
 
 
+def _variant(config: dict) -> str:
+    """A GAN's text fusion, or a diffusion model's default sampling."""
+    sampling = config.get("sampling")
+    if sampling is None:
+        return str(config["generator"].get("fusion"))
+    return f"{sampling['steps']} DDIM steps, guidance {sampling['guidance']:g}"
+
+
 def _row(label: str, source: str, folder: Path) -> list[str]:
     from models.checkpoint import WEIGHTS_FILE, CheckpointError, content_hash, read_config
 
@@ -51,7 +59,7 @@ def _row(label: str, source: str, folder: Path) -> list[str]:
         return [label, source, "unreadable", "", "", "", str(exc)[:40]]
     training = config.get("training", {})
     size = (folder / WEIGHTS_FILE).stat().st_size / 1e6
-    return [label, source, f"{config['architecture']} ({config['generator'].get('fusion')})",
+    return [label, source, f"{config['architecture']} ({_variant(config)})",
             config.get("text_encoder", {}).get("name", "?"), str(training.get("steps", "?")),
             f"{size:.1f} MB", content_hash(folder)[7:19]]
 
@@ -107,8 +115,10 @@ def show(
     generator = config["generator"]
     encoder = config.get("text_encoder", {})
     lines = [f"folder: {folder}", f"content hash: {content_hash(folder)}",
-             f"architecture: {config['architecture']}, fusion {generator.get('fusion')}, "
-             f"channels {generator.get('channels')}",
+             f"architecture: {config['architecture']}, "
+             + (f"fusion {generator.get('fusion')}" if "sampling" not in config else
+                f"{generator.get('schedule')} noise schedule, sampling {_variant(config)}")
+             + f", channels {generator.get('channels')}",
              f"HU window: {config.get('hu_window')}",
              f"text encoder: {encoder.get('name')} ({encoder.get('width')}-d, "
              f"{encoder.get('identifier')})",

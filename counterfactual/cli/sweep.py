@@ -2,7 +2,8 @@
 
 With no ``--cohort``/``--mask`` it sweeps the bundled demo cohort (8 phantom subjects).
 ``--shard i/n`` runs one slice of the (subject, seed) groups into a folder shared by all shards;
-``--executor ray`` runs the groups as Ray tasks.
+``--executor ray`` runs the groups as Ray tasks. Diffusion models also take ``--steps``,
+``--guidance`` and ``--from-ct [--strength S]`` (errors for the other models).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from counterfactual.progress import console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 from counterfactual.sweep.engine import SweepConfig, run_sweep
 from counterfactual.sweep.executors import resolve_executor
-from counterfactual.sweep.generators import DEFAULT_MODEL, resolve_generator
+from counterfactual.sweep.generators import DEFAULT_MODEL, SamplingOptions, resolve_generator
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -83,6 +84,19 @@ def sweep(
                                            help="Attribute vocabulary JSON file."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
     template: Path | None = typer.Option(None, "--template", help="Prompt template file."),
+    guidance: float | None = typer.Option(None, "--guidance", metavar="W",
+                                          help="Diffusion: classifier-free guidance weight; 0 "
+                                               "ignores the record, 1 reads it plainly, W > 1 "
+                                               "amplifies effects (default: the "
+                                               "checkpoint's, 1)."),
+    steps: int | None = typer.Option(None, "--steps", metavar="N",
+                                     help="Diffusion: DDIM steps (default: the checkpoint's)."),
+    from_ct: bool = typer.Option(False, "--from-ct",
+                                 help="Diffusion: edit each subject's own CT (the cohort must "
+                                      "have one per subject) instead of sampling from noise."),
+    strength: float | None = typer.Option(None, "--strength", metavar="S",
+                                          help="With --from-ct: how far the CT is noised, in "
+                                               "(0, 1]; small keeps more of it (default: 0.5)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate every subject under each value of one attribute, pairs sharing their noise."""
@@ -101,7 +115,8 @@ def sweep(
         quiet=quiet, command=("cfx", *sys.argv[1:]), attributes=vocabulary,
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         shard=_shard(shard), batch_size=batch_size, device=device)
-    generator = resolve_generator(model, table)
+    generator = resolve_generator(model, table, SamplingOptions(guidance, steps, from_ct,
+                                                                strength))
     result = run_sweep(config, table, generator,
                        DEFAULT_TEMPLATE if template is None else load_template(template),
                        resolve_executor(executor))

@@ -1,4 +1,5 @@
-"""``cfx train``: train the mask + text conditional GAN on a cohort or on phantom subjects.
+"""``cfx train``: train the mask + text conditional GAN (``--arch gan``) or diffusion model
+(``--arch diffusion``) on a cohort or on phantom subjects.
 
 ``--cohort DIR`` reads a cohort with CTs and trains on lung-centred patches; ``--cohort
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
@@ -30,10 +31,16 @@ def _choice(allowed: tuple[str, ...]):
     return check
 
 
-def _fusion(value: str) -> str:
+def _fusion(value: str | None) -> str | None:
+    if value is None:
+        return None
     from models.nets.cond_gan3d import FUSIONS
 
     return _choice(FUSIONS)(value)
+
+
+def _positive_or_none(value: int | None) -> int | None:
+    return None if value is None else _positive(value)
 
 
 @app.command()
@@ -43,32 +50,45 @@ def train(
                                     "subject per draw; 'phantom:N' for N fixed ones (not "
                                     "needed with --resume)."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
-    arch: str = typer.Option("gan", "--arch", callback=_choice(("gan",)),
-                             help="Architecture (gan: mask + text conditional 3D GAN)."),
+    arch: str = typer.Option("gan", "--arch", callback=_choice(("gan", "diffusion")),
+                             help="Architecture: gan (mask + text conditional 3D GAN) or "
+                                  "diffusion (mask + text conditional 3D diffusion model)."),
     steps: int = typer.Option(2000, "--steps", callback=_positive,
                               help="Total training steps (with --resume: the new total)."),
     patch: str = typer.Option("32,32,32", "--patch", help="Training patch X,Y,Z in voxels."),
     batch_size: int = typer.Option(4, "--batch-size", callback=_positive),
     text_encoder: str = typer.Option("minilm", "--text-encoder", metavar="NAME|PATH",
                                      help="'minilm' (bundled) or a local model folder."),
-    fusion: str = typer.Option("affine", "--fusion", callback=_fusion,
-                               help="How text enters: affine (FiLM) or cross-attention."),
-    channels: str = typer.Option("16,32,64,64", "--channels",
-                                 help="Generator channels per level, finest first."),
+    fusion: str = typer.Option(None, "--fusion", callback=_fusion, show_default=False,
+                               help="GAN: how text enters, affine (FiLM) or cross-attention "
+                                    "(default: affine)."),
+    channels: str = typer.Option(None, "--channels", show_default=False,
+                                 help="Network channels per level, finest first (default: gan "
+                                      "16,32,64,64; diffusion 16,32,32, multiples of 8)."),
     phantom_shape: str = typer.Option("64,64,64", "--phantom-shape",
                                       help="Grid of phantom subjects (field of view 320 mm)."),
     drop_rate: float = typer.Option(0.2, "--drop-rate", help="Chance of dropping each prompt "
                                     "field per draw."),
-    lr: float = typer.Option(5e-4, "--lr", help="Adam learning rate (both networks)."),
-    fusion_lr_scale: float = typer.Option(1.0, "--fusion-lr-scale",
-                                          help="Text-fusion layers learn this many times "
-                                               "faster than the rest of the generator."),
+    lr: float = typer.Option(None, "--lr", show_default=False,
+                             help="Learning rate (default: gan 5e-4, Adam, both networks; "
+                                  "diffusion 2e-4, AdamW)."),
+    fusion_lr_scale: float = typer.Option(None, "--fusion-lr-scale", show_default=False,
+                                          help="GAN: text-fusion layers learn this many times "
+                                               "faster than the rest of the generator "
+                                               "(default: 1)."),
     l1_weight: float = typer.Option(None, "--l1-weight", show_default=False,
-                                    help="Weight of the L1 loss (window units) [new run: 100; "
-                                         "resume: as saved]."),
+                                    help="Weight of the L1 loss, in window units (new run: 100; "
+                                         "resume: as saved)."),
     adversarial_weight: float = typer.Option(None, "--adversarial-weight", show_default=False,
                                              help="Weight of the adversarial loss; 0 trains on "
-                                                  "L1 alone [new run: 1; resume: as saved]."),
+                                                  "L1 alone (new run: 1; resume: as saved)."),
+    p_uncond: float = typer.Option(None, "--p-uncond", show_default=False,
+                                   help="Diffusion: chance of training a row without any "
+                                        "record, for classifier-free guidance (default: 0.1)."),
+    sampling_steps: int = typer.Option(None, "--sampling-steps", callback=_positive_or_none,
+                                       show_default=False,
+                                       help="Diffusion: DDIM steps the sweep uses by default "
+                                            "(default: 20)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, noise and initial weights."),
     save_every: int = typer.Option(250, "--save-every", callback=_positive),
     log_every: int = typer.Option(50, "--log-every", callback=_positive),
@@ -76,7 +96,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
-    """Train the mask + text conditional GAN and save a checkpoint folder (no pickle)."""
+    """Train the mask + text conditional GAN or diffusion model and save a checkpoint folder
+    (no pickle)."""
     options = dict(locals())
     from counterfactual.training import run_training
 

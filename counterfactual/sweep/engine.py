@@ -143,6 +143,13 @@ def shard_slice(n_groups: int, index: int, count: int) -> range:
     return range(n_groups * (index - 1) // count, n_groups * index // count)
 
 
+def _model_folder(generator) -> dict:
+    """``{"folder": absolute path}`` for a checkpoint model (so ``cfx audit`` finds it again),
+    else nothing."""
+    folder = getattr(generator, "folder", None)
+    return {} if folder is None else {"folder": str(Path(folder).resolve())}
+
+
 def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list[_Group]:
     labels = dict(zip(config.values, value_labels(config.values), strict=True))
     reference = config.values.index(config.reference_value)
@@ -163,11 +170,16 @@ def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list
 
 
 def _settings(config: SweepConfig, cohort: Cohort, generator: CounterfactualGenerator) -> dict:
-    """The settings a resumed run (or another shard) must share with the run it continues."""
-    return {"attribute": config.attribute, "values": list(config.values),
-            "reference": config.reference_value, "seeds": list(config.seeds),
-            "cohort": str(cohort.source.resolve()), "subjects": [s.id for s in cohort],
-            "model": generator.name, "model_hash": generator.content_hash}
+    """The settings a resumed run (or another shard) must share with the run it continues,
+    with how the model samples where it says (diffusion: steps, guidance, from-CT strength)."""
+    settings = {"attribute": config.attribute, "values": list(config.values),
+                "reference": config.reference_value, "seeds": list(config.seeds),
+                "cohort": str(cohort.source.resolve()), "subjects": [s.id for s in cohort],
+                "model": generator.name, "model_hash": generator.content_hash}
+    sampling = getattr(generator, "sampling", None)
+    if sampling is not None:
+        settings["sampling"] = sampling
+    return settings
 
 
 def _started(out: Path) -> bool:
@@ -261,7 +273,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": settings,
         "model": {"name": generator.name, "content_hash": generator.content_hash,
-                  "text_encoder": generator.text_encoder},
+                  "text_encoder": generator.text_encoder, **_model_folder(generator)},
         "prompt_template": {"name": template.name, "sha256": template.sha256},
         "versions": package_versions(),
         "masks": {s.id: str(s.mask.resolve()) for s in cohort},

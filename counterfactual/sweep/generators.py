@@ -2,6 +2,8 @@
 
 A generator turns one subject's mask, a list of edited records and one seed into one CT per
 record, all drawn with the *same* noise: the pairing of counterfactuals is explicit in the call.
+Diffusion checkpoints also take :class:`SamplingOptions` (``--guidance``, ``--steps``,
+``--from-ct``, ``--strength``); the other models refuse them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from counterfactual.errors import UserInputError
 from counterfactual.prompts import PromptTemplate
 from counterfactual.volume import Volume
 
-__all__ = ["Request", "CounterfactualGenerator", "PhantomOracleGenerator", "resolve_generator",
-           "KNOWN_MODELS", "DEFAULT_MODEL"]
+__all__ = ["Request", "CounterfactualGenerator", "PhantomOracleGenerator", "SamplingOptions",
+           "resolve_generator", "KNOWN_MODELS", "DEFAULT_MODEL"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,47 @@ class Request:
                    template.phrases(record, where))
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How a diffusion model samples; None leaves the checkpoint's default.
+
+    Attributes
+    ----------
+    guidance : float or None
+        Classifier-free guidance weight ``W >= 0`` (0 ignores the record, 1 reads it plainly).
+    steps : int or None
+        DDIM steps from noise.
+    from_ct : bool
+        Start from each subject's CT instead of noise (real-scan counterfactuals).
+    strength : float or None
+        With ``from_ct``: how far the CT is noised, in (0, 1].
+    """
+
+    guidance: float | None = None
+    steps: int | None = None
+    from_ct: bool = False
+    strength: float | None = None
+
+    def given(self) -> list[str]:
+        """The options set, as command-line flags."""
+        flags = [("--guidance", self.guidance is not None), ("--steps", self.steps is not None),
+                 ("--from-ct", self.from_ct), ("--strength", self.strength is not None)]
+        return [flag for flag, given in flags if given]
+
+    def refuse(self, model: str, kind: str) -> None:
+        """Raise if any option is set: ``model`` (a ``kind``) does not sample by diffusion."""
+        given = self.given()
+        if given:
+            raise UserInputError(f"{', '.join(given)}: only diffusion models take "
+                                 f"{'this option' if len(given) == 1 else 'these options'}; "
+                                 f"model {model} is {kind}")
+
+
 class CounterfactualGenerator(Protocol):
     """The sweep's view of a model.
+
+    Optional: ``sampling``, a JSON-able dict of how it samples, which the run manifest records
+    with the settings a resumed run must share.
 
     Optional: ``configure(device=..., batch_size=...)``, called once before generating with
     ``device`` ``"cpu"`` or ``"cuda"`` (``--device auto`` resolved) and ``--batch-size``;
@@ -100,16 +141,20 @@ KNOWN_MODELS = ("phantom-oracle",)  # plus the bundled checkpoints (models/bundl
 DEFAULT_MODEL = "phantom-gan-64"  # the bundled GAN (models/bundled/phantom-gan-64)
 
 
-def resolve_generator(name: str, cohort: Cohort) -> CounterfactualGenerator:
+def resolve_generator(name: str, cohort: Cohort,
+                      sampling: SamplingOptions | None = None) -> CounterfactualGenerator:
     """The generator called ``name`` for ``cohort``: ``phantom-oracle``, a bundled checkpoint
-    name, or a checkpoint folder written by ``cfx train``."""
+    name, or a checkpoint folder written by ``cfx train``. ``sampling`` options are for
+    diffusion checkpoints only (a user error for any other model)."""
+    sampling = sampling or SamplingOptions()
     if name == "phantom-oracle":
+        sampling.refuse(name, "the phantom's exact renderer")
         return PhantomOracleGenerator(cohort)
-    from counterfactual.sweep.learned import LearnedGenerator, bundled_models, find_checkpoint
+    from counterfactual.sweep.learned import bundled_models, find_checkpoint, learned_generator
 
     folder = find_checkpoint(name)
     if folder is not None:
-        return LearnedGenerator(folder)
+        return learned_generator(folder, sampling)
     known = (*KNOWN_MODELS, *bundled_models())
     raise UserInputError(f"--model: unknown model {name!r}; available: {', '.join(known)}, or "
                          "a checkpoint folder made by cfx train")

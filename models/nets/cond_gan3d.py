@@ -7,7 +7,7 @@ noise vector) or ``"cross-attention"`` (voxels attend to the whitened tokens of 
 
 The text is read *per field*: each field of the clinical record (age, smoking, ...) is written
 by the prompt template alone and encoded on its own, then whitened by that field's own
-:class:`models.text_conditioning.EmbeddingWhitener`; a missing field reads as zeros (its
+whitener (:class:`models.text_conditioning.FieldWhitening`); a missing field reads as zeros (its
 training mean). A whole prompt's pooled embedding would not do: the mean over all its tokens
 dilutes one field's words by the others', so the same smoker/non-smoker edit moves a long
 prompt's embedding about half as far as a short one's, and a generator fed whole prompts learns
@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from models.nets.fusion import AffineFusion, CrossAttentionFusion
 from models.text.interface import TextEncoding
-from models.text_conditioning import EmbeddingWhitener
+from models.text_conditioning import EmbeddingWhitener, FieldWhitening
 
 __all__ = ["CondGAN3DGenerator", "TextCondition", "FUSIONS"]
 
@@ -170,7 +170,7 @@ class CondGAN3DGenerator(nn.Module):
         self.hu_window = (low, high)
         self.multiple = 2 ** (len(channels) - 1)
 
-        self.text = nn.ModuleList(EmbeddingWhitener(text_width, d) for d in field_dims)
+        self.text = FieldWhitening(text_width, field_dims)
         self.tokens = EmbeddingWhitener(text_width, token_dims) \
             if fusion == "cross-attention" else None
 
@@ -204,13 +204,9 @@ class CondGAN3DGenerator(nn.Module):
         tokens : Tensor of float32, shape (M, D), optional
             Every real token of those phrases; needed for cross-attention.
         """
-        if len(pooled) != len(self.fields):
-            raise ValueError(f"pooled: need one tensor per field ({len(self.fields)}), got "
-                             f"{len(pooled)}")
         if self.tokens is not None and tokens is None:
             raise ValueError("tokens: cross-attention needs the phrases' token embeddings")
-        for whitener, embeddings in zip(self.text, pooled, strict=True):
-            whitener.fit(embeddings)
+        self.text.fit(pooled)
         if self.tokens is not None:
             self.tokens.fit(tokens)
 
@@ -235,18 +231,12 @@ class CondGAN3DGenerator(nn.Module):
         if any(e is not None and len(e) != 1 for e in fields):
             raise ValueError("fields: each encoding must hold one phrase (one row)")
         anchor = self.text[0].mean
-        pooled, tokens = [], []
-        for whitener, encoding in zip(self.text, fields, strict=True):
-            if encoding is None:
-                pooled.append(anchor.new_zeros(1, whitener.dims))
-                continue
-            pooled.append(whitener(encoding.pooled.to(anchor.device)))
-            if self.tokens is not None:
-                real = encoding.tokens[0, encoding.mask[0]].to(anchor.device)
-                tokens.append(self.tokens(real))
-        pooled = torch.cat(pooled, dim=1)
+        pooled = torch.cat(self.text([None if e is None else e.pooled.to(anchor.device)
+                                      for e in fields]), dim=1)
         if self.tokens is None:
             return TextCondition(pooled)
+        tokens = [self.tokens(e.tokens[0, e.mask[0]].to(anchor.device))
+                  for e in fields if e is not None]
         tokens = torch.cat(tokens) if tokens else anchor.new_zeros(1, self.tokens.dims)
         return TextCondition(pooled, tokens[None],
                              torch.ones(1, len(tokens), dtype=torch.bool, device=anchor.device))

@@ -50,10 +50,10 @@ class BrokenText:
         return [self._oracle.render(subject.id, {attribute: v}, seed) for v in values]
 
 
-def resolve(name, cohort):
+def resolve(name, cohort, sampling=None):
     if name.startswith("phantom-") and name != "phantom-oracle":
         return BrokenText(cohort, name.removeprefix("phantom-"))
-    return generators.resolve_generator(name, cohort)
+    return generators.resolve_generator(name, cohort, sampling)
 
 
 def cfx(*args):

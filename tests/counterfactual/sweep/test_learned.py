@@ -118,6 +118,21 @@ def test_sweep_with_a_checkpoint_records_its_hash(checkpoint, cohort, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert content_hash(checkpoint) in json.dumps(manifest)
     assert manifest["complete"]
+    assert manifest["model"]["folder"] == str(checkpoint.resolve())
+
+
+def test_audit_finds_the_checkpoint_the_manifest_records(checkpoint, cohort, tmp_path,
+                                                        monkeypatch):
+    out = tmp_path / "run"
+    args = ["--cohort", str(cohort.source), "--attribute", "smoking", "--values", "no,yes",
+            "--model", str(checkpoint), "--out", str(out), "--device", "cpu", "-q"]
+    assert runner.invoke(app, ["sweep", *args]).exit_code == 0
+    monkeypatch.chdir(tmp_path)  # the checkpoint's name alone resolves nowhere from here
+    result = runner.invoke(app, ["audit", str(out), "--cohort", str(cohort.source), "-q"])
+    assert result.exit_code == 0, result.output
+    audit = json.loads((out / "audit" / "audit.json").read_text())
+    composition = audit["criteria"]["composition"]
+    assert composition["status"] != "skipped", composition
 
 
 def test_volume_smaller_than_the_window(checkpoint):

@@ -1,0 +1,248 @@
+"""The mask + text conditional 3D diffusion model: noisy CT, label map, timestep and clinical
+record in, predicted noise out.
+
+MONAI's ``DiffusionModelUNet`` (3D, ``with_conditioning``) reads the noisy image (window units)
+with the one-hot label map concatenated as input channels, and predicts the noise that was added
+(DDPM's epsilon). The text enters by cross-attention (at the attention levels and in the middle
+block) to a *context of one token per field* of the clinical record, in :attr:`fields` order::
+
+    token f = [ field f's whitened vector, zero-padded to max(field_dims) | one-hot(f) | present ]
+
+so the context has a fixed length ``F`` (no padding, no dependence on what a row is batched
+with) and width ``max(field_dims) + F + 1``. Each field is written alone by the prompt template,
+encoded alone and whitened by its own whitener (:class:`models.text_conditioning.FieldWhitening`,
+as the GAN reads it). A missing field has a zero vector (its training mean) and ``present = 0``:
+the one-hot keeps its position known, and the flag tells "missing" apart from a value that
+whitens near the mean (a middle age does). Classifier-free guidance's unconditional branch is
+the record with every field missing (:meth:`CondDiffusion3D.null_condition`).
+
+The noise schedule (``train_timesteps``, ``schedule``, ``beta_start``, ``beta_end``) belongs to
+the trained network, so it is part of the config; training (MONAI ``DDPMScheduler``) and sampling
+(``DDIMScheduler``, :mod:`models.sampling`) build their schedulers from
+:attr:`CondDiffusion3D.noise_schedule`.
+
+Intensities: window units as the GAN, ``-1`` at ``hu_window[0]`` and ``+1`` at ``hu_window[1]``,
+a fixed window in the config. Unlike the GAN, the UNet normalises over space (GroupNorm) and its
+attention levels attend over every voxel of the input, so its output depends on the whole window
+it sees: a sampling window larger than the training patch sees other statistics than training
+did (training on whole volumes avoids that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from torch import nn
+from torch.nn import functional as F
+
+from models.text.interface import TextEncoding
+from models.text_conditioning import FieldWhitening
+
+__all__ = ["CondDiffusion3D", "SCHEDULES"]
+
+SCHEDULES = ("linear_beta", "scaled_linear_beta")
+
+
+class CondDiffusion3D(nn.Module):
+    """Noisy CT + label map + timestep + per-field text -> predicted noise.
+
+    Parameters
+    ----------
+    fields : sequence of str
+        The record fields the text is read from, in a fixed order (the sweep edits one of them).
+    field_dims : sequence of int
+        Principal axes kept of each field's pooled embedding (at most its distinct phrases
+        minus one).
+    label_channels : int
+        One-hot channels of the label map: background plus one per label (4 for the default
+        vocabulary).
+    channels : sequence of int
+        UNet channels per level, finest first; ``len(channels) - 1`` downsamplings, so inputs
+        must be divisible by ``2 ** (len(channels) - 1)`` per axis. Each a multiple of
+        ``norm_num_groups``.
+    attention_levels : sequence of bool, optional
+        Levels with self- and cross-attention; default only the coarsest (attention over the
+        voxels of a finer level costs the square of its voxel count).
+    num_res_blocks : int
+        Residual blocks per level.
+    num_head_channels : int
+        Channels per attention head; divides the channels of every attention level.
+    norm_num_groups : int
+        GroupNorm groups.
+    text_width : int
+        ``D`` of the text encoder.
+    hu_window : sequence of 2 float
+        ``(low, high)`` HU mapped to -1 and +1.
+    train_timesteps : int
+        ``T``, diffusion steps of the noise schedule.
+    schedule : {"linear_beta", "scaled_linear_beta"}
+        MONAI noise schedule.
+    beta_start, beta_end : float
+        First and last beta of the schedule, ``0 < beta_start < beta_end < 1``.
+
+    Raises
+    ------
+    ValueError
+        Any argument out of range; the message names it and the value received.
+    """
+
+    def __init__(self, fields: Sequence[str], field_dims: Sequence[int], label_channels: int = 4,
+                 channels: Sequence[int] = (16, 32, 32),
+                 attention_levels: Sequence[bool] | None = None, num_res_blocks: int = 1,
+                 num_head_channels: int = 8, norm_num_groups: int = 8, text_width: int = 384,
+                 hu_window: Sequence[float] = (-1024.0, 1024.0), train_timesteps: int = 1000,
+                 schedule: str = "scaled_linear_beta", beta_start: float = 0.0005,
+                 beta_end: float = 0.0195):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        fields, field_dims = [str(f) for f in fields], [int(d) for d in field_dims]
+        if attention_levels is None:
+            attention_levels = [False] * (len(channels) - 1) + [True]
+        attention_levels = [bool(a) for a in attention_levels]
+        if not fields or len(set(fields)) != len(fields) or len(field_dims) != len(fields):
+            raise ValueError(f"fields: need distinct names with one field_dims entry each, got "
+                             f"{fields} and {field_dims}")
+        if label_channels < 2:
+            raise ValueError(f"label_channels: need background plus at least one label, got "
+                             f"{label_channels}")
+        if len(channels) < 2 or min(channels) < 1 or any(c % norm_num_groups for c in channels):
+            raise ValueError(f"channels: need at least two levels, each a positive multiple of "
+                             f"norm_num_groups={norm_num_groups}, got {channels}")
+        if len(attention_levels) != len(channels):
+            raise ValueError(f"attention_levels: need one entry per level ({len(channels)}), got "
+                             f"{attention_levels}")
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks: must be >= 1, got {num_res_blocks}")
+        attended = [c for c, a in zip(channels, attention_levels, strict=True) if a]
+        if num_head_channels < 1 or any(c % num_head_channels for c in [*attended, channels[-1]]):
+            raise ValueError(f"num_head_channels: must divide the channels of every attention "
+                             f"level and the last one {channels[-1]}, got {num_head_channels}")
+        low, high = (float(v) for v in hu_window)
+        if not low < high:
+            raise ValueError(f"hu_window: need low < high, got {(low, high)}")
+        if train_timesteps < 2:
+            raise ValueError(f"train_timesteps: must be >= 2, got {train_timesteps}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule: must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if not 0 < beta_start < beta_end < 1:
+            raise ValueError(f"beta_start, beta_end: need 0 < beta_start < beta_end < 1, got "
+                             f"{beta_start} and {beta_end}")
+        self.config = {"fields": fields, "field_dims": field_dims,
+                       "label_channels": int(label_channels), "channels": list(channels),
+                       "attention_levels": attention_levels, "num_res_blocks": int(num_res_blocks),
+                       "num_head_channels": int(num_head_channels),
+                       "norm_num_groups": int(norm_num_groups), "text_width": int(text_width),
+                       "hu_window": [low, high], "train_timesteps": int(train_timesteps),
+                       "schedule": schedule, "beta_start": float(beta_start),
+                       "beta_end": float(beta_end)}
+        self.fields = tuple(fields)
+        self.hu_window = (low, high)
+        self.multiple = 2 ** (len(channels) - 1)
+        self.vector_dims = max(field_dims)
+        self.context_dims = self.vector_dims + len(fields) + 1
+
+        self.text = FieldWhitening(text_width, field_dims)
+        self.unet = DiffusionModelUNet(
+            spatial_dims=3, in_channels=1 + label_channels, out_channels=1,
+            num_res_blocks=num_res_blocks, channels=channels, attention_levels=attention_levels,
+            norm_num_groups=norm_num_groups, num_head_channels=num_head_channels,
+            with_conditioning=True, cross_attention_dim=self.context_dims,
+            use_flash_attention=True)
+
+    @property
+    def noise_schedule(self) -> dict:
+        """Keyword arguments of a MONAI ``DDPMScheduler``/``DDIMScheduler`` with this network's
+        noise schedule."""
+        return {"num_train_timesteps": self.config["train_timesteps"],
+                "schedule": self.config["schedule"], "beta_start": self.config["beta_start"],
+                "beta_end": self.config["beta_end"]}
+
+    # -- text ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def fit_text(self, pooled: Sequence[torch.Tensor]) -> None:
+        """Fit the per-field whitening on the training phrases' embeddings.
+
+        Parameters
+        ----------
+        pooled : sequence of Tensor of float32, shapes (N_f, D)
+            Per field (in :attr:`fields` order), the pooled embeddings of its distinct phrases,
+            ``N_f`` more than its ``field_dims``.
+        """
+        self.text.fit(pooled)
+
+    def _context(self, vectors: Sequence[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """(N, K_f) per field and (N, F) presence -> (N, F, context_dims)."""
+        rows, count = present.shape
+        padded = torch.stack([F.pad(v, (0, self.vector_dims - v.shape[1])) for v in vectors],
+                             dim=1)
+        position = torch.eye(count, device=present.device).expand(rows, count, count)
+        return torch.cat([padded, position, present[..., None].float()], dim=2)
+
+    def condition(self, fields: Sequence[TextEncoding | None]) -> torch.Tensor:
+        """The context tokens of one record.
+
+        Parameters
+        ----------
+        fields : sequence of TextEncoding or None
+            Per field (in :attr:`fields` order), its phrase encoded alone (one row), or None
+            where the record lacks it.
+
+        Returns
+        -------
+        Tensor of float32, shape (1, F, context_dims)
+            Stack rows with ``torch.cat``: every record has the same ``F`` tokens.
+        """
+        if len(fields) != len(self.fields):
+            raise ValueError(f"fields: need one entry per field ({len(self.fields)}), got "
+                             f"{len(fields)}")
+        if any(e is not None and len(e) != 1 for e in fields):
+            raise ValueError("fields: each encoding must hold one phrase (one row)")
+        device = self.text[0].mean.device
+        vectors = self.text([None if e is None else e.pooled.to(device) for e in fields])
+        present = torch.tensor([[e is not None for e in fields]], device=device)
+        return self._context(vectors, present)
+
+    def null_condition(self, rows: int = 1) -> torch.Tensor:
+        """The context of a record with every field missing (classifier-free guidance's
+        unconditional branch), shape (rows, F, context_dims)."""
+        return self.condition([None] * len(self.fields)).expand(rows, -1, -1)
+
+    # -- intensities --------------------------------------------------------------------------
+
+    def to_hu(self, output: torch.Tensor) -> torch.Tensor:
+        """Window units -> HU, clipped to the window."""
+        low, high = self.hu_window
+        return (output.clamp(-1, 1) + 1) * ((high - low) / 2) + low
+
+    def from_hu(self, hu: torch.Tensor) -> torch.Tensor:
+        """HU -> window units, clipped to [-1, 1]."""
+        low, high = self.hu_window
+        return ((hu - low) * (2 / (high - low)) - 1).clamp(-1, 1)
+
+    # -- network ------------------------------------------------------------------------------
+
+    def forward(self, sample: torch.Tensor, labels: torch.Tensor, timesteps: torch.Tensor,
+                context: torch.Tensor) -> torch.Tensor:
+        """Predict the noise in each row.
+
+        Parameters
+        ----------
+        sample : Tensor of float32, shape (N, 1, X, Y, Z)
+            Noisy image at ``timesteps``, window units; ``X, Y, Z`` divisible by
+            :attr:`multiple`.
+        labels : Tensor of float32, shape (N, label_channels, X, Y, Z)
+            One-hot label map.
+        timesteps : Tensor of int64, shape (N,)
+            Diffusion step of each row, in ``[0, train_timesteps)``.
+        context : Tensor of float32, shape (N, F, context_dims)
+            See :meth:`condition` and :meth:`null_condition`.
+
+        Returns
+        -------
+        Tensor, shape (N, 1, X, Y, Z)
+            Predicted standard normal noise.
+        """
+        return self.unet(torch.cat([sample, labels], dim=1), timesteps, context)

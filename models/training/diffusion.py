@@ -1,0 +1,216 @@
+"""Noise-prediction (DDPM) training of :class:`models.nets.cond_diffusion3d.CondDiffusion3D`.
+
+The loop mirrors :mod:`models.training.gan`: a batch source (``(numpy Generator, batch_size) ->
+TrainingBatch``) hands it label maps, CTs in HU and each row's record as per-field phrases (the
+source has already dropped each field with its drop rate), and a frozen text encoder embeds the
+phrases. Everything random in a step comes from two generators the trainer owns (numpy for the
+data, torch for timesteps, noise and condition dropout); their states are part of
+:meth:`DiffusionTrainer.training_state`, so a resumed run continues exactly as if it had not
+stopped.
+
+Per step: each row gets a timestep ``t`` uniform in ``[0, T)`` and standard normal noise ``n``;
+MONAI's ``DDPMScheduler`` noises the CT (window units) to ``x_t``; with probability
+``p_uncond`` the row's whole record is replaced by the record with every field missing (what
+classifier-free guidance reads as unconditional); the network predicts ``n`` from ``x_t``, the
+label map, ``t`` and the record, and the loss is the mean squared error. An exponential moving
+average (EMA) of the weights is what a checkpoint serves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from monai.networks.schedulers import DDPMScheduler
+from torch.nn import functional as F
+
+from models.nets.cond_diffusion3d import CondDiffusion3D
+from models.text.interface import TextEncoder, TextEncoding
+from models.training.gan import BatchSource
+
+__all__ = ["DiffusionSettings", "DiffusionTrainer"]
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """Optimisation settings (the checkpoint's ``training`` config records them).
+
+    Attributes
+    ----------
+    batch_size : int
+    lr : float
+        AdamW learning rate.
+    p_uncond : float
+        Chance of training a row on the record with every field missing (classifier-free
+        guidance), on top of the source's per-field dropping.
+    ema_decay : float
+        Per-step decay of the weight average that checkpoints serve.
+    clip_norm : float
+        Gradients are rescaled to at most this L2 norm per step.
+    seed : int
+        Seeds the data and noise generators.
+    mixed_precision : bool
+        bfloat16 autocast on CUDA.
+    """
+
+    batch_size: int = 4
+    lr: float = 2e-4
+    p_uncond: float = 0.1
+    ema_decay: float = 0.999
+    clip_norm: float = 1.0
+    seed: int = 0
+    mixed_precision: bool = True
+
+
+class DiffusionTrainer:
+    """Holds the network, optimiser, EMA and random state of one training run.
+
+    Parameters
+    ----------
+    model : CondDiffusion3D
+        Trained in place; its text whitening must be fitted (see :meth:`fit_text`) or loaded.
+    encoder : TextEncoder
+        Frozen; phrases are encoded one at a time and each record's context is kept for the run.
+    source : callable
+        ``source(rng, batch_size) -> TrainingBatch``.
+    settings : DiffusionSettings
+    device : str or torch.device
+    """
+
+    def __init__(self, model: CondDiffusion3D, encoder: TextEncoder, source: BatchSource,
+                 settings: DiffusionSettings, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.settings = settings
+        self.encoder = encoder
+        self.source = source
+        self.model = model.to(self.device).train()
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr)
+        self.scheduler = DDPMScheduler(**model.noise_schedule)
+        self.rng = np.random.default_rng(settings.seed)
+        self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
+        self.step = 0
+        self._encodings: dict[str, TextEncoding] = {}
+        self._contexts: dict[tuple, torch.Tensor] = {}
+        self._autocast = settings.mixed_precision and self.device.type == "cuda"
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def fit_text(self, phrases: Sequence[Sequence[str]]) -> None:
+        """Fit the model's (and EMA's) per-field text whitening.
+
+        Parameters
+        ----------
+        phrases : sequence of sequence of str
+            Per field of the model, its distinct training phrases (more than its dims).
+        """
+        self.model.fit_text([self.encoder.encode(list(p)).pooled.to(self.device)
+                             for p in phrases])
+        self.ema.load_state_dict(self.model.state_dict())
+        self._contexts.clear()
+
+    def _encode(self, phrase: str) -> TextEncoding:
+        if phrase not in self._encodings:
+            self._encodings[phrase] = self.encoder.encode([phrase]).to(self.device)
+        return self._encodings[phrase]
+
+    def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
+        rows = []
+        for row in phrases:
+            key = tuple(row.get(field) for field in self.model.fields)
+            if key not in self._contexts:
+                with torch.no_grad():
+                    self._contexts[key] = self.model.condition(
+                        [None if p is None else self._encode(p) for p in key])
+            rows.append(self._contexts[key])
+        return torch.cat(rows)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser update.
+
+        Returns
+        -------
+        dict of str to float
+            ``mse``: mean squared error of the predicted noise.
+        """
+        settings, model = self.settings, self.model
+        batch = self.source(self.rng, settings.batch_size)
+        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
+                           model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
+        labels = labels.to(self.device)
+        clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
+        rows = clean.shape[0]
+        context = self._context(batch.phrases)
+        noise = torch.randn(clean.shape, generator=self.noise).to(self.device)
+        timesteps = torch.randint(0, model.config["train_timesteps"], (rows,),
+                                  generator=self.noise).to(self.device)
+        dropped = (torch.rand(rows, generator=self.noise) < settings.p_uncond).to(self.device)
+        context = torch.where(dropped[:, None, None], model.null_condition(rows), context)
+        noisy = self.scheduler.add_noise(clean, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            predicted = model(noisy, labels, timesteps, context)
+        loss = F.mse_loss(predicted.float(), noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), model.parameters(), strict=True):
+                average.lerp_(current, 1 - settings.ema_decay)
+        self.step += 1
+        return {"mse": loss.item()}
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything a resume needs, as tensors (for safetensors) and JSON.
+
+        Returns
+        -------
+        tensors : dict of str to Tensor
+            ``model.*``, ``ema.*``, ``optimizer.*`` and ``rng.noise`` (the torch generator's
+            state).
+        meta : dict
+            ``step``, the numpy generator's state, the optimiser's hyper-parameters and the
+            settings.
+        """
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in (("model", self.model), ("ema", self.ema)):
+            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        state = self.optimizer.state_dict()
+        for index, entry in state["state"].items():
+            for key, value in entry.items():
+                tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+        tensors["rng.noise"] = self.noise.get_state()
+        meta = {"step": self.step, "rng": _json_state(self.rng.bit_generator.state),
+                "settings": asdict(self.settings), "optimizer": state["param_groups"]}
+        return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore :meth:`training_state` (same architecture and settings)."""
+        for prefix, module in (("model", self.model), ("ema", self.ema)):
+            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(prefix + ".")})
+        entries: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, field = key.split(".", 2)
+                entries.setdefault(int(index), {})[field] = value.to(self.device) \
+                    if field != "step" else value
+        self.optimizer.load_state_dict({"state": entries, "param_groups": meta["optimizer"]})
+        self.rng.bit_generator.state = meta["rng"]
+        self.noise.set_state(tensors["rng.noise"])
+        self.step = int(meta["step"])
+        self._contexts.clear()
+
+
+# Copied from models.training.gan._json_state
+def _json_state(state: dict) -> dict:
+    """A numpy bit generator state with plain ints, as JSON keeps it."""
+    return json.loads(json.dumps(state, default=int))

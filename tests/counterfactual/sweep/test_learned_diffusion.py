@@ -1,0 +1,170 @@
+"""The sweep with a diffusion checkpoint: shared noise, guidance, from-CT, manifest, errors."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from counterfactual.cli import app
+from counterfactual.cohort import load_cohort
+from counterfactual.errors import UserInputError
+from counterfactual.phantom import PhantomSettings, write_phantom
+from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
+from counterfactual.sweep.learned import LearnedDiffusionGenerator, LearnedGenerator
+from counterfactual.volume import read_labels, read_volume
+from tests.models.conftest import save_tiny_bert
+
+runner = CliRunner()
+_TRAIN = ("--cohort", "phantom:4", "--steps", "2", "--patch", "16", "--phantom-shape", "16",
+          "--batch-size", "2", "--device", "cpu", "-q")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion")
+    bert = str(save_tiny_bert(root / "bert"))
+    for arch, channels in (("diffusion", "8,8"), ("gan", "4,8")):
+        result = runner.invoke(app, ["train", "--arch", arch, "--out", str(root / arch),
+                                     "--channels", channels, "--text-encoder", bert, *_TRAIN])
+        assert result.exit_code == 0, result.output
+    write_phantom(root / "cohort", PhantomSettings(subjects=2, shape=(16, 16, 16),
+                                                   spacing=(20.0,) * 3), quiet=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cohort(root):
+    return load_cohort(root / "cohort")
+
+
+def _requests(*values):
+    return [Request(v, {"smoking": v}, f"Lung CT scan: Smoker: {v}.",
+                    {"smoking": f"Lung CT scan: Smoker: {v}."}) for v in values]
+
+
+def _generate(model, cohort, values, seed=7):
+    subject = cohort.subjects[0]
+    return model.generate(subject, read_labels(subject.mask), "smoking", _requests(*values), seed)
+
+
+def test_resolves_by_architecture_with_the_checkpoints_defaults(root, cohort):
+    model = resolve_generator(str(root / "diffusion"), cohort)
+    assert isinstance(model, LearnedDiffusionGenerator)
+    assert model.sampling == {"steps": 20, "guidance": 1.0, "eta": 0.0, "from_ct": False,
+                              "strength": None}
+    assert model.roi == (32, 32, 32)  # twice the training patch, as the GAN
+    gan = resolve_generator(str(root / "gan"), cohort)
+    assert type(gan) is LearnedGenerator and not hasattr(gan, "sampling")
+    options = SamplingOptions(guidance=2.0, steps=5, from_ct=True)
+    assert resolve_generator(str(root / "diffusion"), cohort, options).sampling == {
+        "steps": 5, "guidance": 2.0, "eta": 0.0, "from_ct": True, "strength": 0.5}
+
+
+def test_shared_noise_seeds_and_guidance(root, cohort):
+    model = LearnedDiffusionGenerator(root / "diffusion", sampling=SamplingOptions(steps=4))
+    model.check(cohort, "smoking")
+    yes, no, again = _generate(model, cohort, ("yes", "no", "yes"))
+    assert yes.shape == (16, 16, 16) and yes.dtype == np.float32
+    assert np.array_equal(yes, again)  # a null pair
+    assert not np.array_equal(yes, no)
+    assert np.array_equal(_generate(model, cohort, ("yes",))[0], yes)
+    assert not np.array_equal(_generate(model, cohort, ("yes",), seed=8)[0], yes)
+    blind = LearnedDiffusionGenerator(root / "diffusion",
+                                      sampling=SamplingOptions(steps=4, guidance=0))
+    a, b = _generate(blind, cohort, ("yes", "no"))
+    assert np.array_equal(a, b)  # guidance 0 ignores the record
+
+
+def test_from_ct_keeps_the_subjects_ct_at_small_strength(root, cohort):
+    ct = read_volume(cohort.subjects[0].ct).data.clip(-1024, 1024)
+    errors = {}
+    for strength in (0.001, 1.0):
+        model = LearnedDiffusionGenerator(root / "diffusion", sampling=SamplingOptions(
+            steps=4, from_ct=True, strength=strength))
+        model.check(cohort, "smoking")
+        errors[strength] = np.abs(_generate(model, cohort, ("yes",))[0] - ct).mean()
+    assert errors[0.001] < 40  # HU
+    assert errors[1.0] > 5 * errors[0.001]
+
+
+def test_sweep_records_sampling_and_resume_compares_it(root, tmp_path):
+    out = tmp_path / "run"
+    base = ["sweep", "--cohort", str(root / "cohort"), "--attribute", "smoking", "--values",
+            "no,yes", "--model", str(root / "diffusion"), "--out", str(out), "--device", "cpu",
+            "-q"]
+    result = runner.invoke(app, [*base, "--steps", "2", "--from-ct", "--strength", "0.3"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["complete"]
+    assert manifest["settings"]["sampling"] == {"steps": 2, "guidance": 1.0, "eta": 0.0,
+                                                "from_ct": True, "strength": 0.3}
+    again = runner.invoke(app, [*base, "--steps", "2", "--from-ct", "--strength", "0.3",
+                                "--resume"])
+    assert again.exit_code == 0, again.output
+    other = runner.invoke(app, [*base, "--steps", "3", "--from-ct", "--strength", "0.3",
+                                "--resume"])
+    assert other.exit_code == 2
+    assert "cannot resume with different settings (sampling: run has" in other.stderr
+    # the audit regenerates with the run's sampling, so a volume comes back exactly
+    audit = runner.invoke(app, ["audit", str(out), "--cohort", str(root / "cohort"), "-q"])
+    assert audit.exit_code == 0, audit.output
+    composition = json.loads((out / "audit" / "audit.json").read_text())["criteria"][
+        "composition"]
+    assert composition["status"] == "measured", composition
+    assert composition["metrics"]["null_max_abs"]["value"] < 0.5  # HU (int16 storage)
+
+
+def _error(args, out):
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
+    assert not out.exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize("model, extra, message", [
+    ("gan", ["--guidance", "2"], "--guidance: only diffusion models take this option; model gan "
+                                 "is a GAN (cond_gan3d)"),
+    ("gan", ["--steps", "4", "--from-ct"], "--steps, --from-ct: only diffusion models take these "
+                                           "options; model gan is a GAN"),
+    ("phantom-oracle", ["--strength", "0.5"], "--strength: only diffusion models take this "
+                                              "option; model phantom-oracle is the phantom's "
+                                              "exact renderer"),
+    ("diffusion", ["--strength", "0.5"], "--strength: applies to --from-ct only"),
+    ("diffusion", ["--from-ct", "--strength", "0"], r"--strength: got 0.0; give a value in "
+                                                    r"(0, 1]"),
+    ("diffusion", ["--guidance", "-1"], "--guidance: got -1.0; give a weight >= 0"),
+    ("diffusion", ["--steps", "0"], "--steps: got 0; give 1 to 1000 DDIM steps"),
+])
+def test_sampling_option_errors(root, tmp_path, model, extra, message):
+    name = model if model == "phantom-oracle" else str(root / model)
+    args = ["sweep", "--cohort", str(root / "cohort"), "--attribute", "smoking", "--values",
+            "no,yes", "--model", name, *extra]
+    assert message in _error(args, tmp_path / "run")
+
+
+def test_from_ct_needs_a_ct_for_every_subject(root, tmp_path):
+    args = ["sweep", "--mask", str(root / "cohort" / "masks" / "P000.nii.gz"), "--attribute",
+            "smoking", "--values", "no,yes", "--model", str(root / "diffusion"), "--from-ct"]
+    line = _error(args, tmp_path / "run")
+    assert "--from-ct: subject P000 of" in line and "has no CT; give a cohort with a CT" in line
+
+
+def test_the_gan_adapter_refuses_a_diffusion_checkpoint(root):
+    with pytest.raises(UserInputError, match="holds a cond_diffusion3d model; LearnedGenerator "
+                                             "serves cond_gan3d"):
+        LearnedGenerator(root / "diffusion")
+
+
+def test_models_list_and_show_describe_a_diffusion_checkpoint(root, monkeypatch):
+    monkeypatch.chdir(root)  # short local names keep the table narrow
+    listed = runner.invoke(app, ["models", "list", "diffusion", "gan"])
+    assert listed.exit_code == 0, listed.output
+    assert "cond_diffusion3d (20 DDIM steps, guidance 1)" in listed.stdout
+    assert "cond_gan3d (affine)" in listed.stdout
+    shown = runner.invoke(app, ["models", "show", "diffusion"])
+    assert shown.exit_code == 0, shown.output
+    assert "architecture: cond_diffusion3d, scaled_linear_beta noise schedule, sampling 20 " \
+           "DDIM steps, guidance 1, channels [8, 8]" in shown.stdout
