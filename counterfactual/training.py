@@ -190,7 +190,7 @@ for real scans says nothing about real patients.
 - cfx {config["cfx_version"]}
 
 ## Recovery of planted effects
-Not evaluated yet: run `python benchmarks/gan_recovery.py {config["name"]}`.
+Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card`.
 """
 
 
@@ -248,7 +248,8 @@ plain conditional model and W > 1 amplifies attribute effects. `cfx sweep --mode
 subject's own CT.
 
 ## Recovery of planted effects
-Not evaluated yet.
+Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card` (from
+noise) and add `--from-ct` (from each held-out subject's CT).
 """
 
 
