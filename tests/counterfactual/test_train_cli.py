@@ -161,6 +161,7 @@ def test_trains_on_a_cohort_folder(tmp_path, bert, cohort_folder):
     assert config["training_cohort"] == {"kind": "cohort", "source": str(cohort_folder),
                                          "subjects": 3, "prompt_field_drop_rate": 0.2}
     assert f"the cohort {cohort_folder} (3 subjects)" in (out / "README.md").read_text()
+    assert "warning: 3 training subjects; on phantoms" in " ".join(result.stderr.split())
 
 
 def test_a_cohort_without_cts_is_refused(tmp_path, bert, cohort_folder):
