@@ -488,11 +488,6 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                                    channels, phantom_shape, drop_rate, lr, seed, weights, fusion,
                                    fusion_lr_scale, p_uncond, sampling_steps)
     source = _source(arguments, quiet)
-    subjects = source.summary()["subjects"]
-    if isinstance(subjects, int) and subjects < SMALL_COHORT:
-        console.print(f"warning: {subjects} training subjects; on phantoms, GANs trained on 50-200 "
-                      "subjects changed the body outside the lungs by 11-13 HU per attribute edit "
-                      f"(4-6 HU with thousands); judge this model with cfx audit", soft_wrap=True)
     try:
         encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
                                 device=target)
@@ -502,6 +497,12 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     # 1. the network: from the checkpoint on resume, else new with whitening fitted
     build = _gan_trainer if arch == "gan" else _diffusion_trainer
     trainer, fitted_on, elapsed = build(arguments, config, out, encoder, source, target)
+
+    subjects = source.summary()["subjects"]
+    if isinstance(subjects, int) and subjects < SMALL_COHORT:
+        console.print(f"warning: {subjects} training subjects; on phantoms, GANs trained on 50-200 "
+                      "subjects changed the body outside the lungs by 11-13 HU per attribute edit "
+                      "(4-6 HU with thousands); judge this model with cfx audit", soft_wrap=True)
 
     # 2. train, logging and saving as we go
     start, clock = trainer.step, time.perf_counter()
