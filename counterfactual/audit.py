@@ -68,7 +68,14 @@ minimality                   locality of each difference map (value minus refere
   mean_abs_inside_lung (HU)  mean ``|d|`` inside the lungs (the size of the edit)
   worst_share_inside_lung,   the least local map
   worst_mean_abs_outside_lung
-reversibility                not applicable to generation from a mask (no source CT)
+reversibility                runs edited from real CTs (``cfx sweep --from-ct``): each CT is
+                             edited to another value (the run's counterfactual) and back to its
+                             own at the run's strength and noise; not applicable to generation
+                             from a mask (no source CT)
+  round_trip_mean_abs (HU)   mean ``|back - real CT|``
+  own_edit_mean_abs (HU)     mean ``|edit to its own value - real CT|``: the floor a single edit
+                             already costs
+  round_trip_to_own_edit_ratio  near 1 when going there and back costs no more than one edit
 oracle_agreement             on a phantom cohort (``truth.json``): every difference map
                              against the exact oracle map of the same change
                              (:func:`counterfactual.phantom.score_difference`, lungs as the
@@ -85,7 +92,9 @@ oracle_agreement             on a phantom cohort (``truth.json``): every differe
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,7 +130,7 @@ from counterfactual.sweep.executors import DEVICES, configure
 from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
 from counterfactual.sweep.manifest import read_manifest, write_json
 from counterfactual.sweep.naming import diff_name, value_label
-from counterfactual.volume import check_same_grid, read_labels, read_volume
+from counterfactual.volume import check_same_grid, read_labels, read_volume, write_volume
 
 __all__ = ["AUDIT_FORMAT", "AUDIT_FOLDER", "CRITERIA", "AuditConfig", "run_audit"]
 
@@ -267,8 +276,8 @@ def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
     return template
 
 
-def _composition(run: _Run, cohort: Cohort, config: AuditConfig) -> tuple[dict, list[dict]]:
-    notes = []
+def _regenerator(run: _Run, cohort: Cohort, config: AuditConfig):
+    """The run's model, loaded to regenerate with the run's sampling, or None and why not."""
     model = run.model
     where = config.model or model.get("folder") or model["name"]
     if where == model.get("folder") and not Path(where).is_dir():
@@ -280,21 +289,31 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig) -> tuple[dict, 
                                                       sampling["from_ct"], sampling["strength"]))
         generator.check(cohort, run.attribute)
     except UserInputError as exc:
-        return _criterion("skipped", notes=[
-            f"the run's model {where!r} cannot be loaded here ({exc}); "
-            "give its checkpoint folder with --model"]), []
+        return None, (f"the run's model {where!r} cannot be loaded here ({exc}); give its "
+                      "checkpoint folder with --model")
     if generator.content_hash != model["content_hash"]:
-        return _criterion("skipped", notes=[
-            f"model {model['name']!r} now has content hash {generator.content_hash}, the run used "
-            f"{model['content_hash']}; regenerating with another model says nothing"]), []
+        return None, (f"model {model['name']!r} now has content hash {generator.content_hash}, "
+                      f"the run used {model['content_hash']}; regenerating with another model "
+                      "says nothing")
     configure(generator, config.device, 1)
+    return generator, ""
+
+
+def _start_value(run: _Run, subject, config: AuditConfig):
+    """The subject's own value when it was swept, else the reference; and which it is."""
+    own = _own_value(subject.record, run, config.attributes)
+    return (own, "own") if own in run.values else (run.reference, "reference")
+
+
+def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
+                 generator) -> tuple[dict, list[dict]]:
+    notes = []
     template = _template(run, config)
     seed = run.seeds[0]
     rows = []
     for subject_id in track(run.subjects, "audit: composition", quiet=config.quiet):
         subject = cohort.subject(subject_id)
-        own = _own_value(subject.record, run, config.attributes)
-        value = own if own in run.values else run.reference
+        value, source = _start_value(run, subject, config)
         item = run.item(subject_id, seed, value)
         record = edit_record(subject.record, run.attribute, value, config.attributes)
         prompt = template.render(record, f"subject {subject_id}")
@@ -309,7 +328,7 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig) -> tuple[dict, 
         distance = volume_distance(np.asarray(volume, np.float32),
                                    run.ct(subject_id, seed, value))
         rows.append({"subject": subject_id, "seed": seed, "value": value,
-                     "source": "own" if own == value else "reference",
+                     "source": source,
                      "mean_abs_hu": distance.mean_abs, "max_abs_hu": distance.max_abs})
     null_mean = float(np.mean([r["mean_abs_hu"] for r in rows]))
     metrics = {"null_mean_abs": _metric(null_mean, "HU"),
@@ -538,11 +557,47 @@ def _oracle_agreement(oracle: PhantomOracle | None, rows: list[dict]) -> dict:
         "correlation_undefined": _metric(int(correlations.size - defined.size), "maps")}, notes)
 
 
-def _reversibility(model: str) -> dict:
-    return _criterion("not applicable", notes=[
-        f"reversibility (edit a real CT to another value and back) applies to counterfactuals "
-        f"edited from a source CT (diffusion inversion); {model} generates from a mask and noise, "
-        "so there is no source CT to return to"])
+def _reversibility(run: _Run, cohort: Cohort, config: AuditConfig,
+                   generator) -> tuple[dict, list[dict]]:
+    """Edit each real CT to another value (the run's counterfactual) and back to its own, at the
+    run's strength and noise, against the edit of the real CT to its own value (the floor)."""
+    sampling = run.manifest["settings"].get("sampling") or {}
+    if not sampling.get("from_ct"):
+        return _criterion("not applicable", notes=[
+            "reversibility (edit a real CT to another value and back) applies to "
+            f"counterfactuals edited from a source CT (cfx sweep --from-ct); {run.model['name']} "
+            "generated from a mask and noise, so there is no source CT to return to"]), []
+    if generator is None:
+        return _criterion("skipped", notes=["the run's model cannot regenerate here (see "
+                                            "composition)"]), []
+    template = _template(run, config)
+    seed = run.seeds[0]
+    rows = []
+    for subject_id in track(run.subjects, "audit: reversibility", quiet=config.quiet):
+        subject = cohort.subject(subject_id)
+        start, _ = _start_value(run, subject, config)
+        other = next(v for v in run.values if v != start)
+        record = edit_record(subject.record, run.attribute, start, config.attributes)
+        mask = read_labels(run.mask_path(subject_id), config.labels)
+        with tempfile.TemporaryDirectory(prefix="cfx-audit-") as scratch:
+            edited = write_volume(Path(scratch) / "edited.nii.gz",
+                                  run.ct(subject_id, seed, other), mask.affine)
+            back = generator.generate(dataclasses.replace(subject, ct=edited), mask,
+                                      run.attribute, [Request.build(start, record, template)],
+                                      run.item(subject_id, seed, start)["noise_seed"])[0]
+        real = read_volume(subject.ct).data
+        round_trip = volume_distance(np.asarray(back, np.float32), real)
+        floor = volume_distance(run.ct(subject_id, seed, start), real)
+        rows.append({"subject": subject_id, "seed": seed, "start": start, "via": other,
+                     "round_trip_mean_abs_hu": round_trip.mean_abs,
+                     "own_edit_mean_abs_hu": floor.mean_abs})
+    trip = float(np.mean([r["round_trip_mean_abs_hu"] for r in rows]))
+    floor = float(np.mean([r["own_edit_mean_abs_hu"] for r in rows]))
+    return _criterion("measured", {
+        "round_trip_mean_abs": _metric(trip, "HU"),
+        "own_edit_mean_abs": _metric(floor, "HU"),
+        "round_trip_to_own_edit_ratio": _metric(trip / floor if floor > 0 else None, "1"),
+        "strength": _metric(sampling.get("strength"), "1")}), rows
 
 
 def _finite(value):
@@ -589,7 +644,12 @@ def run_audit(config: AuditConfig,
     if skip_reason and note is not None:
         note(skip_reason)
     # 2. Composition: regenerate each subject at its own value; seed-to-seed as the scale.
-    composition, composition_rows = _composition(run, cohort, config)
+    generator, unavailable = _regenerator(run, cohort, config)
+    if generator is None:
+        composition, composition_rows = _criterion("skipped", notes=[unavailable]), []
+    else:
+        composition, composition_rows = _composition(run, cohort, config, generator)
+    reversibility, reversibility_rows = _reversibility(run, cohort, config, generator)
     # 3. Effectiveness: an attribute predictor trained on real CTs reads the counterfactuals.
     effectiveness, volume_rows = _effectiveness(run, predictor_cohort, skip_reason, config)
     # 4. Minimality and oracle agreement: one pass over the difference maps.
@@ -597,11 +657,11 @@ def run_audit(config: AuditConfig,
     parts, difference_rows = _differences(run, config, oracle)
     criteria = {"composition": composition, "effectiveness": effectiveness,
                 "minimality": _minimality(parts, difference_rows),
-                "reversibility": _reversibility(run.model["name"]),
+                "reversibility": reversibility,
                 "oracle_agreement": _oracle_agreement(oracle, difference_rows)}
     # 5. Write RUN/audit/ (replacing an earlier audit only once everything succeeded).
     tables = {"composition.csv": composition_rows, "volumes.csv": volume_rows,
-              "differences.csv": difference_rows}
+              "differences.csv": difference_rows, "reversibility.csv": reversibility_rows}
     audit = {
         "format": AUDIT_FORMAT, "cfx_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

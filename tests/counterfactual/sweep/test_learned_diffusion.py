@@ -1,5 +1,6 @@
 """The sweep with a diffusion checkpoint: shared noise, guidance, from-CT, manifest, errors."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from counterfactual.cli import app
 from counterfactual.cohort import load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.phantom import PhantomSettings, write_phantom
+from counterfactual.prompts import DEFAULT_TEMPLATE
 from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
 from counterfactual.sweep.learned import LearnedDiffusionGenerator, LearnedGenerator
 from counterfactual.volume import read_labels, read_volume
@@ -168,3 +170,41 @@ def test_models_list_and_show_describe_a_diffusion_checkpoint(root, monkeypatch)
     assert shown.exit_code == 0, shown.output
     assert "architecture: cond_diffusion3d, scaled_linear_beta noise schedule, sampling 20 " \
            "DDIM steps, guidance 1, channels [8, 8]" in shown.stdout
+
+
+def test_audit_of_a_from_ct_run_measures_the_round_trip(root, cohort, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "sweep", "--cohort", str(root / "cohort"), "--attribute", "smoking", "--values", "no,yes",
+        "--model", str(root / "diffusion"), "--out", str(out), "--device", "cpu", "--steps", "3",
+        "--from-ct", "--strength", "0.4", "-q"])
+    assert result.exit_code == 0, result.output
+    audit = runner.invoke(app, ["audit", str(out), "--cohort", str(root / "cohort"), "-q"])
+    assert audit.exit_code == 0, audit.output
+    criterion = json.loads((out / "audit" / "audit.json").read_text())["criteria"]["reversibility"]
+    assert criterion["status"] == "measured"
+    # by hand: edit each real CT to the other value (the run's volume) and back to its own
+    model = LearnedDiffusionGenerator(root / "diffusion", sampling=SamplingOptions(
+        steps=3, from_ct=True, strength=0.4))
+    manifest = json.loads((out / "manifest.json").read_text())
+    trips, floors = [], []
+    for subject in cohort.subjects:
+        own = subject.record["smoking"]
+        other = "yes" if own == "no" else "no"
+        name = f"sub-{subject.id}/sub-{subject.id}_attr-smoking_val-{{}}_seed-0_ct.nii.gz"
+        edited = read_volume(out / name.format(other))
+        seed = next(i["noise_seed"] for i in manifest["items"] if i["subject"] == subject.id)
+        record = {**subject.record, "smoking": own}
+        back = model.generate(dataclasses.replace(subject, ct=out / name.format(other)),
+                              read_labels(subject.mask), "smoking",
+                              [Request.build(own, record, DEFAULT_TEMPLATE)], seed)[0]
+        real = read_volume(subject.ct).data
+        trips.append(np.abs(back - real).mean())
+        floors.append(np.abs(read_volume(out / name.format(own)).data - real).mean())
+        assert edited.data.shape == real.shape
+    metrics = criterion["metrics"]
+    assert metrics["round_trip_mean_abs"]["value"] == pytest.approx(np.mean(trips), rel=1e-5)
+    assert metrics["own_edit_mean_abs"]["value"] == pytest.approx(np.mean(floors), rel=1e-5)
+    assert metrics["strength"]["value"] == 0.4
+    rows = (out / "audit" / "reversibility.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(cohort.subjects)
