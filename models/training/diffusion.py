@@ -19,7 +19,6 @@ average (EMA) of the weights is what a checkpoint serves.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -31,6 +30,13 @@ from torch.nn import functional as F
 from models.nets.cond_diffusion3d import CondDiffusion3D
 from models.text.interface import TextEncoder, TextEncoding
 from models.training.gan import BatchSource
+from models.training.state import (
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_tensors,
+    rng_json,
+)
 
 __all__ = ["DiffusionSettings", "DiffusionTrainer"]
 
@@ -180,37 +186,21 @@ class DiffusionTrainer:
             ``step``, the numpy generator's state, the optimiser's hyper-parameters and the
             settings.
         """
-        tensors: dict[str, torch.Tensor] = {}
-        for prefix, module in (("model", self.model), ("ema", self.ema)):
-            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-        state = self.optimizer.state_dict()
-        for index, entry in state["state"].items():
-            for key, value in entry.items():
-                tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value)
+        tensors = {**module_tensors("model", self.model), **module_tensors("ema", self.ema)}
+        state, groups = optimizer_tensors("optimizer", self.optimizer)
+        tensors.update(state)
         tensors["rng.noise"] = self.noise.get_state()
-        meta = {"step": self.step, "rng": _json_state(self.rng.bit_generator.state),
-                "settings": asdict(self.settings), "optimizer": state["param_groups"]}
+        meta = {"step": self.step, "rng": rng_json(self.rng), "settings": asdict(self.settings),
+                "optimizer": groups}
         return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
 
     def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore :meth:`training_state` (same architecture and settings)."""
-        for prefix, module in (("model", self.model), ("ema", self.ema)):
-            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
-                                    if k.startswith(prefix + ".")})
-        entries: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, field = key.split(".", 2)
-                entries.setdefault(int(index), {})[field] = value.to(self.device) \
-                    if field != "step" else value
-        self.optimizer.load_state_dict({"state": entries, "param_groups": meta["optimizer"]})
+        load_module("model", self.model, tensors)
+        load_module("ema", self.ema, tensors)
+        load_optimizer("optimizer", self.optimizer, tensors, meta["optimizer"], self.device)
         self.rng.bit_generator.state = meta["rng"]
         self.noise.set_state(tensors["rng.noise"])
         self.step = int(meta["step"])
         self._contexts.clear()
 
-
-# Copied from models.training.gan._json_state
-def _json_state(state: dict) -> dict:
-    """A numpy bit generator state with plain ints, as JSON keeps it."""
-    return json.loads(json.dumps(state, default=int))

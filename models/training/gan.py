@@ -20,7 +20,6 @@ weights is what a checkpoint serves.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -32,6 +31,13 @@ from torch.nn import functional as F
 
 from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 from models.text.interface import TextEncoder, TextEncoding
+from models.training.state import (
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_tensors,
+    rng_json,
+)
 
 __all__ = ["GANSettings", "GANTrainer", "TrainingBatch", "BatchSource"]
 
@@ -254,6 +260,13 @@ class GANTrainer:
 
     # -- resume -------------------------------------------------------------------------------
 
+    def _modules_by_prefix(self):
+        return (("generator", self.generator), ("ema", self.ema),
+                ("discriminator", self.discriminator))
+
+    def _optimizers_by_name(self):
+        return (("optimizer_g", self.optimizer_g), ("optimizer_d", self.optimizer_d))
+
     def training_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything a resume needs, as tensors (for safetensors) and JSON.
 
@@ -267,42 +280,23 @@ class GANTrainer:
             the settings.
         """
         tensors: dict[str, torch.Tensor] = {}
-        for prefix, module in (("generator", self.generator), ("ema", self.ema),
-                               ("discriminator", self.discriminator)):
-            tensors.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-        meta = {"step": self.step, "rng": _json_state(self.rng.bit_generator.state),
-                "settings": asdict(self.settings)}
-        for name, optimizer in (("optimizer_g", self.optimizer_g),
-                                ("optimizer_d", self.optimizer_d)):
-            state = optimizer.state_dict()
-            for index, entry in state["state"].items():
-                for key, value in entry.items():
-                    tensors[f"{name}.{index}.{key}"] = torch.as_tensor(value)
-            meta[name] = state["param_groups"]
+        for prefix, module in self._modules_by_prefix():
+            tensors.update(module_tensors(prefix, module))
+        meta = {"step": self.step, "rng": rng_json(self.rng), "settings": asdict(self.settings)}
+        for name, optimizer in self._optimizers_by_name():
+            state, meta[name] = optimizer_tensors(name, optimizer)
+            tensors.update(state)
         tensors["rng.noise"] = self.noise.get_state()
         return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
 
     def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore :meth:`training_state` (same architecture and settings)."""
-        for prefix, module in (("generator", self.generator), ("ema", self.ema),
-                               ("discriminator", self.discriminator)):
-            module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items()
-                                    if k.startswith(prefix + ".")})
-        for name, optimizer in (("optimizer_g", self.optimizer_g),
-                                ("optimizer_d", self.optimizer_d)):
-            entries: dict[int, dict] = {}
-            for key, value in tensors.items():
-                if key.startswith(name + "."):
-                    _, index, field = key.split(".", 2)
-                    entries.setdefault(int(index), {})[field] = value.to(self.device) \
-                        if field != "step" else value
-            optimizer.load_state_dict({"state": entries, "param_groups": meta[name]})
+        for prefix, module in self._modules_by_prefix():
+            load_module(prefix, module, tensors)
+        for name, optimizer in self._optimizers_by_name():
+            load_optimizer(name, optimizer, tensors, meta[name], self.device)
         self.rng.bit_generator.state = meta["rng"]
         self.noise.set_state(tensors["rng.noise"])
         self.step = int(meta["step"])
         self._conditions.clear()
 
-
-def _json_state(state: dict) -> dict:
-    """A numpy bit generator state with plain ints, as JSON keeps it."""
-    return json.loads(json.dumps(state, default=int))
