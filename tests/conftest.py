@@ -1,8 +1,23 @@
-"""Shared fixtures: a seeded generator and tiny volumes on non-trivial grids."""
+"""Shared fixtures: a seeded generator and tiny volumes on non-trivial grids; benchmark modules."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @pytest.fixture(autouse=True)

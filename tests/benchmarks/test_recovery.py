@@ -2,10 +2,7 @@
 noise and from each held-out subject's CT), the planted figures are the oracle's, and a GAN given
 sampling options fails as the sweep does."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +13,9 @@ from counterfactual.phantom import PhantomOracle, PhantomSettings, make_truth
 from counterfactual.sweep.generators import SamplingOptions
 from counterfactual.sweep.learned import learned_generator
 from counterfactual.volume import read_volume
+from tests.conftest import load_benchmark
 from tests.models.conftest import save_tiny_bert
 
-_BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "recovery.py"
 _TRAIN = ("--cohort", "phantom", "--patch", "16", "--phantom-shape", "16", "--batch-size", "2",
           "--device", "cpu", "-q")
 _SIDE, _SPACING = 16, (20.0, 20.0, 20.0)  # the held-out grid: 16³ over 320 mm
@@ -27,11 +24,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def recovery():
-    spec = importlib.util.spec_from_file_location("recovery", _BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("recovery", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("recovery")
 
 
 @pytest.fixture(scope="module")

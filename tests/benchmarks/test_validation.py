@@ -1,25 +1,17 @@
 """``benchmarks/validation.py --quick``: every CLI stage runs end to end on a tiny phantom, the
 table has a row per planted attribute and model, and the oracle reproduces what was planted."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from counterfactual.phantom.effects import DEFAULT_EFFECTS, parse_effects
-
-_BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "validation.py"
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def validation():
-    spec = importlib.util.spec_from_file_location("validation", _BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("validation", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("validation")
 
 
 def test_contrasts_of_an_effects_file(validation):

@@ -1,8 +1,6 @@
 """The bundled demo GAN: it loads by name, draws a 64³ CT on CPU, and recovers the planted
 smoking effect on held-out phantom subjects (the figures of ``benchmarks/recovery.py``)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +11,14 @@ from counterfactual.cohort import load_cohort
 from counterfactual.data import DEMO_COHORT
 from counterfactual.sweep.generators import resolve_generator
 from counterfactual.sweep.learned import LearnedGenerator, bundled_models
+from tests.conftest import load_benchmark
 
 BUNDLED = "phantom-gan-64"
-_BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "recovery.py"
 
 
 @pytest.fixture(scope="module")
 def recovery():
-    spec = importlib.util.spec_from_file_location("recovery", _BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("recovery", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("recovery")
 
 
 @pytest.fixture(scope="module")
