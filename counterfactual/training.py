@@ -165,14 +165,15 @@ def _command(arguments: dict, out: Path, steps: int) -> str:
     return shlex.join(words)
 
 
-def _card(config: dict) -> str:
+def _card_head(config: dict, what: str, loss: str = "") -> str:
+    """Title, description, intended use and how it was trained: what every model card shares
+    (``loss``: an extra training bullet, ending in a newline)."""
     training = config["training"]
     arguments = training["arguments"]
     minutes = training["elapsed_s"] / 60
     return f"""# {config["name"]}
 
-A mask + text conditional 3D GAN (`{ARCHITECTURE}`, {arguments["fusion"]} text fusion) made with
-`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a clinical prompt.
+{what}
 
 ## Intended use
 Research and demonstration of counterfactual attribute analysis with cfx. **Not for diagnosis
@@ -184,12 +185,20 @@ for real scans says nothing about real patients.
 - steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
   {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
   {training["device"]}
-- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
+{loss}- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
   reading each field of the record written alone by the prompt template, its pooled
   embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
 - intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
 - cfx {config["cfx_version"]}
+"""
 
+
+def _card(config: dict) -> str:
+    fusion = config["training"]["arguments"]["fusion"]
+    what = (f"A mask + text conditional 3D GAN (`{ARCHITECTURE}`, {fusion} text fusion) made with"
+            "\n`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a clinical "
+            "prompt.")
+    return _card_head(config, what) + f"""
 ## Recovery of planted effects
 Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card`.
 """
@@ -211,36 +220,18 @@ def _diffusion_command(arguments: dict, out: Path, steps: int) -> str:
 
 def _diffusion_card(config: dict, model: dict) -> str:
     """The model card of a diffusion checkpoint; ``model`` is the network's config."""
-    training = config["training"]
-    arguments, sampling = training["arguments"], config["sampling"]
-    minutes = training["elapsed_s"] / 60
-    return f"""# {config["name"]}
-
-A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
+    arguments, sampling = config["training"]["arguments"], config["sampling"]
+    what = f"""A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
 `DiffusionModelUNet` predicting the noise, the label map as input channels, the record by
 cross-attention to one token per field) made with `cfx train`: sampled with DDIM, it draws a
-chest CT (HU) for a lung/airway label map and a clinical record, from noise or from a real CT.
-
-## Intended use
-Research and demonstration of counterfactual attribute analysis with cfx. **Not for diagnosis
-or any clinical decision.** Trained on {_trained_on(config["training_cohort"])}; what it draws
-for real scans says nothing about real patients.
-
-## How it was trained
-- command: `{training["command"]}`
-- steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
-  {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
-  {training["device"]}
-- loss: DDPM noise prediction (mean squared error), {model["schedule"]} noise schedule over
+chest CT (HU) for a lung/airway label map and a clinical record, from noise or from a real CT."""
+    schedule = model["schedule"]
+    loss = f"""- loss: DDPM noise prediction (mean squared error), {schedule} noise schedule over
   {model["train_timesteps"]} steps (beta {model["beta_start"]:g}..{model["beta_end"]:g}); each
   field dropped with probability {arguments["drop_rate"]:g} and the whole record with
   probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
-- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
-  reading each field of the record written alone by the prompt template, its pooled
-  embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
-- intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
-- cfx {config["cfx_version"]}
-
+"""
+    return _card_head(config, what, loss) + f"""
 ## Sampling
 By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance
 {sampling["guidance"]:g}: `eps = eps_u + W (eps_c - eps_u)`, where 0 ignores the record, 1 is the
