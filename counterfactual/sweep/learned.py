@@ -37,7 +37,7 @@ from models.checkpoint import CheckpointError, load_generator, read_config
 from models.inference import draw_noise, generate_volumes
 from models.nets.cond_gan3d import TextCondition
 from models.sampling import draw_diffusion_noise, sample_volumes
-from models.text import EmbeddingCache, HFTextEncoder, TextEncoderLoadError
+from models.text import HFTextEncoder, RecordConditions, TextEncoderLoadError
 
 __all__ = ["LearnedGenerator", "LearnedDiffusionGenerator", "learned_generator", "BUNDLED_DIR",
            "bundled_models", "find_checkpoint", "DEFAULT_STRENGTH"]
@@ -129,18 +129,19 @@ class LearnedGenerator:
                                           {k: tuple(v) for k, v in labels["regions"].items()})
         self.window_batch = 1
         self.device = torch.device(device)
-        self._cache: EmbeddingCache | None = None
+        self._conditions: RecordConditions | None = None
 
     def configure(self, device: str = "cpu", batch_size: int = 1) -> None:
         """Run on ``device`` with ``batch_size`` windows per forward pass."""
         self.device = torch.device(device)
         self.window_batch = max(1, int(batch_size))
         self.model.to(self.device)
-        self._cache = None
+        self._conditions = None
 
-    def _encoder(self) -> EmbeddingCache:
-        """Load the checkpoint's text encoder once; it must have the stored width."""
-        if self._cache is None:
+    def _records(self) -> RecordConditions:
+        """Load the checkpoint's text encoder once (it must have the stored width) and read each
+        distinct record once."""
+        if self._conditions is None:
             stored = self.config["text_encoder"]
             try:
                 encoder = HFTextEncoder(stored["name"], max_length=stored["max_length"],
@@ -152,8 +153,8 @@ class LearnedGenerator:
                 raise UserInputError(f"--model {self.name}: text encoder {stored['name']!r} "
                                      f"gives {encoder.width}-d embeddings but the model was "
                                      f"trained on {stored['width']}-d ones")
-            self._cache = EmbeddingCache(encoder)
-        return self._cache
+            self._conditions = RecordConditions(self.model, encoder)
+        return self._conditions
 
     def check(self, cohort: Cohort, attribute: str) -> None:
         """The model must read ``attribute``, the cohort's labels must be the model's, and its
@@ -166,20 +167,15 @@ class LearnedGenerator:
                                  "sweep one of those or train a model on records that vary it")
         for subject in cohort.subjects:
             read_labels(subject.mask, self.vocabulary)
-        self._encoder()
+        self._records()
 
     def generate(self, subject: Subject, mask: Volume, attribute: str,
                  requests: Sequence[Request], seed: int) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw."""
-        # 1. encode each distinct phrase once, and whiten each request on its own (a volume
-        #    must not depend on which other values share its group)
-        cache = self._encoder()
-        rows = []
-        for request in requests:
-            fields = [request.phrases.get(field) for field in self.model.fields]
-            rows.append(self.model.condition([None if p is None else cache.encode([p])
-                                              for p in fields]))
-        condition = TextCondition.stack(rows)
+        # 1. each request read on its own (a volume must not depend on which other values share
+        #    its group), each distinct phrase encoded once
+        records = self._records()
+        condition = TextCondition.stack([records(r.phrases) for r in requests])
         # 2. the label map as channels, and the noise of this seed for the whole volume
         channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
         labels = F.one_hot(channels, self.model.config["label_channels"])
@@ -253,11 +249,8 @@ class LearnedDiffusionGenerator(LearnedGenerator):
         """One float32 HU volume on the mask's grid per request, all from one noise draw (and,
         with ``--from-ct``, from the subject's CT)."""
         # 1. each request's context, its phrases encoded once each
-        cache = self._encoder()
-        context = torch.cat([
-            self.model.condition([None if p is None else cache.encode([p])
-                                  for p in (r.phrases.get(f) for f in self.model.fields)])
-            for r in requests])
+        records = self._records()
+        context = torch.cat([records(r.phrases) for r in requests])
         # 2. the label map, the noise of this seed and (from a CT) the subject's CT
         channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
         labels = F.one_hot(channels, self.model.config["label_channels"])

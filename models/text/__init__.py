@@ -1,6 +1,6 @@
 """Frozen text encoders for prompt conditioning, and a per-run embedding cache."""
 
-from models.text.cache import EmbeddingCache
+from models.text.cache import EmbeddingCache, RecordConditions
 from models.text.huggingface import (
     BUNDLED_NAMES,
     DEFAULT_ENCODER,
@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_ENCODER",
     "EmbeddingCache",
     "HFTextEncoder",
+    "RecordConditions",
     "TextEncoder",
     "TextEncoderLoadError",
     "TextEncoding",

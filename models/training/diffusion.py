@@ -28,7 +28,8 @@ from monai.networks.schedulers import DDPMScheduler
 from torch.nn import functional as F
 
 from models.nets.cond_diffusion3d import CondDiffusion3D
-from models.text.interface import TextEncoder, TextEncoding
+from models.text.cache import RecordConditions
+from models.text.interface import TextEncoder
 from models.training.gan import BatchSource
 from models.training.state import (
     load_module,
@@ -100,8 +101,7 @@ class DiffusionTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
-        self._encodings: dict[str, TextEncoding] = {}
-        self._contexts: dict[tuple, torch.Tensor] = {}
+        self._contexts = RecordConditions(self.model, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
 
     # -- text ---------------------------------------------------------------------------------
@@ -119,21 +119,8 @@ class DiffusionTrainer:
         self.ema.load_state_dict(self.model.state_dict())
         self._contexts.clear()
 
-    def _encode(self, phrase: str) -> TextEncoding:
-        if phrase not in self._encodings:
-            self._encodings[phrase] = self.encoder.encode([phrase]).to(self.device)
-        return self._encodings[phrase]
-
     def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
-        rows = []
-        for row in phrases:
-            key = tuple(row.get(field) for field in self.model.fields)
-            if key not in self._contexts:
-                with torch.no_grad():
-                    self._contexts[key] = self.model.condition(
-                        [None if p is None else self._encode(p) for p in key])
-            rows.append(self._contexts[key])
-        return torch.cat(rows)
+        return torch.cat([self._contexts(row) for row in phrases])
 
     # -- one step -----------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ from monai.networks.nets import PatchDiscriminator
 from torch.nn import functional as F
 
 from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
-from models.text.interface import TextEncoder, TextEncoding
+from models.text.cache import RecordConditions
+from models.text.interface import TextEncoder
 from models.training.state import (
     load_module,
     load_optimizer,
@@ -152,8 +153,7 @@ class GANTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
-        self._encodings: dict[str, TextEncoding] = {}
-        self._conditions: dict[tuple, TextCondition] = {}
+        self._conditions = RecordConditions(self.generator, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
 
     # -- text ---------------------------------------------------------------------------------
@@ -180,21 +180,8 @@ class GANTrainer:
         for network in (self.generator, self.ema):
             network.head.bias.fill_(float(mean))
 
-    def _encode(self, phrase: str) -> TextEncoding:
-        if phrase not in self._encodings:
-            self._encodings[phrase] = self.encoder.encode([phrase]).to(self.device)
-        return self._encodings[phrase]
-
     def _condition(self, phrases: Sequence[Mapping[str, str]]) -> TextCondition:
-        rows = []
-        for row in phrases:
-            key = tuple(row.get(field) for field in self.generator.fields)
-            if key not in self._conditions:
-                with torch.no_grad():
-                    self._conditions[key] = self.generator.condition(
-                        [None if p is None else self._encode(p) for p in key])
-            rows.append(self._conditions[key])
-        return TextCondition.stack(rows)
+        return TextCondition.stack([self._conditions(row) for row in phrases])
 
     # -- one step -----------------------------------------------------------------------------
 
