@@ -286,7 +286,8 @@ def _regenerator(run: _Run, cohort: Cohort, config: AuditConfig):
         sampling = run.manifest["settings"].get("sampling")  # a diffusion run's, as it ran
         generator = resolve_generator(where, cohort, None if sampling is None else
                                       SamplingOptions(sampling["guidance"], sampling["steps"],
-                                                      sampling["from_ct"], sampling["strength"]))
+                                                      sampling["from_ct"], sampling["strength"],
+                                                      sampling["eta"]))
         generator.check(cohort, run.attribute)
     except UserInputError as exc:
         return None, (f"the run's model {where!r} cannot be loaded here ({exc}); give its "

@@ -56,12 +56,13 @@ _FIT_DRAWS = 2048  # training records drawn to fit the text whitening
 _FIELD_DIMS, _TOKEN_DIMS = 8, 32  # most principal axes kept per field, and of the tokens
 L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
 SMALL_COHORT = 500  # fewer training subjects than this get a warning (see the model card figures)
-FUSION, FUSION_LR_SCALE = "affine", 1.0  # GAN text fusion of a new run
+FUSION = "affine"  # GAN text fusion of a new run
+FUSION_LR_SCALE = {"gan": 1.0, "diffusion": 1.0}  # text layers' learning-rate factor
 P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # diffusion defaults
 _CHANNELS = {"gan": "16,32,64,64", "diffusion": "16,32,32"}
 _LR = {"gan": 5e-4, "diffusion": 2e-4}
 _GROUPS = 8  # GroupNorm groups of the diffusion UNet: its channels are multiples of this
-_ONLY = {"fusion": ("--fusion", "gan"), "fusion_lr_scale": ("--fusion-lr-scale", "gan"),
+_ONLY = {"fusion": ("--fusion", "gan"),
          "l1_weight": ("--l1-weight", "gan"), "adversarial_weight": ("--adversarial-weight", "gan"),
          "p_uncond": ("--p-uncond", "diffusion"),
          "sampling_steps": ("--sampling-steps", "diffusion")}
@@ -211,6 +212,7 @@ def _diffusion_command(arguments: dict, out: Path, steps: int) -> str:
              "--batch-size", str(arguments["batch_size"]), "--text-encoder",
              arguments["text_encoder"], "--channels", ",".join(map(str, arguments["channels"])),
              "--drop-rate", str(arguments["drop_rate"]), "--lr", str(arguments["lr"]),
+             "--fusion-lr-scale", str(arguments.get("fusion_lr_scale", 1.0)),
              "--p-uncond", str(arguments["p_uncond"]), "--sampling-steps",
              str(arguments["sampling_steps"]), "--seed", str(arguments["seed"])]
     if arguments["cohort"].startswith("phantom"):
@@ -221,12 +223,14 @@ def _diffusion_command(arguments: dict, out: Path, steps: int) -> str:
 def _diffusion_card(config: dict, model: dict) -> str:
     """The model card of a diffusion checkpoint; ``model`` is the network's config."""
     arguments, sampling = config["training"]["arguments"], config["sampling"]
+    target = {"v_prediction": "velocity", "epsilon": "noise"}[model["prediction"]]
     what = f"""A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
-`DiffusionModelUNet` predicting the noise, the label map as input channels, the record by
-cross-attention to one token per field) made with `cfx train`: sampled with DDIM, it draws a
-chest CT (HU) for a lung/airway label map and a clinical record, from noise or from a real CT."""
+`DiffusionModelUNet` predicting the {target}, the label map as input channels, the record by
+cross-attention to one token per field and added to the timestep embedding) made with `cfx
+train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a clinical
+record, from noise or from a real CT."""
     schedule = model["schedule"]
-    loss = f"""- loss: DDPM noise prediction (mean squared error), {schedule} noise schedule over
+    loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
   {model["train_timesteps"]} steps (beta {model["beta_start"]:g}..{model["beta_end"]:g}); each
   field dropped with probability {arguments["drop_rate"]:g} and the whole record with
   probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
@@ -234,7 +238,8 @@ chest CT (HU) for a lung/airway label map and a clinical record, from noise or f
     return _card_head(config, what, loss) + f"""
 ## Sampling
 By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance
-{sampling["guidance"]:g}: `eps = eps_u + W (eps_c - eps_u)`, where 0 ignores the record, 1 is the
+{sampling["guidance"]:g}: `p = p_u + W (p_c - p_u)` on the {target} predicted with (`p_c`) and
+without (`p_u`) the record, where 0 ignores the record, 1 is the
 plain conditional model and W > 1 amplifies attribute effects. `cfx sweep --model
 {config["name"]}` takes `--steps`, `--guidance`, and `--from-ct --strength S` to edit each
 subject's own CT.
@@ -322,12 +327,11 @@ def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: 
         raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
     if not lr > 0:
         raise UserInputError(f"--lr: got {lr}; give a positive learning rate")
+    fusion_lr_scale = FUSION_LR_SCALE[arch] if fusion_lr_scale is None else fusion_lr_scale
+    if not fusion_lr_scale > 0:
+        raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive factor")
     if arch == "gan":
         fusion = FUSION if fusion is None else fusion
-        fusion_lr_scale = FUSION_LR_SCALE if fusion_lr_scale is None else fusion_lr_scale
-        if not fusion_lr_scale > 0:
-            raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive "
-                                 "factor")
     else:
         p_uncond = P_UNCOND if p_uncond is None else p_uncond
         sampling_steps = SAMPLING_STEPS if sampling_steps is None else sampling_steps
@@ -358,7 +362,8 @@ def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: 
         arguments = {"cohort": cohort, "arch": arch, "patch": list(patch_shape),
                      "batch_size": batch_size, "text_encoder": text_encoder,
                      "channels": list(levels), "phantom_shape": grid, "drop_rate": drop_rate,
-                     "lr": lr, "p_uncond": p_uncond, "sampling_steps": sampling_steps,
+                     "lr": lr, "fusion_lr_scale": fusion_lr_scale, "p_uncond": p_uncond,
+                     "sampling_steps": sampling_steps,
                      "seed": seed}
         arguments["command"] = _diffusion_command(arguments, out, steps)
     return arguments
@@ -406,6 +411,7 @@ def _diffusion_trainer(arguments: dict, config: dict | None, out: Path, encoder:
                        ) -> tuple[DiffusionTrainer, dict[str, int], float]:
     """The diffusion trainer, as :func:`_gan_trainer`."""
     settings = DiffusionSettings(batch_size=arguments["batch_size"], lr=arguments["lr"],
+                                 fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
                                  p_uncond=arguments["p_uncond"], seed=arguments["seed"])
     torch.manual_seed(arguments["seed"])
     if config is not None:
@@ -452,7 +458,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     is a user error.
     """
     target = _device(device)
-    options = {"fusion": fusion, "fusion_lr_scale": fusion_lr_scale, "l1_weight": l1_weight,
+    options = {"fusion": fusion, "l1_weight": l1_weight,
                "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
                "sampling_steps": sampling_steps}
     config = None

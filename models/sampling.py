@@ -2,8 +2,10 @@
 that share all their noise, classifier-free guidance, and edits of a real CT.
 
 Guidance
-    With ``W = guidance``, the noise prediction is ``eps = eps_u + W * (eps_c - eps_u)``, where
-    ``eps_c`` reads the record and ``eps_u`` the record with every field missing. ``W = 0``
+    With ``W = guidance``, the network's prediction (velocity or noise, see
+    :class:`~models.nets.cond_diffusion3d.CondDiffusion3D`) is ``p = p_u + W * (p_c - p_u)``,
+    where ``p_c`` reads the record and ``p_u`` the record with every field missing. Both are
+    linear in the clean-image estimate at a given noisy image, so W acts alike on either. ``W = 0``
     ignores the text (every record gives the same volume), ``W = 1`` is the plain conditional
     model (one forward pass per step; the default, and the one whose attribute effects are not
     scaled), ``W > 1`` pushes samples towards the record (two passes per step): at the same noisy
@@ -33,7 +35,7 @@ From a CT (real-scan counterfactuals)
     record over the timesteps ``<= t_start`` (about ``s * steps`` of them). ``s = 1`` keeps
     little of the CT; at the smallest strength (``t_start = 0``) the output is the CT up to
     ``sqrt((1 - abar_0) / abar_0)`` (0.022 window units, 23 HU in the default window) times the
-    model's noise-prediction error. Comparing an edited record with the unedited one at the same
+    model's prediction error. Comparing an edited record with the unedited one at the same
     strength isolates the attribute from the reconstruction error. Without a CT, sampling starts
     from the noise at ``t_start = T - 1``.
 
@@ -41,7 +43,7 @@ Whole volumes
     The UNet normalises over space and attends over every voxel of its input, so a window's output
     depends on the whole window. A volume up to ``roi`` is denoised in one window (padded by
     replication to a multiple of the network's ``multiple`` and cropped back); a larger one runs
-    MONAI ``sliding_window_inference`` (Gaussian blending) on the noise prediction at every step.
+    MONAI ``sliding_window_inference`` (Gaussian blending) on the prediction at every step.
 """
 
 from __future__ import annotations
@@ -153,10 +155,10 @@ def _window(model: CondDiffusion3D, grid: Sequence[int],
     return tuple(whole if roi is None else (min(r, w) for r, w in zip(roi, whole, strict=True)))
 
 
-def _noise_prediction(model: CondDiffusion3D, sample: torch.Tensor, labels: torch.Tensor,
+def _prediction(model: CondDiffusion3D, sample: torch.Tensor, labels: torch.Tensor,
                       timestep: int, context: torch.Tensor, null: torch.Tensor, guidance: float,
                       window: tuple[int, ...], overlap: float, window_batch: int) -> torch.Tensor:
-    """Guided noise prediction of one row, shape (1, 1, X, Y, Z)."""
+    """Guided prediction (velocity or noise) of one row, shape (1, 1, X, Y, Z)."""
     def predict(inputs: torch.Tensor) -> torch.Tensor:
         n = inputs.shape[0]
         x, mask = inputs[:, :1], inputs[:, 1:]
@@ -194,7 +196,7 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     steps : int
         DDIM steps of a full run (fewer from a CT, see :func:`sampling_timesteps`).
     guidance : float
-        ``W >= 0`` of ``eps_u + W (eps_c - eps_u)``; 1 reads the record without guidance.
+        ``W >= 0`` of ``p_u + W (p_c - p_u)``; 1 reads the record without guidance.
     eta : float
         DDIM stochasticity in [0, 1]; 0 is deterministic.
     ct : Tensor of float32, shape (1, 1, X, Y, Z), optional
@@ -237,10 +239,10 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     for row in range(context.shape[0]):
         sample, condition = start, context[row:row + 1].to(device)
         for k, t in enumerate(timesteps.tolist()):
-            eps = _noise_prediction(model, sample, labels, t, condition, null, guidance, window,
+            predicted = _prediction(model, sample, labels, t, condition, null, guidance, window,
                                     overlap, window_batch)
             generator = torch.Generator(device=device).manual_seed(
                 step_noise_seed(noise.step_seed, k)) if eta > 0 else None
-            sample = scheduler.step(eps, t, sample, eta, generator)[0]
+            sample = scheduler.step(predicted, t, sample, eta, generator)[0]
         out.append(model.to_hu(sample)[0, 0])
     return torch.stack(out)

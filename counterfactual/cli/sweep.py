@@ -3,7 +3,7 @@
 With no ``--cohort``/``--mask`` it sweeps the bundled demo cohort (8 phantom subjects).
 ``--shard i/n`` runs one slice of the (subject, seed) groups into a folder shared by all shards;
 ``--executor ray`` runs the groups as Ray tasks. Diffusion models also take ``--steps``,
-``--guidance`` and ``--from-ct [--strength S]`` (errors for the other models).
+``--guidance``, ``--eta`` and ``--from-ct [--strength S]`` (errors for the other models).
 """
 
 from __future__ import annotations
@@ -97,6 +97,10 @@ def sweep(
     strength: float | None = typer.Option(None, "--strength", metavar="S",
                                           help="With --from-ct: how far the CT is noised, in "
                                                "(0, 1]; small keeps more of it (default: 0.5)."),
+    eta: float | None = typer.Option(None, "--eta", metavar="E",
+                                     help="Diffusion: DDIM stochasticity in [0, 1]; every value "
+                                          "shares each step's noise (default: the "
+                                          "checkpoint's, 0)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Generate every subject under each value of one attribute, pairs sharing their noise."""
@@ -116,7 +120,7 @@ def sweep(
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         shard=_shard(shard), batch_size=batch_size, device=device)
     generator = resolve_generator(model, table, SamplingOptions(guidance, steps, from_ct,
-                                                                strength))
+                                                                strength, eta))
     result = run_sweep(config, table, generator,
                        DEFAULT_TEMPLATE if template is None else load_template(template),
                        resolve_executor(executor))

@@ -57,17 +57,22 @@ class SamplingOptions:
         Start from each subject's CT instead of noise (real-scan counterfactuals).
     strength : float or None
         With ``from_ct``: how far the CT is noised, in (0, 1].
+    eta : float or None
+        DDIM stochasticity in [0, 1]; 0 is deterministic (the noise of each step, when any, is
+        shared by every value too).
     """
 
     guidance: float | None = None
     steps: int | None = None
     from_ct: bool = False
     strength: float | None = None
+    eta: float | None = None
 
     def given(self) -> list[str]:
         """The options set, as command-line flags."""
         flags = [("--guidance", self.guidance is not None), ("--steps", self.steps is not None),
-                 ("--from-ct", self.from_ct), ("--strength", self.strength is not None)]
+                 ("--from-ct", self.from_ct), ("--strength", self.strength is not None),
+                 ("--eta", self.eta is not None)]
         return [flag for flag, given in flags if given]
 
     def refuse(self, model: str, kind: str) -> None:

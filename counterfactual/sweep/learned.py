@@ -9,9 +9,9 @@ over larger volumes.
 
 :class:`LearnedDiffusionGenerator` does the same for a diffusion checkpoint: every value of a
 group is sampled by DDIM from the same noise (initial and per step), with the sweep's
-``--steps`` and ``--guidance``, from noise or (``--from-ct``) from the subject's CT noised to
-``--strength``. Its windows are :data:`WINDOW_SCALE` times the training patch too: the UNet
-normalises over (GroupNorm), and attends across, the window it sees, so windows of the training
+``--steps``, ``--guidance`` and ``--eta``, from noise or (``--from-ct``) from the subject's CT
+noised to ``--strength``. Its windows are :data:`WINDOW_SCALE` times the training patch too: the
+UNet normalises over (GroupNorm), and attends across, the window it sees, so windows of the training
 patch itself would see what training saw, but they cost 7.6 times a whole-volume pass at 64³
 (27 overlapping 32³ windows per step, measured on CPU). :func:`learned_generator` picks the
 class from the checkpoint's architecture.
@@ -216,12 +216,16 @@ class LearnedDiffusionGenerator(LearnedGenerator):
         defaults = self.config["sampling"]
         steps = defaults["steps"] if options.steps is None else options.steps
         guidance = defaults["guidance"] if options.guidance is None else options.guidance
+        eta = defaults["eta"] if options.eta is None else options.eta
         limit = self.model.config["train_timesteps"]
         if not 1 <= steps <= limit:
             raise UserInputError(f"--steps: got {steps}; give 1 to {limit} DDIM steps")
         if not guidance >= 0:
             raise UserInputError(f"--guidance: got {guidance}; give a weight >= 0 (0 ignores "
                                  "the record, 1 reads it without guidance)")
+        if not 0 <= eta <= 1:
+            raise UserInputError(f"--eta: got {eta}; give a value in [0, 1] (0 is "
+                                 "deterministic DDIM)")
         if options.strength is not None and not options.from_ct:
             raise UserInputError("--strength: applies to --from-ct only; add --from-ct to "
                                  "start from each subject's CT")
@@ -231,7 +235,7 @@ class LearnedDiffusionGenerator(LearnedGenerator):
             if not 0 < strength <= 1:
                 raise UserInputError(f"--strength: got {strength}; give a value in (0, 1]")
         self.sampling = {"steps": int(steps), "guidance": float(guidance),
-                         "eta": float(defaults["eta"]), "from_ct": options.from_ct,
+                         "eta": float(eta), "from_ct": options.from_ct,
                          "strength": strength}
 
     def check(self, cohort: Cohort, attribute: str) -> None:

@@ -11,9 +11,12 @@ stopped.
 Per step: each row gets a timestep ``t`` uniform in ``[0, T)`` and standard normal noise ``n``;
 MONAI's ``DDPMScheduler`` noises the CT (window units) to ``x_t``; with probability
 ``p_uncond`` the row's whole record is replaced by the record with every field missing (what
-classifier-free guidance reads as unconditional); the network predicts ``n`` from ``x_t``, the
-label map, ``t`` and the record, and the loss is the mean squared error. An exponential moving
-average (EMA) of the weights is what a checkpoint serves.
+classifier-free guidance reads as unconditional); the network predicts, from ``x_t``, the label
+map, ``t`` and the record, the velocity ``v = sqrt(abar_t) n - sqrt(1 - abar_t) x_0`` (or ``n``,
+as the model's ``prediction`` says), and the loss is the mean squared error. An exponential
+moving average (EMA) of the weights is what a checkpoint serves; its decay at step ``k`` is
+``min(ema_decay, (1 + k) / (10 + k))``, so early steps are not averaged with the initial weights
+for thousands of steps.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class DiffusionSettings:
     batch_size : int
     lr : float
         AdamW learning rate.
+    fusion_lr_scale : float
+        The layers that read the record (the global path and the cross-attention) learn at
+        ``fusion_lr_scale * lr``.
     p_uncond : float
         Chance of training a row on the record with every field missing (classifier-free
         guidance), on top of the source's per-field dropping.
@@ -66,6 +72,7 @@ class DiffusionSettings:
 
     batch_size: int = 4
     lr: float = 2e-4
+    fusion_lr_scale: float = 1.0
     p_uncond: float = 0.1
     ema_decay: float = 0.999
     clip_norm: float = 1.0
@@ -96,7 +103,13 @@ class DiffusionTrainer:
         self.source = source
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr)
+        text, rest = [], []
+        for name, parameter in self.model.named_parameters():
+            reads_record = name.startswith("unet.class_embedding.") or ".attn2." in name
+            (text if reads_record else rest).append(parameter)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": rest}, {"params": text, "lr": settings.lr * settings.fusion_lr_scale}],
+            lr=settings.lr)
         self.scheduler = DDPMScheduler(**model.noise_schedule)
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
@@ -130,7 +143,7 @@ class DiffusionTrainer:
         Returns
         -------
         dict of str to float
-            ``mse``: mean squared error of the predicted noise.
+            ``mse``: mean squared error of the prediction (velocity or noise).
         """
         settings, model = self.settings, self.model
         batch = self.source(self.rng, settings.batch_size)
@@ -148,15 +161,18 @@ class DiffusionTrainer:
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             predicted = model(noisy, labels, timesteps, context)
-        loss = F.mse_loss(predicted.float(), noise)
+        target = (noise if model.config["prediction"] == "epsilon"
+                  else self.scheduler.get_velocity(clean, noise, timesteps))
+        loss = F.mse_loss(predicted.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
         self.optimizer.step()
+        self.step += 1
+        decay = min(settings.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), model.parameters(), strict=True):
-                average.lerp_(current, 1 - settings.ema_decay)
-        self.step += 1
+                average.lerp_(current, 1 - decay)
         return {"mse": loss.item()}
 
     # -- resume -------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ def test_a_tiny_run_writes_a_diffusion_checkpoint(tmp_path, bert):
     arguments = config["training"]["arguments"]
     assert arguments["arch"] == "diffusion" and arguments["p_uncond"] == 0.1
     assert arguments["lr"] == 2e-4 and "fusion" not in arguments
+    assert arguments["fusion_lr_scale"] == 1.0
+    assert "--fusion-lr-scale 1.0" in config["training"]["command"]
     assert config["training"]["command"].startswith("cfx train --arch diffusion --cohort "
                                                     "phantom:4")
     assert "one token per field" in config["text_normalisation"]["context"]
@@ -75,7 +77,6 @@ def _error(args):
 @pytest.mark.parametrize("extra, message", [
     (["--fusion", "affine"], "--fusion: applies to --arch gan only; this run is --arch "
                              "diffusion"),
-    (["--fusion-lr-scale", "2"], "--fusion-lr-scale: applies to --arch gan only"),
     (["--l1-weight", "1"], "--l1-weight: applies to --arch gan only"),
     (["--adversarial-weight", "0"], "--adversarial-weight: applies to --arch gan only"),
     (["--channels", "4,8"], "--channels: got '4,8'; for --arch diffusion every level must be a "

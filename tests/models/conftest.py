@@ -99,15 +99,16 @@ def fitted(request, encoder):
     return fit_text(tiny_generator(request.param), encoder)
 
 
-def tiny_diffusion(seed=0, activate=True):
-    """A (8, 8) diffusion model over :data:`FIELDS` for the 32-d tiny encoder. MONAI starts the
-    output convolution and the attention projections at zero (the model predicts zero noise
-    and ignores the text); ``activate`` gives them random weights."""
+def tiny_diffusion(seed=0, activate=True, **config):
+    """A (8, 8) diffusion model over :data:`FIELDS` for the 32-d tiny encoder (``config``: more
+    constructor arguments). MONAI starts the output convolution and the attention projections
+    at zero, as the model starts its global text path (the model predicts zero and ignores the
+    text); ``activate`` gives them random weights."""
     from models.nets.cond_diffusion3d import CondDiffusion3D
 
     torch.manual_seed(seed)
     model = CondDiffusion3D(FIELDS, FIELD_DIMS, channels=(8, 8), num_head_channels=8,
-                            norm_num_groups=4, text_width=32)
+                            norm_num_groups=4, text_width=32, **config)
     if activate:
         with torch.no_grad():
             for parameter in model.unet.parameters():

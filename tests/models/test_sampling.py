@@ -16,8 +16,8 @@ from tests.models.conftest import FIELDS, PHRASES, RECORDS, encode_record, tiny_
 SHAPE = (16, 16, 16)
 
 
-def _fitted(encoder, activate=True):
-    model = tiny_diffusion(activate=activate)
+def _fitted(encoder, activate=True, **config):
+    model = tiny_diffusion(activate=activate, **config)
     model.fit_text([encoder.encode(PHRASES[field]).pooled for field in FIELDS])
     return model
 
@@ -135,7 +135,7 @@ def test_from_ct_noises_the_ct_to_floor_strength_t(encoder, strength):
     """A new model predicts zero noise, so DDIM from x_t returns clip(x_t / sqrt(abar_t)) with
     x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n at t = floor(strength T): exactly the CT plus the
     noise scaled by sqrt((1 - abar_t) / abar_t)."""
-    model = _fitted(encoder, activate=False)
+    model = _fitted(encoder, activate=False, prediction="epsilon")
     ct, noise = _ct(), draw_diffusion_noise(SHAPE, 0)
     out = sample_volumes(model, _labels(), model.null_condition(), noise, steps=10, ct=ct,
                          strength=strength)
@@ -143,6 +143,20 @@ def test_from_ct_noises_the_ct_to_floor_strength_t(encoder, strength):
     abar = scheduler.alphas_cumprod[int(np.floor(strength * 1000))]
     expected = model.to_hu(model.from_hu(ct) + ((1 - abar) / abar).sqrt() * noise.initial)
     torch.testing.assert_close(out[0], expected[0, 0], atol=0.05, rtol=0)  # HU
+
+
+@pytest.mark.parametrize("strength", [0.05, 0.5, 1.0])
+def test_a_zero_velocity_model_steps_to_sqrt_abar_times_x_t(encoder, strength):
+    """Predicting v = 0 means x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v = sqrt(abar_t) x_t;
+    one DDIM step (steps=1) goes straight to that estimate: abar_t x_0 + sqrt(abar_t
+    (1 - abar_t)) n for the CT x_0 noised to t = floor(strength T) with noise n."""
+    model = _fitted(encoder, activate=False, prediction="v_prediction")
+    ct, noise = _ct(), draw_diffusion_noise(SHAPE, 0)
+    out = sample_volumes(model, _labels(), model.null_condition(), noise, steps=1, ct=ct,
+                         strength=strength)
+    abar = DDIMScheduler(**model.noise_schedule).alphas_cumprod[min(int(strength * 1000), 999)]
+    clean = abar * model.from_hu(ct) + (abar * (1 - abar)).sqrt() * noise.initial
+    torch.testing.assert_close(out[0], model.to_hu(clean)[0, 0], atol=0.05, rtol=0)  # HU
 
 
 def test_from_ct_at_the_smallest_strength_returns_the_ct(model, encoder):

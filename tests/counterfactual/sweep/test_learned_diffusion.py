@@ -78,6 +78,18 @@ def test_shared_noise_seeds_and_guidance(root, cohort):
     assert np.array_equal(a, b)  # guidance 0 ignores the record
 
 
+def test_stochastic_ddim_shares_every_steps_noise(root, cohort):
+    model = LearnedDiffusionGenerator(root / "diffusion",
+                                      sampling=SamplingOptions(steps=4, eta=0.7))
+    assert model.sampling["eta"] == 0.7
+    model.check(cohort, "smoking")
+    yes, no, again = _generate(model, cohort, ("yes", "no", "yes"))
+    assert np.array_equal(yes, again) and not np.array_equal(yes, no)
+    deterministic = LearnedDiffusionGenerator(root / "diffusion",
+                                              sampling=SamplingOptions(steps=4))
+    assert np.abs(_generate(deterministic, cohort, ("yes",))[0] - yes).mean() > 1  # HU
+
+
 def test_from_ct_keeps_the_subjects_ct_at_small_strength(root, cohort):
     ct = read_volume(cohort.subjects[0].ct).data.clip(-1024, 1024)
     errors = {}
@@ -95,16 +107,16 @@ def test_sweep_records_sampling_and_resume_compares_it(root, tmp_path):
     base = ["sweep", "--cohort", str(root / "cohort"), "--attribute", "smoking", "--values",
             "no,yes", "--model", str(root / "diffusion"), "--out", str(out), "--device", "cpu",
             "-q"]
-    result = runner.invoke(app, [*base, "--steps", "2", "--from-ct", "--strength", "0.3"])
+    sampling = ["--steps", "2", "--from-ct", "--strength", "0.3", "--eta", "0.5"]
+    result = runner.invoke(app, [*base, *sampling])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["complete"]
-    assert manifest["settings"]["sampling"] == {"steps": 2, "guidance": 1.0, "eta": 0.0,
+    assert manifest["settings"]["sampling"] == {"steps": 2, "guidance": 1.0, "eta": 0.5,
                                                 "from_ct": True, "strength": 0.3}
-    again = runner.invoke(app, [*base, "--steps", "2", "--from-ct", "--strength", "0.3",
-                                "--resume"])
+    again = runner.invoke(app, [*base, *sampling, "--resume"])
     assert again.exit_code == 0, again.output
-    other = runner.invoke(app, [*base, "--steps", "3", "--from-ct", "--strength", "0.3",
+    other = runner.invoke(app, [*base, "--steps", "2", "--from-ct", "--strength", "0.3",
                                 "--resume"])
     assert other.exit_code == 2
     assert "cannot resume with different settings (sampling: run has" in other.stderr
@@ -139,6 +151,8 @@ def _error(args, out):
                                                     r"(0, 1]"),
     ("diffusion", ["--guidance", "-1"], "--guidance: got -1.0; give a weight >= 0"),
     ("diffusion", ["--steps", "0"], "--steps: got 0; give 1 to 1000 DDIM steps"),
+    ("diffusion", ["--eta", "1.5"], "--eta: got 1.5; give a value in [0, 1]"),
+    ("gan", ["--eta", "0.5"], "--eta: only diffusion models take this option"),
 ])
 def test_sampling_option_errors(root, tmp_path, model, extra, message):
     name = model if model == "phantom-oracle" else str(root / model)

@@ -104,11 +104,13 @@ def test_config_rebuilds_the_same_model():
     config = model.config
     assert config["attention_levels"] == [False, True]  # only the coarsest level by default
     assert config["schedule"] == "scaled_linear_beta" and config["train_timesteps"] == 1000
+    assert config["prediction"] == "v_prediction"
     rebuilt = CondDiffusion3D(**config)
     assert rebuilt.config == config
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
     assert model.noise_schedule == {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta",
-                                    "beta_start": 0.0005, "beta_end": 0.0195}
+                                    "beta_start": 0.0005, "beta_end": 0.0195,
+                                    "prediction_type": "v_prediction"}
 
 
 def test_hu_window_round_trip():

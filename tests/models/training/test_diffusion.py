@@ -18,9 +18,10 @@ from tests.models.conftest import (
 from tests.models.training.test_gan import source
 
 
-def _trainer(encoder, **settings):
+def _trainer(encoder, prediction="v_prediction", **settings):
     settings = DiffusionSettings(**{"batch_size": 2, "lr": 1e-3, "ema_decay": 0.9, **settings})
-    trainer = DiffusionTrainer(tiny_diffusion(activate=False), encoder, source, settings)
+    trainer = DiffusionTrainer(tiny_diffusion(activate=False, prediction=prediction), encoder,
+                               source, settings)
     trainer.fit_text([PHRASES[field] for field in FIELDS])
     return trainer
 
@@ -55,9 +56,39 @@ def test_a_few_steps_lower_the_loss_and_move_the_weights(encoder):
         assert torch.equal(ema.mean, live.mean) and ema.mean.abs().sum() > 0
 
 
-def test_the_loss_is_the_noise_prediction_error_of_ddpm_noising(encoder, monkeypatch):
-    """The network sees x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n and is scored on n."""
-    trainer = _trainer(encoder, p_uncond=0.0)
+def test_the_layers_that_read_the_record_learn_at_their_own_rate(encoder):
+    trainer = _trainer(encoder, fusion_lr_scale=4.0)
+    rest, text = trainer.optimizer.param_groups
+    assert rest["lr"] == 1e-3 and text["lr"] == 4e-3
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    text_names = sorted(names[id(p)] for p in text["params"])
+    assert "unet.class_embedding.weight" in text_names
+    assert all(n.startswith("unet.class_embedding.") or ".attn2." in n for n in text_names)
+    assert any(".attn2.to_k." in n for n in text_names)
+    assert not any(".attn2." in names[id(p)] or "class_embedding" in names[id(p)]
+                   for p in rest["params"])
+    assert len(rest["params"]) + len(text_names) == len(names)
+
+
+def test_the_ema_warms_up_then_decays_at_the_set_rate(encoder):
+    """Step k averages with decay min(ema_decay, (1 + k) / (10 + k)), so a short run's EMA is
+    not mostly its initial weights."""
+    trainer = _trainer(encoder, ema_decay=0.2)
+    key = "unet.out.2.conv.weight"
+    for step, decay in [(1, 2 / 11), (2, 0.2), (3, 0.2)]:
+        average = trainer.ema.state_dict()[key].clone()
+        trainer.train_step()
+        live = trainer.model.state_dict()[key]
+        assert trainer.step == step
+        torch.testing.assert_close(trainer.ema.state_dict()[key],
+                                   decay * average + (1 - decay) * live)
+
+
+@pytest.mark.parametrize("prediction", ["v_prediction", "epsilon"])
+def test_the_loss_is_the_prediction_error_of_ddpm_noising(encoder, monkeypatch, prediction):
+    """The network sees x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n and is scored on n
+    (epsilon) or on v = sqrt(abar_t) n - sqrt(1 - abar_t) x_0 (velocity)."""
+    trainer = _trainer(encoder, prediction, p_uncond=0.0)
     seen = []
     forward = type(trainer.model).forward
 
@@ -82,7 +113,11 @@ def test_the_loss_is_the_noise_prediction_error_of_ddpm_noising(encoder, monkeyp
     sample, seen_timesteps, predicted = seen[0]
     assert torch.equal(seen_timesteps, timesteps)
     torch.testing.assert_close(sample, expected)
-    assert loss == pytest.approx(torch.nn.functional.mse_loss(predicted, noise).item(), rel=1e-5)
+    abar = DDPMScheduler(**trainer.model.noise_schedule).alphas_cumprod[timesteps]
+    abar = abar.float().reshape(-1, 1, 1, 1, 1)
+    target = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * clean
+    assert loss == pytest.approx(torch.nn.functional.mse_loss(predicted, target).item(),
+                                 rel=1e-5)
 
 
 def test_rows_read_their_records_by_field_name(encoder):
