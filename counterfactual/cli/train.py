@@ -74,8 +74,8 @@ def train(
                                   "diffusion 2e-4, AdamW)."),
     fusion_lr_scale: float = typer.Option(None, "--fusion-lr-scale", show_default=False,
                                           help="Text layers (GAN: fusion; diffusion: "
-                                               "cross-attention and the global path) learn this "
-                                               "many times faster than the rest (default: 1)."),
+                                               "cross-attention and FiLM) learn this many "
+                                               "times faster than the rest (default: 1)."),
     l1_weight: float = typer.Option(None, "--l1-weight", show_default=False,
                                     help="Weight of the L1 loss, in window units (new run: 100; "
                                          "resume: as saved)."),

@@ -55,7 +55,7 @@ class DiffusionSettings:
     lr : float
         AdamW learning rate.
     fusion_lr_scale : float
-        The layers that read the record (the global path and the cross-attention) learn at
+        The layers that read the record (the FiLM maps and the cross-attention) learn at
         ``fusion_lr_scale * lr``.
     p_uncond : float
         Chance of training a row on the record with every field missing (classifier-free
@@ -105,7 +105,7 @@ class DiffusionTrainer:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         text, rest = [], []
         for name, parameter in self.model.named_parameters():
-            reads_record = name.startswith("unet.class_embedding.") or ".attn2." in name
+            reads_record = ".film." in name or ".attn2." in name
             (text if reads_record else rest).append(parameter)
         self.optimizer = torch.optim.AdamW(
             [{"params": rest}, {"params": text, "lr": settings.lr * settings.fusion_lr_scale}],

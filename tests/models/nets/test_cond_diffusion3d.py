@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from models.nets.cond_diffusion3d import CondDiffusion3D
+from models.nets.cond_diffusion3d import CondDiffusion3D, RecordModulation
 from tests.models.conftest import (
     FIELD_DIMS,
     FIELDS,
@@ -155,3 +155,40 @@ def test_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CondDiffusion3D(**{"fields": FIELDS, "field_dims": FIELD_DIMS, "channels": (8, 8),
                            "norm_num_groups": 4, "text_width": 32, **kwargs})
+
+
+def test_record_modulation_is_film_after_the_norm():
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(2, 4)
+    modulation = RecordModulation(norm, width=3, channels=4)
+    h, record = torch.randn(2, 4, 3, 3, 3), torch.randn(2, 3)
+    modulation.record = record
+    torch.testing.assert_close(modulation(h), norm(h))  # zero at initialisation
+    with torch.no_grad():
+        modulation.film.weight.normal_()
+        modulation.film.bias.normal_()
+    film = record @ modulation.film.weight.T + modulation.film.bias
+    gamma, beta = film[:, :4, None, None, None], film[:, 4:, None, None, None]
+    torch.testing.assert_close(modulation(h), norm(h) * (1 + gamma) + beta)
+    modulation.record = None
+    with pytest.raises(RuntimeError, match="no record set"):
+        modulation(h)
+
+
+def test_every_residual_block_reads_the_record_and_forgets_it(model, encoder):
+    """Each residual block's second norm is modulated by the batch's flattened context, which is
+    cleared after the pass; a row's output depends only on its own record."""
+    assert len(model.modulations) == sum(
+        1 for name, _ in model.named_modules() if name.endswith("norm2.film"))
+    assert len(model.modulations) >= 4
+    seen = []
+    hook = model.modulations[0].film.register_forward_hook(
+        lambda module, args, out: seen.append(args[0].clone()))
+    sample, labels, timesteps = _inputs(n=2)
+    context = _context(model, encoder, RECORDS[0], RECORDS[2])
+    both = model(sample, labels, timesteps, context)
+    hook.remove()
+    torch.testing.assert_close(seen[0], context.flatten(1))
+    assert all(m.record is None for m in model.modulations)
+    alone = model(sample[1:], labels[1:], timesteps[1:], context[1:])
+    torch.testing.assert_close(both[1:], alone, atol=1e-5, rtol=1e-5)

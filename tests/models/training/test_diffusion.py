@@ -62,10 +62,10 @@ def test_the_layers_that_read_the_record_learn_at_their_own_rate(encoder):
     assert rest["lr"] == 1e-3 and text["lr"] == 4e-3
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     text_names = sorted(names[id(p)] for p in text["params"])
-    assert "unet.class_embedding.weight" in text_names
-    assert all(n.startswith("unet.class_embedding.") or ".attn2." in n for n in text_names)
+    assert "unet.down_blocks.0.resnets.0.norm2.film.weight" in text_names
+    assert all(".film." in n or ".attn2." in n for n in text_names)
     assert any(".attn2.to_k." in n for n in text_names)
-    assert not any(".attn2." in names[id(p)] or "class_embedding" in names[id(p)]
+    assert not any(".attn2." in names[id(p)] or ".film." in names[id(p)]
                    for p in rest["params"])
     assert len(rest["params"]) + len(text_names) == len(names)
 
