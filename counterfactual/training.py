@@ -226,7 +226,7 @@ def _diffusion_card(config: dict, model: dict) -> str:
     target = {"v_prediction": "velocity", "epsilon": "noise"}[model["prediction"]]
     what = f"""A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
 `DiffusionModelUNet` predicting the {target}, the label map as input channels, the record by
-cross-attention to one token per field and added to the timestep embedding) made with `cfx
+cross-attention to one token per field and by FiLM of every residual block) made with `cfx
 train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a clinical
 record, from noise or from a real CT."""
     schedule = model["schedule"]
@@ -241,8 +241,8 @@ By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance
 {sampling["guidance"]:g}: `p = p_u + W (p_c - p_u)` on the {target} predicted with (`p_c`) and
 without (`p_u`) the record, where 0 ignores the record, 1 is the
 plain conditional model and W > 1 amplifies attribute effects. `cfx sweep --model
-{config["name"]}` takes `--steps`, `--guidance`, and `--from-ct --strength S` to edit each
-subject's own CT.
+{config["name"]}` takes `--steps`, `--guidance`, `--eta`, and `--from-ct --strength S` to edit
+each subject's own CT.
 
 ## Recovery of planted effects
 Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card` (from
@@ -477,6 +477,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
             raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
                                  f"steps; give a larger total than that, got {steps}")
         arguments = {**config["training"]["arguments"], **weights}
+        if arch == "diffusion":  # resumes bit for bit and takes no option: one command redoes it
+            arguments["command"] = _diffusion_command(arguments, out, steps)
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "

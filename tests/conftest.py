@@ -20,6 +20,12 @@ def load_benchmark(name: str):
     return sys.modules[name]
 
 
+@pytest.fixture(scope="module")
+def recovery():
+    """``benchmarks/recovery.py``, the held-out phantom evaluation of learned models."""
+    return load_benchmark("recovery")
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny networks run fastest on one torch thread (far faster than on busy shared cores)."""

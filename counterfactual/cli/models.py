@@ -20,7 +20,7 @@ from counterfactual.errors import UserInputError
 models_app = typer.Typer(help="List and describe generator checkpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-_WIDTH = 160  # columns of tables written to a pipe or file (a terminal uses its own width)
+_WIDTH = 220  # columns of tables written to a pipe or file (a terminal uses its own width)
 
 
 def _stdout() -> Console:

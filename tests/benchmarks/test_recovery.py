@@ -13,18 +13,12 @@ from counterfactual.phantom import PhantomOracle, PhantomSettings, make_truth
 from counterfactual.sweep.generators import SamplingOptions
 from counterfactual.sweep.learned import learned_generator
 from counterfactual.volume import read_volume
-from tests.conftest import load_benchmark
 from tests.models.conftest import save_tiny_bert
 
 _TRAIN = ("--cohort", "phantom", "--patch", "16", "--phantom-shape", "16", "--batch-size", "2",
           "--device", "cpu", "-q")
 _SIDE, _SPACING = 16, (20.0, 20.0, 20.0)  # the held-out grid: 16³ over 320 mm
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def recovery():
-    return load_benchmark("recovery")
 
 
 @pytest.fixture(scope="module")

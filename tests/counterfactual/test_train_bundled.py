@@ -11,14 +11,8 @@ from counterfactual.cohort import load_cohort
 from counterfactual.data import DEMO_COHORT
 from counterfactual.sweep.generators import resolve_generator
 from counterfactual.sweep.learned import LearnedGenerator, bundled_models
-from tests.conftest import load_benchmark
 
 BUNDLED = "phantom-gan-64"
-
-
-@pytest.fixture(scope="module")
-def recovery():
-    return load_benchmark("recovery")
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,11 @@ def test_resume_continues_exactly(tmp_path, bert):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     config = json.loads((tmp_path / "split" / "config.json").read_text())
     assert config["training"]["steps"] == 4 and config["architecture"] == "cond_diffusion3d"
+    # the command that redoes the resumed run is the straight run's, in its own folder
+    straight = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert config["training"]["command"] == straight["training"]["command"].replace(
+        str(tmp_path / "straight"), str(tmp_path / "split"))
+    assert "--steps 4" in config["training"]["command"]
 
 
 def _error(args):
