@@ -300,7 +300,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="diffusion: edit each held-out subject's CT instead of sampling "
                              "from noise")
     parser.add_argument("--strength", type=float, metavar="S",
-                        help="with --from-ct: how far the CT is noised, in (0, 1] (default 0.5)")
+                        help="with --from-ct: how far the CT is noised, in (0, 1] (default 0.6)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs (default cpu)")
     parser.add_argument("--update-card", action="store_true",

@@ -96,7 +96,7 @@ def sweep(
                                       "have one per subject) instead of sampling from noise."),
     strength: float | None = typer.Option(None, "--strength", metavar="S",
                                           help="With --from-ct: how far the CT is noised, in "
-                                               "(0, 1]; small keeps more of it (default: 0.5)."),
+                                               "(0, 1]; small keeps more of it (default: 0.6)."),
     eta: float | None = typer.Option(None, "--eta", metavar="E",
                                      help="Diffusion: DDIM stochasticity in [0, 1]; every value "
                                           "shares each step's noise (default: the "

@@ -60,7 +60,7 @@ def test_resolves_by_architecture_with_the_checkpoints_defaults(root, cohort):
     assert type(gan) is LearnedGenerator and not hasattr(gan, "sampling")
     options = SamplingOptions(guidance=2.0, steps=5, from_ct=True)
     assert resolve_generator(str(root / "diffusion"), cohort, options).sampling == {
-        "steps": 5, "guidance": 2.0, "eta": 0.0, "from_ct": True, "strength": 0.5}
+        "steps": 5, "guidance": 2.0, "eta": 0.0, "from_ct": True, "strength": 0.6}
 
 
 def test_shared_noise_seeds_and_guidance(root, cohort):
