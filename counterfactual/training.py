@@ -57,7 +57,7 @@ _FIELD_DIMS, _TOKEN_DIMS = 8, 32  # most principal axes kept per field, and of t
 L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
 SMALL_COHORT = 500  # fewer training subjects than this get a warning (see the model card figures)
 FUSION = "affine"  # GAN text fusion of a new run
-FUSION_LR_SCALE = {"gan": 1.0, "diffusion": 1.0}  # text layers' learning-rate factor
+FUSION_LR_SCALE = 1.0  # learning-rate factor of the layers that read the text, a new run
 P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # diffusion defaults
 _CHANNELS = {"gan": "16,32,64,64", "diffusion": "16,32,32"}
 _LR = {"gan": 5e-4, "diffusion": 2e-4}
@@ -327,7 +327,7 @@ def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: 
         raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
     if not lr > 0:
         raise UserInputError(f"--lr: got {lr}; give a positive learning rate")
-    fusion_lr_scale = FUSION_LR_SCALE[arch] if fusion_lr_scale is None else fusion_lr_scale
+    fusion_lr_scale = FUSION_LR_SCALE if fusion_lr_scale is None else fusion_lr_scale
     if not fusion_lr_scale > 0:
         raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive factor")
     if arch == "gan":
