@@ -41,7 +41,7 @@ from models.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from models.nets.cond_diffusion3d import CondDiffusion3D
+from models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
 from models.nets.cond_gan3d import CondGAN3DGenerator
 from models.text import HFTextEncoder, TextEncoderLoadError
 from models.training.diffusion import DiffusionSettings, DiffusionTrainer
@@ -223,7 +223,7 @@ def _diffusion_command(arguments: dict, out: Path, steps: int) -> str:
 def _diffusion_card(config: dict, model: dict) -> str:
     """The model card of a diffusion checkpoint; ``model`` is the network's config."""
     arguments, sampling = config["training"]["arguments"], config["sampling"]
-    target = {"v_prediction": "velocity", "epsilon": "noise"}[model["prediction"]]
+    target = PREDICTIONS[model["prediction"]]
     what = f"""A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
 `DiffusionModelUNet` predicting the {target}, the label map as input channels, the record by
 cross-attention to one token per field and by FiLM of every residual block) made with `cfx

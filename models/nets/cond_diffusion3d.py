@@ -54,7 +54,7 @@ from models.text_conditioning import FieldWhitening
 __all__ = ["CondDiffusion3D", "RecordModulation", "PREDICTIONS", "SCHEDULES"]
 
 SCHEDULES = ("linear_beta", "scaled_linear_beta")
-PREDICTIONS = ("v_prediction", "epsilon")
+PREDICTIONS = {"v_prediction": "velocity", "epsilon": "noise"}  # MONAI name -> what it is
 
 
 class RecordModulation(nn.Module):
