@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from counterfactual.errors import UserInputError
+from counterfactual.sweep.naming import check_subject_id
 
 __all__ = ["Subject", "Cohort", "load_cohort", "cohort_from_masks", "check_subject_id",
            "MASK_SUFFIXES"]
 
 MASK_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
-_ID = re.compile(r"[A-Za-z0-9._-]+")
 _FILE_COLUMNS = ("subject", "mask", "ct")
 
 
@@ -75,14 +74,6 @@ class Cohort:
         if unknown:
             raise UserInputError(f"{option}: {', '.join(map(repr, unknown))} not a column of "
                                  f"{self.source}; columns: {', '.join(self.columns) or 'none'}")
-
-
-def check_subject_id(subject_id: str, where: str) -> str:
-    """Refuse ids that could escape an output folder or break a file name."""
-    if not _ID.fullmatch(subject_id) or subject_id in {".", ".."} or ".." in subject_id:
-        raise UserInputError(f"{where}: subject id {subject_id!r} is not allowed; use letters, "
-                             "digits, '-', '_' and '.' only (no path separators or '..')")
-    return subject_id
 
 
 def _clean(value):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,15 @@ from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.panels import contrast_panel
 from counterfactual.progress import console, track
-from counterfactual.sweep.manifest import read_manifest
-from counterfactual.sweep.naming import diff_name, value_label
+from counterfactual.sweep.manifest import MANIFEST, read_manifest
+from counterfactual.sweep.naming import (
+    check_seed,
+    check_subject_id,
+    diff_name,
+    inside,
+    subject_dir,
+    value_label,
+)
 from counterfactual.volume import read_labels, read_volume
 
 
@@ -55,26 +63,37 @@ def render(
         raise UserInputError(f"--size: must be 1..4096 pixels, got {size}")
     window_wl = _window(window)
     manifest = read_manifest(run)
-    settings = manifest["settings"]
-    known = settings["subjects"]
+    where = str(run / MANIFEST)
+    attribute, reference, known, items, masks = _contents(run, manifest)
     missing = [s for s in subject if s not in known]
     if missing:
         raise UserInputError(f"--subject: {', '.join(missing)} not in {run}; subjects: "
                              f"{', '.join(known)}")
     chosen = subject or known
-    attribute, reference = settings["attribute"], settings["reference"]
-    items = [i for i in manifest["items"] if i["subject"] in chosen]
-    for item in items:
+    items = [i for i in items if i["subject"] in chosen]
+    by_key = {(i["subject"], i["seed"], i["value"]): i for i in items}
+    diffs = {}
+    for item in items:  # every name checked and every input found before the first write
         if not (run / item["path"]).exists():
             raise UserInputError(f"{run / item['path']}: missing; finish the run with "
                                  "cfx sweep --resume")
-    out = run / "render"
-    by_key = {(i["subject"], i["seed"], i["value"]): i for i in items}
+        if (item["subject"], item["seed"], reference) not in by_key:
+            raise UserInputError(f"{where}: subject {item['subject']} seed {item['seed']} has "
+                                 f"no {reference!r} item to compare with; regenerate the run")
+        if item["value"] != reference:
+            rel = diff_name(item["subject"], attribute, value_label(item["value"]),
+                            value_label(reference), item["seed"], where)
+            if not inside(run, rel, where).exists():
+                raise UserInputError(f"{run / rel}: missing; finish the run with cfx sweep "
+                                     "--resume")
+            diffs[id(item)] = rel
+    out = inside(run, "render", f"{run}: render folder")
+    folders = {s: subject_dir(out, s, where) for s in chosen}
     lungs: dict[str, np.ndarray | None] = {}
     for item in track(items, "render", quiet=quiet):
         ct = read_volume(run / item["path"])
         stem = Path(item["path"]).name.removesuffix("_ct.nii.gz")
-        folder = out / f"sub-{item['subject']}"
+        folder = folders[item["subject"]]
         write_gif(folder / f"{stem}_axis-{axis}_ct.gif", ct_frames(ct.data, ct.affine, axis,
                                                                     window_wl, size), fps)
         write_png(folder / f"{stem}_axis-{axis}_mosaic.png",
@@ -82,11 +101,10 @@ def render(
         if item["value"] == reference:
             continue
         ref = read_volume(run / by_key[(item["subject"], item["seed"], reference)]["path"])
-        rel = diff_name(item["subject"], attribute, value_label(item["value"]),
-                        value_label(reference), item["seed"])
+        rel = diffs[id(item)]
         diff = read_volume(run / rel)
         if item["subject"] not in lungs:  # one mask read per subject
-            lungs[item["subject"]] = _lung(Path(manifest["masks"][item["subject"]]), diff.shape)
+            lungs[item["subject"]] = _lung(masks.get(item["subject"]), diff.shape)
         lung = lungs[item["subject"]]
         limit = symmetric_limit(diff.data, lung)
         dstem = Path(rel).name.removesuffix("_diff.nii.gz")
@@ -100,9 +118,40 @@ def render(
         console.print(f"renders written to {out}")
 
 
-def _lung(mask_path: Path, shape: tuple) -> np.ndarray | None:
+_VALUE = (str, int, float, bool)
+
+
+def _contents(run: Path, manifest: dict) -> tuple:
+    """``(attribute, reference, subject ids, items, masks)`` of a run's manifest, every name and
+    path checked so that nothing read or written leaves ``run``; items are dicts of ``subject``,
+    ``seed``, ``value`` and ``path``, masks map a subject id to the mask the sweep read."""
+    where = str(run / MANIFEST)
+    try:
+        settings = manifest["settings"]
+        attribute, reference = settings["attribute"], settings["reference"]
+        known = [check_subject_id(s, f"{where}: settings.subjects") for s in settings["subjects"]]
+        items = []
+        for k, item in enumerate(manifest["items"]):
+            at = f"{where}: items[{k}]"
+            entry = {"subject": check_subject_id(item["subject"], at),
+                     "seed": check_seed(item["seed"], at), "value": item["value"],
+                     "path": os.fspath(inside(run, item["path"], f"{at}.path")
+                                       .relative_to(run))}
+            if not isinstance(entry["value"], _VALUE) or entry["subject"] not in known:
+                raise TypeError(f"items[{k}]")
+            items.append(entry)
+        masks = {s: Path(p) for s, p in manifest.get("masks", {}).items() if isinstance(p, str)}
+        if not isinstance(reference, _VALUE):
+            raise TypeError("settings.reference")
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise UserInputError(f"{where}: malformed manifest (missing or bad field {exc}); "
+                             "regenerate the run with cfx sweep") from None
+    return attribute, reference, known, items, masks
+
+
+def _lung(mask_path: Path | None, shape: tuple) -> np.ndarray | None:
     """The subject's lung mask, when it is still where the run found it."""
-    if not mask_path.exists():
+    if mask_path is None or not mask_path.exists():
         return None
     mask = read_labels(mask_path)
     if mask.shape != shape:
