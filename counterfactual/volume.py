@@ -8,6 +8,7 @@ geometry and intensities are kept: no header field reaches any output.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,17 @@ __all__ = [
     "read_labels",
     "write_volume",
     "check_same_grid",
+    "check_affine",
     "AFFINE_TOLERANCE_MM",
+    "ORTHOGONALITY_TOLERANCE",
+    "MAX_VOXELS",
 ]
 
 AFFINE_TOLERANCE_MM = 1e-3
+ORTHOGONALITY_TOLERANCE = 1e-3  # largest |cosine| allowed between two voxel axes (~0.06°)
+MAX_VOXELS = 2**30  # 4 GiB as float32: far above a whole-chest CT (512² × 1000 ≈ 2.6e8)
+_DEFLATE_RATIO = 1032  # the most bytes one byte of a gzip (deflate) stream can expand to
+_HEADER_SLACK = 1 << 16  # bytes: gzip headers, NIfTI extensions
 _NIFTI = (".nii", ".nii.gz")
 _ITK = (".mha", ".mhd", ".nrrd", ".nhdr")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -62,14 +70,82 @@ class Volume:
         """Voxel size along the array axes, in mm."""
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
+    @property
+    def voxel_ml(self) -> float:
+        """Volume of one voxel in mL: ``|det(affine[:3, :3])| / 1000``."""
+        return abs(float(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
 
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def check_affine(affine: np.ndarray, source: str) -> np.ndarray:
+    """Return ``affine`` as float64 (4, 4) if it maps voxels to millimetres rigidly enough.
+
+    Refused, with one line naming ``source``: a non-finite entry, a last row other than
+    ``0 0 0 1``, a singular (or nearly singular) 3x3 part, and voxel axes that are not
+    orthogonal within :data:`ORTHOGONALITY_TOLERANCE` (a sheared grid: volumes, distances and
+    slices computed from it would be wrong).
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise UserInputError(f"{source}: the affine is not a finite 4x4 matrix "
+                             f"({np.round(affine, 4).tolist()}); fix the header's sform/qform")
+    if not np.allclose(affine[3], (0, 0, 0, 1), atol=1e-6, rtol=0):
+        raise UserInputError(f"{source}: the affine's last row is {affine[3].tolist()}, not "
+                             "[0, 0, 0, 1]; fix the header's sform/qform")
+    axes = affine[:3, :3]
+    singular = np.linalg.svd(axes, compute_uv=False)
+    if not singular[-1] > 1e-6 * singular[0]:
+        raise UserInputError(f"{source}: the affine is singular (voxel size "
+                             f"{np.round(np.linalg.norm(axes, axis=0), 4).tolist()} mm, "
+                             f"|det| {abs(np.linalg.det(axes)):.3g}); fix the header's voxel "
+                             "size (pixdim) or sform/qform")
+    unit = axes / np.linalg.norm(axes, axis=0)
+    cosine = float(np.abs(unit.T @ unit - np.eye(3)).max())
+    if cosine > ORTHOGONALITY_TOLERANCE:
+        angle = float(np.degrees(np.arccos(min(cosine, 1.0))))
+        raise UserInputError(f"{source}: the affine is sheared (two voxel axes {angle:.2f}° "
+                             "apart instead of 90°); resample it onto an orthogonal grid (e.g. "
+                             "correct the gantry tilt) before using it with cfx")
+    return affine
+
+
+def _check_declared(path: Path, shape, itemsize: int, room: int | None) -> None:
+    """Refuse a header whose declared voxels could not fit in the file, before any allocation.
+
+    ``room`` is the most bytes of voxels the file can hold (None when they are kept in another
+    file, as with a detached ``.mhd`` header: then only the :data:`MAX_VOXELS` cap applies).
+    """
+    dims = [int(d) for d in shape]
+    voxels = math.prod(dims)
+    if voxels == 0 or min(dims) < 0:
+        raise UserInputError(f"{path}: header declares shape {tuple(dims)}, which holds no "
+                             "voxels; re-export the volume")
+    if voxels > MAX_VOXELS:
+        raise UserInputError(f"{path}: header declares shape {tuple(dims)} ({voxels:.3g} voxels), "
+                             f"more than the {MAX_VOXELS:.3g} cfx reads; crop or resample it")
+    if room is not None and voxels * itemsize > room:
+        raise UserInputError(f"{path}: header declares shape {tuple(dims)} "
+                             f"({voxels * itemsize} bytes of voxels) but the "
+                             f"{path.stat().st_size}-byte file can hold at most {max(room, 0)}; "
+                             "the header is wrong or the file is truncated, re-export it")
+
+
+def _room(path: Path, compressed: bool, offset: int = 0) -> int:
+    """Bytes of voxels ``path`` can hold: a compressed (deflate) stream expands at most
+    :data:`_DEFLATE_RATIO`-fold; an uncompressed file holds its size less the header."""
+    size = path.stat().st_size
+    return size * _DEFLATE_RATIO + _HEADER_SLACK if compressed else size - offset
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     img = nib.load(path)
+    header = img.header
+    _check_declared(path, header.get_data_shape(), header.get_data_dtype().itemsize,
+                    _room(path, _suffix(path) == ".nii.gz", int(header.get_data_offset())))
     return np.asarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
 
 
@@ -85,7 +161,15 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
         reader.SetFileNames(files)
         image = reader.Execute()  # applies RescaleSlope/Intercept: values are HU
     else:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        itemsize = sitk.Image([1] * reader.GetDimension(),
+                              reader.GetPixelID()).GetSizeOfPixelComponent()
+        detached = _suffix(path) in (".mhd", ".nhdr")  # voxels in another file: cap only
+        _check_declared(path, reader.GetSize(), itemsize * reader.GetNumberOfComponents(),
+                        None if detached else _room(path, compressed=True))
+        image = reader.Execute()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise UserInputError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components "
                              "per voxel; a CT or mask has one")
@@ -120,7 +204,7 @@ def _load(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
     if data.ndim != 3:
         raise UserInputError(f"{path}: expected a 3D volume, got shape {tuple(data.shape)}; "
                              "give one 3D image per file")
-    return data, affine, path
+    return data, check_affine(affine, str(path)), path
 
 
 def read_volume(path: str | os.PathLike) -> Volume:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -35,8 +34,7 @@ def validate(
         mask = read_labels(subject.mask, vocabulary)
         if subject.ct is not None:
             check_same_grid(read_volume(subject.ct), mask)
-        voxel_ml = float(np.prod(mask.spacing)) / 1000.0
-        volumes = [vocabulary.region_mask(mask.data, r, mask.source).sum() * voxel_ml
+        volumes = [vocabulary.region_mask(mask.data, r, mask.source).sum() * mask.voxel_ml
                    for r in region]
         summary.add_row(subject.id, "×".join(map(str, mask.shape)),
                         ", ".join(f"{s:.3g}" for s in mask.spacing),
