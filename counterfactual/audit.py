@@ -10,26 +10,41 @@ ICLR 2023), adapted to mask-conditioned 3D generation, :func:`run_audit` reads a
 - ``volumes.csv``: one row per counterfactual CT with the attribute predictor's output
   (subject, seed, value, predicted, and ``p_<class>`` columns or nothing more for a number);
 - ``differences.csv``: one row per difference map (subject, seed, value, reference,
-  share_inside, mean_abs_inside_hu, mean_abs_outside_hu, max_abs_outside_hu and, on a phantom,
-  oracle_region_mean_error_hu, oracle_rmse_hu, oracle_correlation).
+  share_inside, mean_inside_hu (signed), mean_abs_inside_hu, mean_abs_outside_hu,
+  max_abs_outside_hu and, on a phantom, oracle_region_mean_hu, oracle_region_mean_error_hu,
+  oracle_rmse_hu, oracle_correlation).
 
-``audit.json`` schema (``format`` ``"cfx-audit/1"``)::
+``audit.json`` schema (``format`` ``"cfx-audit/2"``)::
 
     {
-      "format": "cfx-audit/1", "cfx_version": str, "created": ISO time,
+      "format": "cfx-audit/2", "cfx_version": str, "created": ISO time,
       "run": path, "attribute": str, "values": [...], "reference": value, "seeds": [int],
       "subjects": int, "model": {"name": str, "content_hash": str[, "folder": path]},
       "run_cohort": path, "predictor_cohort": path or null,
+      "verdict": "pass" | "warn" | "fail",
+      "verdict_reason": str,
       "criteria": {
         "<criterion>": {
           "status": "measured" | "skipped" | "not applicable",
+          "verdict": "pass" | "warn" | "fail" | "not applicable",
+          "reason": str,
+          "key_metric": "<metric>" or null,
+          "thresholds": [{"metric": "<metric>", "better": "higher" | "lower",
+                          "pass": number, "fail": number or null, "unit": str}],
           "metrics": {"<metric>": {"value": number or null, "unit": str,
-                                   ["chance": number] | ["bar": number]}},
+                                   ["chance": number]}},
           "notes": [str]
         }
       },
       "files": [str]
     }
+
+Verdicts (thresholds and why: :mod:`analysis.audit.verdicts`): a ``measured`` criterion is judged
+on its key metric (``thresholds[0]``; a value at least as good as ``pass`` passes, one strictly
+worse than ``fail`` fails, else it warns; ``fail`` null: it never fails); a ``skipped`` one warns
+(the audit could not look; its last note is the reason); a ``not applicable`` one is left out of
+the overall ``verdict``: ``fail`` if any criterion fails, else ``warn`` if any warns, else
+``pass``. ``cfx-audit/1`` had no verdicts and a ``bar`` beside two minimality metrics instead.
 
 Criteria and their metrics (``null`` where undefined, with a note saying why):
 
@@ -45,7 +60,8 @@ composition                  null intervention: each subject regenerated alone a
   seed_to_seed_mean_abs (HU) scale: mean ``|volume(seed s) - volume(first seed)|`` at one
                              value, over subjects, values and seeds ``s``
   seed_to_seed_max_abs (HU)  largest voxel of the same
-  null_to_seed_ratio (1)     null_mean_abs / seed_to_seed_mean_abs
+  null_to_seed_ratio (1)     null_mean_abs / seed_to_seed_mean_abs: the key metric (with one
+                             seed: null_mean_abs)
   subjects_at_own_value,     how many subjects were regenerated at their own value and at
   subjects_at_reference      the reference
 effectiveness                an attribute predictor (ridge logistic for a categorical
@@ -53,17 +69,25 @@ effectiveness                an attribute predictor (ridge logistic for a catego
                              features of :mod:`analysis.audit.features`) trained on the real
                              CTs of the predictor cohort predicts the *intervened* value of
                              every counterfactual CT of the run
-  accuracy, auc (1)          categorical, with ``chance`` (commonest value's share; 0.5)
+  accuracy, auc (1)          categorical, with ``chance`` (commonest value's share; 0.5);
+                             auc is the key metric
   mae (attribute unit),      numeric, ``mae`` with ``chance`` (always guessing the training
   correlation (1)            mean)
+  mae_to_chance_ratio (1)    numeric: mae / its chance, the key metric
   real_ct_cv_*               the same scores of the predictor on the real CTs it is trained
                              on, out of fold (5 interleaved folds): its ceiling
   training_subjects,         sample sizes
   counterfactual_volumes
 minimality                   locality of each difference map (value minus reference) with
                              respect to the lungs, pooled over maps (sums of ``|d|`` add)
+  off_lung_to_effect_ratio   the key metric: per contrast (value vs reference, maps pooled),
+  (1)                        mean ``|d|`` outside the lungs over ``|mean d|`` inside them; the
+                             largest (least specific) contrast's; null when only the outside
+                             changed
+  worst_contrast_mean_abs_   the largest per-contrast mean ``|d|`` outside the lungs (an
+  outside_lung (HU)          absolute floor beside the ratio)
   share_inside_lung (1)      share of the total ``|d|`` inside the lungs
-  mean_abs_outside_lung (HU) mean ``|d|`` outside the lungs, with ``bar`` 5 HU
+  mean_abs_outside_lung (HU) mean ``|d|`` outside the lungs
   max_abs_outside_lung (HU)  largest ``|d|`` outside the lungs
   mean_abs_inside_lung (HU)  mean ``|d|`` inside the lungs (the size of the edit)
   worst_share_inside_lung,   the least local map
@@ -75,17 +99,22 @@ reversibility                runs edited from real CTs (``cfx sweep --from-ct``)
   round_trip_mean_abs (HU)   mean ``|back - real CT|``
   own_edit_mean_abs (HU)     mean ``|edit to its own value - real CT|``: the floor a single edit
                              already costs
-  round_trip_to_own_edit_ratio  near 1 when going there and back costs no more than one edit
+  round_trip_to_own_edit_ratio  near 1 when going there and back costs no more than one edit;
+                             the key metric
 oracle_agreement             on a phantom cohort (``truth.json``): every difference map
                              against the exact oracle map of the same change
                              (:func:`counterfactual.phantom.score_difference`, lungs as the
                              region, whole volume for RMSE and correlation)
+  relative_region_error (1)  the key metric: region_mean_abs_error / oracle_region_mean_abs
+                             (null when nothing was planted; region_mean_abs_error is judged)
   region_mean_error (HU)     mean over maps of (model - oracle) lung-mean difference
   region_mean_abs_error (HU) mean over maps of its absolute value
-  oracle_region_mean (HU)    mean over maps of the oracle's lung-mean difference (the scale)
+  oracle_region_mean (HU)    mean over maps of the oracle's lung-mean difference
+  oracle_region_mean_abs     mean over maps of its absolute value (the scale)
+  (HU)
   rmse (HU)                  mean over maps of the voxelwise RMSE
   correlation (1)            mean over maps of the Pearson correlation (maps where either is
-                             constant are left out and counted)
+                             constant are left out and counted); judged beside the key metric
   correlation_undefined      how many maps had no defined correlation
 ============================ =============================================================
 """
@@ -104,15 +133,26 @@ import numpy as np
 import pandas as pd
 
 from analysis.audit import (
+    DEFAULT_SPECIFICITY_RATIO,
+    Verdict,
     change_locality,
     classification_scores,
+    classification_verdict,
+    composition_verdict,
     cross_validated,
     feature_names,
     fit_linear,
     fit_logistic,
     lung_features,
+    minimality_verdict,
+    not_applicable,
+    not_measured,
+    oracle_verdict,
+    overall_verdict,
     pool_locality,
     regression_scores,
+    regression_verdict,
+    reversibility_verdict,
     volume_distance,
 )
 from counterfactual import __version__
@@ -134,10 +174,9 @@ from counterfactual.volume import check_same_grid, read_labels, read_volume, wri
 
 __all__ = ["AUDIT_FORMAT", "AUDIT_FOLDER", "CRITERIA", "AuditConfig", "run_audit"]
 
-AUDIT_FORMAT = "cfx-audit/1"
+AUDIT_FORMAT = "cfx-audit/2"
 AUDIT_FOLDER = "audit"
 CRITERIA = ("composition", "effectiveness", "minimality", "reversibility", "oracle_agreement")
-OFF_LUNG_BAR_HU = 5.0
 _FOLDS = 5
 
 
@@ -164,6 +203,9 @@ class AuditConfig:
         template the manifest names.
     penalty : float
         L2 penalty of the attribute predictor (standardised features).
+    specificity_ratio : float
+        Minimality passes when off-lung mean ``|Δ|`` is at most this fraction of the lung
+        effect ``|mean Δ|`` (in (0, 1]; as ``cfx stats --specificity-ratio``).
     device : str
         ``auto``, ``cpu`` or ``cuda``, for a learned model's regeneration (another device than
         the run's may differ by floating-point rounding).
@@ -178,6 +220,7 @@ class AuditConfig:
     model: str | None = None
     template: PromptTemplate | None = None
     penalty: float = 1.0
+    specificity_ratio: float = DEFAULT_SPECIFICITY_RATIO
     device: str = "auto"
     quiet: bool = False
 
@@ -210,8 +253,14 @@ class _Run:
         return self.manifest["masks"][subject]
 
 
-def _criterion(status: str, metrics: dict | None = None, notes: list | None = None) -> dict:
-    return {"status": status, "metrics": metrics or {}, "notes": list(notes or [])}
+def _criterion(status: str, metrics: dict | None = None, notes: list | None = None,
+               verdict: Verdict | None = None) -> dict:
+    """A criterion's entry; a skipped one warns and a not applicable one is not judged, both
+    with their (last) note as the reason."""
+    notes = list(notes or [])
+    if verdict is None:
+        verdict = (not_applicable if status == "not applicable" else not_measured)(notes[-1])
+    return {"status": status, **verdict.to_json(), "metrics": metrics or {}, "notes": notes}
 
 
 def _metric(value, unit: str, **extra) -> dict:
@@ -335,6 +384,7 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
     metrics = {"null_mean_abs": _metric(null_mean, "HU"),
                "null_max_abs": _metric(max(r["max_abs_hu"] for r in rows), "HU")}
     seed_scale = _seed_distances(run, config.quiet)
+    scale = None
     if seed_scale:
         scale = float(np.mean([d.mean_abs for d in seed_scale]))
         metrics |= {"seed_to_seed_mean_abs": _metric(scale, "HU"),
@@ -350,7 +400,7 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
         notes.append(f"{len(rows) - own_count} subjects have no recorded {run.attribute} among "
                      f"the swept values; they were regenerated at the reference "
                      f"{run.reference!r}")
-    return _criterion("measured", metrics, notes), rows
+    return _criterion("measured", metrics, notes, composition_verdict(null_mean, scale)), rows
 
 
 def _seed_distances(run: _Run, quiet: bool) -> list:
@@ -452,11 +502,13 @@ def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
         real = regression_scores(cv, np.asarray(targets, float), baseline)
         unit = kind.unit
         metrics = {"mae": _metric(scores.mae, unit, chance=scores.chance_mae),
+                   "mae_to_chance_ratio": _metric(scores.mae / scores.chance_mae
+                                                  if scores.chance_mae > 0 else None, "1"),
                    "correlation": _metric(scores.correlation, "1", chance=0.0),
                    "real_ct_cv_mae": _metric(real.mae, unit, chance=real.chance_mae),
                    "real_ct_cv_correlation": _metric(real.correlation, "1", chance=0.0)}
         rows = [k | {"predicted": float(p)} for k, p in zip(keys, predicted, strict=True)]
-        blind = real.mae >= real.chance_mae
+        verdict = regression_verdict(scores.mae, scores.chance_mae, real.mae, real.chance_mae)
     else:
         probabilities = model.predict_proba(test)
         scores = classification_scores(probabilities, truth, classes)
@@ -470,20 +522,16 @@ def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
         rows = [k | {"predicted": classes[b]} | {f"p_{c}": float(p) for c, p in
                                                   zip(classes, probs, strict=True)}
                 for k, b, probs in zip(keys, best, probabilities, strict=True)]
-        blind = real.accuracy <= real.chance_accuracy
-    if blind:
-        notes.append("the predictor is no better than chance on the real CTs it was trained on "
-                     "(out of fold): the attribute may not show in lung HU, so effectiveness "
-                     "cannot be judged")
+        verdict = classification_verdict(scores.auc, real.auc)
     notes.append(f"predictor: ridge {'linear' if numeric else 'logistic'} regression (penalty "
                  f"{config.penalty:g}) on {len(feature_names())} lung HU features, trained on "
                  f"{cohort.source}")
-    return _criterion("measured", metrics | size, notes), rows
+    return _criterion("measured", metrics | size, notes, verdict), rows
 
 
 def _differences(run: _Run, config: AuditConfig,
                  oracle: PhantomOracle | None) -> tuple[list, list[dict]]:
-    """Locality (and oracle scores) of every difference map."""
+    """Locality (and oracle scores) of every difference map; the localities with their value."""
     parts, rows = [], []
     for subject in track(run.subjects, "audit: difference maps", quiet=config.quiet):
         source = run.mask_path(subject)
@@ -494,9 +542,10 @@ def _differences(run: _Run, config: AuditConfig,
                     continue
                 difference = read_volume(run.diff_path(subject, seed, value)).data
                 part = change_locality(difference, lung)
-                parts.append(part)
+                parts.append((value, part))
                 row = {"subject": subject, "seed": seed, "value": value,
                        "reference": run.reference, "share_inside": part.share_inside,
+                       "mean_inside_hu": part.mean_inside,
                        "mean_abs_inside_hu": part.mean_abs_inside,
                        "mean_abs_outside_hu": part.mean_abs_outside,
                        "max_abs_outside_hu": part.max_abs_outside}
@@ -512,22 +561,31 @@ def _differences(run: _Run, config: AuditConfig,
     return parts, rows
 
 
-def _minimality(parts: list, rows: list[dict]) -> dict:
-    pooled = pool_locality(parts)
+def _minimality(run: _Run, parts: list, rows: list[dict], specificity_ratio: float) -> dict:
+    pooled = pool_locality(part for _, part in parts)
+    contrasts = [value for value in run.values if value != run.reference]
+    per_contrast = [pool_locality(part for v, part in parts if v == value)
+                    for value in contrasts]
+    verdict = minimality_verdict([f"{value} vs {run.reference}" for value in contrasts],
+                                 [c.mean_abs_outside for c in per_contrast],
+                                 [c.mean_inside for c in per_contrast], specificity_ratio)
     shares = [r["share_inside"] for r in rows if not math.isnan(r["share_inside"])]
     notes = []
     if len(shares) < len(rows):
         notes.append(f"{len(rows) - len(shares)} of {len(rows)} difference maps are all zero "
                      "(the model changed nothing): no share of change to locate")
     return _criterion("measured", {
+        "off_lung_to_effect_ratio": _metric(verdict.value, "1"),
+        "worst_contrast_mean_abs_outside_lung": _metric(
+            max(c.mean_abs_outside for c in per_contrast), "HU"),
         "share_inside_lung": _metric(pooled.share_inside, "fraction"),
-        "mean_abs_outside_lung": _metric(pooled.mean_abs_outside, "HU", bar=OFF_LUNG_BAR_HU),
+        "mean_abs_outside_lung": _metric(pooled.mean_abs_outside, "HU"),
         "max_abs_outside_lung": _metric(pooled.max_abs_outside, "HU"),
         "mean_abs_inside_lung": _metric(pooled.mean_abs_inside, "HU"),
         "worst_share_inside_lung": _metric(min(shares) if shares else None, "fraction"),
         "worst_mean_abs_outside_lung": _metric(max(r["mean_abs_outside_hu"] for r in rows),
-                                               "HU", bar=OFF_LUNG_BAR_HU),
-        "difference_maps": _metric(len(rows), "maps")}, notes)
+                                               "HU"),
+        "difference_maps": _metric(len(rows), "maps")}, notes, verdict)
 
 
 def _oracle(cohort: Cohort) -> PhantomOracle | None:
@@ -541,6 +599,7 @@ def _oracle_agreement(oracle: PhantomOracle | None, rows: list[dict]) -> dict:
             "the run's cohort is not a phantom (no truth.json): there is no exact counterfactual "
             "to compare with"])
     errors = np.array([r["oracle_region_mean_error_hu"] for r in rows])
+    planted = np.array([r["oracle_region_mean_hu"] for r in rows])
     correlations = np.array([r["oracle_correlation"] for r in rows])
     defined = correlations[~np.isnan(correlations)]
     notes = []
@@ -548,14 +607,20 @@ def _oracle_agreement(oracle: PhantomOracle | None, rows: list[dict]) -> dict:
         notes.append(f"{correlations.size - defined.size} of {correlations.size} maps have no "
                      "defined correlation (the model's or the oracle's map is constant, e.g. a "
                      "model that changes nothing); the mean is over the others")
+    correlation = float(defined.mean()) if defined.size else None
+    verdict = oracle_verdict(float(np.abs(errors).mean()), float(np.abs(planted).mean()),
+                             correlation)
     return _criterion("measured", {
+        "relative_region_error": _metric(verdict.value if verdict.key_metric ==
+                                         "relative_region_error" else None, "1"),
         "region_mean_error": _metric(float(errors.mean()), "HU"),
         "region_mean_abs_error": _metric(float(np.abs(errors).mean()), "HU"),
-        "oracle_region_mean": _metric(float(np.mean([r["oracle_region_mean_hu"] for r in rows])),
-                                      "HU"),
+        "oracle_region_mean": _metric(float(planted.mean()), "HU"),
+        "oracle_region_mean_abs": _metric(float(np.abs(planted).mean()), "HU"),
         "rmse": _metric(float(np.mean([r["oracle_rmse_hu"] for r in rows])), "HU"),
-        "correlation": _metric(float(defined.mean()) if defined.size else None, "1"),
-        "correlation_undefined": _metric(int(correlations.size - defined.size), "maps")}, notes)
+        "correlation": _metric(correlation, "1"),
+        "correlation_undefined": _metric(int(correlations.size - defined.size), "maps")},
+        notes, verdict)
 
 
 def _reversibility(run: _Run, cohort: Cohort, config: AuditConfig,
@@ -598,7 +663,8 @@ def _reversibility(run: _Run, cohort: Cohort, config: AuditConfig,
         "round_trip_mean_abs": _metric(trip, "HU"),
         "own_edit_mean_abs": _metric(floor, "HU"),
         "round_trip_to_own_edit_ratio": _metric(trip / floor if floor > 0 else None, "1"),
-        "strength": _metric(sampling.get("strength"), "1")}), rows
+        "strength": _metric(sampling.get("strength"), "1")}, [],
+        reversibility_verdict(trip, floor)), rows
 
 
 def _finite(value):
@@ -637,6 +703,10 @@ def run_audit(config: AuditConfig,
     if not (isinstance(config.penalty, int | float) and math.isfinite(config.penalty)
             and config.penalty > 0):
         raise UserInputError(f"--penalty: must be a positive number, got {config.penalty}")
+    if not (isinstance(config.specificity_ratio, int | float)
+            and 0 < config.specificity_ratio <= 1):
+        raise UserInputError(f"--specificity-ratio: must be in (0, 1], got "
+                             f"{config.specificity_ratio}")
     if config.device not in DEVICES:
         raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
     run = _open_run(config.run)
@@ -657,9 +727,10 @@ def run_audit(config: AuditConfig,
     oracle = _oracle(cohort)
     parts, difference_rows = _differences(run, config, oracle)
     criteria = {"composition": composition, "effectiveness": effectiveness,
-                "minimality": _minimality(parts, difference_rows),
+                "minimality": _minimality(run, parts, difference_rows, config.specificity_ratio),
                 "reversibility": reversibility,
                 "oracle_agreement": _oracle_agreement(oracle, difference_rows)}
+    verdict, reason = overall_verdict({name: c["verdict"] for name, c in criteria.items()})
     # 5. Write RUN/audit/ (replacing an earlier audit only once everything succeeded).
     tables = {"composition.csv": composition_rows, "volumes.csv": volume_rows,
               "differences.csv": difference_rows, "reversibility.csv": reversibility_rows}
@@ -671,6 +742,7 @@ def run_audit(config: AuditConfig,
         "model": run.model,
         "run_cohort": str(cohort.source),
         "predictor_cohort": None if predictor_cohort is None else str(predictor_cohort.source),
+        "verdict": verdict, "verdict_reason": reason,
         "criteria": _finite(criteria),
         "files": ["audit.json", *(name for name, rows in tables.items() if rows)],
     }

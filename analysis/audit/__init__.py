@@ -12,6 +12,8 @@ predictors
     Ridge-penalised logistic (categorical) and linear (numeric) attribute predictors.
 scores
     Accuracy, Mann-Whitney AUC and MAE of a predictor, with their chance levels.
+verdicts
+    Pass / warn / fail / not applicable of each criterion against stated thresholds.
 
 Nothing here reads files: :mod:`counterfactual.audit` feeds it arrays from a run folder.
 """
@@ -33,9 +35,34 @@ from analysis.audit.scores import (
     regression_scores,
     roc_auc,
 )
+from analysis.audit.verdicts import (
+    DEFAULT_SPECIFICITY_RATIO,
+    FAIL,
+    NOT_APPLICABLE,
+    OFF_LUNG_BAR_HU,
+    PASS,
+    VERDICTS,
+    WARN,
+    Threshold,
+    Verdict,
+    classification_verdict,
+    composition_verdict,
+    minimality_verdict,
+    not_applicable,
+    not_measured,
+    off_lung_ratios,
+    oracle_verdict,
+    overall_verdict,
+    regression_verdict,
+    reversibility_verdict,
+)
 
 __all__ = ["VolumeDistance", "volume_distance", "FEATURE_METRICS", "feature_names",
            "lung_features", "ChangeLocality", "change_locality", "pool_locality",
            "LinearPredictor", "LogisticPredictor", "cross_validated", "fit_linear",
            "fit_logistic", "ClassificationScores", "RegressionScores", "classification_scores",
-           "regression_scores", "roc_auc"]
+           "regression_scores", "roc_auc", "DEFAULT_SPECIFICITY_RATIO", "FAIL", "NOT_APPLICABLE",
+           "OFF_LUNG_BAR_HU", "PASS", "VERDICTS", "WARN", "Threshold", "Verdict",
+           "classification_verdict", "composition_verdict", "minimality_verdict",
+           "not_applicable", "not_measured", "off_lung_ratios", "oracle_verdict",
+           "overall_verdict", "regression_verdict", "reversibility_verdict"]

@@ -8,6 +8,7 @@ quantity          unit   definition
 ================= ====== ==================================================================
 share_inside      1      ``sum |d| inside / sum |d|`` over all voxels (NaN when ``d`` is 0)
 mean_abs_inside   HU     mean ``|d|`` over the region's voxels
+mean_inside       HU     mean ``d`` over the region's voxels (signed: the edit's size)
 mean_abs_outside  HU     mean ``|d|`` over the voxels outside the region
 max_abs_outside   HU     largest ``|d|`` outside the region
 ================= ====== ==================================================================
@@ -38,6 +39,8 @@ class ChangeLocality:
         Voxel counts.
     max_abs_outside : float
         Largest ``|d|`` outside the region, in HU (0 when nothing is outside).
+    sum_inside : float
+        Sum of ``d`` (signed) over the region's voxels, in HU x voxels.
     """
 
     sum_abs_inside: float
@@ -45,6 +48,7 @@ class ChangeLocality:
     n_inside: int
     n_outside: int
     max_abs_outside: float
+    sum_inside: float
 
     @property
     def share_inside(self) -> float:
@@ -56,6 +60,11 @@ class ChangeLocality:
     def mean_abs_inside(self) -> float:
         """Mean ``|d|`` inside the region, in HU; NaN for an empty region."""
         return self.sum_abs_inside / self.n_inside if self.n_inside else float("nan")
+
+    @property
+    def mean_inside(self) -> float:
+        """Mean ``d`` (signed) inside the region, in HU; NaN for an empty region."""
+        return self.sum_inside / self.n_inside if self.n_inside else float("nan")
 
     @property
     def mean_abs_outside(self) -> float:
@@ -96,7 +105,8 @@ def change_locality(difference: np.ndarray, inside: np.ndarray) -> ChangeLocalit
     outside = magnitude[~inside]
     return ChangeLocality(float(magnitude[inside].sum()), float(outside.sum()),
                           int(inside.sum()), int(outside.size),
-                          float(outside.max()) if outside.size else 0.0)
+                          float(outside.max()) if outside.size else 0.0,
+                          float(difference[inside].sum()))
 
 
 def pool_locality(parts: Iterable[ChangeLocality]) -> ChangeLocality:
@@ -113,4 +123,5 @@ def pool_locality(parts: Iterable[ChangeLocality]) -> ChangeLocality:
     return ChangeLocality(sum(p.sum_abs_inside for p in parts),
                           sum(p.sum_abs_outside for p in parts),
                           sum(p.n_inside for p in parts), sum(p.n_outside for p in parts),
-                          max(p.max_abs_outside for p in parts))
+                          max(p.max_abs_outside for p in parts),
+                          sum(p.sum_inside for p in parts))

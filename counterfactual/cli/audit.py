@@ -1,5 +1,7 @@
 """``cfx audit``: is a run's counterfactual model sound? Composition, effectiveness, minimality,
-reversibility and (on a phantom) agreement with the exact oracle, written to RUN/audit/."""
+reversibility and (on a phantom) agreement with the exact oracle, each with its thresholds and a
+pass / warn / fail / not applicable verdict, written to RUN/audit/; ``--strict`` exits 1 when a
+criterion fails."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from analysis.audit import DEFAULT_SPECIFICITY_RATIO, FAIL, PASS, WARN, Threshold
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
 from counterfactual.audit import CRITERIA, AuditConfig, run_audit
 from counterfactual.cli.app import app
@@ -28,6 +32,13 @@ def audit(
                               "resolve here; its content hash must match the run's."),
     penalty: float = typer.Option(1.0, "--penalty",
                                   help="L2 penalty of the attribute predictor (> 0)."),
+    specificity_ratio: float = typer.Option(
+        DEFAULT_SPECIFICITY_RATIO, "--specificity-ratio",
+        help="Minimality passes when the mean |Δ| outside the lungs is at most this fraction of "
+             "the lung effect |mean Δ| (in (0, 1]; above 1 fails), as in cfx stats."),
+    strict: bool = typer.Option(False, "--strict",
+                                help="Exit with code 1 when any criterion fails (for pipelines); "
+                                     "the audit is written either way."),
     device: str = typer.Option("auto", "--device",
                                help="Device of a learned model's regeneration: auto, cpu, cuda."),
     attributes: Path | None = typer.Option(None, "--attributes",
@@ -38,9 +49,11 @@ def audit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or table."),
 ) -> None:
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
-    agreement; writes RUN/audit/audit.json and per-item tables."""
+    agreement, each with a verdict against stated thresholds and an overall verdict; writes
+    RUN/audit/audit.json and per-item tables. With --strict, exits 1 on any failing criterion."""
     config = AuditConfig(
         run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
+        specificity_ratio=specificity_ratio,
         attributes=DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes),
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         template=None if template is None else load_template(template))
@@ -49,8 +62,15 @@ def audit(
     if not quiet:
         out = Console()
         out.print(_table(result))
+        for line in _verdicts(result):
+            out.print(line, highlight=False, soft_wrap=True)
         for line in _notes(result):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if strict and result["verdict"] == FAIL:
+        failing = [name for name in CRITERIA if result["criteria"][name]["verdict"] == FAIL]
+        if not quiet:
+            console.print(f"cfx audit --strict: {', '.join(failing)} failed", markup=False)
+        raise typer.Exit(code=1)
 
 
 def _format(value) -> str:
@@ -61,22 +81,39 @@ def _format(value) -> str:
     return str(value)
 
 
+_STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red"}
+
+
+def _verdict(verdict: str) -> Text:
+    return Text(verdict, style=_STYLE.get(verdict, "dim"))
+
+
 def _table(result: dict) -> Table:
     values = ", ".join(map(str, result["values"]))
     table = Table(title=f"cfx audit: {result['attribute']} ({values}), model "
                         f"{result['model']['name']}")
     table.add_column("criterion / metric", no_wrap=True)
-    for column in ("value", "unit", "chance / bar"):
-        table.add_column(column, justify="right" if column != "unit" else "left")
+    for column in ("value", "unit", "chance / threshold", "verdict"):
+        table.add_column(column, justify="right" if column in ("value",) else "left")
     for name in CRITERIA:
         criterion = result["criteria"][name]
-        table.add_row(f"[bold]{name}[/bold] ({criterion['status']})", "", "", "")
+        table.add_row(f"[bold]{name}[/bold] ({criterion['status']})", "", "", "",
+                      _verdict(criterion["verdict"]))
+        thresholds = {t["metric"]: Threshold.from_json(t) for t in criterion["thresholds"]}
         for metric, entry in criterion["metrics"].items():
-            beside = entry.get("chance", entry.get("bar"))
-            table.add_row(f"  {metric}", _format(entry["value"]), entry["unit"],
-                          "" if beside is None else _format(beside))
+            beside = (thresholds[metric].text() if metric in thresholds else
+                      "" if entry.get("chance") is None else f"chance {_format(entry['chance'])}")
+            table.add_row(f"  {metric}", _format(entry["value"]), entry["unit"], beside, "")
         table.add_section()
     return table
+
+
+def _verdicts(result: dict) -> list[Text]:
+    """One line per criterion (verdict and reason), then the overall verdict."""
+    lines = [Text.assemble(f"{name}: ", _verdict(result["criteria"][name]["verdict"]),
+                           f", {result['criteria'][name]['reason']}") for name in CRITERIA]
+    return lines + [Text.assemble("overall: ", _verdict(result["verdict"]),
+                                  f" ({result['verdict_reason']})")]
 
 
 def _notes(result: dict) -> list[str]:

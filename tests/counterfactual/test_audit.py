@@ -103,7 +103,7 @@ def value(result, criterion, metric):
 def test_the_exact_oracle_passes_every_criterion(root):
     run = root / "runs" / "diagnosis"
     result = audit(run)
-    assert result["format"] == "cfx-audit/1" and result["subjects"] == SUBJECTS
+    assert result["format"] == "cfx-audit/2" and result["subjects"] == SUBJECTS
     assert [result["criteria"][c]["status"] for c in result["criteria"]] == [
         "measured", "measured", "measured", "not applicable", "measured"]
     # Composition: regenerating at the subject's own value with the run's noise is exact, far
