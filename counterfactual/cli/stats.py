@@ -7,6 +7,12 @@ Three ways to call it::
     cfx stats --cohort DIR --attribute A       observational: Welch, Mann-Whitney, OLS on real CTs
     cfx stats RUN --cohort DIR                 both, and their concordance side by side
 
+Every paired effect of a run goes out beside the same statistic in the negative-control regions
+of :mod:`analysis.controls` (body, air outside the body, whole volume), a specificity verdict and
+the body-adjusted effect (:mod:`analysis.stats.specificity`): in the terminal, ``effects.csv``,
+``summary.json`` and, through them, every report. ``controls.csv`` holds the controls' full
+statistics and ``control_regions.csv`` their per-volume metrics.
+
 ``--covariates`` adjusts the observational OLS; with a RUN but no ``--cohort`` the run's own
 cohort (``settings.cohort`` of its manifest) supplies the real CTs and the clinical columns.
 """
@@ -25,10 +31,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from analysis.controls import CONTROL_REGIONS, control_labels
 from analysis.permutation import one_sample_permutation
 from analysis.regions import ZONES, RegionItem, region_table
-from analysis.stats.effects import effect_table
 from analysis.stats.observational import cohort_effects, concordance
+from analysis.stats.specificity import DEFAULT_RATIO, specificity_table
 from counterfactual.atomic import staged_dir
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
 from counterfactual.cli.app import app
@@ -77,6 +84,10 @@ def stats(
     permutations: int = typer.Option(5000, "--permutations", help="Sign flips for voxel maps."),
     tfce: bool = typer.Option(False, "--tfce", help="Also TFCE with its own FWE p-map "
                                                     "(needs --voxelwise)."),
+    specificity_ratio: float = typer.Option(
+        DEFAULT_RATIO, "--specificity-ratio",
+        help="A run's effect is 'specific' when every negative control (body, air outside the "
+             "body) stays below this fraction of it."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/stats, or "
                                                         "<cohort>/stats without a RUN)."),
@@ -89,6 +100,9 @@ def stats(
         raise UserInputError("give a RUN folder made by cfx sweep, --cohort DIR, or both")
     if permutations < 1:
         raise UserInputError(f"--permutations: must be >= 1, got {permutations}")
+    if not 0 < specificity_ratio < 1:
+        raise UserInputError(f"--specificity-ratio: must be a fraction in (0, 1), got "
+                             f"{specificity_ratio}")
     if tfce and not voxelwise:
         raise UserInputError("--tfce: TFCE maps are voxelwise; add --voxelwise")
     if run is None and voxelwise:
@@ -128,9 +142,10 @@ def stats(
     effects = None
     if run is not None:
         try:
-            table = region_table(_run_items(run, manifest, vocabulary, quiet), regions,
-                                 zones=zone_regions)
-            effects = effect_table(table, run_reference)
+            table, control_table = _run_tables(run, manifest, run_reference, vocabulary,
+                                               regions, zone_regions, quiet)
+            effects, control_effects = specificity_table(table, control_table, run_reference,
+                                                         ratio=specificity_ratio)
         except ValueError as exc:
             raise UserInputError(f"{run}: {exc}") from None
     # 4. observational statistics of the cohort's real CTs
@@ -149,9 +164,15 @@ def stats(
     with staged_dir(destination, replace=True) as folder:
         if effects is not None:
             table.to_csv(folder / "regions.csv", index=False)
+            control_table.to_csv(folder / "control_regions.csv", index=False)
             effects.to_csv(folder / "effects.csv", index=False)
+            control_effects.to_csv(folder / "controls.csv", index=False)
             summary |= {"run": str(run), "reference": run_reference, "n_seeds":
-                        len(settings["seeds"]), "effects": _records(effects)}
+                        len(settings["seeds"]), "specificity_ratio": specificity_ratio,
+                        "control_regions": {r: CONTROL_REGIONS[r]
+                                            for r in pd.unique(control_table["region"])},
+                        "effects": _records(effects),
+                        "controls": _records(control_effects)}
             if voxelwise:
                 summary["voxelwise"] = _voxelwise(run, manifest, folder, regions, run_reference,
                                                   permutations, tfce, vocabulary, quiet)
@@ -169,6 +190,7 @@ def stats(
     shown = []
     if effects is not None:
         shown.append(_effects_table(effects, attribute, len(settings["seeds"])))
+        shown.append(_controls_table(effects, attribute))
     if observed is not None:
         shown.append(_observed_table(observed, attribute, adjust, plan.counts))
     if agreement is not None:
@@ -220,17 +242,56 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 # --- the run ----------------------------------------------------------------------------------
 
-def _run_items(run: Path, manifest: dict, vocabulary: LabelVocabulary,
-               quiet: bool) -> Iterator[RegionItem]:
-    subject = mask = None  # items come subject by subject: one mask read per subject
-    for item in track(manifest["items"], "region metrics", quiet=quiet):
-        ct = read_volume(run / item["path"])
-        if item["subject"] != subject:
-            subject = item["subject"]
-            mask = read_labels(manifest["masks"][subject], vocabulary)
-        check_same_grid(ct, mask)
-        yield RegionItem(item["subject"], item["value"], item["seed"], ct.data, mask.data,
-                         ct.affine)
+def _run_tables(run: Path, manifest: dict, reference, vocabulary: LabelVocabulary,
+                regions: dict, zones: list[str], quiet: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Region metrics of every volume of the run in its target regions and in its control regions.
+
+    The control regions of a subject and seed come from the volume the comparison is anchored
+    to: the subject's own CT for a from-CT run, else the ``reference`` value's counterfactual.
+    One subject's mask and one seed's volumes are in memory at a time.
+    """
+    settings = manifest["settings"]
+    from_ct = bool(settings.get("sampling", {}).get("from_ct"))
+    sources = {s.id: s.ct for s in load_cohort(Path(settings["cohort"]))} if from_ct else {}
+    groups: dict[tuple, list[dict]] = {}
+    for item in manifest["items"]:
+        groups.setdefault((item["subject"], item["seed"]), []).append(item)
+    targets, controls = [], []
+    subject = mask = None
+    for (name, seed), items in track(groups.items(), "region metrics", quiet=quiet):
+        if name != subject:
+            subject, mask = name, read_labels(manifest["masks"][name], vocabulary)
+        cts = {item["value"]: read_volume(run / item["path"]) for item in items}
+        for ct in cts.values():
+            check_same_grid(ct, mask)
+        anchor = _anchor(sources.get(name), cts[reference], mask) if from_ct else cts[reference]
+        control = control_labels(anchor.data, mask.data)
+        targets.append(region_table(
+            [RegionItem(name, v, seed, ct.data, mask.data, ct.affine) for v, ct in cts.items()],
+            regions, zones=zones))
+        present = {region: members for region, members in CONTROL_REGIONS.items()
+                   if np.isin(control, members).any()}
+        controls.append(region_table(
+            [RegionItem(name, v, seed, ct.data, control, ct.affine) for v, ct in cts.items()],
+            present))
+    controls = pd.concat(controls, ignore_index=True)
+    complete = controls.groupby("region")["subject"].size() == len(controls[
+        controls["region"] == "whole"])  # a control is kept when every volume has it
+    if not complete.get("body", False):
+        raise UserInputError(f"{run}: some volumes have no body voxels outside the lungs and "
+                             "airway; the body control needs a field of view around the lungs")
+    kept = complete[complete].index
+    return (pd.concat(targets, ignore_index=True),
+            controls[controls["region"].isin(kept)].reset_index(drop=True))
+
+
+def _anchor(path: Path | None, fallback: Volume, mask: Volume) -> Volume:
+    """The subject's CT of a from-CT run (the reference counterfactual when it is gone)."""
+    if path is None or not Path(path).is_file():
+        return fallback
+    ct = read_volume(path)
+    check_same_grid(ct, mask)
+    return ct
 
 
 def _voxelwise(run: Path, manifest: dict, out: Path, regions: dict, reference, n_permutations: int,
@@ -477,26 +538,60 @@ def _effects_table(effects: pd.DataFrame, attribute: str,
     title = f"{attribute}: paired Δ (value - {rows['reference'].iloc[0]}), 95 % CI"
     if not several:
         title = f"{attribute}: {rows['value'].iloc[0]} - {rows['reference'].iloc[0]}, paired Δ"
-    caption = ("noise floor: seed-vs-seed Δ at equal value" if n_seeds > 1 else
-               "noise floor: the run has one seed; sweep with --seeds 0,1,... to measure it")
+    ratio = rows["specificity_ratio"].iloc[0]
+    caption = (f"verdict: 'specific' when body and outside-body air stay below {ratio:.0%} of "
+               "Δ (next table)\n")
+    caption += ("noise floor: seed-vs-seed Δ at equal value, ± half its 95 % CI" if n_seeds > 1
+                else "noise floor: the run has one seed; sweep with --seeds 0,1,... to measure it")
     noted = int((rows["note"] != "").sum())
     if noted:
         caption += f"\n{noted} row(s) have a note: see effects.csv"
     table = _table(title)
     if several:
         table.add_column("value")
-    for column in ("region", "metric", "Δ [95% CI]", "p Holm"):
+    for column in ("region", "metric", "Δ [95% CI]", "p Holm", "verdict"):
         table.add_column(column, no_wrap=True)
     if n_seeds > 1:
-        table.add_column("noise floor", no_wrap=True)
+        table.add_column("noise", no_wrap=True)
     for row in rows.itertuples():
         cells = [str(row.value)] if several else []
         cells += [row.region, _metric(row.metric, row.unit),
-                  _interval(row.estimate, row.ci_low, row.ci_high), _p(row.p_t_holm)]
+                  _interval(row.estimate, row.ci_low, row.ci_high), _p(row.p_t_holm),
+                  row.verdict]
         if n_seeds > 1:
-            cells.append(_interval(row.noise_estimate, row.noise_ci_low, row.noise_ci_high))
+            cells.append(_spread(row.noise_estimate, row.noise_ci_low, row.noise_ci_high))
         table.add_row(*cells)
     return table, caption
+
+
+def _controls_table(effects: pd.DataFrame, attribute: str) -> tuple[Table, str]:
+    rows = _headline(effects)
+    several = rows["value"].nunique() > 1
+    table = _table(f"{attribute}: the same Δ in the negative controls, ± half the 95 % CI")
+    if several:
+        table.add_column("value")
+    for column in ("region", "metric", "body", "outside body", "whole", "adjusted Δ"):
+        table.add_column(column, no_wrap=True)
+    for _, row in rows.iterrows():
+        cells = [str(row["value"])] if several else []
+        cells += [row["region"], _metric(row["metric"], row["unit"])]
+        cells += [_spread(*(row.get(f"{prefix}_{s}", np.nan) for s in ("estimate", "ci_low",
+                                                                        "ci_high")))
+                  for prefix in ("body", "outside_body", "whole", "adjusted")]
+        table.add_row(*cells)
+    caption = ("body: inside the body outline less lungs and airway (+2 voxels)\n"
+               "outside body: air connected to the volume's faces; whole: every voxel\n"
+               "adjusted Δ: Δ region - Δ body, paired per subject (the raw Δ is the headline)")
+    if "outside_body_estimate" not in effects:
+        caption += "\noutside body: n/a, some volumes have no air around the body"
+    return table, caption
+
+
+def _spread(estimate: float, low: float, high: float) -> str:
+    """``estimate ± half-width`` of a CI, or n/a."""
+    if pd.isna(estimate) or pd.isna(low) or pd.isna(high):
+        return "n/a"
+    return f"{round(estimate, 1) + 0.0:+.1f} ± {round((high - low) / 2, 1) + 0.0:.1f}"
 
 
 def _observed_table(observed: pd.DataFrame, attribute: str, covariates: list[str],
