@@ -5,9 +5,11 @@ the same relative path in the report folder without the ``.j2`` suffix (``index.
 ``index.html``, ``tables/effects.tex.j2`` -> ``tables/effects.tex``). A user template is one file
 whose name (less a ``.j2`` suffix) ends in ``.html``/``.htm`` (it replaces ``index.html``) or
 ``.md`` (it replaces ``report.md``); the other outputs come from the ``summary`` template, so the
-folder is always complete. A user template reaches files beside it as ``user/<name>``. Shared
-pieces (style sheet, macros) live in ``reports/templates/_shared/`` and are reachable from every
-template by that path.
+folder is always complete. Shared pieces (style sheet, macros) live in
+``reports/templates/_shared/`` and are reachable from every template by that path. A user template
+may include only what cfx ships and the files named in ``includes`` (each as ``user/<file
+name>``): nothing else beside it is readable, and a symbolic link is refused, so a template in a
+home folder cannot read ``user/.ssh/id_rsa``.
 
 Every template, built-in or not, renders in a :class:`jinja2.sandbox.SandboxedEnvironment` with
 :class:`jinja2.StrictUndefined`: unsafe attribute access (``__class__``, ``mro``, ...) and undefined
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from numbers import Number
 from pathlib import Path
 
@@ -40,6 +42,7 @@ BUILTIN = ("summary", "paper")
 _SHARED = "_shared"
 _MAIN = ("report.md", "index.html")
 _HTML = (".html", ".htm")
+_USER = "user/"
 
 
 class TemplateError(ValueError):
@@ -174,8 +177,8 @@ def _autoescape(name: str | None) -> bool:
     return name is not None and name.removesuffix(".j2").endswith(_HTML)
 
 
-def _environment(templates: Path, user_dir: Path | None) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=_Loader(templates, user_dir),
+def _environment(templates: Path, user_files: Mapping[str, Path]) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(loader=_Loader(templates, user_files),
                                undefined=StrictUndefined, autoescape=_autoescape,
                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(FILTERS)
@@ -192,33 +195,52 @@ def _user_target(path: Path) -> str:
                         "Jinja2 file named *.html, *.htm or *.md (optionally + .j2)")
 
 
-def _plan(template: str | os.PathLike, templates: Path) -> tuple[Path | None, dict[str, str]]:
-    """The user template's folder (None for a built-in) and {output path: template name}."""
+def _user_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file and not a symbolic link."""
+    if path.is_symlink():
+        raise TemplateError(f"{what}: {path} is a symbolic link; give the file itself")
+    if not path.is_file():
+        raise TemplateError(f"{what}: {path} is not an existing file")
+    return path
+
+
+def _plan(template: str | os.PathLike, templates: Path, includes: Sequence = ()
+          ) -> tuple[dict[str, Path], dict[str, str]]:
+    """The user's readable files ({``user/<name>``: path}) and {output path: template name}."""
+    user_files: dict[str, Path] = {}
     if isinstance(template, str) and template in BUILTIN:
         base, user = template, None
     else:
         user = Path(template)
-        if not user.is_file():
+        if not user.is_symlink() and not user.is_file():
             raise TemplateError(f"template: {template} is neither a built-in template "
                                 f"({', '.join(BUILTIN)}) nor an existing file")
+        user_files[_USER + user.name] = _user_file(user, "template")
         base = "summary"
+    for path in map(Path, includes):
+        name = _USER + path.name
+        if name in user_files and user_files[name] != path:
+            raise TemplateError(f"include: {path} and {user_files[name]} would both be {name}; "
+                                "rename one")
+        user_files[name] = _user_file(path, "include")
     folder = templates / base
     plan = {str(p.relative_to(folder).with_suffix("")): f"{base}/{p.relative_to(folder)}"
             for p in sorted(folder.rglob("*.j2"))}
     if user is not None:
-        plan[_user_target(user)] = f"user/{user.name}"
+        plan[_user_target(user)] = _USER + user.name
     missing = [m for m in _MAIN if m not in plan]
     if missing:
         raise TemplateError(f"template {base}: no {' or '.join(m + '.j2' for m in missing)} "
                             f"in {folder}")
-    return None if user is None else user.resolve().parent, plan
+    return user_files, plan
 
 
-def check_template(template: str | os.PathLike, templates: str | os.PathLike | None = None
-                   ) -> None:
+def check_template(template: str | os.PathLike, templates: str | os.PathLike | None = None,
+                   includes: Sequence[str | os.PathLike] = ()) -> None:
     """Raise :class:`TemplateError` unless ``template`` names a built-in template or a usable
-    file (``*.html``, ``*.htm``, ``*.md``, optionally ``.j2``); nothing is rendered."""
-    _plan(template, find_templates() if templates is None else Path(templates))
+    file (``*.html``, ``*.htm``, ``*.md``, optionally ``.j2``) and every path in ``includes`` is
+    a file (not a symbolic link); nothing is rendered."""
+    _plan(template, find_templates() if templates is None else Path(templates), includes)
 
 
 def _order(plan: dict[str, str]) -> list[str]:
@@ -226,27 +248,42 @@ def _order(plan: dict[str, str]) -> list[str]:
 
 
 class _Loader(FileSystemLoader):
-    """Built-in templates by path; the user's file (and its folder) under the ``user/`` prefix."""
+    """Shipped templates by path; the user's template and named includes as ``user/<name>``,
+    read without following a symbolic link; any other ``user/`` name is not found."""
 
-    def __init__(self, templates: Path, user_dir: Path | None):
+    def __init__(self, templates: Path, user_files: Mapping[str, Path]):
         super().__init__([str(templates)])
-        self._user = None if user_dir is None else FileSystemLoader([str(user_dir)])
+        self._user = dict(user_files)
 
     def get_source(self, environment, template):
-        if self._user is not None and template.startswith("user/"):
-            return self._user.get_source(environment, template.removeprefix("user/"))
-        return super().get_source(environment, template)
+        if not template.startswith(_USER):
+            return super().get_source(environment, template)
+        path = self._user.get(template)
+        if path is None:
+            raise TemplateNotFound(template)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as fh:
+                text = fh.read().decode("utf-8")
+        except OSError as exc:
+            raise TemplateError(f"template {template}: cannot read {path} ({exc.strerror}); "
+                                "give a regular file, not a symbolic link") from None
+        except UnicodeDecodeError:
+            raise TemplateError(f"template {template}: {path} is not UTF-8 text") from None
+        return text, str(path), lambda: False
 
 
 def _explain(exc: Exception, name: str) -> str | None:
     """One line for a failure while rendering template ``name``; None for a bug of ours."""
+    if isinstance(exc, TemplateError):
+        return str(exc)
     if isinstance(exc, SecurityError):
         return f"template {name}: refused by the sandbox: {exc}"
     if isinstance(exc, TemplateSyntaxError):
         return f"template {exc.name or name}, line {exc.lineno}: {exc.message}"
     if isinstance(exc, TemplateNotFound):
-        return (f"template {name}: includes {exc.name}, which does not exist beside it or in "
-                "reports/templates")
+        return (f"template {name}: includes {exc.name}, which is neither a template cfx ships "
+                "(reports/templates) nor a file named as an include")
     if isinstance(exc, UndefinedError):
         return (f"template {name}: {exc.message}; reports/templates/README.md lists the names "
                 "a template can use")
@@ -258,7 +295,8 @@ def _explain(exc: Exception, name: str) -> str | None:
 
 
 def render_report(out: str | os.PathLike, context: Mapping, template: str | os.PathLike = "summary",
-                  templates: str | os.PathLike | None = None) -> list[Path]:
+                  templates: str | os.PathLike | None = None,
+                  includes: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Render a template's outputs into the folder ``out`` from plain data.
 
     Parameters
@@ -272,6 +310,9 @@ def render_report(out: str | os.PathLike, context: Mapping, template: str | os.P
         A built-in name (:data:`BUILTIN`) or a user template file (see the module docstring).
     templates : path, optional
         The templates folder; :func:`find_templates` by default.
+    includes : sequence of path
+        Files a user template may include, each as ``user/<file name>``; no other file of the
+        user's is readable, and symbolic links are refused.
 
     Returns
     -------
@@ -285,8 +326,8 @@ def render_report(out: str | os.PathLike, context: Mapping, template: str | os.P
         template's name and line where Jinja2 gives them.
     """
     root = find_templates() if templates is None else Path(templates)
-    user_dir, plan = _plan(template, root)
-    env = _environment(root, user_dir)
+    user_files, plan = _plan(template, root, includes)
+    env = _environment(root, user_files)
     out = Path(out)
     outputs: dict[str, str] = {}
     written = []

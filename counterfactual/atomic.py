@@ -1,4 +1,8 @@
-"""Atomic writes: a killed process never leaves a half-written file under its final name."""
+"""Atomic writes: a killed process never leaves a half-written file under its final name.
+
+Files and folders get the permissions the user's umask gives a plain ``open``/``mkdir``
+(``mkstemp``/``mkdtemp`` alone would make them private to the owner).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "staged_dir"]
+__all__ = ["atomic_path", "write_bytes", "write_text", "staged_dir", "current_umask"]
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -22,7 +40,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
@@ -56,6 +77,7 @@ def staged_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())
         yield tmp
         if replace and path.is_dir() and any(path.iterdir()):
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

@@ -12,6 +12,8 @@ __all__ = ["DPI", "FORMATS", "new_figure", "save_figure"]
 
 DPI = 300
 FORMATS = ("png", "pdf")
+# No creation date (nor the SVG's date) in the files: the same figure gives the same bytes.
+_METADATA = {"png": {}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -37,7 +39,8 @@ def save_figure(fig: Figure, stem: str | os.PathLike, formats: tuple[str, ...] =
     Returns
     -------
     list of Path
-        The files written, in the order of ``formats``.
+        The files written, in the order of ``formats``; the same figure gives the same bytes
+        (no creation date is recorded).
     """
     unknown = [f for f in formats if f not in ("png", "pdf", "svg")]
     if not formats or unknown:
@@ -49,6 +52,7 @@ def save_figure(fig: Figure, stem: str | os.PathLike, formats: tuple[str, ...] =
     paths = []
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, format=fmt, dpi=dpi, facecolor=fig.get_facecolor())
+        fig.savefig(path, format=fmt, dpi=dpi, facecolor=fig.get_facecolor(),
+                    metadata=_METADATA[fmt])
         paths.append(path)
     return paths

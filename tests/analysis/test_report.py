@@ -65,7 +65,8 @@ def test_user_html_file_replaces_index_and_summary_provides_the_rest(tmp_path, t
     user = tmp_path / "mine.html"
     user.write_text("mine {{ x | num }} {% include 'user/part.txt' %}")
     (tmp_path / "part.txt").write_text("part")
-    render_report(tmp_path / "out", {"name": "n", "x": 2.0}, user, templates)
+    render_report(tmp_path / "out", {"name": "n", "x": 2.0}, user, templates,
+                  includes=[tmp_path / "part.txt"])
     assert (tmp_path / "out" / "index.html").read_text() == "mine 2.00 part"
     assert (tmp_path / "out" / "report.md").read_text() == "# n 2.0\n"
 
@@ -76,7 +77,8 @@ def test_user_html_file_replaces_index_and_summary_provides_the_rest(tmp_path, t
     ("{{ x.mro() }}", "refused by the sandbox"),
     ("{{ missing }}", "template user/bad.md: 'missing' is undefined"),
     ("{% for %}", "template user/bad.md, line 1: "),
-    ("{% include '../../etc/passwd' %}", "includes ../../etc/passwd, which does not exist"),
+    ("{% include '../../etc/passwd' %}", "includes ../../etc/passwd, which is neither a "
+                                         "template cfx ships"),
     ("{{ 1 // 0 }}", "ZeroDivisionError"),
 ])
 def test_user_template_errors_are_one_line_template_errors(tmp_path, templates, text, message):
@@ -119,3 +121,55 @@ def test_find_templates_says_clearly_when_the_folder_is_missing(tmp_path, monkey
     with pytest.raises(TemplateError, match="report templates not found: .* lacks summary, "
                                             "paper, _shared; cfx must run from a source checkout"):
         find_templates()
+
+
+def test_a_user_template_reads_only_shipped_templates_and_named_includes(tmp_path, templates):
+    (tmp_path / "secret.txt").write_text("SECRET")
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_rsa").write_text("KEY")
+    user = tmp_path / "mine.md"
+    for name in ("user/secret.txt", "user/.ssh/id_rsa", "user/../secret.txt"):
+        user.write_text(f"{{% include '{name}' %}}")
+        with pytest.raises(TemplateError, match=f"includes {name}, which is neither a template "
+                                                "cfx ships"):
+            render_report(tmp_path / "out", {"name": "n", "x": 1}, user, templates)
+    user.write_text("{% include '_shared/row.j2' %} {% include 'user/secret.txt' %}")
+    render_report(tmp_path / "out", {"name": "n", "x": 1}, user, templates,
+                  includes=[tmp_path / "secret.txt"])
+    assert (tmp_path / "out" / "report.md").read_text() == "+1.00 SECRET"
+
+
+def test_symbolic_links_are_refused_as_template_or_include(tmp_path, templates):
+    (tmp_path / "secret.txt").write_text("SECRET")
+    (tmp_path / "link.md").symlink_to(tmp_path / "secret.txt")
+    (tmp_path / "dangling.md").symlink_to(tmp_path / "nowhere")
+    for link in ("link.md", "dangling.md"):
+        with pytest.raises(TemplateError, match=f"^template: .*{link} is a symbolic link"):
+            report.check_template(tmp_path / link, templates)
+    user = tmp_path / "mine.md"
+    user.write_text("{% include 'user/part.txt' %}")
+    (tmp_path / "part.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(TemplateError, match=r"^include: .*part.txt is a symbolic link"):
+        render_report(tmp_path / "out", {}, user, templates, includes=[tmp_path / "part.txt"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_include_swapped_for_a_link_after_the_check_is_not_followed(tmp_path, templates,
+                                                                       monkeypatch):
+    (tmp_path / "secret.txt").write_text("SECRET")
+    part = tmp_path / "part.txt"
+    part.write_text("part")
+    user = tmp_path / "mine.md"
+    user.write_text("{% include 'user/part.txt' %}")
+    plan = report._plan
+
+    def swap(*args):
+        out = plan(*args)
+        part.unlink()
+        part.symlink_to(tmp_path / "secret.txt")
+        return out
+
+    monkeypatch.setattr(report, "_plan", swap)
+    with pytest.raises(TemplateError, match=r"template user/part.txt: cannot read .*part.txt"):
+        render_report(tmp_path / "out", {"name": "n", "x": 1}, user, templates,
+                      includes=[part])

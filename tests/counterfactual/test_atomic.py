@@ -1,6 +1,11 @@
+import os
+import stat
+
+import numpy as np
 import pytest
 
-from counterfactual.atomic import staged_dir, write_text
+from counterfactual.atomic import current_umask, staged_dir, write_text
+from counterfactual.volume import write_volume
 
 
 def test_write_text_replaces_atomically(tmp_path):
@@ -27,3 +32,27 @@ def test_staged_dir_fills_an_existing_empty_folder(tmp_path):
     with staged_dir(tmp_path / "out") as tmp:
         (tmp / "f.txt").write_text("x")
     assert (tmp_path / "out" / "f.txt").exists()
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [
+    (0o022, 0o644, 0o755), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)])
+def test_outputs_follow_the_umask_like_open_and_mkdir(tmp_path, umask, mask, file_mode, dir_mode):
+    umask(mask)
+    assert current_umask() == mask
+    write_text(tmp_path / "a.json", "one")
+    with staged_dir(tmp_path / "out") as tmp:
+        (tmp / "f.txt").write_text("x")
+    write_volume(tmp_path / "v.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+    (tmp_path / "plain.txt").write_text("reference")  # what open() gives under this umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == file_mode
+    for name in ("a.json", "v.nii.gz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == file_mode, name
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == dir_mode
