@@ -14,12 +14,21 @@ loss weights; given with ``--resume`` they change them from that step on (e.g.
 ``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
 ``--p-uncond`` (the share of rows trained without any record, for classifier-free guidance) and
 ``--sampling-steps`` (the DDIM steps the sweep uses by default) are the diffusion model's.
+
+Both run under :class:`models.training.guard.TrainingGuard` with the settings :data:`GUARD`: a
+diverged step (non-finite loss or gradient norm, or a loss or gradient-norm spike over its
+running mean) is rolled back to the last good state at a lower learning rate, and after the last
+allowed rollback the run stops with a one-line error naming the step. Only states the next step
+confirmed good are saved; the config's ``training.steps`` is the step of the saved model and
+``training.guard`` the rule and the rollbacks.
 """
 
 from __future__ import annotations
 
+import copy
 import shlex
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +55,8 @@ from models.nets.cond_gan3d import CondGAN3DGenerator
 from models.text import HFTextEncoder, TextEncoderLoadError
 from models.training.diffusion import DiffusionSettings, DiffusionTrainer
 from models.training.gan import GANSettings, GANTrainer
+from models.training.guard import DivergenceError, GuardSettings, Snapshot, TrainingGuard
+from models.training.state import load_module
 
 ARCHITECTURE = "cond_gan3d"
 DIFFUSION_ARCHITECTURE = "cond_diffusion3d"
@@ -59,6 +70,7 @@ SMALL_COHORT = 500  # fewer training subjects than this get a warning (see the m
 FUSION = "affine"  # GAN text fusion of a new run
 FUSION_LR_SCALE = 1.0  # learning-rate factor of the layers that read the text, a new run
 P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # diffusion defaults
+GUARD = GuardSettings()  # divergence rule, rollbacks and learning-rate cuts of every run
 _CHANNELS = {"gan": "16,32,64,64", "diffusion": "16,32,32"}
 _LR = {"gan": 5e-4, "diffusion": 2e-4}
 _GROUPS = 8  # GroupNorm groups of the diffusion UNet: its channels are multiples of this
@@ -190,8 +202,24 @@ for real scans says nothing about real patients.
   reading each field of the record written alone by the prompt template, its pooled
   embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
 - intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
+  (outputs are clipped to it)
+- saved model: {_saved_line(training)}
 - cfx {config["cfx_version"]}
 """
+
+
+def _saved_line(training: dict) -> str:
+    """Which step the served weights are from, and what the divergence guard did."""
+    guard = training["guard"]
+    line = (f"the EMA weights of step {training['steps']}, confirmed good by the next step's "
+            f"loss; gradients clipped to norm {guard['clip_norm']:g}; divergence: "
+            f"{guard['rule']}")
+    events = [f"step {r['step']} ({r['reason']}) rolled back to step {r['to_step']}, learning "
+              f"rate x{r['lr_scale']:g}" for r in guard["rollbacks"]]
+    line += "; " + ("; ".join(events) if events else "no rollback")
+    if "stopped" in guard:
+        line += f"; stopped: {guard['stopped']}"
+    return line
 
 
 def _card(config: dict) -> str:
@@ -266,7 +294,7 @@ def _trained_on(summary: dict) -> str:
 
 def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encoder: HFTextEncoder,
               source, arguments: dict, fitted_on: dict[str, int], steps: int, elapsed: float,
-              device: torch.device) -> dict:
+              device: torch.device, guard: dict) -> dict:
     normalisation = {
         "method": "per field: phrase alone, centre + PCA-whitening",
         "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
@@ -289,7 +317,7 @@ def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encode
         "text_normalisation": normalisation,
         "training_cohort": source.summary(),
         "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
-                     "elapsed_s": round(elapsed, 1), "device": str(device)},
+                     "elapsed_s": round(elapsed, 1), "device": str(device), "guard": guard},
         "cfx_version": __version__,
     }
     if isinstance(generator, CondDiffusion3D):
@@ -298,13 +326,26 @@ def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encode
     return metadata
 
 
-def _save(out: Path, trainer: GANTrainer | DiffusionTrainer, metadata: dict) -> None:
+def _guard_metadata(snapshot: Snapshot, clip_norm: float, stopped: str | None = None) -> dict:
+    """``training.guard`` of a checkpoint saved from ``snapshot``."""
+    guard = {"rule": GUARD.rule(), "settings": asdict(GUARD), "clip_norm": clip_norm,
+             "rollbacks": snapshot.meta["guard"]["rollbacks"]}
+    if stopped is not None:
+        guard["stopped"] = stopped
+    return guard
+
+
+def _save(out: Path, trainer: GANTrainer | DiffusionTrainer, snapshot: Snapshot,
+          metadata: dict) -> None:
+    """Write the checkpoint of a good state: its EMA weights served, its resume state."""
+    served = copy.deepcopy(trainer.ema)
+    load_module("ema", served, snapshot.tensors)
     if isinstance(trainer, GANTrainer):
-        save_checkpoint(out, ARCHITECTURE, trainer.ema, metadata, _card(metadata))
+        save_checkpoint(out, ARCHITECTURE, served, metadata, _card(metadata))
     else:
-        save_checkpoint(out, DIFFUSION_ARCHITECTURE, trainer.ema, metadata,
-                        _diffusion_card(metadata, trainer.ema.config))
-    save_training_state(out, *trainer.training_state())
+        save_checkpoint(out, DIFFUSION_ARCHITECTURE, served, metadata,
+                        _diffusion_card(metadata, served.config))
+    save_training_state(out, snapshot.tensors, snapshot.meta)
 
 
 def _check_options(arch: str, options: dict) -> None:
@@ -374,10 +415,11 @@ def _field_dims(phrases: dict[str, list[str]], encoder: HFTextEncoder) -> list[i
 
 
 def _gan_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTextEncoder,
-                 source, target: torch.device) -> tuple[GANTrainer, dict[str, int], float]:
+                 source, target: torch.device
+                 ) -> tuple[GANTrainer, dict[str, int], float, dict | None]:
     """The GAN trainer: from the checkpoint when ``config`` is given (resume), else new with
-    its whitening fitted; with the phrase counts the whitening was fitted on and the time
-    spent so far."""
+    its whitening fitted; with the phrase counts the whitening was fitted on, the time spent
+    so far and the guard's saved state (None on a new run)."""
     # the discriminator halves the patch per layer and ends with a 4-voxel kernel
     layers = max(1, min(3, int(np.log2(min(arguments["patch"]))) - 2))
     settings = GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
@@ -392,8 +434,9 @@ def _gan_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTex
     if config is not None:
         generator = CondGAN3DGenerator(**config["generator"])
         trainer = GANTrainer(generator, encoder, source, settings, target)
-        trainer.load_training_state(*load_training_state(out))
-        return trainer, _fitted_on(config), config["training"]["elapsed_s"]
+        tensors, meta = load_training_state(out)
+        trainer.load_training_state(tensors, meta)
+        return trainer, _fitted_on(config), config["training"]["elapsed_s"], meta.get("guard")
     phrases = _phrases(source, arguments["seed"])
     generator = CondGAN3DGenerator(
         list(phrases), _field_dims(phrases, encoder),
@@ -403,12 +446,12 @@ def _gan_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTex
     trainer = GANTrainer(generator, encoder, source, settings, target)
     trainer.fit_text(list(phrases.values()))
     trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
-    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0
+    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0, None
 
 
 def _diffusion_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTextEncoder,
                        source, target: torch.device
-                       ) -> tuple[DiffusionTrainer, dict[str, int], float]:
+                       ) -> tuple[DiffusionTrainer, dict[str, int], float, dict | None]:
     """The diffusion trainer, as :func:`_gan_trainer`."""
     settings = DiffusionSettings(batch_size=arguments["batch_size"], lr=arguments["lr"],
                                  fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
@@ -417,8 +460,9 @@ def _diffusion_trainer(arguments: dict, config: dict | None, out: Path, encoder:
     if config is not None:
         trainer = DiffusionTrainer(CondDiffusion3D(**config["generator"]), encoder, source,
                                    settings, target)
-        trainer.load_training_state(*load_training_state(out))
-        return trainer, _fitted_on(config), config["training"]["elapsed_s"]
+        tensors, meta = load_training_state(out)
+        trainer.load_training_state(tensors, meta)
+        return trainer, _fitted_on(config), config["training"]["elapsed_s"], meta.get("guard")
     phrases = _phrases(source, arguments["seed"])
     model = CondDiffusion3D(list(phrases), _field_dims(phrases, encoder),
                             label_channels=len(DEFAULT_VOCABULARY.labels) + 1,
@@ -426,7 +470,7 @@ def _diffusion_trainer(arguments: dict, config: dict | None, out: Path, encoder:
                             text_width=encoder.width)
     trainer = DiffusionTrainer(model, encoder, source, settings, target)
     trainer.fit_text(list(phrases.values()))
-    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0
+    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0, None
 
 
 def _phrases(source, seed: int) -> dict[str, list[str]]:
@@ -495,7 +539,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
 
     # 1. the network: from the checkpoint on resume, else new with whitening fitted
     build = _gan_trainer if arch == "gan" else _diffusion_trainer
-    trainer, fitted_on, elapsed = build(arguments, config, out, encoder, source, target)
+    trainer, fitted_on, elapsed, resumed = build(arguments, config, out, encoder, source,
+                                                 target)
 
     subjects = source.summary()["subjects"]
     if isinstance(subjects, int) and subjects < SMALL_COHORT:
@@ -503,21 +548,55 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                       "subjects changed the body outside the lungs by 11-13 HU per attribute edit "
                       "(4-6 HU with thousands); judge this model with cfx audit", soft_wrap=True)
 
-    # 2. train, logging and saving as we go
-    start, clock = trainer.step, time.perf_counter()
+    # 2. train under the guard: log accepted steps, save each kept state once the step after
+    #    it confirmed it good, roll diverged steps back (models.training.guard)
+    guard = TrainingGuard(trainer, GUARD, resumed)
+    clock, saved = time.perf_counter(), trainer.step
+    network = trainer.generator if isinstance(trainer, GANTrainer) else trainer.model
+    clip_norm = trainer.settings.clip_norm
+
+    def save(snapshot: Snapshot, stopped: str | None = None) -> None:
+        spent = elapsed + time.perf_counter() - clock
+        _save(out, trainer, snapshot, _metadata(
+            out, network, encoder, source, arguments, fitted_on, snapshot.step, spent, target,
+            _guard_metadata(snapshot, clip_norm, stopped)))
+
     totals: dict[str, float] = {}
-    for _ in track(range(start, steps), "train", quiet=quiet):
-        losses = trainer.train_step()
-        for key, value in losses.items():
-            totals[key] = totals.get(key, 0.0) + value
-        if trainer.step % log_every == 0 and not quiet:
-            console.print(f"step {trainer.step}/{steps}: " + ", ".join(
-                f"{k} {v / log_every:.3g}" for k, v in totals.items()))
-            totals.clear()
-        if trainer.step % save_every == 0 or trainer.step == steps:
-            spent = elapsed + time.perf_counter() - clock
-            network = trainer.generator if isinstance(trainer, GANTrainer) else trainer.model
-            _save(out, trainer, _metadata(out, network, encoder, source, arguments, fitted_on,
-                                          trainer.step, spent, target))
+    count = 0
+    try:
+        for outcome in track(guard.run(steps, save_every), "train",
+                             total=steps - trainer.step + 1, quiet=quiet):
+            if outcome.rollback is not None:
+                console.print(outcome.rollback.message(), soft_wrap=True)
+                totals.clear()
+                count = 0
+                continue
+            if outcome.confirmed is not None:
+                save(outcome.confirmed)
+                saved = outcome.confirmed.step
+            if outcome.probe:
+                continue
+            for key, value in outcome.values.items():
+                totals[key] = totals.get(key, 0.0) + value
+            count += 1
+            if outcome.step % log_every == 0 and not quiet:
+                console.print(f"step {outcome.step}/{steps}: " + ", ".join(
+                    f"{k} {v / count:.3g}" for k, v in totals.items()))
+                totals.clear()
+                count = 0
+    except DivergenceError as exc:
+        stopped = f"diverged at step {exc.step} ({exc.reason}) with no rollback left"
+        if exc.good.step > saved:
+            save(exc.good, stopped)
+            saved = exc.good.step
+        kept = (f"{out} holds the model of step {saved}, the last good one" if saved > 0
+                else "nothing was saved")
+        raise UserInputError(
+            f"--lr: training diverged at step {exc.step} ({exc.reason}) after "
+            f"{len(exc.rollbacks)} rollbacks (learning rate x{guard.lr_scale:g}); {kept}; "
+            "start a new run with a lower --lr") from None
     if not quiet:
-        console.print(f"saved {out} ({trainer.step} steps)")
+        rolled = (f"; {len(guard.rollbacks)} rollbacks, learning rate x{guard.lr_scale:g}"
+                  if guard.rollbacks else "")
+        console.print(f"saved {out}: the model of step {guard.good.step}{rolled}",
+                      soft_wrap=True)

@@ -63,7 +63,8 @@ class DiffusionSettings:
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     clip_norm : float
-        Gradients are rescaled to at most this L2 norm per step.
+        Gradients are rescaled to at most this total L2 norm per step (the norm before
+        clipping is reported, see :mod:`models.training.guard`).
     seed : int
         Seeds the data and noise generators.
     mixed_precision : bool
@@ -93,7 +94,15 @@ class DiffusionTrainer:
         ``source(rng, batch_size) -> TrainingBatch``.
     settings : DiffusionSettings
     device : str or torch.device
+
+    Attributes
+    ----------
+    main_loss : str
+        The key of :meth:`train_step` that :class:`models.training.guard.TrainingGuard` watches
+        for loss spikes.
     """
+
+    main_loss = "mse"
 
     def __init__(self, model: CondDiffusion3D, encoder: TextEncoder, source: BatchSource,
                  settings: DiffusionSettings, device: str | torch.device = "cpu"):
@@ -143,7 +152,8 @@ class DiffusionTrainer:
         Returns
         -------
         dict of str to float
-            ``mse``: mean squared error of the prediction (velocity or noise).
+            ``mse``: mean squared error of the prediction (velocity or noise);
+            ``grad_norm``: the total gradient norm before clipping.
         """
         settings, model = self.settings, self.model
         batch = self.source(self.rng, settings.batch_size)
@@ -166,14 +176,20 @@ class DiffusionTrainer:
         loss = F.mse_loss(predicted.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
         self.optimizer.step()
         self.step += 1
         decay = min(settings.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), model.parameters(), strict=True):
                 average.lerp_(current, 1 - decay)
-        return {"mse": loss.item()}
+        return {"mse": loss.item(), "grad_norm": norm.item()}
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate of every parameter group by ``factor`` (kept in
+        :meth:`training_state`)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
 
     # -- resume -------------------------------------------------------------------------------
 

@@ -91,8 +91,9 @@ class GANSettings:
     discriminator_layers : int
         Its ``num_layers_d``.
     clip_norm : float
-        Gradients of each network are rescaled to at most this L2 norm per step (the networks
-        have no normalisation layers, so this is what keeps a large learning rate stable).
+        Gradients of each network are rescaled to at most this total L2 norm per step (the
+        networks have no normalisation layers, so this is what keeps a large learning rate
+        stable); the norm before clipping is reported (see :mod:`models.training.guard`).
     seed : int
         Seeds the data and noise generators.
     mixed_precision : bool
@@ -127,7 +128,15 @@ class GANTrainer:
         ``source(rng, batch_size) -> TrainingBatch``.
     settings : GANSettings
     device : str or torch.device
+
+    Attributes
+    ----------
+    main_loss : str
+        The key of :meth:`train_step` that :class:`models.training.guard.TrainingGuard` watches
+        for loss spikes.
     """
+
+    main_loss = "l1"
 
     def __init__(self, generator: CondGAN3DGenerator, encoder: TextEncoder, source: BatchSource,
                  settings: GANSettings, device: str | torch.device = "cpu"):
@@ -196,8 +205,9 @@ class GANTrainer:
         Returns
         -------
         dict of str to float
-            ``l1`` (HU), ``adversarial_g``, ``adversarial_d`` (the last two only when
-            ``settings.adversarial_weight > 0``).
+            ``l1`` (HU), ``adversarial_g``, ``adversarial_d``, and the total gradient norm
+            of each network before clipping, ``grad_norm_g`` and ``grad_norm_d`` (the
+            discriminator's values only when ``settings.adversarial_weight > 0``).
         """
         settings, generator = self.settings, self.generator
         batch = self.source(self.rng, settings.batch_size)
@@ -221,7 +231,8 @@ class GANTrainer:
                                        False, True))
             self.optimizer_d.zero_grad(set_to_none=True)
             loss_d.backward()
-            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), settings.clip_norm)
+            norm_d = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(),
+                                                    settings.clip_norm)
             self.optimizer_d.step()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             loss_l1 = (fake.float() - real).abs().mean()
@@ -232,7 +243,7 @@ class GANTrainer:
                 loss_g = loss_g + settings.adversarial_weight * loss_adv
         self.optimizer_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        torch.nn.utils.clip_grad_norm_(generator.parameters(), settings.clip_norm)
+        norm_g = torch.nn.utils.clip_grad_norm_(generator.parameters(), settings.clip_norm)
         self.optimizer_g.step()
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), generator.parameters(),
@@ -240,10 +251,18 @@ class GANTrainer:
                 average.lerp_(current, 1 - settings.ema_decay)
         self.step += 1
         half_window = (generator.hu_window[1] - generator.hu_window[0]) / 2
-        losses = {"l1": loss_l1.item() * half_window}
+        losses = {"l1": loss_l1.item() * half_window, "grad_norm_g": norm_g.item()}
         if adversarial:
-            losses.update(adversarial_g=loss_adv.item(), adversarial_d=loss_d.item())
+            losses.update(adversarial_g=loss_adv.item(), adversarial_d=loss_d.item(),
+                          grad_norm_d=norm_d.item())
         return losses
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply the learning rate of every parameter group of both optimisers by
+        ``factor`` (kept in :meth:`training_state`)."""
+        for _, optimizer in self._optimizers_by_name():
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
 
     # -- resume -------------------------------------------------------------------------------
 

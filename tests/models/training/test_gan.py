@@ -123,7 +123,7 @@ def test_l1_only_leaves_the_discriminator_alone(encoder):
     d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     head = trainer.generator.head.weight.clone()
     losses = [trainer.train_step() for _ in range(3)]
-    assert all(loss.keys() == {"l1"} for loss in losses)
+    assert all(loss.keys() == {"l1", "grad_norm_g"} for loss in losses)
     assert all(torch.equal(d_before[k], v)
                for k, v in trainer.discriminator.state_dict().items())
     assert trainer.optimizer_d.state_dict()["state"] == {}
