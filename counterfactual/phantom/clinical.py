@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ATTRIBUTES", "CATEGORIES", "NUMERIC", "MISSING_RATE", "sample_attributes",
-           "sample_missing"]
+__all__ = ["ATTRIBUTES", "CATEGORIES", "NUMERIC", "NUMERIC_RANGE", "MISSING_RATE",
+           "sample_attributes", "sample_missing"]
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "sex": ("male", "female"),
@@ -30,6 +30,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "diagnosis": ("CTD-ILD", "IPF", "UILD"),
 }
 NUMERIC: dict[str, str] = {"age": "years"}
+# Values a render accepts (inclusive), as the default attribute vocabulary allows.
+NUMERIC_RANGE: dict[str, tuple[float, float]] = {"age": (0.0, 120.0)}
 ATTRIBUTES: tuple[str, ...] = ("age", "sex", "smoking", "mortality", "diagnosis")
 MISSING_RATE = 0.10
 

@@ -15,6 +15,9 @@ value, a ``shift_hu`` added to the voxels of a named ``pattern`` (see
 :mod:`counterfactual.phantom.patterns`); a value not listed has no effect. A numeric entry adds
 ``slope_hu_per_unit * (value - centre)`` over its pattern. Effects add up and touch lung voxels
 only. ``{}`` plants nothing.
+
+The effects together may shift a voxel by at most :data:`MAX_EFFECT_HU` (over every value a render
+accepts, ages 0 to 120), so that every phantom CT value fits the int16 HU it is stored in.
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from counterfactual.errors import UserInputError
-from counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES, NUMERIC
+from counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES, NUMERIC, NUMERIC_RANGE
 from counterfactual.phantom.patterns import PATTERNS, LungPatterns
 
 __all__ = ["Shift", "CategoricalEffect", "NumericEffect", "Effects", "DEFAULT_EFFECTS",
-           "NO_EFFECTS", "parse_effects", "load_effects", "BASELINE"]
+           "NO_EFFECTS", "parse_effects", "load_effects", "BASELINE", "MAX_EFFECT_HU"]
 
 BASELINE = "none"
+# Largest total shift: the anatomy spans about -1500..1100 HU with texture and noise, so a CT
+# shifted by up to this much stays within int16 (-32768..32767).
+MAX_EFFECT_HU = 30000.0
 _CATEGORICAL_FIELDS = ("reference", "values")
 _SHIFT_FIELDS = ("shift_hu", "pattern")
 _NUMERIC_FIELDS = ("centre", "slope_hu_per_unit", "pattern")
@@ -103,6 +109,10 @@ class Effects:
             if number is None:
                 raise UserInputError(f"{where}: {attribute} must be a finite number "
                                      f"({NUMERIC[attribute]}), got {value!r}")
+            low, high = NUMERIC_RANGE[attribute]
+            if not low <= number <= high:
+                raise UserInputError(f"{where}: {attribute} must be from {low:g} to {high:g} "
+                                     f"{NUMERIC[attribute]}, got {value!r}")
             return number
         if attribute not in CATEGORIES:
             raise UserInputError(f"{where}: unknown attribute {attribute!r}; the phantom has "
@@ -252,7 +262,30 @@ def parse_effects(raw, source: str) -> Effects:
         else:
             raise UserInputError(f"{source}: unknown attribute {name!r}; the phantom has "
                                  f"{', '.join(ATTRIBUTES)}")
+    _check_range(entries, source)
     return Effects(entries)
+
+
+def _largest_shift(entry: CategoricalEffect | NumericEffect, name: str) -> tuple[float, str]:
+    """The largest |HU| one entry can add, and the field that gives it."""
+    if isinstance(entry, NumericEffect):
+        low, high = NUMERIC_RANGE[name]
+        far = max((low, high), key=lambda v: abs(v - entry.centre))
+        return (abs(entry.slope_hu_per_unit) * abs(far - entry.centre),
+                f"{name}.slope_hu_per_unit (at {far:g} {NUMERIC[name]})")
+    shifts = [(abs(s.shift_hu), f"{name}.values.{v}.shift_hu") for v, s in entry.values.items()]
+    return max(shifts, default=(0.0, name))
+
+
+def _check_range(entries: Mapping, source: str) -> None:
+    """Refuse effects that together could push a CT value out of int16 HU."""
+    shifts = [_largest_shift(entry, name) for name, entry in entries.items()]
+    total = sum(hu for hu, _ in shifts)
+    if not total <= MAX_EFFECT_HU:
+        field = max(shifts)[1]
+        raise UserInputError(f"{source}: {field} lets the effects add up to {total:.4g} HU, more "
+                             f"than the {MAX_EFFECT_HU:g} HU a CT stored as int16 HU can take; "
+                             "use smaller effects")
 
 
 DEFAULT_EFFECTS = parse_effects({

@@ -14,7 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from counterfactual import __version__
-from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary, edit
+from counterfactual.attributes import (
+    DEFAULT_ATTRIBUTES,
+    AttributeVocabulary,
+    canonicalize_record,
+    edit,
+)
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
@@ -126,8 +131,13 @@ def _check_inputs(config: SweepConfig, cohort: Cohort, generator: Counterfactual
         raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
     executor.check(config.device)
     generator.check(cohort, config.attribute)
+    lung = "lung" in config.labels.region_names
     for subject in cohort:  # every mask is read and checked before anything is written
-        read_labels(subject.mask, config.labels)
+        mask = read_labels(subject.mask, config.labels)
+        if lung:  # a sweep's effects are measured in the lungs: a mask without them is an error
+            config.labels.region_mask(mask.data, "lung", mask.source)
+        elif not mask.data.any():
+            raise UserInputError(f"{mask.source}: the mask has no labelled voxel; check it")
 
 
 def noise_seed(subject_id: str, seed: int) -> int:
@@ -154,11 +164,16 @@ def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list
     labels = dict(zip(config.values, value_labels(config.values), strict=True))
     reference = config.values.index(config.reference_value)
     groups = []
+    table = cohort.source / "clinical.csv" if cohort.source.is_dir() else cohort.source
     for subject in cohort:
+        # Every record value must be one the vocabulary knows (as cfx prompts requires), so no
+        # prompt carries a value no model was trained on; values are written canonically.
+        record = canonicalize_record(subject.record, config.attributes,
+                                     f"{table}, subject {subject.id}")
         requests = []
         for value in config.values:
-            record = edit(subject.record, config.attribute, value, config.attributes)
-            requests.append(Request.build(value, record, template))
+            edited = edit(record, config.attribute, value, config.attributes)
+            requests.append(Request.build(value, edited, template))
         for seed in config.seeds:
             cts = tuple(ct_name(subject.id, config.attribute, labels[v], seed)
                         for v in config.values)
