@@ -36,7 +36,9 @@ Exact data: an exact oracle gives metrics that are linear in the value with one 
 no residual at all. The mixed model is then singular (statsmodels fails, or returns p-values like
 1e-73 from rounding noise), so this case is detected first: when the root-mean-square residual of
 the within-subject linear fit is at most :data:`~analysis.stats.paired.CONSTANT_RTOL` times the
-largest within-subject deviation, the slope is the exact one, its CI has width 0, every p-value
+largest within-subject deviation, or at floating-point rounding level (``1e-12`` times the largest
+absolute metric: a null attribute on an exact oracle leaves only rounding), the slope is the exact
+one, its CI has width 0, every p-value
 and the linearity statistic are NaN, and ``note`` says ``"exact (no variance)"``. Likewise, when
 the factor model fits exactly but the line does not (noise-free curvature), the linearity
 statistic and p are NaN and ``note`` says the means depart from a line exactly.
@@ -60,6 +62,8 @@ __all__ = ["DOSE_RESPONSE_COLUMNS", "EXACT_NOTE", "PER_DECADE", "dose_response",
            "subject_slopes"]
 
 PER_DECADE = 10.0
+# Residuals below this fraction of the largest |metric| are floating-point rounding, not variance.
+_ROUNDING = 1e-12
 EXACT_NOTE = "exact (no variance)"
 DOSE_RESPONSE_COLUMNS = (
     "region", "metric", "unit", "slope_unit", "per", "n_subjects", "n_values", "n_seeds",
@@ -246,10 +250,10 @@ def _column(y: np.ndarray, x: np.ndarray, slopes: np.ndarray, confidence: float)
 
     centred = x - x.mean()
     within = y - y.mean(axis=1, keepdims=True)
-    size = np.abs(within).max()
+    tolerance = max(CONSTANT_RTOL * np.abs(within).max(), _ROUNDING * np.abs(y).max())
     off_line = within - mean * centred  # the common slope is the mean slope on a complete grid
     off_means = within - within.mean(axis=0)
-    if _rms(off_line) <= CONSTANT_RTOL * size:
+    if _rms(off_line) <= tolerance:
         return out | {"slope": mean, "slope_ci_low": mean, "slope_ci_high": mean,
                       "slope_p": np.nan, "subject_var": np.nan, "residual_var": 0.0,
                       "linearity_lr": np.nan, "linearity_p": np.nan, "linearity_f": np.nan,
@@ -271,7 +275,7 @@ def _column(y: np.ndarray, x: np.ndarray, slopes: np.ndarray, confidence: float)
             "residual_var": float(fit.scale)}
     notes = [f"mixed model: {n}" for n in notes]
 
-    if _rms(off_means) <= CONSTANT_RTOL * size:
+    if _rms(off_means) <= tolerance:
         departure = np.abs(within.mean(axis=0) - mean * centred).max()
         notes.insert(0, f"linearity: {EXACT_NOTE}: the value means depart from a line by up to "
                         f"{departure:.6g}, exactly; no p-value")
