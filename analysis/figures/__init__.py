@@ -8,6 +8,8 @@ print resolution:
   violins and mean ± confidence interval;
 - :mod:`~analysis.figures.histogram` — HU histograms per value on shared bins, -950 HU marked;
 - :mod:`~analysis.figures.noise` — per-subject effects beside the seed-vs-seed noise floor;
+- :mod:`~analysis.figures.dose_response` — a region metric against a numeric attribute: one line
+  per subject, the cohort mean ± CI per value, the noise floor band and the cohort slope;
 - :mod:`~analysis.figures.statmap` — a voxelwise t map on slices with FWE-significant voxels
   outlined;
 - :mod:`~analysis.figures.difference` — difference maps on slices, diverging colours centred on 0;
