@@ -118,6 +118,14 @@ def _model_card(model: str) -> str | None:
 
 
 def _audit(run: Path) -> dict | None:
+    """The audit for the templates: None when there is none; else ``path``, ``format``,
+    ``verdict`` and ``reason`` (overall), ``criteria`` (one dict per criterion: ``name``,
+    ``status``, ``verdict``, ``reason``, ``metric``, ``value``, ``unit``, ``threshold``, ``others``
+    (the other thresholds as text)) and, for a file of another format (no verdicts), ``note`` and
+    ``rows`` (its flattened key/value pairs) instead of ``criteria``."""
+    from analysis.audit import Threshold
+    from counterfactual.audit import AUDIT_FORMAT
+
     path = run / "audit" / "audit.json"
     if not path.is_file():
         return None
@@ -126,7 +134,30 @@ def _audit(run: Path) -> dict | None:
     except json.JSONDecodeError as exc:
         raise UserInputError(f"{path}: damaged ({exc.msg} at line {exc.lineno}); run cfx audit "
                              "again or remove it") from None
-    return {"path": "audit/audit.json", "rows": key_values(data)}
+    found = data.get("format") if isinstance(data, dict) else None
+    entry = {"path": "audit/audit.json", "format": found, "verdict": None, "reason": "",
+             "criteria": [], "note": "", "rows": []}
+    if found != AUDIT_FORMAT:
+        return entry | {"rows": key_values(data), "note": (
+            f"This audit file is {found or 'of an unknown format'}, not {AUDIT_FORMAT}: it has "
+            f"no verdicts and is shown as it is; run cfx audit {run.name} again for them.")}
+    try:
+        criteria = []
+        for name, criterion in data["criteria"].items():
+            key = criterion["key_metric"]
+            thresholds = [Threshold.from_json(t) for t in criterion["thresholds"]]
+            metric = criterion["metrics"].get(key, {}) if key else {}
+            criteria.append({
+                "name": name, "status": criterion["status"], "verdict": criterion["verdict"],
+                "reason": criterion["reason"], "metric": key, "value": metric.get("value"),
+                "unit": "" if metric.get("unit", "1") == "1" else metric["unit"],
+                "threshold": next((t.text() for t in thresholds if t.metric == key), ""),
+                "others": [f"{t.metric}: {t.text()}" for t in thresholds if t.metric != key]})
+        return entry | {"verdict": data["verdict"], "reason": data["verdict_reason"],
+                        "criteria": criteria}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UserInputError(f"{path}: damaged (missing or malformed entry {exc}); run cfx audit "
+                             "again or remove it") from None
 
 
 class _Run:

@@ -23,6 +23,7 @@ def test_locality_by_hand(inside):
     assert part.mean_abs_inside == pytest.approx(40 / 12)
     assert part.mean_abs_outside == pytest.approx(6 / 12)
     assert part.max_abs_outside == 6.0
+    assert part.mean_inside == pytest.approx((30 - 10) / 12)  # signed: the edit's size
 
 
 def test_pooling_weights_every_voxel_alike(inside, rng):
@@ -32,6 +33,7 @@ def test_pooling_weights_every_voxel_alike(inside, rng):
     assert pooled.share_inside == pytest.approx(stacked[:, inside].sum() / stacked.sum())
     assert pooled.mean_abs_outside == pytest.approx(stacked[:, ~inside].mean())
     assert pooled.max_abs_outside == pytest.approx(stacked[:, ~inside].max())
+    assert pooled.mean_inside == pytest.approx(np.stack(maps)[:, inside].mean())
 
 
 def test_no_change_has_no_share_and_a_whole_mask_has_no_outside(inside):
