@@ -48,9 +48,12 @@ from counterfactual.volume import Volume, read_labels, read_volume
 _STATS = ("regions.csv", "effects.csv", "summary.json")
 _HEADLINE = ("mean", "pd15", "laa950")
 _REGION_COLUMNS = ("subject", "value", "seed", "region", "metric", "estimate")
-_EFFECT_COLUMNS = ("value", "reference", "region", "metric", "estimate", "ci_low", "ci_high")
+_EFFECT_COLUMNS = ("value", "reference", "region", "metric", "estimate", "ci_low", "ci_high",
+                   "verdict", "body_estimate")
+_CONTROLS = tuple(f"{region}_{statistic}" for region in ("body", "outside_body", "adjusted")
+                  for statistic in ("estimate", "ci_low", "ci_high"))
 _SHOWN = ("unit", "estimate", "ci_low", "ci_high", "p_t_holm", "d_z", "n_subjects", "n_seeds",
-          "noise_estimate", "noise_ci_low", "noise_ci_high", "note")
+          "noise_estimate", "noise_ci_low", "noise_ci_high", *_CONTROLS, "note")
 _AXIS, _WINDOW, _FPS, _SIZE = "axial", "lung", 8.0, 256
 _CARD_CHARS = 1500
 _ALPHA = 0.05
@@ -90,10 +93,14 @@ def _read_stats(run: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         if missing:
             raise UserInputError(f"{folder / name}: missing column(s) {', '.join(missing)}; run "
                                  f"cfx stats {run} again")
-    for column in _SHOWN:  # a single-seed sweep has no noise floor columns
+    if "specificity_ratio" not in summary:
+        raise UserInputError(f"{folder / 'summary.json'}: made by an older cfx stats without "
+                             f"negative controls; run cfx stats {run} again")
+    for column in _SHOWN:  # no noise floor with one seed, no outside-body air in a cropped CT
         if column not in effects:
             effects[column] = np.nan
     effects["note"] = effects["note"].fillna("").astype(str)
+    effects["verdict"] = effects["verdict"].fillna("n/a")  # pandas reads "n/a" as missing
     return regions, effects, summary
 
 
@@ -405,6 +412,7 @@ def report(
         "created": manifest.get("created", ""), "cfx_version": manifest.get("cfx_version", ""),
         "command": " ".join(manifest.get("command", [])),
         "headline_region": region, "headline": _records(headline),
+        "specificity_ratio": summary["specificity_ratio"],
         "effects": _records(effects), "voxelwise": summary.get("voxelwise", {}),
         "audit": _audit(run),
     }

@@ -166,6 +166,8 @@ def edited(run, tmp_path_factory):
     effects["ci_low"], effects["ci_high"] = effects.estimate - 1.111, effects.estimate + 2.222
     effects["p_t_holm"] = [0.0432, 0.0004] * (len(effects) // 2) + [0.5] * (len(effects) % 2)
     effects["noise_ci_low"] = -3.3333
+    effects["body_estimate"], effects["adjusted_estimate"] = 1.2345, 11.1111
+    effects["verdict"] = ["leaky", "specific"] * (len(effects) // 2) + ["n/a"] * (len(effects) % 2)
     effects.to_csv(copy / "stats" / "effects.csv", index=False)
     _ok(["render", str(copy), "--subject", "P000", "-q"])
     audit = {"model": {"hash_ok": True, "leak_hu": 0.25}, "checks": [{"name": "null", "p": 0.5}]}
@@ -178,7 +180,8 @@ def edited(run, tmp_path_factory):
 
 def test_paper_tables_show_the_stats_csv_numbers_in_latex_and_markdown(edited):
     paper = edited.parent / "paper"
-    effects = pd.read_csv(edited / "stats" / "effects.csv", dtype={"value": str})
+    effects = pd.read_csv(edited / "stats" / "effects.csv", dtype={"value": str},
+                          keep_default_na=False, na_values=[""])  # the verdict "n/a" stays
     latex = (paper / "tables" / "effects.tex").read_text(encoding="utf-8")
     rows = _latex_rows(latex)
     assert [r[2] for r in rows] == list(HEADLINE)
@@ -187,11 +190,17 @@ def test_paper_tables_show_the_stats_csv_numbers_in_latex_and_markdown(edited):
         _same(cells[4], want.estimate)
         assert _interval(cells[5]) == pytest.approx((want.ci_low, want.ci_high), abs=0.0051)
         _same(cells[6].replace(r"\textless{}", "<"), want.p_t_holm)
-        assert _interval(cells[7]) == pytest.approx((want.noise_ci_low, want.noise_ci_high),
-                                                    abs=0.0051)
+        assert cells[7] == want.verdict
+        _same(cells[8], want.body_estimate)
+        _same(cells[9], want.adjusted_estimate)
+        assert _interval(cells[10]) == pytest.approx((want.noise_ci_low, want.noise_ci_high),
+                                                     abs=0.0051)
     report = (paper / "report.md").read_text(encoding="utf-8")
     for row in _markdown_rows(report):
-        _same(row["Δ"], _expected(effects, "yes", row["metric"]).estimate)
+        want = _expected(effects, "yes", row["metric"])
+        _same(row["Δ"], want.estimate)
+        assert row["verdict"] == f"**{want.verdict}**"
+        assert row["adjusted Δ"].startswith(f"{want.adjusted_estimate:+.2f} ")
     assert latex.strip() in report  # the LaTeX source is also in the Markdown
     html = (paper / "index.html").read_text(encoding="utf-8")
     mean = _expected(effects, "yes", "mean")
