@@ -18,6 +18,7 @@ from pathlib import Path
 
 from counterfactual.atomic import write_text
 from counterfactual.errors import UserInputError
+from counterfactual.sweep.naming import check_run_paths
 
 __all__ = ["MANIFEST", "sha256", "package_versions", "write_json", "read_manifest",
            "dataset_description", "check_same_settings", "shard_manifest_name",
@@ -53,15 +54,18 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_manifest(folder: Path) -> dict:
-    """Read ``folder/manifest.json``; a missing or damaged one is a user error."""
+    """Read ``folder/manifest.json``; a missing or damaged one, or one whose subject ids or paths
+    lead outside ``folder``, is a user error."""
     path = folder / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserInputError(f"{folder}: not a cfx run (no {MANIFEST}); give a run folder made by "
                              "cfx sweep") from None
     except json.JSONDecodeError as exc:
         raise UserInputError(f"{path}: damaged manifest ({exc.msg} at line {exc.lineno})") from None
+    check_run_paths(folder, manifest, str(path))  # no path in it may lead outside the run
+    return manifest
 
 
 def shard_manifest_name(index: int, count: int) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from counterfactual.errors import UserInputError
 
 __all__ = ["MAX_LABEL", "check_label", "check_subject_id", "check_seed", "inside", "subject_dir",
-           "value_label", "value_labels", "ct_name", "diff_name"]
+           "check_run_paths", "value_label", "value_labels", "ct_name", "diff_name"]
 
 MAX_LABEL = 64
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -88,6 +88,26 @@ def inside(root: str | os.PathLike, relative: str | os.PathLike, where: str) -> 
 def subject_dir(root: str | os.PathLike, subject_id, where: str) -> Path:
     """``root / "sub-<id>"`` for a checked ``subject_id`` (see :func:`check_subject_id`)."""
     return inside(root, f"sub-{check_subject_id(subject_id, where)}", where)
+
+
+def check_run_paths(run: str | os.PathLike, manifest, source: str) -> None:
+    """Refuse a manifest of ``run`` whose subject ids or file paths could lead outside it.
+
+    Checked: ``settings.subjects`` and each item's ``subject`` (:func:`check_subject_id`), each
+    item's and file entry's ``path`` (:func:`inside`). Masks, which live in the cohort, are not
+    run paths. ``source`` (the manifest file) starts every message.
+    """
+    try:
+        for k, subject in enumerate(manifest.get("settings", {}).get("subjects", [])):
+            check_subject_id(subject, f"{source}: settings.subjects[{k}]")
+        for key in ("items", "files"):
+            for k, entry in enumerate(manifest.get(key, [])):
+                if "subject" in entry:
+                    check_subject_id(entry["subject"], f"{source}: {key}[{k}].subject")
+                inside(run, entry["path"], f"{source}: {key}[{k}].path")
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise UserInputError(f"{source}: malformed manifest (missing or bad field {exc}); "
+                             "regenerate the run with cfx sweep") from None
 
 
 def value_label(value) -> str:
