@@ -593,7 +593,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                 else "nothing was saved")
         raise UserInputError(
             f"--lr: training diverged at step {exc.step} ({exc.reason}) after "
-            f"{len(exc.rollbacks)} rollbacks (learning rate x{guard.lr_scale:g}); {kept}; "
+            f"{len(exc.rollbacks)} rollbacks (learning rate cut to "
+            f"{arguments['lr'] * guard.lr_scale:g}); {kept}; "
             "start a new run with a lower --lr") from None
     if not quiet:
         rolled = (f"; {len(guard.rollbacks)} rollbacks, learning rate x{guard.lr_scale:g}"
