@@ -21,7 +21,7 @@ def test_bundled_demo_cohort_is_what_cfx_phantom_writes_with_the_recorded_settin
                                  "--quiet"])
     assert result.exit_code == 0, result.stderr
     bundled = _files(DEMO_COHORT)
-    assert len(bundled) == 2 + 2 * 8  # clinical.csv, truth.json, 8 masks, 8 CTs
+    assert len(bundled) == 2 + 2 * 9  # clinical.csv, truth.json, 9 masks, 9 CTs
     assert _files(tmp_path / "demo") == bundled
 
 
@@ -32,13 +32,13 @@ def test_sweep_without_a_cohort_sweeps_the_demo_cohort_and_says_where_outputs_ar
     assert result.exit_code == 0, result.stderr
     run = tmp_path / "runs" / "smoking"
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["complete"] and len(manifest["items"]) == 16
+    assert manifest["complete"] and len(manifest["items"]) == 18
     assert manifest["settings"]["cohort"] == str(DEMO_COHORT)
-    assert len(list(run.glob("sub-*/*_ct.nii.gz"))) == 16
-    assert len(list(run.glob("sub-*/*_diff.nii.gz"))) == 8
-    assert "bundled demo cohort (8 phantom subjects)" in result.stderr
+    assert len(list(run.glob("sub-*/*_ct.nii.gz"))) == 18
+    assert len(list(run.glob("sub-*/*_diff.nii.gz"))) == 9
+    assert "bundled demo cohort (9 phantom subjects)" in result.stderr
     assert f"outputs in {run}" in result.stderr
-    assert "16" in result.stdout
+    assert "18" in result.stdout
 
 
 def test_shards_from_the_command_line_make_a_run_stats_and_render_read(tmp_path, phantom_dir):
