@@ -10,7 +10,15 @@ import SimpleITK as sitk
 
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.volume import Volume, check_same_grid, read_labels, read_volume, write_volume
+from counterfactual.volume import (
+    ORTHOGONALITY_TOLERANCE,
+    Volume,
+    check_affine,
+    check_same_grid,
+    read_labels,
+    read_volume,
+    write_volume,
+)
 
 
 def _save(path, data, affine):
@@ -254,3 +262,22 @@ def test_killed_write_leaves_no_file_under_the_final_name(tmp_path):
     assert not final.exists()
     assert all(p.name.startswith(".big.nii.gz.") for p in tmp_path.iterdir())
     assert os.listdir(tmp_path)  # the process really died after writing its temp file
+
+
+def test_voxel_volume_is_abs_det_of_the_affine(affine):
+    flipped = Volume(np.zeros((2, 2, 2)), affine)  # rotated, one axis flipped: det < 0
+    assert np.linalg.det(affine[:3, :3]) < 0
+    assert flipped.voxel_ml == pytest.approx(0.75 * 0.8 * 2.5 / 1000, rel=1e-6)
+
+
+def test_check_affine_tolerates_float32_rounding_and_refuses_a_slight_shear(affine):
+    assert np.array_equal(check_affine(affine, "a.nii"), affine)
+    for cosine, ok in ((0.5 * ORTHOGONALITY_TOLERANCE, True), (2 * ORTHOGONALITY_TOLERANCE, False)):
+        sheared = np.eye(4)
+        sheared[:2, 1] = [cosine, np.sqrt(1 - cosine**2)]  # axis 1 tilted toward axis 0
+        if ok:
+            check_affine(sheared, "a.nii")
+        else:
+            with pytest.raises(UserInputError, match=r"^a.nii: the affine is sheared \(two voxel "
+                                                     r"axes 89\.89° apart"):
+                check_affine(sheared, "a.nii")
