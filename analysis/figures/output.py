@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -12,8 +13,9 @@ __all__ = ["DPI", "FORMATS", "new_figure", "save_figure"]
 
 DPI = 300
 FORMATS = ("png", "pdf")
-# No creation date (nor the SVG's date) in the files: the same figure gives the same bytes.
+# No creation date in the files and fixed SVG element ids: the same figure gives the same bytes.
 _METADATA = {"png": {}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
+_RC = {"svg.hashsalt": "cfx"}
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -52,7 +54,8 @@ def save_figure(fig: Figure, stem: str | os.PathLike, formats: tuple[str, ...] =
     paths = []
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, format=fmt, dpi=dpi, facecolor=fig.get_facecolor(),
-                    metadata=_METADATA[fmt])
+        with rc_context(_RC):
+            fig.savefig(path, format=fmt, dpi=dpi, facecolor=fig.get_facecolor(),
+                        metadata=_METADATA[fmt])
         paths.append(path)
     return paths
