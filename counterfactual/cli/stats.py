@@ -34,8 +34,14 @@ from rich.table import Table
 from analysis.controls import CONTROL_REGIONS, control_labels
 from analysis.permutation import one_sample_permutation
 from analysis.regions import ZONES, RegionItem, region_table
+from analysis.stats.dose_response import PER_DECADE, dose_response
 from analysis.stats.observational import cohort_effects, concordance
-from analysis.stats.specificity import DEFAULT_RATIO, specificity_table
+from analysis.stats.specificity import (
+    CONTROLS_JUDGED,
+    DEFAULT_RATIO,
+    specificity_table,
+    verdict,
+)
 from counterfactual.atomic import staged_dir
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
 from counterfactual.cli.app import app
@@ -139,13 +145,15 @@ def stats(
     destination = out if out is not None else (run if run is not None else cohort) / "stats"
     _check_destination(destination)
     # 3. counterfactual statistics of the run
-    effects = None
+    effects = dose = None
     if run is not None:
         try:
             table, control_table = _run_tables(run, manifest, run_reference, vocabulary,
                                                regions, zone_regions, quiet)
             effects, control_effects = specificity_table(table, control_table, run_reference,
                                                          ratio=specificity_ratio)
+            dose = _dose_response(table, control_table, attribute, settings["values"],
+                                  specificity_ratio)
         except ValueError as exc:
             raise UserInputError(f"{run}: {exc}") from None
     # 4. observational statistics of the cohort's real CTs
@@ -167,6 +175,9 @@ def stats(
             control_table.to_csv(folder / "control_regions.csv", index=False)
             effects.to_csv(folder / "effects.csv", index=False)
             control_effects.to_csv(folder / "controls.csv", index=False)
+            if dose is not None:
+                dose.to_csv(folder / "dose_response.csv", index=False)
+                summary["dose_response"] = _records(dose)
             summary |= {"run": str(run), "reference": run_reference, "n_seeds":
                         len(settings["seeds"]), "specificity_ratio": specificity_ratio,
                         "control_regions": {r: CONTROL_REGIONS[r]
@@ -191,6 +202,8 @@ def stats(
     if effects is not None:
         shown.append(_effects_table(effects, attribute, len(settings["seeds"])))
         shown.append(_controls_table(effects, attribute))
+        if dose is not None:
+            shown.append(_dose_table(dose, attribute))
     if observed is not None:
         shown.append(_observed_table(observed, attribute, adjust, plan.counts))
     if agreement is not None:
@@ -283,6 +296,33 @@ def _run_tables(run: Path, manifest: dict, reference, vocabulary: LabelVocabular
     kept = complete[complete].index
     return (pd.concat(targets, ignore_index=True),
             controls[controls["region"].isin(kept)].reset_index(drop=True))
+
+
+def _dose_response(table: pd.DataFrame, controls: pd.DataFrame, attribute: str, values: list,
+                   ratio: float) -> pd.DataFrame | None:
+    """Slopes of a numeric attribute swept at 3 or more values, each beside the same slope in
+    the controls with a verdict (per decade for an attribute in years); None otherwise."""
+    if len(values) < 3 or not all(isinstance(v, int | float) for v in values):
+        return None
+    kind = DEFAULT_ATTRIBUTES.attributes.get(attribute)
+    unit = getattr(kind, "unit", "unit")
+    options = {"per": PER_DECADE if unit == "years" else 1.0, "attribute_unit": unit}
+    try:
+        dose = dose_response(table, **options)
+        control_dose = dose_response(controls, **options)
+    except ValueError as exc:
+        raise UserInputError(f"dose-response of {attribute}: {exc}") from None
+    shown = ["slope", "slope_ci_low", "slope_ci_high"]
+    for region in pd.unique(control_dose["region"]):
+        block = control_dose.loc[control_dose["region"] == region, ["metric", *shown]]
+        prefix = region.replace("-", "_") + "_"
+        dose = dose.merge(block.rename(columns={c: prefix + c for c in shown}), on="metric",
+                          how="left")
+    judged = [[f"{c.replace('-', '_')}_{s}" for s in shown] for c in CONTROLS_JUDGED
+              if f"{c.replace('-', '_')}_slope" in dose]
+    dose["verdict"] = [verdict(tuple(row[shown]), [tuple(row[j]) for j in judged], ratio)
+                       if row["unit"] in ("HU", "%") else "n/a" for _, row in dose.iterrows()]
+    return dose
 
 
 def _anchor(path: Path | None, fallback: Volume, mask: Volume) -> Volume:
@@ -584,6 +624,26 @@ def _controls_table(effects: pd.DataFrame, attribute: str) -> tuple[Table, str]:
                "adjusted Δ: Δ region - Δ body, paired per subject (the raw Δ is the headline)")
     if "outside_body_estimate" not in effects:
         caption += "\noutside body: n/a, some volumes have no air around the body"
+    return table, caption
+
+
+def _dose_table(dose: pd.DataFrame, attribute: str) -> tuple[Table, str]:
+    rows = _headline(dose.assign(note=dose["note"].fillna("")))
+    table = _table(f"{attribute}: dose-response, {rows['slope_unit'].iloc[0]}, 95 % CI")
+    for column in ("region", "metric", "slope [95% CI]", "p", "linear p", "body", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for _, row in rows.iterrows():
+        table.add_row(row["region"], row["metric"],
+                      _interval(row["slope"], row["slope_ci_low"], row["slope_ci_high"]),
+                      _p(row["slope_p"]), _p(row["linearity_f_p"]),
+                      _spread(row.get("body_slope", np.nan), row.get("body_slope_ci_low", np.nan),
+                              row.get("body_slope_ci_high", np.nan)), row["verdict"])
+    caption = ("slope: mixed model, subject random intercept; linear p: lack-of-fit F test "
+               "(small: not a line)\nbody: the same slope in the body control; verdict as "
+               "above; all rows in dose_response.csv")
+    exact = int(rows["note"].str.startswith("exact").sum())
+    if exact:
+        caption += f"\n{exact} row(s) are exact (no variance): no p-value"
     return table, caption
 
 

@@ -123,3 +123,30 @@ def test_specificity_ratio_must_be_a_fraction(tmp_path, phantom, ratio):
     result = runner.invoke(app, ["stats", str(tmp_path / "missing"), "--specificity-ratio", ratio])
     assert result.exit_code == 2
     assert "--specificity-ratio" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_oracle_age_dose_response_is_the_planted_slope_exactly(tmp_path, phantom):
+    cohort = load_cohort(phantom)
+    out = tmp_path / "age"
+    run_sweep(SweepConfig("age", (40, 60, 80), (0,), out, quiet=True), cohort,
+              resolve_generator("phantom-oracle", cohort))
+    result = runner.invoke(app, ["stats", str(out), "--no-zones"])
+    assert result.exit_code == 0, result.stderr
+    planted = json.loads((phantom / "truth.json").read_text())["effects"]["age"]
+    dose = pd.read_csv(out / "stats" / "dose_response.csv", keep_default_na=False,
+                       na_values=[""])
+    lung = dose[(dose.region == "lung") & (dose.metric == "mean")].iloc[0]
+    assert lung.slope == pytest.approx(10 * planted["slope_hu_per_unit"], abs=1e-6)
+    assert lung.slope_unit == "HU per 10 years"
+    assert lung.note.startswith("exact (no variance)") and np.isnan(lung.slope_p)
+    assert lung.body_slope == 0.0 and lung.verdict == "specific"
+    assert "dose-response" in result.stdout
+    summary = json.loads((out / "stats" / "summary.json").read_text())
+    assert {r["slope_unit"] for r in summary["dose_response"] if r["metric"] == "mean"} == {
+        "HU per 10 years"}
+
+
+def test_two_values_give_no_dose_response(tmp_path, phantom):
+    run, _, shown = _stats(tmp_path, phantom, 0.0, "two")
+    assert not (run / "stats" / "dose_response.csv").exists()
+    assert "dose-response" not in shown
