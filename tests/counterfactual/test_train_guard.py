@@ -145,3 +145,33 @@ def test_resume_keeps_the_rollbacks_and_the_lower_learning_rate(tmp_path, bert, 
     assert [r["step"] for r in config["training"]["guard"]["rollbacks"]] == [2]
     state = json.loads((out / "training_state.json").read_text())
     assert state["optimizer_g"][0]["lr"] == 2.5e-4 and state["guard"]["accepted"] == 4
+
+
+@pytest.mark.parametrize("arch, head", [("gan", "head"), ("diffusion", "unet.out.2.conv")])
+def test_what_the_sweep_draws_stays_in_the_window_the_checkpoint_records(tmp_path, bert, arch,
+                                                                         head):
+    """A checkpoint whose network is pushed far outside its window (output bias +-50 window
+    units) still draws HU inside the window its config records, on the sweep's path."""
+    import numpy as np
+
+    from counterfactual.cohort import Subject
+    from counterfactual.prompts import DEFAULT_TEMPLATE
+    from counterfactual.sweep.generators import Request
+    from counterfactual.sweep.learned import learned_generator
+    from counterfactual.volume import Volume
+
+    out = tmp_path / "ckpt"
+    assert runner.invoke(app, _args(out, bert, arch, 2, 2, "-q")).exit_code == 0
+    generator = learned_generator(out)
+    low, high = json.loads((out / "config.json").read_text())["hu_window"]
+    labels = np.zeros((16, 16, 16), np.int16)
+    labels[2:7, 3:13, 3:13], labels[9:14, 3:13, 3:13] = 1, 2
+    record = {"age": 60, "sex": "F", "smoking": "yes"}
+    request = Request.build("yes", record, DEFAULT_TEMPLATE)
+    bias = dict(generator.model.named_parameters())[head + ".bias"]
+    for push, bound in ((50.0, high), (-50.0, low)):
+        with torch.no_grad():
+            bias.fill_(push)
+        (ct,) = generator.generate(Subject("s", out, None, record), Volume(labels, np.eye(4)),
+                                   "smoking", [request], 0)
+        assert np.isfinite(ct).all() and (ct == bound).all(), (push, ct.min(), ct.max())
