@@ -89,21 +89,25 @@ def _verdict(verdict: str) -> Text:
 
 
 def _table(result: dict) -> Table:
+    """One section per criterion: its name and verdict, then its metrics (value with unit, and
+    the chance level or the thresholds the verdict applies)."""
     values = ", ".join(map(str, result["values"]))
     table = Table(title=f"cfx audit: {result['attribute']} ({values}), model "
                         f"{result['model']['name']}")
     table.add_column("criterion / metric", no_wrap=True)
-    for column in ("value", "unit", "chance / threshold", "verdict"):
-        table.add_column(column, justify="right" if column in ("value",) else "left")
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("chance / threshold")
     for name in CRITERIA:
         criterion = result["criteria"][name]
-        table.add_row(f"[bold]{name}[/bold] ({criterion['status']})", "", "", "",
-                      _verdict(criterion["verdict"]))
+        status = criterion["status"]  # said when not implied: a skipped criterion warns
+        table.add_row(Text.assemble((name, "bold"), ": ", _verdict(criterion["verdict"]),
+                                    f" ({status})" if status == "skipped" else ""), "", "")
         thresholds = {t["metric"]: Threshold.from_json(t) for t in criterion["thresholds"]}
         for metric, entry in criterion["metrics"].items():
             beside = (thresholds[metric].text() if metric in thresholds else
                       "" if entry.get("chance") is None else f"chance {_format(entry['chance'])}")
-            table.add_row(f"  {metric}", _format(entry["value"]), entry["unit"], beside, "")
+            unit = "" if entry["unit"] == "1" else f" {entry['unit']}"
+            table.add_row(f"  {metric}", _format(entry["value"]) + unit, beside)
         table.add_section()
     return table
 

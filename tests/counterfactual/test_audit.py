@@ -231,6 +231,9 @@ def test_the_table_names_every_criterion_and_a_rerun_replaces_the_audit(root):
                  "oracle_agreement", "mae", "not applicable"):
         assert word in result.stdout
     assert "\noverall: pass (all 4 applicable criteria pass)\n" in result.stdout
+    assert "│ composition: pass " in result.stdout and "│ reversibility: not applicable " in (
+        result.stdout)
+    assert re.search(r"│   mae_to_chance_ratio +│ +0\.\d+ │ pass ≤", result.stdout)  # threshold
     assert "\nminimality: pass, no change outside the lungs beside a lung effect" in result.stdout
     (run / "audit" / "stale.txt").write_text("old")
     audit(run)
