@@ -18,6 +18,7 @@ import pandas as pd
 import typer
 
 from analysis.figures.difference import difference_figure
+from analysis.figures.dose_response import dose_response_figure
 from analysis.figures.forest import forest_figure
 from analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure
 from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
@@ -213,6 +214,11 @@ def _figures(jobs: list, out: Path, run: _Run, regions: pd.DataFrame, effects: p
     figures["histogram"] = _figure(jobs, out, "hu_histogram",
                                    lambda: _histogram_figure(run, region), region=region,
                                    seed=run.seeds[0], threshold=LAA_THRESHOLD)
+    dose = _dose_rows(summary, region)
+    if dose:
+        figures["dose"] = _figure(jobs, out, "dose_response",
+                                  lambda: _dose_figure(regions, effects, dose[0], run),
+                                  region=region, metric="mean")
     metrics = [m for m in _HEADLINE if m in set(effects["metric"])] or None
     figures["forest"] = _figure(jobs, out, "forest",
                                 lambda: forest_figure(effects, metrics=metrics))
@@ -232,6 +238,23 @@ def _figures(jobs: list, out: Path, run: _Run, regions: pd.DataFrame, effects: p
                 contrast=label, alpha=_ALPHA, voxels_tested=counts.get("voxels_tested"),
                 voxels_fwe=counts.get("voxels_fwe_05")))
     return figures
+
+
+def _dose_rows(summary: dict, region: str) -> list[dict]:
+    """The headline metrics' dose-response rows of ``region`` (mean first), if stats made them."""
+    rows = [r for r in summary.get("dose_response", []) if r["region"] == region
+            and r["metric"] in _HEADLINE]
+    return sorted(rows, key=lambda r: _HEADLINE.index(r["metric"]))
+
+
+def _dose_figure(regions: pd.DataFrame, effects: pd.DataFrame, dose: dict, run: _Run):
+    rows = effects[(effects["region"] == dose["region"]) & (effects["metric"] == dose["metric"])]
+    band = rows[["noise_ci_low", "noise_ci_high"]].dropna()
+    return dose_response_figure(
+        regions, dose["region"], dose["metric"], reference=float(run.reference),
+        noise_band=tuple(band.iloc[0]) if len(band) else None,
+        slope=None if dose["slope"] is None else dose["slope"] / dose["per"],
+        unit=dose["unit"], label=run.attribute)
 
 
 def _noise_figure(grid: SweepGrid, effects: pd.DataFrame, region: str):
@@ -413,6 +436,7 @@ def report(
         "command": " ".join(manifest.get("command", [])),
         "headline_region": region, "headline": _records(headline),
         "specificity_ratio": summary["specificity_ratio"],
+        "dose": _dose_rows(summary, region),
         "effects": _records(effects), "voxelwise": summary.get("voxelwise", {}),
         "audit": _audit(run),
     }
