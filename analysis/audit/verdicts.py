@@ -77,6 +77,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.stats.specificity import DEFAULT_RATIO
+
 __all__ = ["PASS", "WARN", "FAIL", "NOT_APPLICABLE", "VERDICTS", "DEFAULT_SPECIFICITY_RATIO",
            "OFF_LUNG_BAR_HU", "Threshold", "Verdict", "overall_verdict", "not_applicable",
            "not_measured", "composition_verdict", "classification_verdict",
@@ -85,7 +87,7 @@ __all__ = ["PASS", "WARN", "FAIL", "NOT_APPLICABLE", "VERDICTS", "DEFAULT_SPECIF
 
 PASS, WARN, FAIL, NOT_APPLICABLE = "pass", "warn", "fail", "not applicable"
 VERDICTS = (PASS, WARN, FAIL, NOT_APPLICABLE)
-DEFAULT_SPECIFICITY_RATIO = 0.25
+DEFAULT_SPECIFICITY_RATIO = DEFAULT_RATIO  # cfx stats --specificity-ratio's default
 OFF_LUNG_BAR_HU = 5.0
 _ROUNDING_HU = 0.5  # int16 HU storage rounds by at most half a HU
 _SEVERITY = {PASS: 0, WARN: 1, FAIL: 2}
