@@ -5,7 +5,12 @@
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
 ``--cohort phantom:N`` fixes ``N`` phantom subjects with one CT each. The checkpoint folder is
 saved every ``--save-every`` steps and at the end, with what ``--resume`` needs to continue
-exactly where it stopped. The training code (torch, MONAI) is imported only when it runs.
+exactly where it stopped. A diverged step (non-finite or spiking loss or gradient norm) is
+rolled back to the last good state and training goes on at half the learning rate, up to three
+times, then the run stops with one line naming the step; only states confirmed good are saved,
+and the output, ``config.json`` (``training.steps``, ``training.guard``) and the model card say
+which step the saved model is from. The training code (torch, MONAI) is imported only when it
+runs.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def train(
                                     "field per draw."),
     lr: float = typer.Option(None, "--lr", show_default=False,
                              help="Learning rate (default: gan 5e-4, Adam, both networks; "
-                                  "diffusion 2e-4, AdamW)."),
+                                  "diffusion 2e-4, AdamW); halved at each rollback after a "
+                                  "divergence, at most 3 times."),
     fusion_lr_scale: float = typer.Option(None, "--fusion-lr-scale", show_default=False,
                                           help="Text layers (GAN: fusion; diffusion: "
                                                "cross-attention and FiLM) learn this many "
