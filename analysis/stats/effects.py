@@ -3,7 +3,8 @@
 One call from the tidy region table to the headline table: paired statistics of the per-subject
 Delta (value - reference at the same seed, averaged over seeds), Holm and Benjamini-Hochberg
 corrections across the whole family (all values x regions x metrics), and, when the sweep has
-several seeds, the random-intercept mixed model and the noise floor beside every effect.
+several seeds, the mixed model of the paired differences (subject random intercept,
+:mod:`analysis.stats.mixed`) and the noise floor beside every effect.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ def effect_table(
         share_positive                    share of subjects with Delta > 0
         p_t_holm, p_t_fdr                 ``p_t`` adjusted over the family (Holm, BH)
         p_wilcoxon_holm, p_wilcoxon_fdr   ``p_wilcoxon`` adjusted likewise
-        mixed_estimate, mixed_ci_low,     value effect of the random-intercept model (several
-        mixed_ci_high, mixed_p            seeds and ``mixed`` only)
+        mixed_estimate, mixed_ci_low,     mean Delta of the mixed model of the per-seed
+        mixed_ci_high, mixed_p            differences (subject random intercept; t test on
+                                          n_subjects - 1 dof; NaN p when exact); several seeds
+                                          and ``mixed`` only
         noise_estimate, noise_sd,         the same statistics on seed-vs-seed differences at
         noise_ci_low, noise_ci_high,      equal value, pooled over every compared value and the
         noise_p_t, noise_d_z              reference (several seeds only)

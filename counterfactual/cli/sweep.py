@@ -1,6 +1,6 @@
 """``cfx sweep``: the same subjects under each value of one attribute, with shared noise.
 
-With no ``--cohort``/``--mask`` it sweeps the bundled demo cohort (8 phantom subjects).
+With no ``--cohort``/``--mask`` it sweeps the bundled demo cohort (9 phantom subjects).
 ``--shard i/n`` runs one slice of the (subject, seed) groups into a folder shared by all shards;
 ``--executor ray`` runs the groups as Ray tasks. Diffusion models also take ``--steps``,
 ``--guidance``, ``--eta`` and ``--from-ct [--strength S]`` (errors for the other models).
@@ -57,7 +57,7 @@ def sweep(
     values: str = typer.Option(..., "--values", help="Comma-separated values, e.g. yes,no."),
     cohort: Path | None = typer.Option(None, "--cohort",
                                        help="Cohort folder or CSV (default: the bundled demo "
-                                            "cohort of 8 phantom subjects)."),
+                                            "cohort of 9 phantom subjects)."),
     mask: list[Path] = typer.Option([], "--mask", help="A mask file (repeatable), no records."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", metavar="NAME|DIR",
                               help="A bundled model (cfx models list), phantom-oracle (the "
