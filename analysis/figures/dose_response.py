@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from analysis.figures._common import mean_ci
 from analysis.figures.output import new_figure
 from analysis.figures.paired import per_subject_values
+from analysis.stats.dose_response import numeric_value
 
 __all__ = ["NOISE_BAND_LABEL", "SLOPE_LABEL", "dose_response_figure"]
 
@@ -87,14 +88,14 @@ def dose_response_figure(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
     wide = per_subject_values(table, region, metric, values)
-    x = np.array([_number(v, "value", list(wide.columns)) for v in wide.columns])
+    x = np.array([numeric_value(v, "value", list(wide.columns)) for v in wide.columns])
     if np.unique(x).size != x.size or x.size < 2:
         raise ValueError(f"values: a dose-response figure needs at least 2 distinct numeric "
                          f"values, got {list(wide.columns)}")
     order = np.argsort(x, kind="stable")
     x, data = x[order], wide.to_numpy(dtype=float)[:, order]
     band = None if noise_band is None else _check_band(noise_band)
-    anchor = x[0] if reference is None else _number(reference, "reference", list(x))
+    anchor = x[0] if reference is None else numeric_value(reference, "reference", list(x))
     if anchor not in x:
         raise ValueError(f"reference: {reference!r} is not among the plotted values {x.tolist()}")
     if slope is not None and not np.isfinite(slope):
@@ -125,17 +126,6 @@ def dose_response_figure(
     ax.legend(loc="best", fontsize=7, frameon=False)
     ax.grid(axis="y", linewidth=0.3, alpha=0.6)
     return fig
-
-
-def _number(value, name: str, among: list) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = np.nan
-    if isinstance(value, bool) or not np.isfinite(number):
-        raise ValueError(f"{name}: expected finite numbers for a dose-response, got {value!r} "
-                         f"among {among}")
-    return number
 
 
 def _check_band(noise_band) -> tuple[float, float]:

@@ -46,25 +46,23 @@ statistic and p are NaN and ``note`` says the means depart from a line exactly.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.regression.mixed_linear_model import MixedLM
-from statsmodels.tools.sm_exceptions import ModelWarning
 
 from analysis.stats.grid import REQUIRED_COLUMNS, SweepGrid
+from analysis.stats.mixed import EXACT_NOTE, fit_quietly
 from analysis.stats.paired import CONSTANT_RTOL
 
 __all__ = ["DOSE_RESPONSE_COLUMNS", "EXACT_NOTE", "PER_DECADE", "dose_response",
-           "subject_slopes"]
+           "numeric_value", "subject_slopes"]
 
 PER_DECADE = 10.0
 # Residuals below this fraction of the largest |metric| are floating-point rounding, not variance.
 _ROUNDING = 1e-12
-EXACT_NOTE = "exact (no variance)"
 DOSE_RESPONSE_COLUMNS = (
     "region", "metric", "unit", "slope_unit", "per", "n_subjects", "n_values", "n_seeds",
     "subject_slope_mean", "subject_slope_sd", "subject_slope_ci_low", "subject_slope_ci_high",
@@ -203,16 +201,7 @@ def _prepare(table, values, region_metrics):
         raise ValueError(f"table: missing column(s) {missing}; expected "
                          f"{list(REQUIRED_COLUMNS)}, as analysis.regions.region_table returns")
     keys = list(pd.unique(table["value"])) if values is None else list(values)
-    numbers = []
-    for key in keys:
-        try:
-            number = float(key)
-        except (TypeError, ValueError):
-            number = np.nan
-        if isinstance(key, bool) or not np.isfinite(number):
-            raise ValueError(f"value: expected finite numbers for a dose-response, got {key!r} "
-                             f"among {keys}")
-        numbers.append(number)
+    numbers = [numeric_value(key, "value", keys) for key in keys]
     if len(set(numbers)) != len(numbers) or len(numbers) < 3:
         raise ValueError(f"value: a dose-response needs at least 3 distinct numeric values, got "
                          f"{keys}")
@@ -265,7 +254,7 @@ def _column(y: np.ndarray, x: np.ndarray, slopes: np.ndarray, confidence: float)
     endog = y.ravel()
     ones = np.ones(endog.size)
     linear = np.column_stack([ones, np.tile(centred, n_subjects)])
-    fit, notes = _fit(MixedLM(endog, linear, groups=groups), reml=True)
+    fit, notes = fit_quietly(MixedLM(endog, linear, groups=groups), reml=True)
     slope, se = float(fit.fe_params[1]), float(fit.bse[1])
     dof = n_subjects * (n_values - 1) - 1
     half = stats.t.ppf(0.5 + confidence / 2, dof) * se
@@ -282,8 +271,8 @@ def _column(y: np.ndarray, x: np.ndarray, slopes: np.ndarray, confidence: float)
         return out | {"linearity_lr": np.nan, "linearity_p": np.nan, "linearity_f": np.nan,
                       "linearity_f_p": np.nan, "note": "; ".join(notes)}
     factor = np.column_stack([ones, np.tile(np.eye(n_values)[:, 1:], (n_subjects, 1))])
-    fit_linear, notes_linear = _fit(MixedLM(endog, linear, groups=groups), reml=False)
-    fit_factor, notes_factor = _fit(MixedLM(endog, factor, groups=groups), reml=False)
+    fit_linear, notes_linear = fit_quietly(MixedLM(endog, linear, groups=groups), reml=False)
+    fit_factor, notes_factor = fit_quietly(MixedLM(endog, factor, groups=groups), reml=False)
     notes += [f"linearity, {which} fit: {n}"
               for which, found in (("linear", notes_linear), ("factor", notes_factor))
               for n in found]
@@ -301,17 +290,14 @@ def _rms(residual: np.ndarray) -> float:
     return float(np.sqrt(np.mean(residual ** 2)))
 
 
-def _fit(model: MixedLM, reml: bool):
-    """Fit ``model``; return the result and its statsmodels warnings as one-line notes."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ModelWarning)  # convergence, singular covariance, ...
-        warnings.simplefilter("always", RuntimeWarning)  # overflow in the optimiser's steps
-        fit = model.fit(reml=reml)
-    noted = (ModelWarning, RuntimeWarning)
-    for other in (w for w in caught if not issubclass(w.category, noted)):
-        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    notes = sorted({str(w.message).splitlines()[0] for w in caught
-                    if issubclass(w.category, noted)})
-    if not fit.converged:
-        notes.insert(0, "did not converge")
-    return fit, notes
+def numeric_value(value, name: str, among: list) -> float:
+    """``value`` as a finite float (numbers and numeric strings), else a ValueError naming
+    ``name`` and the ``among`` it came from."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = np.nan
+    if isinstance(value, bool) or not np.isfinite(number):
+        raise ValueError(f"{name}: expected finite numbers for a dose-response, got {value!r} "
+                         f"among {among}")
+    return number

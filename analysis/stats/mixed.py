@@ -49,7 +49,7 @@ from statsmodels.tools.sm_exceptions import ModelWarning
 from analysis.stats.grid import SweepGrid
 from analysis.stats.paired import CONSTANT_RTOL
 
-__all__ = ["MixedEffect", "mixed_effect", "mixed_effects", "EXACT_NOTE"]
+__all__ = ["MixedEffect", "mixed_effect", "mixed_effects", "fit_quietly", "EXACT_NOTE"]
 
 EXACT_NOTE = "exact (no variance)"
 """How ``note`` begins when Delta is the same at every seed for every subject."""
@@ -185,18 +185,8 @@ def _mixed_effect(y: np.ndarray, codes: np.ndarray, confidence: float) -> MixedE
     scale = float(np.abs(y).max())
     if np.sqrt(np.mean(within ** 2)) <= CONSTANT_RTOL * scale:
         return _exact(y, means, scale)
-    model = MixedLM(y, np.ones((y.size, 1)), groups=codes)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ModelWarning)  # convergence, singular covariance, ...
-        warnings.simplefilter("always", RuntimeWarning)  # overflow in the optimiser's steps
-        fit = model.fit(reml=True)
-    noted = (ModelWarning, RuntimeWarning)
-    for other in (w for w in caught if not issubclass(w.category, noted)):
-        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
-    notes = sorted({str(w.message).splitlines()[0] for w in caught
-                    if issubclass(w.category, noted)})
-    if not fit.converged:
-        notes.insert(0, "mixed model did not converge")
+    fit, notes = fit_quietly(MixedLM(y, np.ones((y.size, 1)), groups=codes), reml=True)
+    notes = [("mixed model " + n) if n == "did not converge" else n for n in notes]
     estimate = float(fit.fe_params[0])
     se = float(np.sqrt(means.var(ddof=1) / n_subjects))  # sqrt(MSB / (n_subjects * n_seeds))
     dof = n_subjects - 1
@@ -222,3 +212,28 @@ def _exact(y: np.ndarray, means: np.ndarray, scale: float) -> MixedEffect:
         low = high = np.nan
         note += "; the paired tests across subjects give the CI and p"
     return MixedEffect(estimate, low, high, np.nan, subject_var, 0.0, note)
+
+
+def fit_quietly(model: MixedLM, reml: bool = True):
+    """Fit a statsmodels ``MixedLM``; its model warnings become notes instead of output.
+
+    Returns
+    -------
+    fit : MixedLMResults
+    notes : list of str
+        The first line of each distinct ``ModelWarning`` or ``RuntimeWarning`` (convergence,
+        singular covariance, optimiser overflow), led by ``"did not converge"`` when it did not.
+        Other warnings are re-emitted.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ModelWarning)  # convergence, singular covariance, ...
+        warnings.simplefilter("always", RuntimeWarning)  # overflow in the optimiser's steps
+        fit = model.fit(reml=reml)
+    noted = (ModelWarning, RuntimeWarning)
+    for other in (w for w in caught if not issubclass(w.category, noted)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    notes = sorted({str(w.message).splitlines()[0] for w in caught
+                    if issubclass(w.category, noted)})
+    if not fit.converged:
+        notes.insert(0, "did not converge")
+    return fit, notes
