@@ -48,9 +48,10 @@ from counterfactual.cli.app import app
 from counterfactual.cohort import Cohort, Subject, load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary, load_vocabulary
-from counterfactual.progress import track
-from counterfactual.sweep.manifest import read_manifest, write_json
-from counterfactual.sweep.naming import ct_name, diff_name, value_label
+from counterfactual.progress import console, track
+from counterfactual.run_folder import NOT_VERIFIED, RunFolder
+from counterfactual.sweep.manifest import write_json
+from counterfactual.sweep.naming import value_label
 from counterfactual.volume import (
     Volume,
     check_same_grid,
@@ -95,6 +96,9 @@ def stats(
         help="A run's effect is 'specific' when every negative control (body, air outside the "
              "body) stays below this fraction of it."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    no_verify: bool = typer.Option(False, "--no-verify",
+                                   help="Read the run's volumes without checking them against "
+                                        "the sha256 its manifest recorded (said in the output)."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/stats, or "
                                                         "<cohort>/stats without a RUN)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
@@ -121,21 +125,18 @@ def stats(
     zone_regions = list(region) if zones else []
     adjust = _split(covariates)
     # 2. the run: its settings, the reference and the cohort it was made from
-    manifest = settings = None
+    folder = None
     if run is not None:
-        manifest = read_manifest(run)
-        if not manifest.get("complete"):
-            raise UserInputError(f"{run}: the sweep is incomplete; finish it with "
-                                 "cfx sweep --resume")
-        settings = manifest["settings"]
-        if attribute is not None and attribute != settings["attribute"]:
-            raise UserInputError(f"--attribute: the run sweeps {settings['attribute']!r}, got "
+        folder = RunFolder.open(run, vocabulary, verify=not no_verify)
+        folder.require_complete()
+        if attribute is not None and attribute != folder.attribute:
+            raise UserInputError(f"--attribute: the run sweeps {folder.attribute!r}, got "
                                  f"{attribute!r}; omit --attribute or use another run")
-        attribute = settings["attribute"]
-        run_reference = (settings["reference"] if reference is None
-                         else _match(reference, settings["values"], "--reference", str(run)))
+        attribute = folder.attribute
+        run_reference = (folder.reference if reference is None
+                         else _match(reference, folder.values, "--reference", str(run)))
         if cohort is None and adjust:
-            cohort = Path(settings["cohort"])
+            cohort = folder.cohort
             if not any(s.ct is not None for s in load_cohort(cohort)):
                 raise UserInputError(f"--covariates: they adjust the observational comparison, "
                                      f"which needs real CTs, and the run's cohort {cohort} has "
@@ -144,15 +145,19 @@ def stats(
             _cohort_plan(cohort, attribute, adjust, reference if run is None else run_reference))
     destination = out if out is not None else (run if run is not None else cohort) / "stats"
     _check_destination(destination)
+    if folder is not None:  # every volume read is checked against the manifest before any work
+        folder.check(_run_files(folder, run_reference, voxelwise))
+        if no_verify:
+            console.print(f"warning: {NOT_VERIFIED}", markup=False)
     # 3. counterfactual statistics of the run
     effects = dose = None
-    if run is not None:
+    if folder is not None:
         try:
-            table, control_table = _run_tables(run, manifest, run_reference, vocabulary,
-                                               regions, zone_regions, quiet)
+            table, control_table = _run_tables(folder, run_reference, regions, zone_regions,
+                                               quiet)
             effects, control_effects = specificity_table(table, control_table, run_reference,
                                                          ratio=specificity_ratio)
-            dose = _dose_response(table, control_table, attribute, settings["values"],
+            dose = _dose_response(table, control_table, attribute, list(folder.values),
                                   specificity_ratio)
         except ValueError as exc:
             raise UserInputError(f"{run}: {exc}") from None
@@ -169,38 +174,38 @@ def stats(
                  else None)
     # 5. write everything, then print the tables
     summary: dict = {"format": _FORMAT, "attribute": attribute, "regions": regions}
-    with staged_dir(destination, replace=True) as folder:
+    with staged_dir(destination, replace=True) as staged:
         if effects is not None:
-            table.to_csv(folder / "regions.csv", index=False)
-            control_table.to_csv(folder / "control_regions.csv", index=False)
-            effects.to_csv(folder / "effects.csv", index=False)
-            control_effects.to_csv(folder / "controls.csv", index=False)
+            table.to_csv(staged / "regions.csv", index=False)
+            control_table.to_csv(staged / "control_regions.csv", index=False)
+            effects.to_csv(staged / "effects.csv", index=False)
+            control_effects.to_csv(staged / "controls.csv", index=False)
             if dose is not None:
-                dose.to_csv(folder / "dose_response.csv", index=False)
+                dose.to_csv(staged / "dose_response.csv", index=False)
                 summary["dose_response"] = _records(dose)
-            summary |= {"run": str(run), "reference": run_reference, "n_seeds":
-                        len(settings["seeds"]), "specificity_ratio": specificity_ratio,
+            summary |= {"run": str(run), "verified": not no_verify, "reference": run_reference,
+                        "n_seeds": len(folder.seeds), "specificity_ratio": specificity_ratio,
                         "control_regions": {r: CONTROL_REGIONS[r]
                                             for r in pd.unique(control_table["region"])},
                         "effects": _records(effects),
                         "controls": _records(control_effects)}
             if voxelwise:
-                summary["voxelwise"] = _voxelwise(run, manifest, folder, regions, run_reference,
-                                                  permutations, tfce, vocabulary, quiet)
+                summary["voxelwise"] = _voxelwise(folder, staged, regions, run_reference,
+                                                  permutations, tfce, quiet)
         if observed is not None:
-            cohort_table.to_csv(folder / "cohort_regions.csv", index=False)
-            observed.to_csv(folder / "observational.csv", index=False)
+            cohort_table.to_csv(staged / "cohort_regions.csv", index=False)
+            observed.to_csv(staged / "observational.csv", index=False)
             summary |= {"cohort": str(plan.cohort.source), "covariates": adjust,
                         "subjects": plan.counts, "observational": _records(observed)}
         if agreement is not None:
-            agreement.to_csv(folder / "concordance.csv", index=False)
+            agreement.to_csv(staged / "concordance.csv", index=False)
             summary["concordance"] = _records(agreement)
-        write_json(folder / "summary.json", summary)
+        write_json(staged / "summary.json", summary)
     if quiet:
         return
     shown = []
     if effects is not None:
-        shown.append(_effects_table(effects, attribute, len(settings["seeds"])))
+        shown.append(_effects_table(effects, attribute, len(folder.seeds)))
         shown.append(_controls_table(effects, attribute))
         if dose is not None:
             shown.append(_dose_table(dose, attribute))
@@ -255,26 +260,33 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 # --- the run ----------------------------------------------------------------------------------
 
-def _run_tables(run: Path, manifest: dict, reference, vocabulary: LabelVocabulary,
-                regions: dict, zones: list[str], quiet: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _run_files(run: RunFolder, reference, voxelwise: bool) -> list[Path]:
+    """The run files :func:`_run_tables` and :func:`_voxelwise` read: every CT, and the
+    difference maps when the voxel maps take them against the run's own reference."""
+    keys = [(s, v, k) for s in run.subjects for k in run.seeds for v in run.values]
+    files = [run.ct_path(*key) for key in keys]
+    if voxelwise and reference == run.reference:
+        files += [run.difference_path(*key) for key in keys if key[1] != reference]
+    return files
+
+
+def _run_tables(run: RunFolder, reference, regions: dict, zones: list[str],
+                quiet: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Region metrics of every volume of the run in its target regions and in its control regions.
 
     The control regions of a subject and seed come from the volume the comparison is anchored
     to: the subject's own CT for a from-CT run, else the ``reference`` value's counterfactual.
     One subject's mask and one seed's volumes are in memory at a time.
     """
-    settings = manifest["settings"]
-    from_ct = bool(settings.get("sampling", {}).get("from_ct"))
-    sources = {s.id: s.ct for s in load_cohort(Path(settings["cohort"]))} if from_ct else {}
-    groups: dict[tuple, list[dict]] = {}
-    for item in manifest["items"]:
-        groups.setdefault((item["subject"], item["seed"]), []).append(item)
+    from_ct = bool((run.sampling or {}).get("from_ct"))
+    sources = {s.id: s.ct for s in load_cohort(run.cohort)} if from_ct else {}
+    groups = [(name, seed) for name in run.subjects for seed in run.seeds]
     targets, controls = [], []
     subject = mask = None
-    for (name, seed), items in track(groups.items(), "region metrics", quiet=quiet):
+    for name, seed in track(groups, "region metrics", quiet=quiet):
         if name != subject:
-            subject, mask = name, read_labels(manifest["masks"][name], vocabulary)
-        cts = {item["value"]: read_volume(run / item["path"]) for item in items}
+            subject, mask = name, run.mask(name)
+        cts = {value: run.ct(name, value, seed) for value in run.values}
         for ct in cts.values():
             check_same_grid(ct, mask)
         anchor = _anchor(sources.get(name), cts[reference], mask) if from_ct else cts[reference]
@@ -334,30 +346,29 @@ def _anchor(path: Path | None, fallback: Volume, mask: Volume) -> Volume:
     return ct
 
 
-def _voxelwise(run: Path, manifest: dict, out: Path, regions: dict, reference, n_permutations: int,
-               tfce: bool, vocabulary: LabelVocabulary, quiet: bool) -> dict:
+def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutations: int,
+               tfce: bool, quiet: bool) -> dict:
     """Sign-flip maps of every value vs ``reference`` over the union of the subjects' regions.
 
     Subjects are streamed: one volume is read at a time and only the tested voxels of each
     subject's seed-averaged difference are kept.
     """
-    settings = manifest["settings"]
-    attribute, subjects, seeds = settings["attribute"], settings["subjects"], settings["seeds"]
+    attribute, subjects, seeds = run.attribute, list(run.subjects), run.seeds
     members = sorted({label for labels in regions.values() for label in labels})
     grid = None
     for subject in subjects:  # the tested voxels: union of every subject's regions
-        mask = read_labels(manifest["masks"][subject], vocabulary)
+        mask = run.mask(subject)
         if grid is None:
             grid, tested = mask, np.zeros(mask.shape, bool)
         _check_common_grid(grid, mask, subjects[0], subject)
         tested |= np.isin(mask.data, members)
     maps = {}
-    for value in (v for v in settings["values"] if v != reference):
+    for value in (v for v in run.values if v != reference):
         samples = np.empty((len(subjects), int(tested.sum())))
         for row, subject in enumerate(track(subjects, f"voxel maps {value}", quiet=quiet)):
             total = np.zeros(samples.shape[1])
             for seed in seeds:
-                difference = _difference(run, settings, subject, value, reference, seed)
+                difference = run.difference(subject, value, seed, reference)
                 _check_common_grid(grid, difference, subjects[0], subject)
                 total += difference.data[tested]
             samples[row] = total / len(seeds)
@@ -398,17 +409,6 @@ def _check_finite_t(samples: np.ndarray) -> None:
             f"--tfce: {int(constant.sum())} tested voxels have the same non-zero difference in "
             "every subject (an exact generator such as the phantom oracle), so t is infinite and "
             "TFCE undefined; drop --tfce (the max-T maps handle it)")
-
-
-def _difference(run: Path, settings: dict, subject: str, value, reference, seed: int):
-    """value - reference of one subject and seed: the run's difference map when it has one."""
-    attribute = settings["attribute"]
-    if reference == settings["reference"]:
-        return read_volume(run / diff_name(subject, attribute, value_label(value),
-                                           value_label(reference), seed))
-    high = read_volume(run / ct_name(subject, attribute, value_label(value), seed))
-    low = read_volume(run / ct_name(subject, attribute, value_label(reference), seed))
-    return Volume(high.data - low.data, high.affine, high.source)
 
 
 def _check_common_grid(grid, volume, first: str, subject: str) -> None:

@@ -29,12 +29,10 @@ _PACKAGES = ("cfx", "numpy", "scipy", "nibabel", "torch", "monai", "transformers
 
 
 def sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a file's bytes as stored (a ``.nii.gz`` is hashed compressed), streamed in
+    chunks by :func:`hashlib.file_digest` (about 1 GB/s on one core)."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def package_versions() -> dict[str, str]:
