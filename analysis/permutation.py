@@ -14,6 +14,22 @@ which is exactly nilearn's ``(n_perm + 1 - #{h0 < T}) / (n_perm + 1)``. Ties are
 relative tolerance of 1e-10, so a draw that reproduces the data (all +1, or all -1 when
 two-sided) counts as a tie whatever the floating-point rounding.
 
+Exhaustive mode: n subjects allow only 2^n distinct sign flips, and when two-sided a flip and
+its negative give the same maxima (|t| and |TFCE| are unchanged by negating every subject), so
+2^(n-1) flips hold the whole distribution. When that number (2^n when one-sided) is at most
+``n_permutations`` and no flips are given, every distinct flip is enumerated exactly once
+(the first, all +1, being the data), and the p-values are the exact ones,
+
+    p_fwe(v) = #{b : max_w T_b(w) >= T(v)} / n_flips,
+
+no smaller than ``1 / n_flips``; ``PermutationResult.exhaustive`` says so (FSL randomise does
+the same). Random draws would only repeat flips.
+
+Tail approximation (``tail="gpd"`` or ``"gamma"``, :mod:`analysis.permutation_tail`): a model
+fitted to the null maxima gives the p-values above its threshold, resolving p below
+``1 / (1 + n_permutations)``; counted p-values are kept below the threshold and wherever the
+fit fails its goodness-of-fit check. Not used in exhaustive mode (the p-values are exact).
+
 Speed: the sum of squares of a voxel is the same under every sign flip, so a permuted t is a
 monotone function of ``s @ x / |x|`` (s the flips, x the voxel's values) and every permuted
 t-map comes from one matrix product ``signs @ normalised_data``, computed in float32 voxel chunks
@@ -28,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from analysis.permutation_tail import TAIL_METHODS, TailFit, fit_tail, tail_p_values
 from analysis.tfce import tfce as tfce_transform
 
 __all__ = ["PermutationResult", "one_sample_permutation", "ALTERNATIVES"]
@@ -59,19 +76,31 @@ class PermutationResult:
     q_fdr : ndarray of float64
         Benjamini-Hochberg adjusted ``p_uncorrected`` over the tested voxels.
     p_fwe : ndarray of float64
-        Max-T family-wise corrected permutation p-value, in ``[1 / (1 + n_permutations), 1]``.
+        Max-T family-wise corrected permutation p-value, in ``[1 / (1 + n_permutations), 1]``
+        when counted, ``[1 / n_permutations, 1]`` when exhaustive; smaller where an accepted
+        tail fit gives it.
     h0_max_t : ndarray of float64, shape (n_permutations,)
-        Maximum over tested voxels of the permuted statistic (``|t|`` when two-sided), per draw.
+        Maximum over tested voxels of the permuted statistic (``|t|`` when two-sided), per draw
+        (exhaustive: per distinct flip, the data's own first).
     n_permutations : int
-        Number of sign-flip draws.
+        Number of sign flips used: the draws, or every distinct flip when exhaustive (which
+        can be fewer than asked).
     alternative : str
         One of ``ALTERNATIVES``.
+    exhaustive : bool
+        True when every distinct sign flip was enumerated once and the p-values are exact.
+    tail : str
+        The tail method asked for (one of ``TAIL_METHODS``); "none" when exhaustive.
+    tail_fit_t : TailFit or None
+        The tail fit of ``h0_max_t`` (its ``accepted`` says whether ``p_fwe`` used it).
     tfce : ndarray of float64 or None
         TFCE of the t-map (signed like ``t``), when asked.
     p_tfce : ndarray of float64 or None
         Family-wise corrected p-value of ``tfce`` (max-TFCE over voxels per draw), when asked.
     h0_max_tfce : ndarray of float64, shape (n_permutations,), or None
         Maximum of the permuted TFCE (``|tfce|`` when two-sided) per draw, when asked.
+    tail_fit_tfce : TailFit or None
+        The tail fit of ``h0_max_tfce``, when TFCE and a tail method were asked.
     """
 
     mean: np.ndarray
@@ -82,9 +111,13 @@ class PermutationResult:
     h0_max_t: np.ndarray
     n_permutations: int
     alternative: str
+    exhaustive: bool = False
+    tail: str = "none"
+    tail_fit_t: TailFit | None = None
     tfce: np.ndarray | None = None
     p_tfce: np.ndarray | None = None
     h0_max_tfce: np.ndarray | None = None
+    tail_fit_tfce: TailFit | None = None
 
 
 def one_sample_permutation(
@@ -96,6 +129,7 @@ def one_sample_permutation(
     *,
     alternative: str = "two-sided",
     sign_flips=None,
+    tail: str = "none",
 ) -> PermutationResult:
     """One-sample sign-flip permutation test at every voxel, with max-T FWE and optional TFCE.
 
@@ -105,7 +139,9 @@ def one_sample_permutation(
         One map per subject, e.g. counterfactual minus reference in HU. Tested voxels must be
         finite.
     n_permutations : int, default 1000
-        Number of random sign-flip draws (>= 1).
+        Number of random sign-flip draws (>= 1). When the distinct flips are no more than this
+        (2^(n_subjects - 1) two-sided, 2^n_subjects one-sided), each is enumerated once instead
+        and the p-values are exact (``PermutationResult.exhaustive``).
     tfce : bool, default False
         Also compute TFCE of the t-map (6-connectivity, E = 0.5, H = 2, 100 steps, as nilearn)
         and its max-TFCE FWE p-values. Needs 4-D data.
@@ -119,7 +155,11 @@ def one_sample_permutation(
         ranks ``t`` (or ``-t``) against the maximum of ``t`` (or ``-t``).
     sign_flips : array_like of +-1, shape (n_permutations, n_subjects), optional
         Pre-drawn sign flips used instead of random ones (e.g. to reproduce another tool's
-        draws); ``random_state`` is then unused.
+        draws); ``random_state`` is then unused and the mode is never exhaustive.
+    tail : {"none", "gpd", "gamma"}, default "none"
+        Tail approximation of the max-T (and max-TFCE) null distribution for the p-values
+        above its threshold (:mod:`analysis.permutation_tail`); needs at least 100 flips and
+        is skipped when exhaustive.
 
     Returns
     -------
@@ -131,12 +171,21 @@ def one_sample_permutation(
     ValueError
         On fewer than 2 subjects, a wrong number of dimensions, a mask of the wrong shape or
         empty, non-finite tested values, all tested voxels constant, TFCE on 2-D data,
-        ``n_permutations < 1``, an unknown alternative, or bad ``sign_flips``.
+        ``n_permutations < 1``, an unknown alternative, an unknown tail method or one with
+        fewer than 100 flips, or bad ``sign_flips``.
     """
     values = np.asarray(data, dtype=np.float64)
-    _check_inputs(values, n_permutations, tfce, alternative)
+    _check_inputs(values, n_permutations, tfce, alternative, tail)
     tested = _sanitize_mask(mask, values.shape[1:])
-    flips = _sanitize_sign_flips(sign_flips, n_permutations, values.shape[0], random_state)
+    flips, exhaustive = _sanitize_sign_flips(sign_flips, n_permutations, values.shape[0],
+                                             random_state, alternative)
+    if exhaustive:
+        tail = "none"
+    elif tail != "none" and flips.shape[0] < 100:
+        raise ValueError(f"tail: {tail!r} fits the null maxima and needs at least 100 flips; "
+                         f"got n_permutations={flips.shape[0]}.")
+    # the exact p is at least one over the distinct flips: the floor of fitted p-values
+    floor = 0.5 ** (values.shape[0] - (alternative == "two-sided"))
     samples = values[:, tested]  # (n_subjects, n_tested)
     _check_samples(samples)
 
@@ -152,7 +201,7 @@ def one_sample_permutation(
     # 2. max-T null distribution, chunked over voxels
     normalised = np.divide(samples, norm, out=np.zeros_like(samples), where=norm > 0)
     h0_t = _max_t_null(flips, normalised, alternative)
-    p_fwe = _fwe_p(_oriented(t_obs, alternative), h0_t)
+    p_fwe, fit_t = _corrected_p(_oriented(t_obs, alternative), h0_t, exhaustive, tail, floor)
     fields = {
         "mean": mean,
         "t": t_obs,
@@ -161,7 +210,7 @@ def one_sample_permutation(
         "p_fwe": p_fwe,
     }
     # 3. TFCE and its null distribution
-    h0_tfce = None
+    h0_tfce = fit_tfce = None
     if tfce:
         if not np.all(np.isfinite(t_obs)):
             raise ValueError(
@@ -171,18 +220,23 @@ def one_sample_permutation(
         tfce_obs = _tfce_of(t_obs[np.newaxis], tested, alternative)[0]
         h0_tfce = _max_tfce_null(flips, normalised, tested, alternative)
         fields["tfce"] = tfce_obs
-        fields["p_tfce"] = _fwe_p(np.abs(tfce_obs), h0_tfce)
+        fields["p_tfce"], fit_tfce = _corrected_p(np.abs(tfce_obs), h0_tfce, exhaustive, tail,
+                                                  floor)
     maps = {name: _unmask(v, tested) for name, v in fields.items()}
     return PermutationResult(
         **maps,
         h0_max_t=h0_t,
         n_permutations=flips.shape[0],
         alternative=alternative,
+        exhaustive=exhaustive,
+        tail=tail,
+        tail_fit_t=fit_t,
         h0_max_tfce=h0_tfce,
+        tail_fit_tfce=fit_tfce,
     )
 
 
-def _check_inputs(values, n_permutations, tfce, alternative) -> None:
+def _check_inputs(values, n_permutations, tfce, alternative, tail) -> None:
     if values.ndim not in (2, 4):
         raise ValueError(
             f"data: got an array with shape {values.shape}; expected (n_subjects, n_voxels) "
@@ -203,6 +257,8 @@ def _check_inputs(values, n_permutations, tfce, alternative) -> None:
         )
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative: got {alternative!r}; expected one of {ALTERNATIVES}.")
+    if tail not in TAIL_METHODS:
+        raise ValueError(f"tail: got {tail!r}; expected one of {TAIL_METHODS}.")
 
 
 def _sanitize_mask(mask, shape):
@@ -221,12 +277,32 @@ def _sanitize_mask(mask, shape):
     return mask
 
 
-def _sanitize_sign_flips(sign_flips, n_permutations, n_subjects, random_state):
-    """(n_permutations, n_subjects) float64 of +-1, drawn or checked."""
+def _n_distinct_flips(n_subjects, alternative):
+    """Sign flips giving distinct maxima: 2^(n-1) two-sided (s and -s agree), else 2^n."""
+    return 2 ** (n_subjects - 1) if alternative == "two-sided" else 2**n_subjects
+
+
+def _all_sign_flips(n_subjects, alternative):
+    """Every distinct flip once, (n_flips, n_subjects) float64; the first is all +1.
+
+    Two-sided, the first subject keeps +1 (the other half are the negatives of these).
+    """
+    n_free = n_subjects - 1 if alternative == "two-sided" else n_subjects
+    bits = (np.arange(2**n_free)[:, np.newaxis] >> np.arange(n_free)) & 1
+    flips = 1.0 - 2.0 * bits
+    if alternative == "two-sided":
+        flips = np.hstack([np.ones((flips.shape[0], 1)), flips])
+    return flips
+
+
+def _sanitize_sign_flips(sign_flips, n_permutations, n_subjects, random_state, alternative):
+    """(n_flips, n_subjects) float64 of +-1 (drawn, enumerated or checked) and exhaustive."""
     if sign_flips is None:
+        if _n_distinct_flips(n_subjects, alternative) <= n_permutations:
+            return _all_sign_flips(n_subjects, alternative), True
         rng = np.random.default_rng(random_state)
         draws = rng.integers(0, 2, size=(int(n_permutations), n_subjects), dtype=np.int8)
-        return (2.0 * draws - 1.0).astype(np.float64)
+        return (2.0 * draws - 1.0).astype(np.float64), False
     flips = np.asarray(sign_flips, dtype=np.float64)
     if flips.shape != (n_permutations, n_subjects):
         raise ValueError(
@@ -235,7 +311,7 @@ def _sanitize_sign_flips(sign_flips, n_permutations, n_subjects, random_state):
         )
     if not np.all(np.abs(flips) == 1):
         raise ValueError("sign_flips: got values other than +1 and -1.")
-    return flips
+    return flips, False
 
 
 def _check_samples(samples) -> None:
@@ -313,13 +389,28 @@ def _max_t_null(flips, normalised, alternative):
     return _t_from_correlation(best / np.sqrt(n_subjects), n_subjects)
 
 
-def _fwe_p(observed, null_max):
-    """(1 + #{null >= observed}) / (1 + n_null), ties within a relative 1e-10."""
+def _corrected_p(observed, null_max, exhaustive, tail, floor):
+    """FWE p-values of ``observed`` against ``null_max`` and the tail fit (None without one)."""
+    counted = _fwe_p(observed, null_max, exhaustive)
+    if tail == "none":
+        return counted, None
+    fit = fit_tail(null_max, tail)
+    return tail_p_values(observed, null_max, fit, floor, counted=counted), fit
+
+
+def _fwe_p(observed, null_max, exhaustive=False):
+    """Counted FWE p-values, ties within a relative 1e-10.
+
+    Random draws: ``(1 + #{null >= observed}) / (1 + n_null)``. Exhaustive: the data are one of
+    the flips, so ``#{null >= observed} / n_null``, at least ``1 / n_null``.
+    """
     ordered = np.sort(null_max)
     slack = _TIE_TOLERANCE * np.abs(observed)
     threshold = observed - np.where(np.isfinite(slack), slack, 0.0)
-    n_below = np.searchsorted(ordered, threshold, side="left")
-    return (1.0 + ordered.size - n_below) / (1.0 + ordered.size)
+    n_at_least = ordered.size - np.searchsorted(ordered, threshold, side="left")
+    if exhaustive:
+        return np.maximum(n_at_least, 1) / ordered.size
+    return (1.0 + n_at_least) / (1.0 + ordered.size)
 
 
 def _tfce_of(t_tested, tested, alternative):
