@@ -26,7 +26,7 @@ import pandas as pd
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.sweep.manifest import MANIFEST, read_manifest, recorded_files, sha256
-from counterfactual.sweep.naming import check_seed, diff_name, value_label
+from counterfactual.sweep.naming import check_label, check_seed, diff_name, value_label
 from counterfactual.volume import Volume, read_labels, read_volume
 
 __all__ = ["RunFolder", "load_run", "NOT_VERIFIED"]
@@ -106,9 +106,11 @@ class RunFolder:
             values = tuple(settings["values"])
             subjects = tuple(settings["subjects"])
             seeds = tuple(check_seed(s, f"{where}: settings.seeds") for s in settings["seeds"])
-            reference, attribute = settings["reference"], settings["attribute"]
-            if not isinstance(attribute, str) or not all(isinstance(v, _VALUE) for v in values):
-                raise TypeError("settings.attribute or settings.values")
+            reference = settings["reference"]
+            attribute = check_label(settings["attribute"], "attribute",
+                                    f"{where}: settings.attribute")
+            if not all(isinstance(v, _VALUE) for v in values):
+                raise TypeError("settings.values")
             if reference not in values:
                 raise TypeError("settings.reference")
             items = {}
@@ -173,7 +175,8 @@ class RunFolder:
             raise UserInputError(f"{self.root}: {value!r} is the reference; it has no "
                                  "difference map")
         rel = PurePosixPath(diff_name(subject, self.attribute, value_label(value),
-                                      value_label(self.reference), seed, str(self.root)))
+                                      value_label(self.reference), seed,
+                                      str(self.root / MANIFEST)))
         if rel not in self._records:
             raise UserInputError(f"{self.root / MANIFEST}: records no difference map {rel}; "
                                  "finish the run with cfx sweep --resume")

@@ -147,8 +147,6 @@ def stats(
     _check_destination(destination)
     if folder is not None:  # every volume read is checked against the manifest before any work
         folder.check(_run_files(folder, run_reference, voxelwise))
-        if no_verify:
-            console.print(f"warning: {NOT_VERIFIED}", markup=False)
     # 3. counterfactual statistics of the run
     effects = dose = None
     if folder is not None:
@@ -201,6 +199,8 @@ def stats(
             agreement.to_csv(staged / "concordance.csv", index=False)
             summary["concordance"] = _records(agreement)
         write_json(staged / "summary.json", summary)
+    if no_verify and folder is not None:
+        console.print(f"warning: {NOT_VERIFIED}", markup=False)
     if quiet:
         return
     shown = []
