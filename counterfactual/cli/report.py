@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -38,13 +39,13 @@ from analysis.stats.grid import SweepGrid
 from counterfactual.atomic import staged_dir
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY
+from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.panels import contrast_panel, value_title
 from counterfactual.progress import console, track
+from counterfactual.run_folder import NOT_VERIFIED, RunFolder
 from counterfactual.sweep.generators import KNOWN_MODELS
-from counterfactual.sweep.manifest import read_manifest
-from counterfactual.sweep.naming import diff_name, value_label
-from counterfactual.volume import Volume, read_labels, read_volume
+from counterfactual.sweep.naming import subject_dir, value_label
+from counterfactual.volume import Volume
 
 _STATS = ("regions.csv", "effects.csv", "summary.json")
 _HEADLINE = ("mean", "pd15", "laa950")
@@ -168,32 +169,57 @@ def _audit(run: Path) -> dict | None:
                              "again or remove it") from None
 
 
-class _Run:
-    """The run's files, as the report needs them."""
+@dataclass(frozen=True)
+class _View:
+    """The run as the report shows it (values as text, lungs as the statistics counted them);
+    every file is read through ``folder``."""
 
-    def __init__(self, run: Path, manifest: dict, lung_labels: tuple[int, ...]):
-        self.root, self.manifest = run, manifest
-        settings = manifest["settings"]
-        self.attribute, self.reference = settings["attribute"], str(settings["reference"])
-        self.values = [str(v) for v in settings["values"]]
-        self.seeds, self.subjects = list(settings["seeds"]), list(settings["subjects"])
-        self.lung_labels = lung_labels
-        self.paths = {(i["subject"], i["seed"], str(i["value"])): i["path"]
-                      for i in manifest["items"]}
+    folder: RunFolder
+    lung_labels: tuple[int, ...]
 
-    def ct(self, subject: str, seed: int, value: str):
-        return read_volume(self.root / self.paths[(subject, seed, value)])
+    @property
+    def root(self) -> Path:
+        return self.folder.root
 
-    def diff_path(self, subject: str, value: str, seed: int) -> str:
-        return diff_name(subject, self.attribute, value_label(value), value_label(self.reference),
-                         seed)
+    @property
+    def attribute(self) -> str:
+        return self.folder.attribute
+
+    @property
+    def values(self) -> list[str]:
+        return [str(v) for v in self.folder.values]
+
+    @property
+    def reference(self) -> str:
+        return str(self.folder.reference)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.folder.seeds)
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(self.folder.subjects)
+
+    def ct(self, subject: str, seed: int, value: str) -> Volume:
+        return self.folder.ct(subject, value, seed)
+
+    def diff(self, subject: str, value: str, seed: int) -> Volume:
+        return self.folder.difference(subject, value, seed)
 
     def lung(self, subject: str) -> np.ndarray:
-        mask = read_labels(self.manifest["masks"][subject])
-        return np.isin(mask.data, self.lung_labels)
+        return np.isin(self.folder.mask(subject).data, self.lung_labels)
 
     def contrast(self, value: str) -> str:
         return f"{value_label(value)}-vs-{value_label(self.reference)}"
+
+    def files(self, shown: list[str]) -> list[Path]:
+        """The run files the report may read: every CT of the first seed (histogram, GIFs,
+        background) and the shown subjects' difference maps."""
+        seed = self.seeds[0]
+        return ([self.folder.ct_path(s, v, seed) for s in self.subjects for v in self.values]
+                + [self.folder.difference_path(s, v, k) for s in shown for k in self.seeds
+                   for v in self.values if v != self.reference])
 
 
 def _figure(jobs: list, out: Path, key: str, draw, **extra) -> dict:
@@ -202,7 +228,7 @@ def _figure(jobs: list, out: Path, key: str, draw, **extra) -> dict:
     return {"key": key, "png": f"figures/{key}.png", "pdf": f"figures/{key}.pdf", **extra}
 
 
-def _figures(jobs: list, out: Path, run: _Run, regions: pd.DataFrame, effects: pd.DataFrame,
+def _figures(jobs: list, out: Path, run: _View, regions: pd.DataFrame, effects: pd.DataFrame,
              summary: dict, region: str, shown: list[str]) -> dict:
     figures = {"paired": _figure(jobs, out, "paired_values", lambda: paired_values_figure(
         regions, region, "mean", run.values), region=region, metric="mean")}
@@ -247,7 +273,7 @@ def _dose_rows(summary: dict, region: str) -> list[dict]:
     return sorted(rows, key=lambda r: _HEADLINE.index(r["metric"]))
 
 
-def _dose_figure(regions: pd.DataFrame, effects: pd.DataFrame, dose: dict, run: _Run):
+def _dose_figure(regions: pd.DataFrame, effects: pd.DataFrame, dose: dict, run: _View):
     rows = effects[(effects["region"] == dose["region"]) & (effects["metric"] == dose["metric"])]
     band = rows[["noise_ci_low", "noise_ci_high"]].dropna()
     return dose_response_figure(
@@ -274,18 +300,17 @@ def _noise_figure(grid: SweepGrid, effects: pd.DataFrame, region: str):
     return delta_noise_figure(deltas, noise, intervals, unit=unit, label=f"{region} mean")
 
 
-def _histogram_figure(run: _Run, region: str):
+def _histogram_figure(run: _View, region: str):
     seed = run.seeds[0]
     samples = {value: np.concatenate([run.ct(s, seed, value).data[run.lung(s)]
                                       for s in run.subjects]) for value in run.values}
     return hu_histogram_figure(samples, region=region)
 
 
-def _difference_figure(run: _Run, value: str, shown: list[str]):
+def _difference_figure(run: _View, value: str, shown: list[str]):
     """Seed-averaged difference maps of the shown subjects on the first one's grid."""
-    maps = {s: np.mean([read_volume(run.root / run.diff_path(s, value, k)).data
-                        for k in run.seeds], axis=0) for s in shown}
-    first = read_volume(run.root / run.diff_path(shown[0], value, run.seeds[0]))
+    maps = {s: np.mean([run.diff(s, value, k).data for k in run.seeds], axis=0) for s in shown}
+    first = run.diff(shown[0], value, run.seeds[0])
     same = [s for s in shown if maps[s].shape == first.shape]
     return difference_figure({s: maps[s] for s in same}, first.affine,
                              mask={s: run.lung(s) for s in same})
@@ -300,7 +325,7 @@ def _stat_map(path: Path) -> Volume:
         raise UserInputError(f"{path}: cannot be read ({exc}); run cfx stats again") from None
 
 
-def _stat_figure(run: _Run, stem: Path):
+def _stat_figure(run: _View, stem: Path):
     t = _stat_map(Path(f"{stem}t.nii.gz"))
     p = _stat_map(Path(f"{stem}pfwe.nii.gz")) if Path(f"{stem}pfwe.nii.gz").is_file() else None
     p = None if p is None or p.shape != t.shape else p.data
@@ -330,25 +355,27 @@ def _gif(jobs: list, out: Path, existing: Path, name: str, make) -> str:
     return f"figures/gifs/{name}"
 
 
-def _gifs(jobs: list, out: Path, run: _Run, shown: list[str]) -> dict:
+def _gifs(jobs: list, out: Path, run: _View, shown: list[str]) -> dict:
     seed = run.seeds[0]
     render = run.root / "render"
+    where = str(run.root / "manifest.json")
     rows, panels = [], []
     for subject in shown:
         cells = []
         for value in run.values:
-            stem = Path(run.paths[(subject, seed, value)]).name.removesuffix("_ct.nii.gz")
+            stem = run.folder.ct_path(subject, value, seed).name.removesuffix("_ct.nii.gz")
             name = f"{stem}_axis-{_AXIS}_ct.gif"
-            path = _gif(jobs, out, render / f"sub-{subject}" / name, name,
+            path = _gif(jobs, out, subject_dir(render, subject, where) / name, name,
                         lambda s=subject, v=value: _ct_frames(run.ct(s, seed, v)))
             cells.append({"value": value, "path": path})
         rows.append({"subject": subject, "cells": cells})
         for value in run.values:
             if value == run.reference:
                 continue
-            stem = Path(run.diff_path(subject, value, seed)).name.removesuffix("_diff.nii.gz")
+            stem = run.folder.difference_path(subject, value, seed).name.removesuffix(
+                "_diff.nii.gz")
             name = f"{stem}_axis-{_AXIS}_panel.gif"
-            path = _gif(jobs, out, render / f"sub-{subject}" / name, name,
+            path = _gif(jobs, out, subject_dir(render, subject, where) / name, name,
                         lambda s=subject, v=value: _panel_frames(run, s, seed, v))
             panels.append({"subject": subject, "seed": seed, "value": value, "path": path,
                            "title": f"{value_title(run.attribute, run.reference)} | "
@@ -360,9 +387,9 @@ def _ct_frames(ct) -> np.ndarray:
     return ct_frames(ct.data, ct.affine, _AXIS, _WINDOW, _SIZE)
 
 
-def _panel_frames(run: _Run, subject: str, seed: int, value: str) -> np.ndarray:
+def _panel_frames(run: _View, subject: str, seed: int, value: str) -> np.ndarray:
     """The reference | counterfactual | difference animation, as cfx render makes it."""
-    diff = read_volume(run.root / run.diff_path(subject, value, seed))
+    diff = run.diff(subject, value, seed)
     return contrast_panel(run.ct(subject, seed, run.reference), run.ct(subject, seed, value), diff,
                           run.lung(subject), run.attribute, value, run.reference, _AXIS, _WINDOW,
                           _SIZE)
@@ -390,6 +417,13 @@ def report(
     out: Path | None = typer.Option(None, "--out",
                                     help="Report folder (default RUN/report/<template>)."),
     subjects: int = typer.Option(4, "--subjects", help="Subjects shown in GIFs and maps."),
+    include: list[Path] = typer.Option(
+        [], "--include", help="A file a user template may include, as user/<file name> "
+                              "(repeatable); no other file of yours is readable."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    no_verify: bool = typer.Option(False, "--no-verify",
+                                   help="Read the run's volumes without checking them against "
+                                        "the sha256 its manifest recorded (said in the output)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or closing message."),
 ) -> None:
     """Write index.html, report.md, figures/ and tables/ for a run with statistics."""
@@ -398,26 +432,30 @@ def report(
     except TemplateError as exc:
         raise UserInputError(str(exc)) from None
     try:
-        check_template(template, templates)
+        check_template(template, templates, includes=include)
     except TemplateError as exc:
         raise UserInputError(f"--{exc}") from None  # messages start "template: <value>"
     if subjects < 1:
         raise UserInputError(f"--subjects: must be >= 1, got {subjects}")
-    manifest = read_manifest(run)
+    folder = RunFolder.open(run, DEFAULT_VOCABULARY if labels is None
+                            else load_vocabulary(labels), verify=not no_verify)
+    manifest = folder.manifest
     regions, effects, summary = _read_stats(run)
     out = run / "report" / _template_name(template) if out is None else out
     _check_out(out, run)
 
-    labels = summary.get("regions", {})
+    stats_labels = summary.get("regions", {})
     region = "lung" if "lung" in set(effects["region"]) else str(effects["region"].iloc[0])
-    lung_labels = tuple(labels.get("lung", DEFAULT_VOCABULARY.region_labels("lung")))
-    info = _Run(run, manifest, lung_labels)
+    lung_labels = tuple(stats_labels.get("lung", folder.labels.region_labels("lung")))
+    info = _View(folder, lung_labels)
     shown = info.subjects[:subjects]
+    folder.check(info.files(shown))  # every volume it reads, before anything is written
     order = {m: i for i, m in enumerate(_HEADLINE)}
     headline = effects[(effects["region"] == region) & effects["metric"].isin(_HEADLINE)]
     headline = headline.sort_values("metric", key=lambda m: m.map(order), kind="stable")
-    prompts = [{"value": str(i["value"]), "text": i["prompt"]} for i in manifest["items"]
-               if i["subject"] == info.subjects[0] and i["seed"] == info.seeds[0]]
+    prompts = [{"value": value, "text": folder.item(info.subjects[0], value,
+                                                    info.seeds[0])["prompt"]}
+               for value in info.values]
     model = manifest.get("model", {})
     context = {
         "title": f"{info.attribute}: {' vs '.join(info.values)}",
@@ -438,7 +476,7 @@ def report(
         "specificity_ratio": summary["specificity_ratio"],
         "dose": _dose_rows(summary, region),
         "effects": _records(effects), "voxelwise": summary.get("voxelwise", {}),
-        "audit": _audit(run),
+        "audit": _audit(run), "verified": not no_verify,
     }
     with staged_dir(out, replace=True) as tmp:
         jobs: list = []  # figures and GIFs, drawn after the templates rendered (fail fast)
@@ -446,10 +484,12 @@ def report(
         context["gifs"] = _gifs(jobs, tmp, info, shown)
         context["tables"] = _tables(tmp, run, headline)
         try:
-            render_report(tmp, context, template, templates)
+            render_report(tmp, context, template, templates, includes=include)
         except TemplateError as exc:
             raise UserInputError(str(exc)) from None
         for job in track(jobs, "report", quiet=quiet):
             job()
+    if no_verify:
+        console.print(f"warning: {NOT_VERIFIED}", markup=False)
     if not quiet:
         console.print(f"report written to {out / 'index.html'}")
