@@ -18,7 +18,8 @@ ICLR 2023), adapted to mask-conditioned 3D generation, :func:`run_audit` reads a
 
     {
       "format": "cfx-audit/2", "cfx_version": str, "created": ISO time,
-      "run": path, "attribute": str, "values": [...], "reference": value, "seeds": [int],
+      "run": path, "verified": bool (false with --no-verify), "attribute": str,
+      "values": [...], "reference": value, "seeds": [int],
       "subjects": int, "model": {"name": str, "content_hash": str[, "folder": path]},
       "run_cohort": path, "predictor_cohort": path or null,
       "verdict": "pass" | "warn" | "fail",
@@ -166,10 +167,10 @@ from counterfactual.phantom import PhantomOracle, score_difference
 from counterfactual.phantom.oracle import TRUTH_FILE
 from counterfactual.progress import track
 from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from counterfactual.run_folder import RunFolder
 from counterfactual.sweep.executors import DEVICES, configure
 from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
-from counterfactual.sweep.manifest import read_manifest, write_json
-from counterfactual.sweep.naming import diff_name, value_label
+from counterfactual.sweep.manifest import write_json
 from counterfactual.volume import check_same_grid, read_labels, read_volume, write_volume
 
 __all__ = ["AUDIT_FORMAT", "AUDIT_FOLDER", "CRITERIA", "AuditConfig", "run_audit"]
@@ -209,6 +210,9 @@ class AuditConfig:
     device : str
         ``auto``, ``cpu`` or ``cuda``, for a learned model's regeneration (another device than
         the run's may differ by floating-point rounding).
+    verify : bool
+        Check every run volume against the sha256 its manifest recorded before the audit reads
+        it (``False``: ``--no-verify``, recorded as ``"verified": false`` in ``audit.json``).
     quiet : bool
         No progress or notes on stderr.
     """
@@ -222,35 +226,8 @@ class AuditConfig:
     penalty: float = 1.0
     specificity_ratio: float = DEFAULT_SPECIFICITY_RATIO
     device: str = "auto"
+    verify: bool = True
     quiet: bool = False
-
-
-@dataclass(frozen=True)
-class _Run:
-    """A run folder's manifest, read and indexed."""
-
-    folder: Path
-    manifest: dict
-    attribute: str
-    values: list
-    reference: object
-    seeds: list[int]
-    subjects: list[str]
-    model: dict  # name, content_hash, folder (checkpoint models)
-    items: dict  # (subject, seed, value label) -> manifest item
-
-    def item(self, subject: str, seed: int, value) -> dict:
-        return self.items[subject, seed, value_label(value)]
-
-    def ct(self, subject: str, seed: int, value) -> np.ndarray:
-        return read_volume(self.folder / self.item(subject, seed, value)["path"]).data
-
-    def diff_path(self, subject: str, seed: int, value) -> Path:
-        return self.folder / diff_name(subject, self.attribute, value_label(value),
-                                       value_label(self.reference), seed)
-
-    def mask_path(self, subject: str) -> str:
-        return self.manifest["masks"][subject]
 
 
 def _criterion(status: str, metrics: dict | None = None, notes: list | None = None,
@@ -268,39 +245,22 @@ def _metric(value, unit: str, **extra) -> dict:
     return {"value": number, "unit": unit, **extra}
 
 
-def _open_run(folder: Path) -> _Run:
-    manifest = read_manifest(folder)
-    if not manifest.get("complete"):
-        raise UserInputError(f"{folder}: the sweep is incomplete; finish it with cfx sweep "
-                             "--resume before auditing it")
-    try:
-        settings = manifest["settings"]
-        items = {(i["subject"], i["seed"], value_label(i["value"])): i
-                 for i in manifest["items"]}
-        run = _Run(folder, manifest, settings["attribute"], list(settings["values"]),
-                   settings["reference"], list(settings["seeds"]), list(settings["subjects"]),
-                   {key: manifest["model"][key] for key in ("name", "content_hash", "folder")
-                    if key in manifest["model"]}, items)
-        for subject in run.subjects:
-            run.mask_path(subject)
-            for seed in run.seeds:
-                for value in run.values:
-                    run.item(subject, seed, value)
-    except (KeyError, TypeError) as exc:
-        raise UserInputError(f"{folder / 'manifest.json'}: missing entry {exc}; the manifest was "
-                             "not written by cfx sweep or was edited") from None
-    return run
-
-
-def _run_cohort(run: _Run) -> Cohort:
-    source = Path(run.manifest["settings"]["cohort"])
-    if not source.exists():
-        raise UserInputError(f"{run.folder}: the run's cohort {source} no longer exists; the "
+def _run_cohort(run: RunFolder) -> Cohort:
+    """The cohort the run was made from (the audit regenerates from it)."""
+    if not run.cohort.exists():
+        raise UserInputError(f"{run.root}: the run's cohort {run.cohort} no longer exists; the "
                              "audit regenerates from it (put it back at that path)")
-    return load_cohort(source)
+    return load_cohort(run.cohort)
 
 
-def _own_value(record: dict, run: _Run, vocabulary: AttributeVocabulary):
+def _run_files(run: RunFolder) -> list[Path]:
+    """Every CT and difference map of the run: the criteria read them all."""
+    keys = [(s, v, k) for s in run.subjects for k in run.seeds for v in run.values]
+    return ([run.ct_path(*key) for key in keys]
+            + [run.difference_path(*key) for key in keys if key[1] != run.reference])
+
+
+def _own_value(record: dict, run: RunFolder, vocabulary: AttributeVocabulary):
     """The subject's canonical recorded value, or None when missing or not allowed."""
     if run.attribute not in record:
         return None
@@ -310,7 +270,7 @@ def _own_value(record: dict, run: _Run, vocabulary: AttributeVocabulary):
         return None
 
 
-def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
+def _template(run: RunFolder, config: AuditConfig) -> PromptTemplate:
     recorded = run.manifest.get("prompt_template", {})
     if config.template is not None:
         template = config.template
@@ -325,7 +285,7 @@ def _template(run: _Run, config: AuditConfig) -> PromptTemplate:
     return template
 
 
-def _regenerator(run: _Run, cohort: Cohort, config: AuditConfig):
+def _regenerator(run: RunFolder, cohort: Cohort, config: AuditConfig):
     """The run's model, loaded to regenerate with the run's sampling, or None and why not."""
     model = run.model
     where = config.model or model.get("folder") or model["name"]
@@ -349,13 +309,13 @@ def _regenerator(run: _Run, cohort: Cohort, config: AuditConfig):
     return generator, ""
 
 
-def _start_value(run: _Run, subject, config: AuditConfig):
+def _start_value(run: RunFolder, subject, config: AuditConfig):
     """The subject's own value when it was swept, else the reference; and which it is."""
     own = _own_value(subject.record, run, config.attributes)
     return (own, "own") if own in run.values else (run.reference, "reference")
 
 
-def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
+def _composition(run: RunFolder, cohort: Cohort, config: AuditConfig,
                  generator) -> tuple[dict, list[dict]]:
     notes = []
     template = _template(run, config)
@@ -364,19 +324,19 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
     for subject_id in track(run.subjects, "audit: composition", quiet=config.quiet):
         subject = cohort.subject(subject_id)
         value, source = _start_value(run, subject, config)
-        item = run.item(subject_id, seed, value)
+        item = run.item(subject_id, value, seed)
         record = edit_record(subject.record, run.attribute, value, config.attributes)
         prompt = template.render(record, f"subject {subject_id}")
         if prompt != item["prompt"]:
-            raise UserInputError(f"{run.folder}: subject {subject_id}'s prompt is now {prompt!r} "
+            raise UserInputError(f"{run.root}: subject {subject_id}'s prompt is now {prompt!r} "
                                  f"but the run used {item['prompt']!r}; give the run's "
                                  "--attributes and --template")
-        mask = read_labels(run.mask_path(subject_id), config.labels)
+        mask = run.mask(subject_id)
         volume = generator.generate(subject, mask, run.attribute,
                                     [Request(value, record, prompt, template.phrases(record))],
                                     item["noise_seed"])[0]
         distance = volume_distance(np.asarray(volume, np.float32),
-                                   run.ct(subject_id, seed, value))
+                                   run.ct(subject_id, value, seed).data)
         rows.append({"subject": subject_id, "seed": seed, "value": value,
                      "source": source,
                      "mean_abs_hu": distance.mean_abs, "max_abs_hu": distance.max_abs})
@@ -403,14 +363,14 @@ def _composition(run: _Run, cohort: Cohort, config: AuditConfig,
     return _criterion("measured", metrics, notes, composition_verdict(null_mean, scale)), rows
 
 
-def _seed_distances(run: _Run, quiet: bool) -> list:
+def _seed_distances(run: RunFolder, quiet: bool) -> list:
     distances = []
     if len(run.seeds) < 2:
         return distances
     for subject in track(run.subjects, "audit: seed-to-seed", quiet=quiet):
         for value in run.values:
-            first = run.ct(subject, run.seeds[0], value)
-            distances += [volume_distance(run.ct(subject, seed, value), first)
+            first = run.ct(subject, value, run.seeds[0]).data
+            distances += [volume_distance(run.ct(subject, value, seed).data, first)
                           for seed in run.seeds[1:]]
     return distances
 
@@ -439,7 +399,7 @@ def _features(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, vocabulary
         raise UserInputError(f"{source}: {exc}") from None
 
 
-def _training_set(cohort: Cohort, run: _Run, config: AuditConfig, classes) -> tuple:
+def _training_set(cohort: Cohort, run: RunFolder, config: AuditConfig, classes) -> tuple:
     """Features and targets of the predictor cohort's real CTs, with notes on who was left out."""
     rows, targets, notes, unusable = [], [], [], 0
     for subject in track(list(cohort), "audit: predictor features", quiet=config.quiet):
@@ -460,7 +420,7 @@ def _training_set(cohort: Cohort, run: _Run, config: AuditConfig, classes) -> tu
     return features, targets, notes
 
 
-def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
+def _effectiveness(run: RunFolder, cohort: Cohort | None, skip_reason: str,
                    config: AuditConfig) -> tuple[dict, list[dict]]:
     if cohort is None:
         return _criterion("skipped", notes=[skip_reason]), []
@@ -484,12 +444,11 @@ def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
              fit_logistic(features, targets, classes, config.penalty))
     keys, test = [], []
     for subject in track(run.subjects, "audit: effectiveness", quiet=config.quiet):
-        mask = read_labels(run.mask_path(subject), config.labels)
+        mask = run.mask(subject)
         for seed in run.seeds:
             for value in run.values:
-                path = run.folder / run.item(subject, seed, value)["path"]
-                ct = read_volume(path)
-                test.append(_features(ct.data, mask.data, ct.affine, config.labels, str(path)))
+                ct = run.ct(subject, value, seed)
+                test.append(_features(ct.data, mask.data, ct.affine, config.labels, ct.source))
                 keys.append({"subject": subject, "seed": seed, "value": value})
     test = np.array(test)
     truth = [k["value"] for k in keys]
@@ -529,18 +488,18 @@ def _effectiveness(run: _Run, cohort: Cohort | None, skip_reason: str,
     return _criterion("measured", metrics | size, notes, verdict), rows
 
 
-def _differences(run: _Run, config: AuditConfig,
+def _differences(run: RunFolder, config: AuditConfig,
                  oracle: PhantomOracle | None) -> tuple[list, list[dict]]:
     """Locality (and oracle scores) of every difference map; the localities with their value."""
     parts, rows = [], []
     for subject in track(run.subjects, "audit: difference maps", quiet=config.quiet):
-        source = run.mask_path(subject)
-        lung = config.labels.region_mask(read_labels(source, config.labels).data, "lung", source)
+        mask = run.mask(subject)
+        lung = config.labels.region_mask(mask.data, "lung", mask.source)
         for seed in run.seeds:
             for value in run.values:
                 if value == run.reference:
                     continue
-                difference = read_volume(run.diff_path(subject, seed, value)).data
+                difference = run.difference(subject, value, seed).data
                 part = change_locality(difference, lung)
                 parts.append((value, part))
                 row = {"subject": subject, "seed": seed, "value": value,
@@ -561,7 +520,7 @@ def _differences(run: _Run, config: AuditConfig,
     return parts, rows
 
 
-def _minimality(run: _Run, parts: list, rows: list[dict], specificity_ratio: float) -> dict:
+def _minimality(run: RunFolder, parts: list, rows: list[dict], specificity_ratio: float) -> dict:
     pooled = pool_locality(part for _, part in parts)
     contrasts = [value for value in run.values if value != run.reference]
     per_contrast = [pool_locality(part for v, part in parts if v == value)
@@ -623,7 +582,7 @@ def _oracle_agreement(oracle: PhantomOracle | None, rows: list[dict]) -> dict:
         notes, verdict)
 
 
-def _reversibility(run: _Run, cohort: Cohort, config: AuditConfig,
+def _reversibility(run: RunFolder, cohort: Cohort, config: AuditConfig,
                    generator) -> tuple[dict, list[dict]]:
     """Edit each real CT to another value (the run's counterfactual) and back to its own, at the
     run's strength and noise, against the edit of the real CT to its own value (the floor)."""
@@ -644,16 +603,16 @@ def _reversibility(run: _Run, cohort: Cohort, config: AuditConfig,
         start, _ = _start_value(run, subject, config)
         other = next(v for v in run.values if v != start)
         record = edit_record(subject.record, run.attribute, start, config.attributes)
-        mask = read_labels(run.mask_path(subject_id), config.labels)
+        mask = run.mask(subject_id)
         with tempfile.TemporaryDirectory(prefix="cfx-audit-") as scratch:
             edited = write_volume(Path(scratch) / "edited.nii.gz",
-                                  run.ct(subject_id, seed, other), mask.affine)
+                                  run.ct(subject_id, other, seed).data, mask.affine)
             back = generator.generate(dataclasses.replace(subject, ct=edited), mask,
                                       run.attribute, [Request.build(start, record, template)],
-                                      run.item(subject_id, seed, start)["noise_seed"])[0]
+                                      run.item(subject_id, start, seed)["noise_seed"])[0]
         real = read_volume(subject.ct).data
         round_trip = volume_distance(np.asarray(back, np.float32), real)
-        floor = volume_distance(run.ct(subject_id, seed, start), real)
+        floor = volume_distance(run.ct(subject_id, start, seed).data, real)
         rows.append({"subject": subject_id, "seed": seed, "start": start, "via": other,
                      "round_trip_mean_abs_hu": round_trip.mean_abs,
                      "own_edit_mean_abs_hu": floor.mean_abs})
@@ -709,7 +668,9 @@ def run_audit(config: AuditConfig,
                              f"{config.specificity_ratio}")
     if config.device not in DEVICES:
         raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
-    run = _open_run(config.run)
+    run = RunFolder.open(config.run, config.labels, verify=config.verify)
+    run.require_complete(" before auditing it")
+    run.check(_run_files(run))  # every volume the criteria read matches the manifest
     cohort = _run_cohort(run)
     predictor_cohort, skip_reason = _predictor_cohort(config, cohort)
     if skip_reason and note is not None:
@@ -737,8 +698,9 @@ def run_audit(config: AuditConfig,
     audit = {
         "format": AUDIT_FORMAT, "cfx_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run": str(run.folder), "attribute": run.attribute, "values": run.values,
-        "reference": run.reference, "seeds": run.seeds, "subjects": len(run.subjects),
+        "run": str(run.root), "verified": config.verify, "attribute": run.attribute,
+        "values": list(run.values), "reference": run.reference, "seeds": list(run.seeds),
+        "subjects": len(run.subjects),
         "model": run.model,
         "run_cohort": str(cohort.source),
         "predictor_cohort": None if predictor_cohort is None else str(predictor_cohort.source),
@@ -746,7 +708,7 @@ def run_audit(config: AuditConfig,
         "criteria": _finite(criteria),
         "files": ["audit.json", *(name for name, rows in tables.items() if rows)],
     }
-    with staged_dir(run.folder / AUDIT_FOLDER, replace=True) as out:
+    with staged_dir(run.root / AUDIT_FOLDER, replace=True) as out:
         for name, rows in tables.items():
             if rows:
                 pd.DataFrame(rows).to_csv(out / name, index=False)

@@ -19,6 +19,7 @@ from counterfactual.cli.app import app
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.progress import console
 from counterfactual.prompts import load_template
+from counterfactual.run_folder import NOT_VERIFIED
 
 
 @app.command()
@@ -46,6 +47,10 @@ def audit(
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
     template: Path | None = typer.Option(None, "--template",
                                          help="The sweep's prompt template, if it has moved."),
+    no_verify: bool = typer.Option(False, "--no-verify",
+                                   help="Read the run's volumes without checking them against "
+                                        "the sha256 its manifest recorded (said in the output "
+                                        "and in audit.json)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or table."),
 ) -> None:
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
@@ -53,7 +58,7 @@ def audit(
     RUN/audit/audit.json and per-item tables. With --strict, exits 1 on any failing criterion."""
     config = AuditConfig(
         run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
-        specificity_ratio=specificity_ratio,
+        specificity_ratio=specificity_ratio, verify=not no_verify,
         attributes=DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes),
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         template=None if template is None else load_template(template))
@@ -66,6 +71,8 @@ def audit(
             out.print(line, highlight=False, soft_wrap=True)
         for line in _notes(result):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if no_verify:
+        console.print(f"warning: {NOT_VERIFIED}", markup=False)
     if strict and result["verdict"] == FAIL:
         failing = [name for name in CRITERIA if result["criteria"][name]["verdict"] == FAIL]
         if not quiet:
