@@ -87,6 +87,8 @@ class PermutationResult:
         can be fewer than asked).
     alternative : str
         One of ``ALTERNATIVES``.
+    n_subjects : int
+        Number of subjects (the t statistic has ``n_subjects - 1`` degrees of freedom).
     exhaustive : bool
         True when every distinct sign flip was enumerated once and the p-values are exact.
     tail : str
@@ -111,6 +113,7 @@ class PermutationResult:
     h0_max_t: np.ndarray
     n_permutations: int
     alternative: str
+    n_subjects: int
     exhaustive: bool = False
     tail: str = "none"
     tail_fit_t: TailFit | None = None
@@ -228,6 +231,7 @@ def one_sample_permutation(
         h0_max_t=h0_t,
         n_permutations=flips.shape[0],
         alternative=alternative,
+        n_subjects=n_subjects,
         exhaustive=exhaustive,
         tail=tail,
         tail_fit_t=fit_t,

@@ -26,6 +26,7 @@ __all__ = [
     "read_volume",
     "read_labels",
     "write_volume",
+    "write_stat_map",
     "check_same_grid",
     "check_affine",
     "AFFINE_TOLERANCE_MM",
@@ -313,4 +314,42 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
                 img.to_file_map(img.make_file_map({"image": fh}))
         else:
             nib.save(img, tmp)
+    return path
+
+
+def write_stat_map(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *,
+                   intent: str = "none", intent_params: tuple = (),
+                   intent_name: str = "") -> Path:
+    """Write a statistic map as float32 NIfTI with its intent code, atomically.
+
+    Parameters
+    ----------
+    path : path
+        Ending in ``.nii`` or ``.nii.gz``.
+    data : ndarray, shape (n_x, n_y, n_z)
+        The statistic; NaN is kept (viewers show it as empty), infinities are refused.
+    affine : ndarray, shape (4, 4)
+        RAS affine of the source grid.
+    intent : str, default "none"
+        nibabel's name of the NIfTI intent code, e.g. "t test", "p value", "estimate".
+    intent_params : tuple of float
+        The intent's parameters, e.g. ``(dof,)`` for "t test".
+    intent_name : str
+        At most 16 characters.
+    """
+    path = Path(path)
+    if _suffix(path) not in _NIFTI:
+        raise UserInputError(f"{path}: output must end in .nii or .nii.gz")
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3:
+        raise ValueError(f"data must be 3D, got shape {data.shape}")
+    if np.isinf(data).any():
+        raise ValueError(f"{path.name}: infinite values; write NaN or a finite value instead")
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_intent(intent, tuple(intent_params), name=intent_name)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    with atomic_path(path, suffix=_suffix(path)) as tmp:
+        nib.save(img, tmp)
     return path

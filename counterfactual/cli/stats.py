@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -34,14 +35,10 @@ from rich.table import Table
 from analysis.controls import CONTROL_REGIONS, control_labels
 from analysis.permutation import one_sample_permutation
 from analysis.regions import ZONES, RegionItem, region_table
+from analysis.statmaps import StatMap, stat_maps
 from analysis.stats.dose_response import PER_DECADE, dose_response
 from analysis.stats.observational import cohort_effects, concordance
-from analysis.stats.specificity import (
-    CONTROLS_JUDGED,
-    DEFAULT_RATIO,
-    specificity_table,
-    verdict,
-)
+from analysis.stats.specificity import DEFAULT_RATIO, beside_controls, specificity_table
 from counterfactual.atomic import staged_dir
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
 from counterfactual.cli.app import app
@@ -57,12 +54,11 @@ from counterfactual.volume import (
     check_same_grid,
     read_labels,
     read_volume,
-    write_volume,
+    write_stat_map,
 )
 
 _HEADLINE = ("mean", "pd15", "laa950")
 _FORMAT = "cfx-stats/1"
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # t of a voxel constant across subjects
 
 
 @app.command()
@@ -88,7 +84,13 @@ def stats(
                                    "--cohort, the run's cohort supplies the real CTs."),
     voxelwise: bool = typer.Option(False, "--voxelwise", help="Sign-flip permutation maps "
                                                               "of the run."),
-    permutations: int = typer.Option(5000, "--permutations", help="Sign flips for voxel maps."),
+    permutations: int = typer.Option(5000, "--permutations", help="Sign flips for voxel maps "
+                                                                  "(all distinct ones, exact, "
+                                                                  "when they are fewer)."),
+    tail: Literal["none", "gamma", "gpd"] = typer.Option(
+        "none", "--tail", help="Fit a tail to the permutation maxima (max-T and TFCE) for "
+                               "FWE p-values below 1/permutations; counting when the fit is "
+                               "poor (needs >= 100 permutations)."),
     tfce: bool = typer.Option(False, "--tfce", help="Also TFCE with its own FWE p-map "
                                                     "(needs --voxelwise)."),
     specificity_ratio: float = typer.Option(
@@ -189,7 +191,7 @@ def stats(
                         "controls": _records(control_effects)}
             if voxelwise:
                 summary["voxelwise"] = _voxelwise(folder, staged, regions, run_reference,
-                                                  permutations, tfce, quiet)
+                                                  permutations, tfce, quiet, tail)
         if observed is not None:
             cohort_table.to_csv(staged / "cohort_regions.csv", index=False)
             observed.to_csv(staged / "observational.csv", index=False)
@@ -324,17 +326,8 @@ def _dose_response(table: pd.DataFrame, controls: pd.DataFrame, attribute: str, 
         control_dose = dose_response(controls, **options)
     except ValueError as exc:
         raise UserInputError(f"dose-response of {attribute}: {exc}") from None
-    shown = ["slope", "slope_ci_low", "slope_ci_high"]
-    for region in pd.unique(control_dose["region"]):
-        block = control_dose.loc[control_dose["region"] == region, ["metric", *shown]]
-        prefix = region.replace("-", "_") + "_"
-        dose = dose.merge(block.rename(columns={c: prefix + c for c in shown}), on="metric",
-                          how="left")
-    judged = [[f"{c.replace('-', '_')}_{s}" for s in shown] for c in CONTROLS_JUDGED
-              if f"{c.replace('-', '_')}_slope" in dose]
-    dose["verdict"] = [verdict(tuple(row[shown]), [tuple(row[j]) for j in judged], ratio)
-                       if row["unit"] in ("HU", "%") else "n/a" for _, row in dose.iterrows()]
-    return dose
+    return beside_controls(dose, control_dose, ["slope", "slope_ci_low", "slope_ci_high"],
+                           ["metric"], ratio)
 
 
 def _anchor(path: Path | None, fallback: Volume, mask: Volume) -> Volume:
@@ -347,11 +340,13 @@ def _anchor(path: Path | None, fallback: Volume, mask: Volume) -> Volume:
 
 
 def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutations: int,
-               tfce: bool, quiet: bool) -> dict:
+               tfce: bool, quiet: bool, tail: str = "none") -> dict:
     """Sign-flip maps of every value vs ``reference`` over the union of the subjects' regions.
 
     Subjects are streamed: one volume is read at a time and only the tested voxels of each
-    subject's seed-averaged difference are kept.
+    subject's seed-averaged difference are kept. Each map is written viewer-ready with its
+    NIfTI intent and a JSON sidecar (:mod:`analysis.statmaps`: NaN t plus an ``exact`` map where
+    t is infinite, -log10 p maps).
     """
     attribute, subjects, seeds = run.attribute, list(run.subjects), run.seeds
     members = sorted({label for labels in regions.values() for label in labels})
@@ -381,25 +376,57 @@ def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutatio
             data = samples
         try:
             result = one_sample_permutation(data, n_permutations=n_permutations, tfce=tfce,
-                                            mask=tested if tfce else None, random_state=0)
+                                            mask=tested if tfce else None, random_state=0,
+                                            tail=tail)
         except ValueError as exc:
             raise UserInputError(f"--voxelwise: {exc}") from None
         contrast = f"{value_label(value)}-vs-{value_label(reference)}"
-        names = {"mean": result.mean, "t": result.t, "pfwe": result.p_fwe, "qfdr": result.q_fdr}
-        if tfce:
-            names |= {"tfce": result.tfce, "ptfce": result.p_tfce}
-        for stat, values in names.items():
-            untested = 1.0 if stat.startswith(("p", "q")) else 0.0  # p = 1: nothing found there
-            volume = values if tfce else _unmask(values, tested)
-            finite = np.nan_to_num(volume, nan=untested, posinf=_FLOAT32_MAX,
-                                   neginf=-_FLOAT32_MAX)
-            write_volume(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat}.nii.gz",
-                         finite.astype(np.float32), grid.affine)
-        maps[contrast] = {"voxels_tested": int(tested.sum()), "permutations": n_permutations,
-                          "voxels_fwe_05": int(np.sum(result.p_fwe < 0.05))}
-        if tfce:
-            maps[contrast]["voxels_tfce_fwe_05"] = int(np.sum(result.p_tfce < 0.05))
+        described = (f"{attribute} {value} - {reference}, per subject, averaged over "
+                     f"{len(seeds)} seed(s)")
+        written = stat_maps(result, tested, description=described)
+        for stat_map in written:
+            _write_stat_map(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat_map.stat}",
+                            stat_map, grid.affine)
+        maps[contrast] = _voxelwise_summary(result, written, n_permutations)
+        if not quiet:
+            console.print(f"voxel maps {contrast}: {_flips_line(result)}", markup=False)
     return maps
+
+
+def _write_stat_map(stem: Path, stat_map: StatMap, affine: np.ndarray) -> None:
+    """``stem.nii.gz`` with the map's intent and ``stem.json`` with its sidecar."""
+    write_stat_map(stem.with_name(stem.name + ".nii.gz"), stat_map.values, affine,
+                   intent=stat_map.intent, intent_params=stat_map.intent_params,
+                   intent_name=stat_map.intent_name)
+    write_json(stem.with_name(stem.name + ".json"), stat_map.sidecar)
+
+
+def _voxelwise_summary(result, written: list[StatMap], n_permutations: int) -> dict:
+    """summary.json's entry for one contrast: flips, exhaustive or not, tail, counts."""
+    t_sidecar = next(m.sidecar for m in written if m.stat == "t")
+    entry = {"voxels_tested": t_sidecar["voxels_tested"],
+             "voxels_exact": t_sidecar["voxels_exact"],
+             "permutations": result.n_permutations, "permutations_requested": n_permutations,
+             "exhaustive": result.exhaustive, "tail": result.tail,
+             "tail_fit_accepted": None if result.tail_fit_t is None
+             else result.tail_fit_t.accepted,
+             "voxels_fwe_05": int(np.sum(result.p_fwe < 0.05)),
+             "maps": [m.stat for m in written]}
+    if result.tfce is not None:
+        entry["voxels_tfce_fwe_05"] = int(np.sum(result.p_tfce < 0.05))
+    return entry
+
+
+def _flips_line(result) -> str:
+    """How the sign flips were made, for the terminal."""
+    if result.exhaustive:
+        return (f"all {result.n_permutations} distinct sign flips of {result.n_subjects} "
+                "subjects enumerated (exhaustive, exact p-values)")
+    line = f"{result.n_permutations} random sign flips"
+    if result.tail_fit_t is not None:
+        line += (f", {result.tail} tail fit " + ("accepted" if result.tail_fit_t.accepted else
+                                                 "rejected: p-values counted"))
+    return line
 
 
 def _check_finite_t(samples: np.ndarray) -> None:
@@ -416,12 +443,6 @@ def _check_common_grid(grid, volume, first: str, subject: str) -> None:
         raise UserInputError(f"--voxelwise: subject {subject} is on another grid than {first}; "
                              "voxelwise tests need subjects on a common grid (register them "
                              "first)")
-
-
-def _unmask(values: np.ndarray, tested: np.ndarray) -> np.ndarray:
-    volume = np.full(tested.shape, np.nan)
-    volume[tested] = values
-    return volume
 
 
 # --- the cohort's real CTs --------------------------------------------------------------------
@@ -579,8 +600,8 @@ def _effects_table(effects: pd.DataFrame, attribute: str,
     if not several:
         title = f"{attribute}: {rows['value'].iloc[0]} - {rows['reference'].iloc[0]}, paired Δ"
     ratio = rows["specificity_ratio"].iloc[0]
-    caption = (f"verdict: 'specific' when body and outside-body air stay below {ratio:.0%} of "
-               "Δ (next table)\n")
+    caption = (f"verdict: specific = body and outside air stay below {ratio:.0%} of Δ "
+               "(table below)\n")
     caption += ("noise floor: seed-vs-seed Δ at equal value, ± half its 95 % CI" if n_seeds > 1
                 else "noise floor: the run has one seed; sweep with --seeds 0,1,... to measure it")
     noted = int((rows["note"] != "").sum())
