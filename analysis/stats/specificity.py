@@ -21,8 +21,10 @@ global shift     the target's CI excludes 0 and every control moves with it: sam
 leaky            the target's CI excludes 0 and neither of the above holds; or the target's CI
                  holds 0 while a control's CI excludes 0 (change only where it should not be)
 no effect        the target's CI and every control's CI hold 0
-n/a              a CI is undefined, or the metric is a size (``n_voxels``, ``volume``), which
-                 the generator cannot change
+n/a              a CI is undefined, or the metric is not in HU: a size (``n_voxels``,
+                 ``volume``) the generator cannot change, or a share of voxels past a lung
+                 threshold (``laa950``, ``band900_750``), which means something else in air
+                 at -1000 HU or in soft tissue; judge those rows by the HU rows of the region
 ================ ============================================================================
 
 The *shift-adjusted* effect is the paired statistic of the per-subject difference
@@ -42,8 +44,10 @@ from analysis.stats.effects import effect_table
 __all__ = [
     "CONTROLS_JUDGED",
     "DEFAULT_RATIO",
+    "JUDGED_UNITS",
     "VERDICTS",
     "adjusted_table",
+    "beside_controls",
     "specificity_table",
     "verdict",
 ]
@@ -51,7 +55,7 @@ __all__ = [
 DEFAULT_RATIO = 0.25
 CONTROLS_JUDGED = ("outside-body", "body")
 VERDICTS = ("specific", "global shift", "leaky", "no effect", "n/a")
-_JUDGED_UNITS = ("HU", "%")
+JUDGED_UNITS = ("HU",)
 _ADJUSTED_BY = "body"
 
 
@@ -172,19 +176,48 @@ def specificity_table(
     adjusted = effect_table(adjusted_table(table, controls), reference, mixed=False, **settings)
     keys = ["value", "region", "metric"]
     shown = ["estimate", "ci_low", "ci_high"]
-    for region in pd.unique(control_effects["region"]):
-        block = control_effects.loc[control_effects["region"] == region, ["value", "metric",
-                                                                          *shown]]
-        prefix = region.replace("-", "_") + "_"
-        effects = effects.merge(block.rename(columns={c: prefix + c for c in shown}),
-                                on=["value", "metric"], how="left")
+    effects = beside_controls(effects, control_effects, shown, ["value", "metric"], ratio)
     effects = effects.merge(adjusted[[*keys, *shown]].rename(
         columns={c: "adjusted_" + c for c in shown}), on=keys, how="left")
-    judged = [[f"{c.replace('-', '_')}_{s}" for s in shown] for c in CONTROLS_JUDGED
-              if c in set(control_effects["region"])]
-    effects["verdict"] = [
-        verdict(tuple(row[shown]), [tuple(row[names]) for names in judged], ratio)
-        if row["unit"] in _JUDGED_UNITS else "n/a"
-        for _, row in effects.iterrows()]
     effects["specificity_ratio"] = ratio
     return effects, control_effects
+
+
+def beside_controls(frame: pd.DataFrame, controls: pd.DataFrame, columns: Sequence[str],
+                    on: Sequence[str], ratio: float = DEFAULT_RATIO) -> pd.DataFrame:
+    """Put each control region's statistic beside the target's and add the verdict.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Target rows with ``unit`` and ``columns``: an estimate and its CI, e.g.
+        ``("estimate", "ci_low", "ci_high")`` or ``("slope", "slope_ci_low", "slope_ci_high")``.
+    controls : DataFrame
+        The same statistic of the control regions, with a ``region`` column.
+    columns : sequence of 3 str
+        Names of the estimate and its CI bounds, in both frames.
+    on : sequence of str
+        Columns that match a target row with its control rows (e.g. ``("value", "metric")``).
+    ratio : float
+        Specificity ratio of :func:`verdict`.
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` with ``<region>_<column>`` for every control region (hyphens written as
+        underscores) and ``verdict`` (:data:`VERDICTS`; ``"n/a"`` outside :data:`JUDGED_UNITS`).
+    """
+    columns, on = list(columns), list(on)
+    regions = list(pd.unique(controls["region"]))
+    for region in regions:
+        block = controls.loc[controls["region"] == region, [*on, *columns]]
+        prefix = region.replace("-", "_") + "_"
+        frame = frame.merge(block.rename(columns={c: prefix + c for c in columns}), on=on,
+                            how="left")
+    judged = [[f"{region.replace('-', '_')}_{c}" for c in columns] for region in CONTROLS_JUDGED
+              if region in regions]
+    frame["verdict"] = [
+        verdict(tuple(row[columns]), [tuple(row[names]) for names in judged], ratio)
+        if row["unit"] in JUDGED_UNITS else "n/a"
+        for _, row in frame.iterrows()]
+    return frame

@@ -93,12 +93,15 @@ def test_leaky_when_only_the_air_moves():
 
 def test_size_metrics_get_no_verdict_and_missing_outside_is_skipped():
     table, controls = _tables()
-    table = pd.concat([table, table.assign(metric="volume", unit="mL", estimate=10.0)])
+    shares = table.assign(metric="laa950", unit="%", estimate=table.estimate / 100)
+    table = pd.concat([table, table.assign(metric="volume", unit="mL", estimate=10.0), shares])
     controls = controls[controls.region == "body"]
-    controls = pd.concat([controls, controls.assign(metric="volume", unit="mL", estimate=5.0)])
+    controls = pd.concat([controls, controls.assign(metric="volume", unit="mL", estimate=5.0),
+                          controls.assign(metric="laa950", unit="%", estimate=0.0)])
     effects, _ = specificity_table(table, controls, "no", n_bootstrap=200)
     verdicts = effects.set_index("metric")["verdict"]
-    assert verdicts["mean"] == "specific" and verdicts["volume"] == "n/a"
+    assert verdicts["mean"] == "specific"
+    assert verdicts["volume"] == "n/a" and verdicts["laa950"] == "n/a"  # judged in HU only
     assert "outside_body_estimate" not in effects
 
 
