@@ -72,7 +72,7 @@ def audit(
         for line in _notes(result):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
     if no_verify:
-        console.print(f"warning: {NOT_VERIFIED}", markup=False)
+        console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if strict and result["verdict"] == FAIL:
         failing = [name for name in CRITERIA if result["criteria"][name]["verdict"] == FAIL]
         if not quiet:

@@ -97,7 +97,7 @@ def render(
                   contrast_panel(ref, ct, diff, lung, run_folder.attribute, value, reference,
                                  axis, window_wl, size), fps)
     if no_verify:
-        console.print(f"warning: {NOT_VERIFIED}", markup=False)
+        console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:
         console.print(f"renders written to {out}")
 

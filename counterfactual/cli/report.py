@@ -490,6 +490,6 @@ def report(
         for job in track(jobs, "report", quiet=quiet):
             job()
     if no_verify:
-        console.print(f"warning: {NOT_VERIFIED}", markup=False)
+        console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:
         console.print(f"report written to {out / 'index.html'}")

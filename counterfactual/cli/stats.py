@@ -202,7 +202,7 @@ def stats(
             summary["concordance"] = _records(agreement)
         write_json(staged / "summary.json", summary)
     if no_verify and folder is not None:
-        console.print(f"warning: {NOT_VERIFIED}", markup=False)
+        console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if quiet:
         return
     shown = []
