@@ -8,11 +8,14 @@ out).
 Rules
 -----
 - **Infinite t.** A voxel whose difference is the same non-zero value in every subject (an
-  exact generator such as the phantom oracle) has t = +-inf. The t map holds NaN there, never a
-  clipped or float32-max value (which breaks every viewer's auto-windowing), and a separate
-  ``exact`` map holds the sign of that t (+1 or -1; 0 elsewhere); it is made only when some
-  voxel is exact. Its p-values are finite (as small as the flips allow), so the p and
-  -log10 p maps show those voxels.
+  exact generator such as the phantom oracle) has t = +-inf; when the values agree only up to
+  the rounding of the stored volumes, t is finite but meaningless (~1e7 for float32 HU). Both
+  are *exact* voxels: a standard deviation across subjects at most ``resolution`` (in the
+  data's units; :data:`FLOAT32_HU_RESOLUTION` for differences of float32 HU volumes) with a
+  non-zero mean. The t map holds NaN there, never a clipped or float32-max value (which breaks
+  every viewer's auto-windowing), and a separate ``exact`` map holds the sign of the mean
+  (+1 or -1; 0 elsewhere); it is made only when some voxel is exact. Their p-values are
+  finite (as small as the flips allow), so the p and -log10 p maps show those voxels.
 - **Outside the tested voxels** every map holds its "nothing here" value: 0 for the mean, t,
   TFCE, -log10 p and exact maps, 1 for p-value maps. The sidecar states it.
 - **-log10 p** (nilearn's convention; larger is more significant) is written for each FWE
@@ -30,7 +33,11 @@ import numpy as np
 
 from analysis.permutation import PermutationResult
 
-__all__ = ["StatMap", "stat_maps"]
+__all__ = ["StatMap", "stat_maps", "FLOAT32_HU_RESOLUTION"]
+
+FLOAT32_HU_RESOLUTION = 1e-3
+"""HU: a standard deviation at or below it is rounding, not variance, for float32 HU volumes
+(the float32 spacing is 2.4e-4 HU at 3000 HU, 6e-5 HU at -850 HU)."""
 
 _P_FLOOR = np.finfo(np.float64).tiny  # -log10 of a p-value is at most ~308
 
@@ -64,8 +71,8 @@ class StatMap:
     sidecar: dict
 
 
-def stat_maps(result: PermutationResult, tested, *, units: str = "HU",
-              description: str = "") -> list[StatMap]:
+def stat_maps(result: PermutationResult, tested, *, units: str = "HU", description: str = "",
+              resolution: float = 0.0) -> list[StatMap]:
     """The viewer-ready maps of a one-sample sign-flip result.
 
     Parameters
@@ -80,6 +87,10 @@ def stat_maps(result: PermutationResult, tested, *, units: str = "HU",
     description : str, optional
         What was tested, e.g. "smoking yes - no, per subject, averaged over seeds"; copied into
         every sidecar.
+    resolution : float, default 0
+        Standard deviation across subjects (in ``units``) at or below which a voxel with a
+        non-zero mean is exact: NaN in the t map, its sign in the exact map. 0 makes only
+        infinite t exact.
 
     Returns
     -------
@@ -104,22 +115,26 @@ def stat_maps(result: PermutationResult, tested, *, units: str = "HU",
         "exhaustive": result.exhaustive,
         "voxels_tested": int(tested.sum()),
     }
-    t = grid["t"]
-    exact = np.where(tested & np.isinf(t), np.sign(t), 0.0)
+    t, mean = grid["t"], grid["mean"]
+    with np.errstate(divide="ignore", invalid="ignore"):  # sd = |mean| sqrt(n) / |t|
+        sd = np.abs(mean) * np.sqrt(result.n_subjects) / np.abs(t)
+    exact = np.where(tested & (mean != 0) & (sd <= resolution), np.sign(mean), 0.0)
     n_exact = int(np.count_nonzero(exact))
     maps = [
         _map("mean", grid["mean"], tested, 0.0, "estimate", (), "mean",
              common | {"units": units, "correction": "none"}),
-        _map("t", np.where(np.isinf(t), np.nan, t), tested, 0.0, "t test",
+        _map("t", np.where(exact != 0, np.nan, t), tested, 0.0, "t test",
              (float(result.n_subjects - 1),), "t", common | {
-                 "correction": "none", "voxels_exact": n_exact,
-                 "nonfinite": ("NaN where t is infinite (the difference is the same non-zero "
-                               "value in every subject): see the exact map")}),
+                 "correction": "none", "voxels_exact": n_exact, "exact_resolution": resolution,
+                 "nonfinite": ("NaN where t is infinite or meaningless: the difference is the "
+                               "same non-zero value in every subject, up to exact_resolution "
+                               f"{units} standard deviation; see the exact map")}),
     ]
     if n_exact:
         maps.append(_map("exact", exact, tested, 0.0, "none", (), "sign of inf t", common | {
-            "meaning": "+1 / -1 where t = +inf / -inf (no variance across subjects), 0 "
-                       "elsewhere", "voxels_exact": n_exact}))
+            "meaning": "+1 / -1 where the mean is positive / negative with no "
+                       "variance across subjects (t infinite), 0 elsewhere",
+            "voxels_exact": n_exact}))
     smallest = 1.0 / (result.n_permutations + (not result.exhaustive))
     common["smallest_counted_p"] = smallest  # below it only from an accepted tail fit
     maps += _p_maps("fwe", grid["p_fwe"], tested, result.tail_fit_t, result.tail,

@@ -35,7 +35,7 @@ from rich.table import Table
 from analysis.controls import CONTROL_REGIONS, control_labels
 from analysis.permutation import one_sample_permutation
 from analysis.regions import ZONES, RegionItem, region_table
-from analysis.statmaps import StatMap, stat_maps
+from analysis.statmaps import FLOAT32_HU_RESOLUTION, StatMap, stat_maps
 from analysis.stats.dose_response import PER_DECADE, dose_response
 from analysis.stats.observational import cohort_effects, concordance
 from analysis.stats.specificity import DEFAULT_RATIO, beside_controls, specificity_table
@@ -383,13 +383,15 @@ def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutatio
         contrast = f"{value_label(value)}-vs-{value_label(reference)}"
         described = (f"{attribute} {value} - {reference}, per subject, averaged over "
                      f"{len(seeds)} seed(s)")
-        written = stat_maps(result, tested, description=described)
+        written = stat_maps(result, tested, description=described,
+                            resolution=FLOAT32_HU_RESOLUTION)
         for stat_map in written:
             _write_stat_map(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat_map.stat}",
                             stat_map, grid.affine)
         maps[contrast] = _voxelwise_summary(result, written, n_permutations)
         if not quiet:
-            console.print(f"voxel maps {contrast}: {_flips_line(result)}", markup=False)
+            console.print(f"voxel maps {contrast}: {_flips_line(result)}", markup=False,
+                          soft_wrap=True)
     return maps
 
 
