@@ -4,10 +4,12 @@ A cohort is either a folder::
 
     clinical.csv            subject,age,sex,smoking,...
     masks/<subject>.nii.gz  label maps
-    ct/<subject>.nii.gz     optional real CTs
+    ct/<subject>.nii.gz     optional real CTs; ct/<subject>/ may be a DICOM series folder
 
-or a CSV file with columns ``subject``, ``mask``, optional ``ct`` (paths relative to the CSV)
-and one column per clinical attribute.
+or a CSV file with columns ``subject``, ``mask``, optional ``ct`` (paths relative to the CSV,
+files or DICOM series folders) and one column per clinical attribute. A DICOM series is read by
+SimpleITK (rescale slope and intercept applied, geometry from its headers, converted to RAS):
+see :func:`counterfactual.volume.read_volume`.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def _find(folder: Path, subject_id: str) -> Path | None:
         candidate = folder / f"{subject_id}{suffix}"
         if candidate.exists():
             return candidate
-    return None
+    series = folder / subject_id  # a DICOM series folder
+    return series if series.is_dir() else None
 
 
 def load_cohort(path: str | os.PathLike) -> Cohort:

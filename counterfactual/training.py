@@ -20,7 +20,9 @@ diverged step (non-finite loss or gradient norm, or a loss or gradient-norm spik
 running mean) is rolled back to the last good state at a lower learning rate, and after the last
 allowed rollback the run stops with a one-line error naming the step. Only states the next step
 confirmed good are saved; the config's ``training.steps`` is the step of the saved model and
-``training.guard`` the rule and the rollbacks.
+``training.guard`` the rule and the rollbacks. Its ``grid`` block records the training volumes'
+spacing, orientation, field of view, the patch and the HU window (:class:`counterfactual.grid.
+ModelGrid`), which the sweep resamples each subject to.
 """
 
 from __future__ import annotations
@@ -31,17 +33,20 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from counterfactual import __version__
 from counterfactual.cohort import load_cohort
 from counterfactual.errors import UserInputError
+from counterfactual.grid import ModelGrid
 from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE
 from counterfactual.training_data import CohortSource, PhantomSource
+from counterfactual.volume import read_geometry
 from models.checkpoint import (
     CheckpointError,
     has_training_state,
@@ -292,9 +297,28 @@ def _trained_on(summary: dict) -> str:
     return f"the cohort {summary['source']} ({summary['subjects']} subjects)"
 
 
+def _training_geometry(arguments: dict, source) -> tuple[tuple, str, tuple]:
+    """Spacing (mm), orientation (axis codes) and field of view (mm) of the training volumes:
+    the phantom's, or over a cohort's masks the median spacing, the commonest orientation and
+    the largest extent per array axis."""
+    summary = source.summary()
+    if summary["kind"] == "phantom":
+        spacing = tuple(float(s) for s in summary["spacing"])
+        return spacing, "RAS", tuple(n * s for n, s in zip(summary["shape"], spacing,
+                                                             strict=True))
+    grids = [read_geometry(subject.mask) for subject in load_cohort(arguments["cohort"])]
+    spacings = np.array([np.linalg.norm(affine[:3, :3], axis=0) for _, affine in grids])
+    extents = np.array([np.multiply(shape, s) for (shape, _), s in zip(grids, spacings,
+                                                                        strict=True)])
+    codes = ["".join(nib.aff2axcodes(affine)) for _, affine in grids]
+    return (tuple(round(float(s), 6) for s in np.median(spacings, axis=0)),
+            max(set(codes), key=codes.count),
+            tuple(round(float(e), 3) for e in extents.max(axis=0)))
+
+
 def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encoder: HFTextEncoder,
               source, arguments: dict, fitted_on: dict[str, int], steps: int, elapsed: float,
-              device: torch.device, guard: dict) -> dict:
+              device: torch.device, guard: dict, geometry: tuple) -> dict:
     normalisation = {
         "method": "per field: phrase alone, centre + PCA-whitening",
         "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
@@ -316,6 +340,8 @@ def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encode
                          "width": encoder.width, "max_length": encoder.max_length},
         "text_normalisation": normalisation,
         "training_cohort": source.summary(),
+        "grid": ModelGrid(geometry[0], geometry[1], tuple(arguments["patch"]), geometry[2],
+                          tuple(generator.hu_window)).to_json(),
         "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
                      "elapsed_s": round(elapsed, 1), "device": str(device), "guard": guard},
         "cfx_version": __version__,
@@ -531,6 +557,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                                    channels, phantom_shape, drop_rate, lr, seed, weights, fusion,
                                    fusion_lr_scale, p_uncond, sampling_steps)
     source = _source(arguments, quiet)
+    geometry = _training_geometry(arguments, source)
     try:
         encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
                                 device=target)
@@ -559,7 +586,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         spent = elapsed + time.perf_counter() - clock
         _save(out, trainer, snapshot, _metadata(
             out, network, encoder, source, arguments, fitted_on, snapshot.step, spent, target,
-            _guard_metadata(snapshot, clip_norm, stopped)))
+            _guard_metadata(snapshot, clip_norm, stopped), geometry))
 
     totals: dict[str, float] = {}
     count = 0

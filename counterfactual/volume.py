@@ -29,6 +29,8 @@ __all__ = [
     "write_stat_map",
     "check_same_grid",
     "check_affine",
+    "dicom_series_files",
+    "read_geometry",
     "AFFINE_TOLERANCE_MM",
     "ORTHOGONALITY_TOLERANCE",
     "MAX_VOXELS",
@@ -155,12 +157,8 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     if path.is_dir():
         reader = sitk.ImageSeriesReader()
-        files = reader.GetGDCMSeriesFileNames(str(path))
-        if not files:
-            raise UserInputError(f"{path}: folder holds no DICOM series; give a NIfTI, MHA, NRRD "
-                                 "file or a folder of one DICOM series")
-        reader.SetFileNames(files)
-        image = reader.Execute()  # applies RescaleSlope/Intercept: values are HU
+        reader.SetFileNames(dicom_series_files(path))
+        image = reader.Execute()  # GDCM applies RescaleSlope/Intercept: values are HU
     else:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -353,3 +351,72 @@ def write_stat_map(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray
     with atomic_path(path, suffix=_suffix(path)) as tmp:
         nib.save(img, tmp)
     return path
+
+
+def dicom_series_files(folder: str | os.PathLike) -> list[str]:
+    """The files of the one DICOM series in ``folder``, in slice order (GDCM sorts them by
+    position along the slice normal).
+
+    Raises
+    ------
+    UserInputError
+        No DICOM series, or more than one (named by their SeriesInstanceUIDs).
+    """
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise UserInputError(f"{folder}: folder holds no DICOM series; give a NIfTI, MHA, NRRD "
+                             "file or a folder of one DICOM series")
+    if len(series) > 1:
+        raise UserInputError(f"{folder}: folder holds {len(series)} DICOM series "
+                             f"({', '.join(series[:3])}{', ...' if len(series) > 3 else ''}); "
+                             "move each series into a folder of its own")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def read_geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid of a volume file from its header alone (a DICOM folder is read whole).
+
+    Returns
+    -------
+    shape : tuple of 3 int
+        ``(n_x, n_y, n_z)``.
+    affine : ndarray of float64, shape (4, 4)
+        Voxel index -> RAS mm, checked by :func:`check_affine`.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if path.is_file() and suffix in _NIFTI:
+        try:
+            header = nib.load(path).header
+            shape, affine = header.get_data_shape(), header.get_best_affine()
+        except Exception as exc:  # nibabel raises many types for damaged headers
+            raise UserInputError(f"{path}: cannot read the header ({exc})") from exc
+    elif path.is_file() and suffix in _ITK:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise UserInputError(f"{path}: cannot read the header "
+                                 f"({str(exc).splitlines()[0]})") from exc
+        ndim = reader.GetDimension()
+        direction = np.asarray(reader.GetDirection()).reshape(ndim, ndim)[:3, :3]
+        lps = np.eye(4)
+        lps[:3, :3] = direction @ np.diag(reader.GetSpacing()[:3])
+        lps[:3, 3] = reader.GetOrigin()[:3]
+        shape, affine = reader.GetSize(), _LPS_TO_RAS @ lps
+    else:
+        data, affine, path = _load(path)
+        shape = data.shape
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise UserInputError(f"{path}: expected a 3D volume, got shape {shape}; give one 3D "
+                             "image per file")
+    return shape, check_affine(affine, str(path))
