@@ -9,6 +9,8 @@ along its path to the root (depth O(log n) with union by size).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 
@@ -49,7 +51,7 @@ def _level(value, thresholds, scale):
     return k
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def tfce_map(stat, thresholds, weight, extent_power, offsets, two_sided):
     """TFCE of one map; both tails in one sweep (a cluster never mixes signs).
 
@@ -147,14 +149,27 @@ def tfce_map(stat, thresholds, weight, extent_power, offsets, two_sided):
     return out
 
 
-@numba.njit(cache=True, parallel=True)
 def tfce_maps(stats, thresholds, weights, extent_power, offsets, two_sided):
     """:func:`tfce_map` of each map of a batch, maps spread over threads.
 
     ``stats`` (n_maps, n_x, n_y, n_z), ``thresholds`` (n_maps, n_steps), ``weights``
     (n_maps, n_steps + 1); returns (n_maps, n_x, n_y, n_z) float64.
+
+    Plain Python threads over the GIL-free :func:`tfce_map` (``numba.get_num_threads()`` of
+    them) rather than a ``parallel=True`` kernel: the same speed, and a first call with an
+    empty numba cache compiles in ~4 s instead of ~15 s (measured on a 2-core CPU; the
+    parallel wrapper alone took 10 s to compile).
     """
     out = np.empty(stats.shape, np.float64)
-    for m in numba.prange(stats.shape[0]):
+
+    def one(m):
         out[m] = tfce_map(stats[m], thresholds[m], weights[m], extent_power, offsets, two_sided)
+
+    workers = min(numba.get_num_threads(), stats.shape[0])
+    if workers <= 1:
+        for m in range(stats.shape[0]):
+            one(m)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(stats.shape[0])))
     return out
