@@ -1,14 +1,6 @@
 """Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``README.md``, never pickle.
-
-::
-
-    CKPT/
-      config.json              format, architecture, generator constructor kwargs, plus what the
-                               caller records (HU window, labels, prompt template, text encoder,
-                               text normalisation summary, training summary, cfx version)
-      model.safetensors        generator weights (the EMA average) incl. text-whitening buffers
-      README.md                model card
-      training_state.safetensors + training_state.json   optional: what a resume needs
+Writing folders and loading weights (torch) live here; reading a folder's layout, config and hash
+without torch lives in :mod:`models.checkpoint_files`, re-exported here.
 
 ``architecture`` names the network class (:data:`ARCHITECTURES`): ``cond_gan3d`` (the GAN's
 generator) or ``cond_diffusion3d`` (the diffusion model's noise-predicting UNet, whose kwargs
@@ -21,7 +13,6 @@ identifies the served model in run manifests.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -32,26 +23,29 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models.checkpoint_files import (
+    ARCHITECTURE_NAMES,
+    CARD_FILE,
+    CONFIG_FILE,
+    FORMAT,
+    STATE_JSON,
+    STATE_TENSORS,
+    WEIGHTS_FILE,
+    CheckpointError,
+    content_hash,
+    has_training_state,
+    read_config,
+    sampling_block,
+)
 from models.nets.cond_diffusion3d import CondDiffusion3D
 from models.nets.cond_gan3d import CondGAN3DGenerator
 
 __all__ = ["CheckpointError", "LoadedGenerator", "save_checkpoint", "save_training_state",
            "load_generator", "load_training_state", "read_config", "content_hash",
-           "has_training_state", "ARCHITECTURES", "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE",
-           "CARD_FILE"]
+           "has_training_state", "sampling_block", "ARCHITECTURES", "ARCHITECTURE_NAMES",
+           "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE", "CARD_FILE"]
 
-FORMAT = "cfx-checkpoint/1"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "README.md"
-_STATE_TENSORS = "training_state.safetensors"
-_STATE_JSON = "training_state.json"
-_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 ARCHITECTURES = {"cond_gan3d": CondGAN3DGenerator, "cond_diffusion3d": CondDiffusion3D}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read: missing, not a checkpoint folder, a pickle, or corrupt."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,68 +144,8 @@ def save_training_state(folder: str | os.PathLike, tensors: dict[str, torch.Tens
                         meta: dict) -> None:
     """Write what a resume needs next to the served weights (tensors, then JSON)."""
     folder = Path(folder)
-    _save_tensors(folder / _STATE_TENSORS, tensors)
-    _write_atomic(folder / _STATE_JSON, _json_bytes(meta))
-
-
-def has_training_state(folder: str | os.PathLike) -> bool:
-    folder = Path(folder)
-    return (folder / _STATE_TENSORS).is_file() and (folder / _STATE_JSON).is_file()
-
-
-def _check_folder(folder: Path) -> None:
-    if folder.is_file() and folder.suffix.lower() in _PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{folder}: a {folder.suffix} file is a pickle, which can run arbitrary code when "
-            "loaded; cfx reads only checkpoint folders (config.json + model.safetensors)")
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a checkpoint folder (config.json + "
-                              "model.safetensors)")
-    if not (folder / WEIGHTS_FILE).is_file():
-        pickles = sorted(p.name for p in folder.iterdir()
-                         if p.suffix.lower() in _PICKLE_SUFFIXES)
-        if pickles:
-            raise CheckpointError(
-                f"{folder}: holds {pickles[0]}, a pickle, and no {WEIGHTS_FILE}; cfx never "
-                "unpickles weights: save the state dict with safetensors instead")
-        raise CheckpointError(f"{folder}: no {WEIGHTS_FILE}; not a cfx checkpoint folder")
-    if not (folder / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{folder}: no {CONFIG_FILE}; not a cfx checkpoint folder")
-
-
-def read_config(folder: str | os.PathLike) -> dict:
-    """The decoded ``config.json`` of a checkpoint folder.
-
-    Raises
-    ------
-    CheckpointError
-        Not a checkpoint folder, a pickle, unreadable JSON or an unknown format.
-    """
-    folder = Path(folder)
-    _check_folder(folder)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: cannot read it ({exc})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{folder / CONFIG_FILE}: format {found!r}, expected {FORMAT!r}")
-    if config.get("architecture") not in ARCHITECTURES:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: unknown architecture "
-                              f"{config.get('architecture')!r}; known: "
-                              f"{', '.join(ARCHITECTURES)}")
-    return config
-
-
-def content_hash(folder: str | os.PathLike) -> str:
-    """``"sha256:<hex>"`` of ``model.safetensors`` followed by ``config.json``."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        with open(folder / name, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    _save_tensors(folder / STATE_TENSORS, tensors)
+    _write_atomic(folder / STATE_JSON, _json_bytes(meta))
 
 
 def load_generator(folder: str | os.PathLike,
@@ -250,10 +184,10 @@ def load_training_state(folder: str | os.PathLike) -> tuple[dict[str, torch.Tens
     """
     folder = Path(folder)
     if not has_training_state(folder):
-        raise CheckpointError(f"{folder}: no {_STATE_TENSORS} and {_STATE_JSON} to resume from")
+        raise CheckpointError(f"{folder}: no {STATE_TENSORS} and {STATE_JSON} to resume from")
     try:
-        tensors = load_file(folder / _STATE_TENSORS)
-        meta = json.loads((folder / _STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(folder / STATE_TENSORS)
+        meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
     except (SafetensorError, OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{folder}: cannot read the training state ({exc})") from None
     return tensors, meta

@@ -1,5 +1,6 @@
-"""DDIM sampling of :class:`models.nets.cond_diffusion3d.CondDiffusion3D`: paired counterfactuals
-that share all their noise, classifier-free guidance, and edits of a real CT.
+"""Sampling of :class:`models.nets.cond_diffusion3d.CondDiffusion3D` with any
+:class:`~models.samplers.base.Sampler` (DDIM by default): paired counterfactuals that share all
+their noise, classifier-free guidance, and edits of a real CT.
 
 Guidance
     With ``W = guidance``, the network's prediction (velocity or noise, see
@@ -14,30 +15,23 @@ Guidance
 
 Shared noise
     :func:`draw_diffusion_noise` draws from one seed, up front, the initial noise field and the
-    seed of the steps' noise. Every row (one record each) starts from that field and, with
-    ``eta > 0``, adds at step ``k`` the noise of a generator seeded with
-    :func:`step_noise_seed` ``(step_seed, k)`` on the sample's device, the same for every row
-    (so with ``eta > 0`` the volumes differ between CPU and CUDA; at ``eta = 0``, the default,
-    only the initial field is random, drawn on the CPU). Rows differ only through their records,
-    so a null pair (the same record twice) is identical.
-
-Timesteps
-    ``T`` training steps and ``steps`` DDIM steps: from ``t_start`` down by ``T // steps`` to the
-    last timestep >= 0, then to the clean image (:func:`sampling_timesteps`; exactly ``steps``
-    of them from noise when ``steps`` divides ``T``, one more otherwise). MONAI's own
-    ``DDIMScheduler.set_timesteps`` spaces its timesteps by ``(T - 1) / (steps - 1)`` while its
-    ``step`` moves back by ``T // steps``, so its steps would not land on one another; these do.
+    seed of the steps' noise. Every row (one record each) starts from that field, and step ``k``
+    of every row gets a generator seeded with :func:`step_noise_seed` ``(step_seed, k)`` on the
+    sample's device, from which a stochastic sampler (DDIM with ``eta > 0``) draws what it adds
+    (so such volumes differ between CPU and CUDA; a deterministic sampler draws nothing and only
+    the initial field, drawn on the CPU, is random). Rows differ only through their records, so
+    a null pair (the same record twice) is identical.
 
 From a CT (real-scan counterfactuals)
-    With ``strength = s`` in (0, 1], the CT (HU -> window units, ``x_0``) is noised to
-    ``t_start = min(floor(s * T), T - 1)`` with the shared initial noise ``n``,
-    ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n`` (MONAI ``add_noise``), and denoised under each
-    record over the timesteps ``<= t_start`` (about ``s * steps`` of them). ``s = 1`` keeps
-    little of the CT; at the smallest strength (``t_start = 0``) the output is the CT up to
-    ``sqrt((1 - abar_0) / abar_0)`` (0.022 window units, 23 HU in the default window) times the
-    model's prediction error. Comparing an edited record with the unedited one at the same
-    strength isolates the attribute from the reconstruction error. Without a CT, sampling starts
-    from the noise at ``t_start = T - 1``.
+    With ``strength = s`` in (0, 1], the CT (HU -> window units, ``x_0``) is noised to the
+    sampler's first timestep ``t_start = min(floor(s * T), T - 1)`` with the shared initial noise
+    ``n``, ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n`` (:meth:`Sampler.add_noise`), and
+    denoised under each record over the timesteps ``<= t_start`` (about ``s * steps`` of them).
+    ``s = 1`` keeps little of the CT; at the smallest strength (``t_start = 0``) the output is the
+    CT up to ``sqrt((1 - abar_0) / abar_0)`` (0.022 window units, 23 HU in the default window)
+    times the model's prediction error. Comparing an edited record with the unedited one at the
+    same strength isolates the attribute from the reconstruction error. Without a CT, sampling
+    starts from the noise at ``t_start = T - 1``.
 
 Whole volumes
     The UNet normalises over space and attends over every voxel of its input, so a window's output
@@ -48,18 +42,17 @@ Whole volumes
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from monai.networks.schedulers import DDIMScheduler
 
 from models.nets.cond_diffusion3d import CondDiffusion3D
+from models.samplers import DEFAULT_SAMPLER, Sampler, check_request, make_sampler
 
-__all__ = ["DiffusionNoise", "draw_diffusion_noise", "step_noise_seed", "sampling_timesteps",
+__all__ = ["DiffusionNoise", "draw_diffusion_noise", "step_noise_seed", "check_sampling",
            "sample_volumes"]
 
 
@@ -72,8 +65,7 @@ class DiffusionNoise:
     initial : Tensor of float32, shape (1, 1, X, Y, Z)
         Standard normal, on the CPU: the starting point (or the noise added to a CT).
     step_seed : int
-        Seeds the noise of the DDIM steps (used when ``eta > 0``, see
-        :func:`step_noise_seed`).
+        Seeds the generators of the sampler's steps (see :func:`step_noise_seed`).
     """
 
     initial: torch.Tensor
@@ -89,38 +81,31 @@ def draw_diffusion_noise(shape: Sequence[int], seed: int) -> DiffusionNoise:
 
 
 def step_noise_seed(step_seed: int, step: int) -> int:
-    """The seed of the noise that DDIM step ``step`` (from 0) adds, independent across steps."""
+    """The seed of the generator of step ``step`` (from 0), independent across steps."""
     state = np.random.SeedSequence([int(step_seed), int(step)]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def sampling_timesteps(train_timesteps: int, steps: int, strength: float = 1.0) -> torch.Tensor:
-    """The DDIM timesteps, first to last.
+def check_sampling(train_timesteps: int, steps: int, guidance: float,
+                   strength: float = 1.0) -> None:
+    """The one check of the sampling options (a sampler's own options are checked when it is
+    made, :func:`~models.samplers.make_sampler`).
 
-    Parameters
-    ----------
-    train_timesteps : int
-        ``T``.
-    steps : int
-        DDIM steps of a full run, ``1 <= steps <= T``.
-    strength : float
-        In (0, 1]: start at ``min(floor(strength * T), T - 1)``.
-
-    Returns
-    -------
-    Tensor of int64, shape (K,)
-        ``t_start, t_start - T // steps, ...`` down to the last value >= 0:
-        ``K = floor(t_start / (T // steps)) + 1``, which is ``steps`` at strength 1 when
-        ``steps`` divides ``T``, and about ``strength * steps`` otherwise.
+    Raises
+    ------
+    ValueError
+        ``"<option>: got <value>; give ..."``: ``steps`` outside ``[1, train_timesteps]``,
+        ``guidance`` below 0 or ``strength`` outside (0, 1].
     """
-    start = min(math.floor(strength * train_timesteps), train_timesteps - 1)
-    return torch.arange(start, -1, -(train_timesteps // steps), dtype=torch.long)
+    check_request(train_timesteps, steps, strength)
+    if not guidance >= 0:
+        raise ValueError(f"guidance: got {guidance}; give a weight >= 0 (0 ignores the record, "
+                         "1 reads it without guidance)")
 
 
 def _check_inputs(model: CondDiffusion3D, labels: torch.Tensor, context: torch.Tensor,
-                  noise: DiffusionNoise, steps: int, guidance: float, eta: float,
-                  ct: torch.Tensor | None, strength: float,
-                  roi: Sequence[int] | None, overlap: float) -> None:
+                  noise: DiffusionNoise, steps: int, guidance: float, ct: torch.Tensor | None,
+                  strength: float, roi: Sequence[int] | None, overlap: float) -> None:
     grid = tuple(labels.shape[2:])
     if labels.ndim != 5 or labels.shape[0] != 1 or noise.initial.shape != (1, 1, *grid):
         raise ValueError(f"labels (1, C, X, Y, Z) and noise.initial (1, 1, X, Y, Z) must share "
@@ -128,15 +113,7 @@ def _check_inputs(model: CondDiffusion3D, labels: torch.Tensor, context: torch.T
     if context.ndim != 3 or context.shape[1:] != (len(model.fields), model.context_dims):
         raise ValueError(f"context: expected shape (R, {len(model.fields)}, "
                          f"{model.context_dims}), got {tuple(context.shape)}")
-    if not 1 <= steps <= model.config["train_timesteps"]:
-        raise ValueError(f"steps: must be from 1 to {model.config['train_timesteps']}, got "
-                         f"{steps}")
-    if not guidance >= 0:
-        raise ValueError(f"guidance: must be >= 0, got {guidance}")
-    if not 0 <= eta <= 1:
-        raise ValueError(f"eta: must be in [0, 1], got {eta}")
-    if not 0 < strength <= 1:
-        raise ValueError(f"strength: must be in (0, 1], got {strength}")
+    check_sampling(model.config["train_timesteps"], steps, guidance, strength)
     if ct is None and strength != 1:
         raise ValueError(f"strength: {strength} needs a ct to start from; without one use 1")
     if ct is not None and ct.shape != (1, 1, *grid):
@@ -178,9 +155,9 @@ def _prediction(model: CondDiffusion3D, sample: torch.Tensor, labels: torch.Tens
 @torch.no_grad()
 def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.Tensor,
                    noise: DiffusionNoise, steps: int = 20, guidance: float = 1.0,
-                   eta: float = 0.0, ct: torch.Tensor | None = None, strength: float = 1.0,
+                   ct: torch.Tensor | None = None, strength: float = 1.0,
                    roi: Sequence[int] | None = None, overlap: float = 0.25,
-                   window_batch: int = 1) -> torch.Tensor:
+                   window_batch: int = 1, sampler: Sampler | None = None) -> torch.Tensor:
     """One CT per context row, all from the same label map and noise.
 
     Parameters
@@ -194,11 +171,9 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     noise : DiffusionNoise
         From :func:`draw_diffusion_noise`.
     steps : int
-        DDIM steps of a full run (fewer from a CT, see :func:`sampling_timesteps`).
+        Sampler steps of a full run (fewer from a CT at a strength below 1).
     guidance : float
         ``W >= 0`` of ``p_u + W (p_c - p_u)``; 1 reads the record without guidance.
-    eta : float
-        DDIM stochasticity in [0, 1]; 0 is deterministic.
     ct : Tensor of float32, shape (1, 1, X, Y, Z), optional
         A CT in HU to start from (real-scan counterfactuals).
     strength : float
@@ -210,6 +185,9 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
         than ``roi``).
     window_batch : int
         Windows per forward pass.
+    sampler : Sampler, optional
+        Built on ``model.noise_schedule`` (:func:`~models.samplers.make_sampler`); default
+        deterministic DDIM. Its timesteps are set here.
 
     Returns
     -------
@@ -222,19 +200,19 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
         Mismatched shapes or an argument out of range.
     """
     # 1. check inputs and set the timesteps
-    _check_inputs(model, labels, context, noise, steps, guidance, eta, ct, strength, roi,
-                  overlap)
-    scheduler = DDIMScheduler(**model.noise_schedule)
-    scheduler.set_timesteps(steps)
-    timesteps = sampling_timesteps(model.config["train_timesteps"], steps, strength)
+    _check_inputs(model, labels, context, noise, steps, guidance, ct, strength, roi, overlap)
+    if sampler is None:
+        sampler = make_sampler(DEFAULT_SAMPLER, model.noise_schedule)
+    sampler.set_timesteps(steps, strength)
+    timesteps = sampler.timesteps
     device = labels.device
     window = _window(model, labels.shape[2:], roi)
     null = model.null_condition().to(device)
     # 2. the shared start: the noise, or the CT noised to the first timestep
     start = noise.initial.to(device)
     if ct is not None:
-        start = scheduler.add_noise(model.from_hu(ct.to(device).float()), start, timesteps[:1])
-    # 3. denoise each record from that start, every step adding the same noise to every row
+        start = sampler.add_noise(model.from_hu(ct.to(device).float()), start, timesteps[:1])
+    # 3. denoise each record from that start, every step drawing from the same generator state
     out = []
     for row in range(context.shape[0]):
         sample, condition = start, context[row:row + 1].to(device)
@@ -242,7 +220,7 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
             predicted = _prediction(model, sample, labels, t, condition, null, guidance, window,
                                     overlap, window_batch)
             generator = torch.Generator(device=device).manual_seed(
-                step_noise_seed(noise.step_seed, k)) if eta > 0 else None
-            sample = scheduler.step(predicted, t, sample, eta, generator)[0]
+                step_noise_seed(noise.step_seed, k))
+            sample = sampler.step(predicted, t, sample, generator)
         out.append(model.to_hu(sample)[0, 0])
     return torch.stack(out)

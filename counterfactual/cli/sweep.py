@@ -2,8 +2,10 @@
 
 With no ``--cohort``/``--mask`` it sweeps the bundled demo cohort (9 phantom subjects).
 ``--shard i/n`` runs one slice of the (subject, seed) groups into a folder shared by all shards;
-``--executor ray`` runs the groups as Ray tasks. Diffusion models also take ``--steps``,
-``--guidance``, ``--eta`` and ``--from-ct [--strength S]`` (errors for the other models).
+``--executor ray`` runs the groups as Ray tasks. Learned models generate on the grid they were
+trained on; ``--grid model`` writes there instead of on each subject's grid. Diffusion models
+also take ``--steps``, ``--guidance``, ``--eta`` and ``--from-ct [--strength S]`` (errors for the
+other models).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.progress import console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
+from counterfactual.sweep.catalog import DEFAULT_MODEL
 from counterfactual.sweep.engine import SweepConfig, run_sweep
 from counterfactual.sweep.executors import resolve_executor
-from counterfactual.sweep.generators import DEFAULT_MODEL, SamplingOptions, resolve_generator
+from counterfactual.sweep.generators import resolve_generator
+from counterfactual.sweep.request import SamplingOptions
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -80,6 +84,12 @@ def sweep(
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda",
                                callback=choice(("auto", "cpu", "cuda")),
                                help="Where models run (auto: a GPU if one is visible)."),
+    grid: str = typer.Option("subject", "--grid", metavar="subject|model",
+                             callback=choice(("subject", "model")),
+                             help="Learned models run on the grid they were trained on (the "
+                                  "mask resampled nearest-neighbour, a CT linearly); write "
+                                  "their outputs resampled back onto each subject's grid, or "
+                                  "on the model's grid (masks written beside them)."),
     attributes: Path | None = typer.Option(None, "--attributes",
                                            help="Attribute vocabulary JSON file."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
@@ -118,7 +128,7 @@ def sweep(
         out=out if out is not None else Path("runs") / attribute, reference=ref, resume=resume,
         quiet=quiet, command=("cfx", *sys.argv[1:]), attributes=vocabulary,
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
-        shard=_shard(shard), batch_size=batch_size, device=device)
+        shard=_shard(shard), batch_size=batch_size, device=device, grid=grid)
     generator = resolve_generator(model, table, SamplingOptions(guidance, steps, from_ct,
                                                                 strength, eta))
     result = run_sweep(config, table, generator,

@@ -2,86 +2,33 @@
 
 A generator turns one subject's mask, a list of edited records and one seed into one CT per
 record, all drawn with the *same* noise: the pairing of counterfactuals is explicit in the call.
-Diffusion checkpoints also take :class:`SamplingOptions` (``--guidance``, ``--steps``,
-``--from-ct``, ``--strength``); the other models refuse them.
+Diffusion checkpoints also take :class:`~counterfactual.sweep.request.SamplingOptions`
+(``--guidance``, ``--steps``, ``--from-ct``, ``--strength``, ``--eta``); the other models refuse
+them. :class:`~counterfactual.sweep.request.Request` and the model names
+(:mod:`counterfactual.sweep.catalog`) are re-exported here for the sweep's callers.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
-from counterfactual.prompts import PromptTemplate
+from counterfactual.sweep.catalog import (
+    DEFAULT_MODEL,
+    KNOWN_MODELS,
+    bundled_models,
+    find_checkpoint,
+)
+from counterfactual.sweep.request import Request, SamplingOptions
 from counterfactual.volume import Volume
 
 __all__ = ["Request", "CounterfactualGenerator", "PhantomOracleGenerator", "SamplingOptions",
            "resolve_generator", "KNOWN_MODELS", "DEFAULT_MODEL"]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One counterfactual of a subject: its record with the swept attribute set, written as the
-    whole prompt (what the manifest shows) and as per-field phrases (what a learned generator
-    reads, see :meth:`PromptTemplate.phrases`)."""
-
-    value: object
-    record: dict
-    prompt: str
-    phrases: dict
-
-    @classmethod
-    def build(cls, value, record: dict, template: PromptTemplate,
-              where: str = "record") -> Request:
-        """The request of ``record`` (swept value ``value``) written with ``template``."""
-        return cls(value, record, template.render(record, where),
-                   template.phrases(record, where))
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How a diffusion model samples; None leaves the checkpoint's default.
-
-    Attributes
-    ----------
-    guidance : float or None
-        Classifier-free guidance weight ``W >= 0`` (0 ignores the record, 1 reads it plainly).
-    steps : int or None
-        DDIM steps from noise.
-    from_ct : bool
-        Start from each subject's CT instead of noise (real-scan counterfactuals).
-    strength : float or None
-        With ``from_ct``: how far the CT is noised, in (0, 1].
-    eta : float or None
-        DDIM stochasticity in [0, 1]; 0 is deterministic (the noise of each step, when any, is
-        shared by every value too).
-    """
-
-    guidance: float | None = None
-    steps: int | None = None
-    from_ct: bool = False
-    strength: float | None = None
-    eta: float | None = None
-
-    def given(self) -> list[str]:
-        """The options set, as command-line flags."""
-        flags = [("--guidance", self.guidance is not None), ("--steps", self.steps is not None),
-                 ("--from-ct", self.from_ct), ("--strength", self.strength is not None),
-                 ("--eta", self.eta is not None)]
-        return [flag for flag, given in flags if given]
-
-    def refuse(self, model: str, kind: str) -> None:
-        """Raise if any option is set: ``model`` (a ``kind``) does not sample by diffusion."""
-        given = self.given()
-        if given:
-            raise UserInputError(f"{', '.join(given)}: only diffusion models take "
-                                 f"{'this option' if len(given) == 1 else 'these options'}; "
-                                 f"model {model} is {kind}")
 
 
 class CounterfactualGenerator(Protocol):
@@ -142,10 +89,6 @@ class PhantomOracleGenerator:
         return [self._oracle.render(subject.id, {attribute: r.value}, seed) for r in requests]
 
 
-KNOWN_MODELS = ("phantom-oracle",)  # plus the bundled checkpoints (models/bundled/)
-DEFAULT_MODEL = "phantom-gan-64"  # the bundled GAN (models/bundled/phantom-gan-64)
-
-
 def resolve_generator(name: str, cohort: Cohort,
                       sampling: SamplingOptions | None = None) -> CounterfactualGenerator:
     """The generator called ``name`` for ``cohort``: ``phantom-oracle``, a bundled checkpoint
@@ -155,10 +98,10 @@ def resolve_generator(name: str, cohort: Cohort,
     if name == "phantom-oracle":
         sampling.refuse(name, "the phantom's exact renderer")
         return PhantomOracleGenerator(cohort)
-    from counterfactual.sweep.learned import bundled_models, find_checkpoint, learned_generator
-
     folder = find_checkpoint(name)
     if folder is not None:
+        from counterfactual.sweep.learned import learned_generator  # torch: only when needed
+
         return learned_generator(folder, sampling)
     known = (*KNOWN_MODELS, *bundled_models())
     raise UserInputError(f"--model: unknown model {name!r}; available: {', '.join(known)}, or "

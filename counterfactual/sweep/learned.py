@@ -8,12 +8,13 @@ window by window (windows of :data:`WINDOW_SCALE` times the training patch, Gaus
 over larger volumes.
 
 :class:`LearnedDiffusionGenerator` does the same for a diffusion checkpoint: every value of a
-group is sampled by DDIM from the same noise (initial and per step), with the sweep's
-``--steps``, ``--guidance`` and ``--eta``, from noise or (``--from-ct``) from the subject's CT
-noised to ``--strength``. Its windows are :data:`WINDOW_SCALE` times the training patch too: the
-UNet normalises over (GroupNorm), and attends across, the window it sees, so windows of the training
-patch itself would see what training saw, but they cost 7.6 times a whole-volume pass at 64³
-(27 overlapping 32³ windows per step, measured on CPU). :func:`learned_generator` picks the
+group is sampled by the checkpoint's sampler (its ``sampling`` block names it; DDIM) from the
+same noise (initial and per step), with the sweep's ``--steps``, ``--guidance`` and ``--eta``,
+from noise or (``--from-ct``) from the subject's CT noised to ``--strength``. Its windows are
+:data:`WINDOW_SCALE` times the training patch too: the UNet normalises over (GroupNorm), and
+attends across, the window it sees, so windows of the training patch itself would see what
+training saw, but they cost 7.6 times a whole-volume pass at 64³ (27 overlapping 32³ windows per
+step, measured on CPU). :func:`learned_generator` picks the
 class from the checkpoint's architecture.
 """
 
@@ -30,39 +31,23 @@ from torch.nn import functional as F
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
 from counterfactual.labels import LabelVocabulary
-from counterfactual.sweep.generators import Request, SamplingOptions
+from counterfactual.sweep.catalog import BUNDLED_DIR, bundled_models, find_checkpoint
+from counterfactual.sweep.request import Request, SamplingOptions
 from counterfactual.training_data import label_channels
 from counterfactual.volume import Volume, check_same_grid, read_volume
-from models.checkpoint import CheckpointError, load_generator, read_config
+from models.checkpoint import CheckpointError, load_generator, read_config, sampling_block
 from models.inference import draw_noise, generate_volumes
 from models.nets.cond_gan3d import TextCondition
-from models.sampling import draw_diffusion_noise, sample_volumes
+from models.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+from models.sampling import check_sampling, draw_diffusion_noise, sample_volumes
 from models.text import HFTextEncoder, RecordConditions, TextEncoderLoadError
 
 __all__ = ["LearnedGenerator", "LearnedDiffusionGenerator", "learned_generator", "BUNDLED_DIR",
            "bundled_models", "find_checkpoint", "DEFAULT_STRENGTH"]
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "models" / "bundled"
 WINDOW_SCALE = 2  # sliding-window side / training patch side
 DEFAULT_STRENGTH = 0.6  # --from-ct without --strength (phantom-diffusion-32 keeps 0.87 of smoking)
 _GAN, _DIFFUSION = "cond_gan3d", "cond_diffusion3d"
-
-
-def bundled_models() -> dict[str, Path]:
-    """Name -> folder of every checkpoint shipped under ``models/bundled/``."""
-    if not BUNDLED_DIR.is_dir():
-        return {}
-    return {p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if (p / "config.json").is_file()}
-
-
-def find_checkpoint(name: str | os.PathLike) -> Path | None:
-    """The folder of a bundled model called ``name``, or ``name`` itself if it is a path that
-    exists; None otherwise."""
-    bundled = bundled_models()
-    if str(name) in bundled:
-        return bundled[str(name)]
-    path = Path(name).expanduser()
-    return path if path.exists() else None
 
 
 def learned_generator(folder: str | os.PathLike,
@@ -204,7 +189,8 @@ class LearnedDiffusionGenerator(LearnedGenerator):
     Raises
     ------
     UserInputError
-        As :class:`LearnedGenerator`, or a sampling option out of range (one line).
+        As :class:`LearnedGenerator`, or a sampling option out of range (one line, from the
+        model's own check, :func:`models.sampling.check_sampling`, and its sampler's).
     """
 
     architecture = _DIFFUSION
@@ -213,30 +199,34 @@ class LearnedDiffusionGenerator(LearnedGenerator):
                  sampling: SamplingOptions | None = None):
         super().__init__(folder, device)
         options = sampling or SamplingOptions()
-        defaults = self.config["sampling"]
+        defaults = sampling_block(self.config)
+        self.sampler = defaults["sampler"]
+        if self.sampler not in SAMPLERS:
+            raise UserInputError(f"--model {self.name}: its config.json samples with "
+                                 f"{self.sampler!r}, which this cfx does not know (it knows "
+                                 f"{', '.join(SAMPLERS)}); update cfx or use another model")
         steps = defaults["steps"] if options.steps is None else options.steps
         guidance = defaults["guidance"] if options.guidance is None else options.guidance
-        eta = defaults["eta"] if options.eta is None else options.eta
-        limit = self.model.config["train_timesteps"]
-        if not 1 <= steps <= limit:
-            raise UserInputError(f"--steps: got {steps}; give 1 to {limit} DDIM steps")
-        if not guidance >= 0:
-            raise UserInputError(f"--guidance: got {guidance}; give a weight >= 0 (0 ignores "
-                                 "the record, 1 reads it without guidance)")
-        if not 0 <= eta <= 1:
-            raise UserInputError(f"--eta: got {eta}; give a value in [0, 1] (0 is "
-                                 "deterministic DDIM)")
+        own = {k: v for k, v in defaults.items() if k not in ("sampler", "steps", "guidance")}
+        if options.eta is not None:
+            own["eta"] = options.eta
         if options.strength is not None and not options.from_ct:
             raise UserInputError("--strength: applies to --from-ct only; add --from-ct to "
                                  "start from each subject's CT")
         strength = None
         if options.from_ct:
             strength = DEFAULT_STRENGTH if options.strength is None else options.strength
-            if not 0 < strength <= 1:
-                raise UserInputError(f"--strength: got {strength}; give a value in (0, 1]")
-        self.sampling = {"steps": int(steps), "guidance": float(guidance),
-                         "eta": float(eta), "from_ct": options.from_ct,
-                         "strength": strength}
+        try:  # the one check of the options: where the model samples
+            check_sampling(self.model.config["train_timesteps"], steps, guidance,
+                           1.0 if strength is None else strength)
+            make_sampler(self.sampler, self.model.noise_schedule, **own)
+        except ValueError as exc:
+            raise UserInputError(f"--{exc}") from None
+        # a DDIM run records no sampler name, as runs did before samplers were named
+        named = {} if self.sampler == DEFAULT_SAMPLER else {"sampler": self.sampler}
+        self.sampling = {**named, "steps": int(steps), "guidance": float(guidance), **own,
+                         "from_ct": options.from_ct, "strength": strength}
+        self._options = own
 
     def check(self, cohort: Cohort, attribute: str) -> None:
         """As :meth:`LearnedGenerator.check`; with ``--from-ct`` every subject needs a CT."""
@@ -249,9 +239,11 @@ class LearnedDiffusionGenerator(LearnedGenerator):
                                          "or drop --from-ct")
 
     def generate(self, subject: Subject, mask: Volume, attribute: str,
-                 requests: Sequence[Request], seed: int) -> list[np.ndarray]:
+                 requests: Sequence[Request], seed: int,
+                 ct: Volume | None = None) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw (and,
-        with ``--from-ct``, from the subject's CT)."""
+        with ``--from-ct``, from the subject's CT: ``ct`` when given, already on the mask's
+        grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read)."""
         # 1. each request's context, its phrases encoded once each
         records = self._records()
         context = torch.cat([records(r.phrases) for r in requests])
@@ -260,15 +252,16 @@ class LearnedDiffusionGenerator(LearnedGenerator):
         labels = F.one_hot(channels, self.model.config["label_channels"])
         labels = labels.permute(3, 0, 1, 2)[None].float().to(self.device)
         noise = draw_diffusion_noise(mask.shape, seed)
-        ct = None
+        volume, ct = ct, None
         if self.sampling["from_ct"]:
-            volume = read_volume(subject.ct)
+            volume = read_volume(subject.ct) if volume is None else volume
             check_same_grid(mask, volume)
             ct = torch.from_numpy(volume.data)[None, None].to(self.device)
         # 3. every request from the same noise
+        sampler = make_sampler(self.sampler, self.model.noise_schedule, **self._options)
         volumes = sample_volumes(self.model, labels, context.to(self.device), noise,
                                  steps=self.sampling["steps"],
-                                 guidance=self.sampling["guidance"], eta=self.sampling["eta"],
-                                 ct=ct, strength=self.sampling["strength"] or 1.0,
-                                 roi=self.roi, window_batch=self.window_batch)
+                                 guidance=self.sampling["guidance"], ct=ct,
+                                 strength=self.sampling["strength"] or 1.0, roi=self.roi,
+                                 window_batch=self.window_batch, sampler=sampler)
         return [v.cpu().numpy().astype(np.float32) for v in volumes]

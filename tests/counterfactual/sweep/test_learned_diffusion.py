@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ from counterfactual.cohort import load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.phantom import PhantomSettings, write_phantom
 from counterfactual.prompts import DEFAULT_TEMPLATE
-from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
+from counterfactual.sweep.generators import resolve_generator
 from counterfactual.sweep.learned import LearnedDiffusionGenerator, LearnedGenerator
+from counterfactual.sweep.request import Request, SamplingOptions
 from counterfactual.volume import read_labels, read_volume
+from models.samplers import SAMPLERS, DDIMSampler
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -90,6 +93,31 @@ def test_stochastic_ddim_shares_every_steps_noise(root, cohort):
     assert np.abs(_generate(deterministic, cohort, ("yes",))[0] - yes).mean() > 1  # HU
 
 
+def test_the_checkpoints_sampling_block_names_the_sampler(root, cohort, tmp_path, monkeypatch):
+    """A sampler registered under another name is read from config.json, recorded in the run's
+    sampling, and samples as the sampler it is; an unknown one is refused in one line."""
+    def named(sampler):
+        folder = tmp_path / sampler
+        shutil.copytree(root / "diffusion", folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["sampling"]["sampler"] = sampler
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder
+
+    monkeypatch.setitem(SAMPLERS, "ddim-copy", DDIMSampler)
+    copy = LearnedDiffusionGenerator(named("ddim-copy"), sampling=SamplingOptions(steps=3,
+                                                                                  eta=0.5))
+    assert copy.sampling == {"sampler": "ddim-copy", "steps": 3, "guidance": 1.0, "eta": 0.5,
+                             "from_ct": False, "strength": None}
+    plain = LearnedDiffusionGenerator(root / "diffusion", sampling=SamplingOptions(steps=3,
+                                                                                   eta=0.5))
+    assert np.array_equal(_generate(copy, cohort, ("yes",))[0],
+                          _generate(plain, cohort, ("yes",))[0])
+    with pytest.raises(UserInputError, match="its config.json samples with 'euler', which this "
+                                             "cfx does not know"):
+        LearnedDiffusionGenerator(named("euler"))
+
+
 def test_from_ct_keeps_the_subjects_ct_at_small_strength(root, cohort):
     ct = read_volume(cohort.subjects[0].ct).data.clip(-1024, 1024)
     errors = {}
@@ -150,7 +178,7 @@ def _error(args, out):
     ("diffusion", ["--from-ct", "--strength", "0"], r"--strength: got 0.0; give a value in "
                                                     r"(0, 1]"),
     ("diffusion", ["--guidance", "-1"], "--guidance: got -1.0; give a weight >= 0"),
-    ("diffusion", ["--steps", "0"], "--steps: got 0; give 1 to 1000 DDIM steps"),
+    ("diffusion", ["--steps", "0"], "--steps: got 0; give 1 to 1000 steps"),
     ("diffusion", ["--eta", "1.5"], "--eta: got 1.5; give a value in [0, 1]"),
     ("gan", ["--eta", "0.5"], "--eta: only diffusion models take this option"),
 ])

@@ -1,0 +1,77 @@
+"""What the sweep asks of a generator: one counterfactual (:class:`Request`) and, for diffusion
+models, how to sample (:class:`SamplingOptions`).
+
+Both the generic generator module (:mod:`counterfactual.sweep.generators`) and the learned
+generators (:mod:`counterfactual.sweep.learned`) import these; neither imports the other's
+dependants, so there is no import cycle. The options' ranges are checked in one place, where the
+model samples (:func:`models.sampling.check_sampling` and the sampler's own options).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from counterfactual.errors import UserInputError
+from counterfactual.prompts import PromptTemplate
+
+__all__ = ["Request", "SamplingOptions"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One counterfactual of a subject: its record with the swept attribute set, written as the
+    whole prompt (what the manifest shows) and as per-field phrases (what a learned generator
+    reads, see :meth:`PromptTemplate.phrases`)."""
+
+    value: object
+    record: dict
+    prompt: str
+    phrases: dict
+
+    @classmethod
+    def build(cls, value, record: dict, template: PromptTemplate,
+              where: str = "record") -> Request:
+        """The request of ``record`` (swept value ``value``) written with ``template``."""
+        return cls(value, record, template.render(record, where),
+                   template.phrases(record, where))
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How a diffusion model samples; None leaves the checkpoint's default.
+
+    Attributes
+    ----------
+    guidance : float or None
+        Classifier-free guidance weight ``W >= 0`` (0 ignores the record, 1 reads it plainly).
+    steps : int or None
+        Sampler steps from noise.
+    from_ct : bool
+        Start from each subject's CT instead of noise (real-scan counterfactuals).
+    strength : float or None
+        With ``from_ct``: how far the CT is noised, in (0, 1].
+    eta : float or None
+        DDIM stochasticity in [0, 1]; 0 is deterministic (the noise of each step, when any, is
+        shared by every value too). An option of the ``ddim`` sampler only.
+    """
+
+    guidance: float | None = None
+    steps: int | None = None
+    from_ct: bool = False
+    strength: float | None = None
+    eta: float | None = None
+
+    def given(self) -> list[str]:
+        """The options set, as command-line flags."""
+        flags = [("--guidance", self.guidance is not None), ("--steps", self.steps is not None),
+                 ("--from-ct", self.from_ct), ("--strength", self.strength is not None),
+                 ("--eta", self.eta is not None)]
+        return [flag for flag, given in flags if given]
+
+    def refuse(self, model: str, kind: str) -> None:
+        """Raise if any option is set: ``model`` (a ``kind``) does not sample by diffusion."""
+        given = self.given()
+        if given:
+            raise UserInputError(f"{', '.join(given)}: only diffusion models take "
+                                 f"{'this option' if len(given) == 1 else 'these options'}; "
+                                 f"model {model} is {kind}")

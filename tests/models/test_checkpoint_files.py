@@ -1,0 +1,33 @@
+"""Reading checkpoint folders without torch: the architecture names match the networks, and the
+sampling block names its sampler (DDIM for checkpoints written before samplers were named)."""
+
+import json
+import subprocess
+import sys
+
+from models.checkpoint import ARCHITECTURES
+from models.checkpoint_files import ARCHITECTURE_NAMES, read_config, sampling_block
+
+
+def test_architecture_names_are_the_networks_keys():
+    assert ARCHITECTURE_NAMES == tuple(ARCHITECTURES)
+
+
+def test_the_sampling_block_names_its_sampler():
+    old = {"sampling": {"steps": 20, "guidance": 1.0, "eta": 0.0}}
+    assert sampling_block(old) == {"sampler": "ddim", "steps": 20, "guidance": 1.0, "eta": 0.0}
+    named = {"sampling": {"steps": 5, "guidance": 2.0, "sampler": "toy"}}
+    assert sampling_block(named) == {"sampler": "toy", "steps": 5, "guidance": 2.0}
+    assert sampling_block({"generator": {}}) is None  # a GAN
+
+
+def test_reading_a_config_imports_no_torch(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps({"format": "cfx-checkpoint/1",
+                                                      "architecture": "cond_gan3d"}))
+    assert read_config(tmp_path)["architecture"] == "cond_gan3d"
+    code = ("import sys; from models.checkpoint_files import read_config, content_hash; "
+            f"read_config({str(tmp_path)!r}); content_hash({str(tmp_path)!r}); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
