@@ -117,6 +117,9 @@ def stats(
                              f"{specificity_ratio}")
     if tfce and not voxelwise:
         raise UserInputError("--tfce: TFCE maps are voxelwise; add --voxelwise")
+    if tail != "none" and not voxelwise:
+        raise UserInputError("--tail: the tail fit is of the voxel maps' permutation maxima; add "
+                             "--voxelwise")
     if run is None and voxelwise:
         raise UserInputError("--voxelwise: voxel maps compare the volumes of a run; give RUN")
     if run is None and attribute is None:

@@ -68,6 +68,8 @@ def test_rerun_replaces_the_stats_folder(run):
 @pytest.mark.parametrize(("args", "message"), [
     (["--region", "liver"], "region 'liver' is not defined"),
     (["--permutations", "0"], "--permutations: must be >= 1, got 0"),
+    (["--tail", "gpd"], "--tail: the tail fit is of the voxel maps' permutation maxima"),
+    (["--specificity-ratio", "1"], "--specificity-ratio: must be a fraction in (0, 1), got 1"),
 ])
 def test_bad_stats_options_write_nothing(run, args, message):
     result = runner.invoke(app, ["stats", str(run), *args])
