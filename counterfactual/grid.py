@@ -34,6 +34,7 @@ from counterfactual.volume import (
     AFFINE_TOLERANCE_MM,
     Volume,
     check_same_grid,
+    read_geometry,
     read_labels,
     read_volume,
     write_volume,
@@ -361,6 +362,7 @@ class GridPlan:
         from_ct = bool((self.generator.sampling or {}).get("from_ct"))
         for source, target in zip(original, self.cohort, strict=True):
             fit = self.fits[source.id]
+            target.mask.parent.mkdir(parents=True, exist_ok=True)
             mask = read_labels(source.mask, labels)
             write_volume(target.mask, resample(mask.data, mask.affine, fit.model_shape,
                                                fit.model_affine, "nearest"), fit.model_affine)
@@ -390,8 +392,7 @@ def plan_grid(generator, cohort: Cohort, mode: str, labels: LabelVocabulary,
     grid = model_grid(config, where)
     fits = {}
     for subject in cohort:
-        mask = read_labels(subject.mask, labels)
-        fits[subject.id] = fit_subject(mask.shape, mask.affine, grid)
+        fits[subject.id] = fit_subject(*read_geometry(subject.mask), grid)
     jobs = cohort
     if mode == "model":
         folder = out.resolve() / GRID_FOLDER

@@ -22,6 +22,7 @@ from counterfactual.attributes import (
 )
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
+from counterfactual.grid import GRID_MODES, grid_warnings, plan_grid
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
@@ -56,7 +57,9 @@ class SweepConfig:
 
     ``shard`` ``(i, n)`` runs the ``i``-th of ``n`` contiguous slices of the (subject, seed)
     groups, ``1 <= i <= n``; ``batch_size`` and ``device`` (``auto``, ``cpu``, ``cuda``) reach
-    generators that have a ``configure`` method.
+    generators that have a ``configure`` method. ``grid`` (``subject`` or ``model``) says where
+    a model that records its training grid writes: resampled back onto each subject's grid, or
+    on the model's grid (:mod:`counterfactual.grid`).
     """
 
     attribute: str
@@ -72,6 +75,7 @@ class SweepConfig:
     shard: tuple[int, int] | None = None
     batch_size: int = 1
     device: str = "auto"
+    grid: str = "subject"
 
     @property
     def reference_value(self):
@@ -129,6 +133,8 @@ def _check_inputs(config: SweepConfig, cohort: Cohort, generator: Counterfactual
         raise UserInputError(f"--batch-size: got {config.batch_size}; give an integer >= 1")
     if config.device not in DEVICES:
         raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
+    if config.grid not in GRID_MODES:
+        raise UserInputError(f"--grid: {config.grid!r} is not one of {', '.join(GRID_MODES)}")
     executor.check(config.device)
     generator.check(cohort, config.attribute)
     lung = "lung" in config.labels.region_names
@@ -272,14 +278,25 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     template = template or DEFAULT_TEMPLATE
     executor = executor or LocalExecutor()
     _check_inputs(config, cohort, generator, executor)
+    # 1b. Fit the cohort to the model's training grid (models that record one): say before any
+    #     work when a subject is resampled over 4x or is larger than the model's field of view;
+    #     with --grid model the jobs read masks (and CTs) written on the model grid.
+    fitting = plan_grid(generator, cohort, config.grid, config.labels, config.out)
+    jobs_cohort = cohort
+    if fitting is not None:
+        for line in grid_warnings(fitting):
+            console.print(line, soft_wrap=True)
+        generator, jobs_cohort = fitting.generator, fitting.cohort
     # 2. Plan: one group per subject and seed, one request per value; take this shard's slice.
-    groups = _plan(config, cohort, template)
+    groups = _plan(config, jobs_cohort, template)
     kinds = {rel: "ct" for g in groups for rel in g.cts}
     kinds.update({rel: "diff" for g in groups for _, rel in g.diffs})
     planned = [rel for g in groups for rel in g.paths]
     mine = groups if config.shard is None else [
         groups[k] for k in shard_slice(len(groups), *config.shard)]
     settings = _settings(config, cohort, generator)
+    if fitting is not None:
+        settings["grid"] = fitting.settings()
     _check_folder(config, settings)
     out = config.out
     base = {
@@ -291,13 +308,15 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
                   "text_encoder": generator.text_encoder, **_model_folder(generator)},
         "prompt_template": {"name": template.name, "sha256": template.sha256},
         "versions": package_versions(),
-        "masks": {s.id: str(s.mask.resolve()) for s in cohort},
+        "masks": {s.id: str(s.mask.resolve()) for s in jobs_cohort},
         "subjects_without_attribute": [s.id for s in cohort if config.attribute not in s.record],
         "items": [{"subject": g.subject.id, "seed": g.seed,
                    "noise_seed": noise_seed(g.subject.id, g.seed), "value": r.value,
                    "prompt": r.prompt, "path": rel}
                   for g in groups for r, rel in zip(g.requests, g.cts, strict=True)],
     }
+    if fitting is not None:
+        base["grid"] = fitting.manifest(out.resolve())
     files: dict[str, dict] = {}
 
     def ordered(entries: dict) -> list[dict]:
@@ -337,6 +356,8 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
             write_json(out / "dataset_description.json", dataset_description(
                 f"cfx sweep of {config.attribute}", __version__, generator.name,
                 str(cohort.source)))
+            if fitting is not None and fitting.mode == "model":
+                fitting.write_model_grid(cohort, config.labels)
         # 4. Keep intact files (checksums match the records); plan the groups to generate.
         jobs = []
         for group in mine:
