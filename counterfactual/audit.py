@@ -162,6 +162,7 @@ from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary, N
 from counterfactual.attributes import edit as edit_record
 from counterfactual.cohort import Cohort, load_cohort
 from counterfactual.errors import UserInputError
+from counterfactual.grid import fit_run_generator
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.phantom import PhantomOracle, score_difference
 from counterfactual.phantom.oracle import TRUTH_FILE
@@ -305,6 +306,7 @@ def _regenerator(run: RunFolder, cohort: Cohort, config: AuditConfig):
         return None, (f"model {model['name']!r} now has content hash {generator.content_hash}, "
                       f"the run used {model['content_hash']}; regenerating with another model "
                       "says nothing")
+    generator = fit_run_generator(generator, run.manifest)  # on the model grid, as the run ran
     configure(generator, config.device, 1)
     return generator, ""
 

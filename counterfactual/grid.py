@@ -41,8 +41,8 @@ from counterfactual.volume import (
 )
 
 __all__ = ["ModelGrid", "SubjectFit", "ResampledGenerator", "GridPlan", "model_grid",
-           "fit_subject", "resample", "plan_grid", "grid_warnings", "GRID_MODES",
-           "EXTREME_FACTOR", "RESAMPLING", "GRID_FOLDER"]
+           "fit_subject", "resample", "fit_run_generator", "plan_grid", "grid_warnings",
+           "GRID_MODES", "EXTREME_FACTOR", "RESAMPLING", "GRID_FOLDER"]
 
 GRID_MODES = ("subject", "model")  # --grid: where outputs are written
 EXTREME_FACTOR = 4.0  # a voxel size changed more than this many times in any axis is warned about
@@ -299,17 +299,20 @@ class ResampledGenerator:
         """One float32 HU volume on the mask's grid per request, all from one noise draw (drawn
         on the model grid)."""
         fit = fit_subject(mask.shape, mask.affine, self.grid)
-        if fit.identity:
-            return self.inner.generate(subject, mask, attribute, requests, seed)
-        on_model = Volume(resample(mask.data, mask.affine, fit.model_shape, fit.model_affine,
-                                   "nearest"), fit.model_affine, mask.source)
         extra = {}
         if (self.sampling or {}).get("from_ct"):
             ct = read_volume(subject.ct)
-            check_same_grid(mask, ct)
-            extra["ct"] = Volume(resample(ct.data, ct.affine, fit.model_shape,
-                                          fit.model_affine, "linear"), fit.model_affine,
-                                 ct.source)
+            if not fit.identity:  # a subject's CT shares its mask's grid
+                check_same_grid(mask, ct)
+            if not (fit.identity and ct.shape == mask.shape and np.allclose(
+                    ct.affine, mask.affine, atol=AFFINE_TOLERANCE_MM, rtol=0)):
+                extra["ct"] = Volume(resample(ct.data, ct.affine, fit.model_shape,
+                                              fit.model_affine, "linear"), fit.model_affine,
+                                     ct.source)
+        if fit.identity:  # a mask written on the model grid (--grid model) is used as it is
+            return self.inner.generate(subject, mask, attribute, requests, seed, **extra)
+        on_model = Volume(resample(mask.data, mask.affine, fit.model_shape, fit.model_affine,
+                                   "nearest"), fit.model_affine, mask.source)
         volumes = self.inner.generate(subject, on_model, attribute, requests, seed, **extra)
         return [resample(np.asarray(v, np.float32), fit.model_affine, fit.shape, fit.affine,
                          "linear") for v in volumes]
@@ -402,6 +405,17 @@ def plan_grid(generator, cohort: Cohort, mode: str, labels: LabelVocabulary,
                     ct=folder / f"sub-{s.id}_space-model_ct.nii.gz" if from_ct else None)
             for s in cohort))
     return GridPlan(grid, mode, fits, ResampledGenerator(generator, grid), jobs)
+
+
+def fit_run_generator(generator, manifest: dict):
+    """``generator`` as a run ran it: wrapped in :class:`ResampledGenerator` on the model grid
+    the run's ``manifest.json`` records (its ``grid`` block), or as it is for a run without
+    one (``cfx audit`` regenerates through this)."""
+    block = manifest.get("grid")
+    if block is None:
+        return generator
+    return ResampledGenerator(generator, ModelGrid.from_json(block["model"],
+                                                             "manifest.json, grid.model"))
 
 
 def grid_warnings(plan: GridPlan) -> list[str]:

@@ -11,6 +11,8 @@ from counterfactual.cohort import cohort_from_masks
 from counterfactual.errors import UserInputError
 from counterfactual.grid import (
     ModelGrid,
+    ResampledGenerator,
+    fit_run_generator,
     fit_subject,
     grid_warnings,
     model_grid,
@@ -21,6 +23,7 @@ from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.phantom.anatomy import build_anatomy
 from counterfactual.sweep.catalog import find_checkpoint
 from counterfactual.sweep.engine import SweepConfig, run_sweep
+from counterfactual.sweep.request import Request
 from counterfactual.volume import read_labels, read_volume, write_volume
 
 GRID = ModelGrid((10.0, 10.0, 10.0), "RAS", (16, 16, 16), (320.0, 320.0, 320.0),
@@ -207,3 +210,42 @@ def test_bundled_checkpoints_record_their_phantom_grid(name, spacing):
     assert grid.patch == tuple(config["training"]["arguments"]["patch"])
     # the same grid an old config (no block) gets from its phantom training cohort
     assert model_grid({k: v for k, v in config.items() if k != "grid"}, name) == grid
+
+
+class FromCTFake(GridFake):
+    """Edits the subject's CT: returns it plus the smoking shift, on the grid it is given."""
+
+    sampling = {"from_ct": True}
+
+    def generate(self, subject, mask, attribute, requests, seed, ct=None):
+        assert ct is not None and ct.shape == mask.shape
+        np.testing.assert_allclose(ct.affine, mask.affine)
+        self.seen.append((mask.shape, "".join(nib.aff2axcodes(mask.affine)), mask.spacing))
+        return [ct.data + SHIFT[r.value] for r in requests]
+
+
+def test_from_ct_a_linear_field_survives_the_round_trip(fine_subject, tmp_path):
+    """Linear interpolation reproduces a CT that is linear in space exactly, down to 10 mm and
+    back, away from the outermost voxels (extended from the nearest model voxel)."""
+    mask = read_labels(fine_subject)
+    index = np.stack(np.meshgrid(*map(np.arange, mask.shape), indexing="ij"), -1)
+    ras = index @ mask.affine[:3, :3].T + mask.affine[:3, 3]
+    ramp = (2.0 * ras[..., 0] + 0.5 * ras[..., 1] - ras[..., 2]).astype(np.float32)
+    write_volume(tmp_path / "ct.nii.gz", ramp, mask.affine)
+    subject = cohort_from_masks([fine_subject]).subjects[0]
+    subject = type(subject)(subject.id, subject.mask, tmp_path / "ct.nii.gz", {})
+    fake = FromCTFake()
+    requests = [Request(v, {"smoking": v}, v, {"smoking": v}) for v in ("no", "yes")]
+    no, yes = ResampledGenerator(fake, GRID).generate(subject, mask, "smoking", requests, 0)
+    assert fake.seen == [((32, 32, 32), "RAS", (10.0,) * 3)]
+    inner = (slice(1, -1),) * 3
+    np.testing.assert_allclose(no[inner], ramp[inner], atol=1e-2)
+    np.testing.assert_allclose(yes - no, SHIFT["yes"], atol=1e-3)
+
+
+def test_audit_regenerates_on_the_grid_the_run_recorded():
+    fake = GridFake()
+    assert fit_run_generator(fake, {}) is fake
+    wrapped = fit_run_generator(fake, {"grid": {"model": GRID.to_json()}})
+    assert wrapped.inner is fake and wrapped.grid == GRID
+    assert wrapped.content_hash == fake.content_hash
