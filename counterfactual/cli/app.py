@@ -1,10 +1,20 @@
-"""The ``cfx`` command group: global options and one-line user errors (exit code 2)."""
+"""The ``cfx`` command group: global options, one-line user errors (exit code 2), and commands
+imported only when they run.
+
+Each command lives in its own module of this package and registers itself on :data:`app` when
+imported. :data:`COMMANDS` names the module of each and the first paragraph of its help, so
+``cfx --help`` lists every command without importing any (their engines pull in torch, scipy,
+pandas, matplotlib: seconds of start-up), and ``cfx NAME`` imports ``NAME``'s module alone. A test
+keeps the table equal to the commands' own help.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -12,9 +22,51 @@ from counterfactual import __version__
 from counterfactual.errors import UserInputError
 from counterfactual.progress import console
 
-__all__ = ["app"]
+__all__ = ["app", "COMMANDS", "load_command"]
 
 _state = {"verbose": False}
+
+COMMANDS = {
+    "phantom": ("counterfactual.cli.phantom", "Write a synthetic chest-CT cohort: masks, CTs, "
+                "clinical.csv and truth.json."),
+    "validate": ("counterfactual.cli.validate", "Check a cohort: every mask against the label "
+                 "vocabulary, every CT against its mask."),
+    "prompts": ("counterfactual.cli.prompts", "Print each subject's prompt; with "
+                "--attribute/--values, one row per subject and value."),
+    "train": ("counterfactual.cli.train", "Train the mask + text conditional GAN or diffusion "
+              "model and save a checkpoint folder (no pickle)."),
+    "models": ("counterfactual.cli.models", "List and describe generator checkpoints."),
+    "sweep": ("counterfactual.cli.sweep", "Generate every subject under each value of one "
+              "attribute, pairs sharing their noise."),
+    "stats": ("counterfactual.cli.stats", "Region metrics, paired effects of each value vs the "
+              "reference beside the noise floor, voxelwise FWE maps, and observational tests of "
+              "real CTs with their concordance."),
+    "render": ("counterfactual.cli.render", "Write a GIF per volume, a difference GIF and a "
+               "reference | counterfactual | difference panel per contrast, and a mosaic PNG per "
+               "volume, under RUN/render/."),
+    "report": ("counterfactual.cli.report", "Write index.html, report.md, figures/ and tables/ "
+               "for a run with statistics."),
+    "audit": ("counterfactual.cli.audit", "Audit a run's counterfactuals: null intervention, "
+              "effectiveness, locality, oracle agreement, each with a verdict against stated "
+              "thresholds and an overall verdict; writes RUN/audit/audit.json and per-item "
+              "tables. With --strict, exits 1 on any failing criterion."),
+}
+"""Command name -> (its module, the first paragraph of its help), in the order of ``cfx
+--help``."""
+
+
+def load_command(name: str) -> click.Command:
+    """The command ``name`` of :data:`COMMANDS`, its module imported (once)."""
+    importlib.import_module(COMMANDS[name][0])
+    return typer.main.get_command(app).commands[name]
+
+
+class _LazyCommand(click.Command):
+    """A command of :data:`COMMANDS` not imported yet: listed with its help, imported when run
+    (click makes a command's context before it invokes it, so this hands over to the real one)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return load_command(self.name).make_context(info_name, args, parent=parent, **extra)
 
 
 def _fail(message: str, exc: BaseException, code: int) -> None:
@@ -25,7 +77,18 @@ def _fail(message: str, exc: BaseException, code: int) -> None:
 
 
 class _CfxGroup(TyperGroup):
-    """Typer group whose errors are one line on stderr; ``--verbose`` adds the traceback."""
+    """Typer group whose errors are one line on stderr (``--verbose`` adds the traceback), and
+    whose commands are imported when they run (:data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:  # already imported
+            return self.commands[cmd_name]
+        if cmd_name in COMMANDS:
+            return _LazyCommand(cmd_name, help=COMMANDS[cmd_name][1])
+        return None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _state["verbose"] = False

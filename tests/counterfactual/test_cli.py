@@ -1,8 +1,17 @@
+import importlib
+import inspect
+import pkgutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from counterfactual import cli
 from counterfactual.cli import app
+from counterfactual.cli.app import COMMANDS, load_command
 from counterfactual.volume import write_volume
 
 runner = CliRunner()
@@ -66,3 +75,48 @@ def test_unknown_region_and_missing_cohort(tmp_path, cohort):
     assert result.exit_code == 2 and "region 'liver' is not defined" in result.stderr
     result = runner.invoke(app, ["validate", str(tmp_path / "none")])
     assert result.exit_code == 2 and "none: cohort not found" in result.stderr
+
+
+_HEAVY = ("torch", "monai", "transformers", "pandas", "scipy", "matplotlib", "statsmodels",
+          "numba", "nibabel")
+_PROBE = """
+import sys
+from counterfactual.cli import app
+sys.argv = ["cfx", *{args!r}]
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+print("EXIT", code, "HEAVY", sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["models", "list"], ["--version"]])
+def test_help_and_models_list_import_no_heavy_library(args, tmp_path):
+    """Start-up: ``cfx --help`` and ``cfx models list`` (which reads config.json and the cards)
+    never import torch, nor the statistics and plotting stacks."""
+    probe = subprocess.run([sys.executable, "-c", _PROBE.format(args=args, heavy=_HEAVY)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    last = probe.stderr.strip().splitlines()[-1]
+    assert last == "EXIT 0 HEAVY []", probe.stderr
+    assert probe.stdout.strip()  # it did print the help, the table or the version
+
+
+def test_every_command_is_listed_with_its_own_help():
+    """The table that lists commands without importing them gives the first paragraph of each
+    command's real help, and names every command the modules of ``counterfactual/cli``
+    register."""
+    for name in COMMANDS:
+        real = load_command(name)
+        first = " ".join(inspect.cleandoc(real.help).split("\n\n")[0].split())
+        assert COMMANDS[name][1] == first, name
+    for module in pkgutil.iter_modules(cli.__path__):
+        importlib.import_module(f"counterfactual.cli.{module.name}")
+    assert set(typer.main.get_command(app).commands) == set(COMMANDS)
+
+
+def test_a_command_runs_through_its_lazy_entry():
+    result = runner.invoke(app, ["models", "--help"])
+    assert result.exit_code == 0 and "List and describe generator checkpoints" in result.stdout
+    result = runner.invoke(app, ["swep"])
+    assert result.exit_code == 2 and "No such command 'swep'" in result.stderr

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from counterfactual.cli import app
-from counterfactual.sweep.learned import bundled_models
+from counterfactual.sweep.catalog import bundled_models
 from models.checkpoint import content_hash, save_checkpoint
 from tests.models.conftest import tiny_generator
 
