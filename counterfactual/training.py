@@ -57,6 +57,7 @@ from models.checkpoint import (
 )
 from models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
 from models.nets.cond_gan3d import CondGAN3DGenerator
+from models.samplers import DEFAULT_SAMPLER
 from models.text import HFTextEncoder, TextEncoderLoadError
 from models.training.diffusion import DiffusionSettings, DiffusionTrainer
 from models.training.gan import GANSettings, GANTrainer
@@ -347,8 +348,8 @@ def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encode
         "cfx_version": __version__,
     }
     if isinstance(generator, CondDiffusion3D):
-        metadata["sampling"] = {"steps": arguments["sampling_steps"], "guidance": GUIDANCE,
-                                "eta": 0.0}
+        metadata["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": arguments["sampling_steps"],
+                                "guidance": GUIDANCE, "eta": 0.0}
     return metadata
 
 

@@ -36,7 +36,7 @@ def test_a_tiny_run_writes_a_diffusion_checkpoint(tmp_path, bert):
     model = config["generator"]
     assert model["channels"] == [8, 8] and model["schedule"] == "scaled_linear_beta"
     assert model["fields"] == ["age", "sex", "smoking", "diagnosis"]
-    assert config["sampling"] == {"steps": 10, "guidance": 1.0, "eta": 0.0}
+    assert config["sampling"] == {"sampler": "ddim", "steps": 10, "guidance": 1.0, "eta": 0.0}
     arguments = config["training"]["arguments"]
     assert arguments["arch"] == "diffusion" and arguments["p_uncond"] == 0.1
     assert arguments["lr"] == 2e-4 and "fusion" not in arguments
