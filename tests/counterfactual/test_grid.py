@@ -249,3 +249,38 @@ def test_audit_regenerates_on_the_grid_the_run_recorded():
     wrapped = fit_run_generator(fake, {"grid": {"model": GRID.to_json()}})
     assert wrapped.inner is fake and wrapped.grid == GRID
     assert wrapped.content_hash == fake.content_hash
+
+
+def test_training_grid_of_a_cohort_median_spacing_commonest_orientation_largest_extent(
+        tmp_path):
+    from counterfactual.training import _training_geometry
+
+    grids = {"A": ((20, 30, 10), [2.0, 2.0, 3.0], "RAS"), "B": ((25, 20, 12), [2.0, 2.0, 3.0],
+                                                               "RAS"),
+             "C": ((40, 40, 40), [1.0, 1.0, 1.0], "LPS")}
+    for sid, (shape, spacing, codes) in grids.items():
+        affine = np.diag([*spacing, 1.0])
+        if codes == "LPS":
+            affine[:2] *= -1
+        labels = np.zeros(shape, np.int16)
+        labels[2:8, 2:8, 2:8] = 1
+        write_volume(tmp_path / "masks" / f"{sid}.nii.gz", labels, affine)
+    (tmp_path / "clinical.csv").write_text("subject,smoking\nA,yes\nB,no\nC,yes\n")
+
+    class Source:
+        def summary(self):
+            return {"kind": "cohort"}
+
+    spacing, codes, extent = _training_geometry({"cohort": str(tmp_path)}, Source())
+    assert spacing == (2.0, 2.0, 3.0) and codes == "RAS"
+    assert extent == (50.0, 60.0, 40.0)  # B's 25 x 2, A's 30 x 2, C's 40 x 1 mm
+
+
+def test_cli_grid_option_takes_subject_or_model():
+    from typer.testing import CliRunner
+
+    from counterfactual.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", "--attribute", "smoking", "--values", "no,yes",
+                                      "--grid", "native"])
+    assert result.exit_code == 2 and "--grid" in result.output and "model" in result.output
