@@ -84,16 +84,49 @@ def _num(x, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
-def _signed(x, digits: int = 2) -> str:
-    """As ``num`` with an explicit sign (``+20.00``)."""
-    return "—" if _missing(x) or not isinstance(x, Number) else f"{x:+.{digits}f}"
+_MAX_DIGITS = 8
 
 
-def _ci(low, high, digits: int = 2) -> str:
-    """An interval ``[low, high]`` with signs; an em dash when either end is missing."""
+def _digits_for(x=None, low=None, high=None) -> int:
+    """Decimals that show a number as precisely as its CI supports.
+
+    Two significant digits of the CI's width (``20.04 [19.91, 20.17]``: 2 decimals;
+    ``0.0003 [-0.0001, 0.0007]``: 5); without a usable CI (missing or of zero width, as an exact
+    oracle gives), two significant digits of the value itself, at least 2 decimals.
+    """
+    width = None if _missing(low) or _missing(high) else abs(float(high) - float(low))
+    if width is not None and width > 0 and math.isfinite(width):
+        digits = 1 - math.floor(math.log10(width))
+    else:
+        size = 0.0 if _missing(x) else abs(float(x))
+        digits = 2 if size == 0 or not math.isfinite(size) else \
+            max(2, 1 - math.floor(math.log10(size)))
+    return min(max(digits, 0), _MAX_DIGITS)
+
+
+def _fixed(x, digits: int, sign: bool) -> str:
+    """``x`` with ``digits`` decimals; a value that rounds to zero prints unsigned (``0.00``)."""
+    text = f"{x:{'+' if sign else ''}.{digits}f}"
+    return text.lstrip("+-") if float(text) == 0 else text
+
+
+def _signed(x, digits: int | None = None, ci: Sequence | None = None) -> str:
+    """``x`` with an explicit sign (``+20.04``); decimals from ``digits``, else from the width of
+    ``ci`` (its ``(low, high)``), else two significant digits (see :func:`_digits_for`)."""
+    if _missing(x) or not isinstance(x, Number):
+        return "—"
+    low, high = (None, None) if ci is None else ci
+    return _fixed(x, _digits_for(x, low, high) if digits is None else digits, sign=True)
+
+
+def _ci(low, high, digits: int | None = None) -> str:
+    """An interval ``[low, high]`` with signs, decimals from its own width unless ``digits``
+    is given; an em dash when either end is missing."""
     if _missing(low) or _missing(high):
         return "—"
-    return f"[{_signed(low, digits)}, {_signed(high, digits)}]"
+    if digits is None:
+        digits = _digits_for(max(abs(low), abs(high)), low, high)
+    return f"[{_fixed(low, digits, sign=True)}, {_fixed(high, digits, sign=True)}]"
 
 
 def _pvalue(p, digits: int = 3) -> str:

@@ -31,8 +31,25 @@ def test_filters_format_numbers_and_mark_missing_ones():
     assert FILTERS["num"](3.14159) == "3.14" and FILTERS["num"](3.14159, 3) == "3.142"
     assert FILTERS["num"](math.nan) == "—" and FILTERS["num"](None) == "—"
     assert FILTERS["num"](7) == "7.00" and FILTERS["num"]("text") == "text"
-    assert FILTERS["signed"](2.5) == "+2.50" and FILTERS["signed"](-0.004) == "-0.00"
-    assert FILTERS["ci"](-1.234, 5.0) == "[-1.23, +5.00]" and FILTERS["ci"](1.0, math.nan) == "—"
+    assert FILTERS["signed"](2.5) == "+2.50" and FILTERS["signed"](-0.004) == "-0.0040"
+    assert FILTERS["signed"](-0.004, 2) == "0.00"  # rounds to zero: no "-0.00"
+    assert FILTERS["ci"](-1.234, 5.0, 2) == "[-1.23, +5.00]" and FILTERS["ci"](1.0, math.nan) == "—"
+    assert FILTERS["signed"](math.nan, ci=(1.0, 2.0)) == "—"
+
+
+@pytest.mark.parametrize(("estimate", "low", "high", "expected"), [
+    (20.04, 19.91, 20.17, "+20.04 [+19.91, +20.17]"),  # width 0.26: 2 decimals
+    (0.0003, -0.0001, 0.0007, "+0.00030 [-0.00010, +0.00070]"),  # width 8e-4: 5 decimals
+    (12.3456, 11.2346, 14.5676, "+12.3 [+11.2, +14.6]"),  # width 3.3: 1 decimal
+    (-431.7, -520.2, -350.9, "-432 [-520, -351]"),  # width 169: no decimals
+    (20.0, 20.0, 20.0, "+20.00 [+20.00, +20.00]"),  # exact (zero width): 2 decimals
+    (-0.0, -0.0, 0.0, "0.00 [0.00, 0.00]"),  # an exact zero: no "-0.00"
+    (-0.00042, -0.00042, -0.00042, "-0.00042 [-0.00042, -0.00042]"),  # exact and tiny
+])
+def test_estimates_are_rounded_by_their_ci_width(estimate, low, high, expected):
+    text = f"{FILTERS['signed'](estimate, ci=(low, high))} {FILTERS['ci'](low, high)}"
+    assert text == expected
+    assert "-0.00 " not in text and "[-0.00," not in text
     assert FILTERS["pvalue"](0.04567) == "0.046" and FILTERS["pvalue"](2e-9) == "< 0.001"
     assert FILTERS["general"](1234.5678) == "1235" and FILTERS["general"](3) == "3"
     assert FILTERS["latex"]("a_b & 5% {x}") == r"a\_b \& 5\% \{x\}"
