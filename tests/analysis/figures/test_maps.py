@@ -117,3 +117,17 @@ def test_infinite_t_is_drawn_saturated_and_does_not_set_the_scale():
     finite[5:7, 5, 8] = 5.0
     np.testing.assert_array_equal(_shown(fig.axes[0]), slice_stack(
         np.where(stat != 0, finite, np.nan), AFFINE, "axial", [8])[0])
+
+
+def test_with_p_fwe_only_survivors_are_coloured_and_columns_state_mm_and_letters():
+    mean = np.zeros((16, 16, 16))
+    mean[2:14, 2:14, 8] = 3.0
+    mean[13, 12, 8] = 20.0  # the only survivor; its 20 HU sets the default scale
+    p = np.ones_like(mean)
+    p[13, 12, 8] = 0.01
+    fig = stat_map_figure(mean, AFFINE, p_fwe=p, mask=mean != 0, n_slices=1, label="mean Δ (HU)")
+    image = _shown(fig.axes[0])
+    assert np.count_nonzero(~np.isnan(image)) == 1 and np.nanmax(image) == 20.0
+    assert fig.axes[0].get_images()[-1].get_clim() == (-20.0, 20.0)
+    assert fig.axes[0].get_title() == "z = 16 mm"  # slice 8 at 2 mm
+    assert {t.get_text() for t in fig.axes[0].texts} == {"R", "L", "A", "P"}
