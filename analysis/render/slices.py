@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
-__all__ = ["AXES", "to_ras", "slice_stack"]
+__all__ = ["AXES", "to_ras", "slice_stack", "mid_slice"]
 
 AXES = ("axial", "coronal", "sagittal")
 # For a RAS+ array, the axis sliced and how a slice (a, b) becomes (rows, cols) on screen.
@@ -89,3 +89,27 @@ def slice_stack(volume: np.ndarray, affine: np.ndarray, axis: str = "axial",
     rows = _resize_indices(frames.shape[1], spacing[b_axis], pixel)
     cols = _resize_indices(frames.shape[2], spacing[a_axis], pixel)
     return frames[:, rows][:, :, cols]
+
+
+def mid_slice(mask: np.ndarray, affine: np.ndarray, axis: str = "axial") -> int:
+    """The frame of :func:`slice_stack` half-way through ``mask`` (e.g. the lungs) along ``axis``.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (n_i, n_j, n_k)
+        An empty mask gives the middle slice of the volume.
+    affine : ndarray, shape (4, 4)
+
+    Returns
+    -------
+    int
+        Index into the frames of ``slice_stack(volume, affine, axis)``: the middle of the first
+        and last slices the mask touches, rounded down.
+    """
+    _check_axis(axis)
+    k = _SLICED[axis]
+    data = to_ras(np.asarray(mask, bool), affine)[0]
+    present = np.flatnonzero(data.any(axis=tuple(i for i in range(3) if i != k)))
+    if not present.size:
+        return (data.shape[k] - 1) // 2
+    return int((present[0] + present[-1]) // 2)

@@ -16,7 +16,7 @@ from analysis.render.gif import (
     write_gif,
     write_png,
 )
-from analysis.render.slices import AXES
+from analysis.render.slices import AXES, mid_slice
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
@@ -75,27 +75,29 @@ def render(
     lungs: dict[str, np.ndarray | None] = {}
     for name, value, seed in track(keys, "render", quiet=quiet):
         ct = run_folder.ct(name, value, seed)
+        if name not in lungs:  # one mask read per subject
+            lungs[name] = _lung(run_folder, name, ct.shape)
+        lung = lungs[name]
+        # every GIF opens on the mid-lung slice (the frame HTML, Markdown and print show)
+        first = mid_slice(lung if lung is not None else np.zeros(ct.shape, bool), ct.affine, axis)
         stem = run_folder.ct_path(name, value, seed).name.removesuffix("_ct.nii.gz")
         folder = folders[name]
         write_gif(folder / f"{stem}_axis-{axis}_ct.gif", ct_frames(ct.data, ct.affine, axis,
-                                                                    window_wl, size), fps)
+                                                                    window_wl, size), fps, first)
         write_png(folder / f"{stem}_axis-{axis}_mosaic.png",
                   mosaic(ct.data, ct.affine, axis, window=window_wl, min_size=size // 2))
         if value == reference:
             continue
         ref = run_folder.ct(name, reference, seed)
         diff = run_folder.difference(name, value, seed)
-        if name not in lungs:  # one mask read per subject
-            lungs[name] = _lung(run_folder, name, diff.shape)
-        lung = lungs[name]
         limit = symmetric_limit(diff.data, lung)
         dstem = run_folder.difference_path(name, value, seed).name.removesuffix("_diff.nii.gz")
         write_gif(folder / f"{dstem}_axis-{axis}_diff.gif",
                   diff_frames(diff.data, diff.affine, axis, limit, reference=ref.data,
-                              mask=lung, window=window_wl, min_size=size), fps)
+                              mask=lung, window=window_wl, min_size=size), fps, first)
         write_gif(folder / f"{dstem}_axis-{axis}_panel.gif",
                   contrast_panel(ref, ct, diff, lung, run_folder.attribute, value, reference,
-                                 axis, window_wl, size), fps)
+                                 axis, window_wl, size), fps, first)
     if no_verify:
         console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:

@@ -9,6 +9,7 @@ exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV + LaTeX), ``repo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,13 +342,18 @@ def _stat_figure(run: _View, stem: Path):
 
 
 def _gif(jobs: list, out: Path, existing: Path, name: str, make) -> str:
-    """Plan a GIF: a copy of ``existing`` (made by cfx render), or rendered with ``make()``."""
+    """Plan a GIF: a hard link to ``existing`` (made by cfx render; no byte stored twice, and
+    safe: cfx render replaces a GIF by a new file, never rewrites it in place), a copy where the
+    file system cannot link, or rendered with ``make()``."""
     target = out / "figures" / "gifs" / name
 
     def job():
         target.parent.mkdir(parents=True, exist_ok=True)
         if existing.is_file():
-            shutil.copyfile(existing, target)
+            try:
+                os.link(existing, target)
+            except OSError:  # another file system, or one without hard links
+                shutil.copyfile(existing, target)
         else:
             write_gif(target, make(), _FPS)
 

@@ -13,7 +13,7 @@ from analysis.render.gif import (
     symmetric_limit,
     write_gif,
 )
-from analysis.render.slices import slice_stack
+from analysis.render.slices import mid_slice, slice_stack
 
 RAS = np.diag([1.0, 1.0, 1.0, 1.0])
 
@@ -135,3 +135,49 @@ def test_shape_mismatch_and_bad_fps(tmp_path):
 def test_small_volumes_are_upsampled_to_min_size():
     frames = slice_stack(np.zeros((10, 8, 6)), np.diag([2.0, 2.0, 5.0, 1.0]), "axial", min_size=40)
     assert frames.shape == (6, 32, 40)  # 20 x 16 mm field of view at 0.5 mm pixels
+
+
+def _gif_frames(path) -> tuple[np.ndarray, list]:
+    """Every frame of a GIF as RGB, and each frame's palette (None: the global one)."""
+    frames, palettes = [], []
+    with Image.open(path) as gif:
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            palettes.append(gif.palette.tobytes() if gif.palette is not None else None)
+            frames.append(np.asarray(gif.convert("RGB")))
+    return np.stack(frames), palettes
+
+
+def test_ct_gif_keeps_every_grey_exactly_and_starts_at_the_poster_frame(tmp_path):
+    volume = np.random.default_rng(2).normal(-600, 300, (16, 12, 9)).astype(np.float32)
+    frames = ct_frames(volume, RAS)
+    assert len(np.unique(frames)) > 200  # a rich grey ramp, which per-frame quantising bands
+    written, _ = _gif_frames(write_gif(tmp_path / "ct.gif", frames, fps=8, first=4))
+    np.testing.assert_array_equal(written, np.roll(frames, -4, axis=0))
+
+
+def test_colour_gif_has_one_palette_and_no_banding(tmp_path):
+    rng = np.random.default_rng(3)
+    ct = rng.normal(-700, 80, (40, 40, 10)).astype(np.float32)
+    ramp = np.linspace(-30, 30, 40, dtype=np.float32)[:, None, None] * np.ones((1, 40, 10))
+    frames = diff_frames(ramp, RAS, limit=30.0, reference=ct)
+    written, palettes = _gif_frames(write_gif(tmp_path / "d.gif", frames, fps=8))
+    assert len({p for p in palettes}) == 1  # the same palette on every frame: no flicker
+    error = np.abs(written.astype(int) - frames.astype(int))
+    assert error.max() <= 12 and error.mean() < 1.5  # of 255, on every frame
+
+
+def test_write_gif_rejects_a_poster_outside_the_frames(tmp_path):
+    with pytest.raises(ValueError, match="first must be a frame index in 0..1"):
+        write_gif(tmp_path / "x.gif", np.zeros((2, 4, 4, 3), np.uint8), first=2)
+
+
+def test_mid_slice_is_the_middle_of_the_mask_in_display_order():
+    mask = np.zeros((6, 6, 20), bool)
+    mask[2:4, 2:4, 4:11] = True  # slices 4..10 along k
+    assert mid_slice(mask, RAS, "axial") == 7
+    flipped = np.diag([1.0, 1.0, -1.0, 1.0])  # k runs superior -> inferior: frames reverse
+    assert mid_slice(mask, flipped, "axial") == 19 - 7
+    frames = slice_stack(mask.astype(np.uint8), flipped, "axial")
+    assert frames[mid_slice(mask, flipped, "axial")].any()
+    assert mid_slice(np.zeros((6, 6, 20), bool), RAS, "axial") == 9
