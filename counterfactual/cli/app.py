@@ -19,7 +19,8 @@ import typer
 from typer.core import TyperGroup
 
 from counterfactual import __version__
-from counterfactual.errors import UserInputError
+from counterfactual.atomic import undo_on_failure
+from counterfactual.errors import UserInputError, describe_os_error
 from counterfactual.progress import console
 
 __all__ = ["app", "COMMANDS", "load_command"]
@@ -77,8 +78,9 @@ def _fail(message: str, exc: BaseException, code: int) -> None:
 
 
 class _CfxGroup(TyperGroup):
-    """Typer group whose errors are one line on stderr (``--verbose`` adds the traceback), and
-    whose commands are imported when they run (:data:`COMMANDS`)."""
+    """Typer group whose errors are one line on stderr (``--verbose`` adds the traceback), user
+    and operating-system errors alike (exit code 2), whose failed commands leave none of their
+    writes behind, and whose commands are imported when they run (:data:`COMMANDS`)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
@@ -93,11 +95,22 @@ class _CfxGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _state["verbose"] = False
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            # a failed command leaves nothing it wrote; an interrupt keeps it, as a kill would
+            with undo_on_failure(keep=(click.exceptions.Abort,)):
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except UserInputError as exc:
             if not standalone_mode:
                 raise
             _fail(str(exc), exc, 2)
+        except OSError as exc:  # the file system refused: a full disk, a read-only folder, ...
+            if not standalone_mode:
+                raise
+            _fail(describe_os_error(exc), exc, 2)
+        except MemoryError as exc:
+            if not standalone_mode:
+                raise
+            _fail(f"out of memory ({exc or 'an allocation failed'}); use smaller sizes or "
+                  "fewer subjects", exc, 2)
         except typer.TyperException as exc:  # click's errors: bad option, bad value, ...
             if not standalone_mode:
                 raise

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analysis.audit import DEFAULT_SPECIFICITY_RATIO, FAIL, PASS, WARN, Threshold
+from counterfactual.atomic import check_writable
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
 from counterfactual.audit import CRITERIA, AuditConfig, run_audit
 from counterfactual.cli.app import app
@@ -56,6 +57,7 @@ def audit(
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
     agreement, each with a verdict against stated thresholds and an overall verdict; writes
     RUN/audit/audit.json and per-item tables. With --strict, exits 1 on any failing criterion."""
+    check_writable(run / "audit", f"{run}: audit folder", inside=False)
     config = AuditConfig(
         run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
         specificity_ratio=specificity_ratio, verify=not no_verify,

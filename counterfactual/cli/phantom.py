@@ -7,12 +7,18 @@ from pathlib import Path
 
 import typer
 
+from counterfactual.atomic import check_writable
 from counterfactual.cli.app import app
 from counterfactual.cli.params import at_least
 from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.phantom.cohort import PhantomSettings, write_phantom
 from counterfactual.phantom.effects import load_effects
 from counterfactual.progress import console
+
+MAX_SIZE = 1024
+"""Most voxels along one axis of a phantom grid."""
+MAX_VOXELS = 512 ** 3
+"""Most voxels in a phantom grid (a 512³ float32 volume is 0.5 GB; the phantom holds several)."""
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -21,9 +27,12 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
-    if len(shape) != 3 or min(shape) < MIN_SIZE:
-        raise typer.BadParameter(f"got {text!r}; give three integers X,Y,Z, each at least "
-                                 f"{MIN_SIZE}, e.g. 64,64,64")
+    if len(shape) != 3 or min(shape) < MIN_SIZE or max(shape) > MAX_SIZE:
+        raise typer.BadParameter(f"got {text!r}; give three integers X,Y,Z, each from "
+                                 f"{MIN_SIZE} to {MAX_SIZE}, e.g. 64,64,64")
+    if math.prod(shape) > MAX_VOXELS:
+        raise typer.BadParameter(f"got {text!r}, {math.prod(shape):,} voxels; a phantom has at "
+                                 f"most {MAX_VOXELS:,} (512³)")
     return shape
 
 
@@ -45,6 +54,7 @@ def _check_out(path: Path) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         what = "a folder that is not empty" if path.is_dir() else "a file"
         raise typer.BadParameter(f"{path} is {what}; give a new or empty folder")
+    check_writable(path, "--out")
     return path
 
 

@@ -17,6 +17,7 @@ from analysis.render.gif import (
     write_png,
 )
 from analysis.render.slices import AXES, mid_slice
+from counterfactual.atomic import atomic_path, check_writable, claim_new
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
@@ -71,6 +72,8 @@ def render(
     run_folder.check([run_folder.ct_path(*key) for key in keys] +
                      [run_folder.difference_path(*key) for key in keys if key[1] != reference])
     out = inside(run, "render", f"{run}: render folder")
+    check_writable(out, f"{run}: render folder")
+    claim_new(out)  # a failed first render removes the folder whole
     folders = {s: subject_dir(out, s, str(run_folder.root / "manifest.json")) for s in chosen}
     lungs: dict[str, np.ndarray | None] = {}
     for name, value, seed in track(keys, "render", quiet=quiet):
@@ -82,26 +85,32 @@ def render(
         first = mid_slice(lung if lung is not None else np.zeros(ct.shape, bool), ct.affine, axis)
         stem = run_folder.ct_path(name, value, seed).name.removesuffix("_ct.nii.gz")
         folder = folders[name]
-        write_gif(folder / f"{stem}_axis-{axis}_ct.gif", ct_frames(ct.data, ct.affine, axis,
-                                                                    window_wl, size), fps, first)
-        write_png(folder / f"{stem}_axis-{axis}_mosaic.png",
-                  mosaic(ct.data, ct.affine, axis, window=window_wl, min_size=size // 2))
+        _save(write_gif, folder / f"{stem}_axis-{axis}_ct.gif",
+              ct_frames(ct.data, ct.affine, axis, window_wl, size), fps, first)
+        _save(write_png, folder / f"{stem}_axis-{axis}_mosaic.png",
+              mosaic(ct.data, ct.affine, axis, window=window_wl, min_size=size // 2))
         if value == reference:
             continue
         ref = run_folder.ct(name, reference, seed)
         diff = run_folder.difference(name, value, seed)
         limit = symmetric_limit(diff.data, lung)
         dstem = run_folder.difference_path(name, value, seed).name.removesuffix("_diff.nii.gz")
-        write_gif(folder / f"{dstem}_axis-{axis}_diff.gif",
-                  diff_frames(diff.data, diff.affine, axis, limit, reference=ref.data,
-                              mask=lung, window=window_wl, min_size=size), fps, first)
-        write_gif(folder / f"{dstem}_axis-{axis}_panel.gif",
-                  contrast_panel(ref, ct, diff, lung, run_folder.attribute, value, reference,
-                                 axis, window_wl, size), fps, first)
+        _save(write_gif, folder / f"{dstem}_axis-{axis}_diff.gif",
+              diff_frames(diff.data, diff.affine, axis, limit, reference=ref.data, mask=lung,
+                          window=window_wl, min_size=size), fps, first)
+        _save(write_gif, folder / f"{dstem}_axis-{axis}_panel.gif",
+              contrast_panel(ref, ct, diff, lung, run_folder.attribute, value, reference, axis,
+                             window_wl, size), fps, first)
     if no_verify:
         console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:
         console.print(f"renders written to {out}")
+
+
+def _save(write, path: Path, *args) -> None:
+    """``write(path, *args)`` through a temporary name, so a failed command can undo it."""
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        write(tmp, *args)
 
 
 def _lung(run: RunFolder, subject: str, shape: tuple) -> np.ndarray | None:

@@ -39,7 +39,7 @@ from analysis.statmaps import FLOAT32_HU_RESOLUTION, StatMap, stat_maps
 from analysis.stats.dose_response import PER_DECADE, dose_response
 from analysis.stats.observational import cohort_effects, concordance
 from analysis.stats.specificity import DEFAULT_RATIO, beside_controls, specificity_table
-from counterfactual.atomic import staged_dir
+from counterfactual.atomic import check_writable, staged_dir
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
 from counterfactual.cli.app import app
 from counterfactual.cohort import Cohort, Subject, load_cohort
@@ -257,6 +257,7 @@ def _check_destination(folder: Path) -> None:
                             and not (folder / "summary.json").is_file()):
         raise UserInputError(f"--out: {folder} exists and is not a cfx stats folder; choose a "
                              "new or empty folder")
+    check_writable(folder, "--out", inside=False)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

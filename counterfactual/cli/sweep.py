@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from counterfactual.atomic import check_writable, claim_new
 from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes, parse_values
 from counterfactual.cli.app import app
 from counterfactual.cli.params import at_least, choice
@@ -129,6 +130,8 @@ def sweep(
         quiet=quiet, command=("cfx", *sys.argv[1:]), attributes=vocabulary,
         labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
         shard=_shard(shard), batch_size=batch_size, device=device, grid=grid)
+    check_writable(config.out, "--out")
+    claim_new(config.out)  # a failed sweep into a new folder removes it whole
     generator = resolve_generator(model, table, SamplingOptions(guidance, steps, from_ct,
                                                                 strength, eta))
     result = run_sweep(config, table, generator,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 
+from counterfactual.atomic import check_writable, claim_new
 from counterfactual.cli.app import app
 
 
@@ -105,6 +106,8 @@ def train(
     """Train the mask + text conditional GAN or diffusion model and save a checkpoint folder
     (no pickle)."""
     options = dict(locals())
+    check_writable(out, "--out")
+    claim_new(out)  # a failed first run removes the checkpoint folder whole
     from counterfactual.training import run_training
 
     run_training(**options)

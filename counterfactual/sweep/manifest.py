@@ -55,6 +55,9 @@ def read_manifest(folder: Path) -> dict:
     """Read ``folder/manifest.json``; a missing or damaged one, or one whose subject ids or paths
     lead outside ``folder``, is a user error."""
     path = folder / MANIFEST
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"{folder}: a file, not a run folder; give the folder cfx sweep "
+                             "wrote")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
