@@ -16,11 +16,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["console", "track"]
+__all__ = ["console", "stdout_console", "track", "PIPE_WIDTH"]
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
+PIPE_WIDTH = 1000
+"""Columns of a table written to a pipe or a file: wide enough that no cell is cut (a terminal
+uses its own width and wraps)."""
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+"""Messages on stderr; lines are never wrapped or cut (a terminal wraps them itself)."""
+
+
+def stdout_console() -> Console:
+    """A console for tables on stdout: the terminal's width on a terminal, else
+    :data:`PIPE_WIDTH` columns, so a pipe, a log or a file gets every cell whole."""
+    screen = Console(highlight=False)
+    return screen if screen.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None,

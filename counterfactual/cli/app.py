@@ -146,9 +146,10 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: bool = typer.Option(False, "--verbose", "-v",
+    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="",
                                  help="Show the traceback of an error."),
-    version_: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+    version_: bool = typer.Option(False, "--version", metavar="",
+                                  callback=_show_version, is_eager=True,
                                   help="Print the version and exit."),
 ) -> None:
     """Counterfactual attribute analysis of 3D chest CT."""

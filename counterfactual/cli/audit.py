@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -18,7 +17,7 @@ from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
 from counterfactual.audit import CRITERIA, AuditConfig, run_audit
 from counterfactual.cli.app import app
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
-from counterfactual.progress import console
+from counterfactual.progress import console, stdout_console
 from counterfactual.prompts import load_template
 from counterfactual.run_folder import NOT_VERIFIED
 
@@ -38,7 +37,7 @@ def audit(
         DEFAULT_SPECIFICITY_RATIO, "--specificity-ratio",
         help="Minimality passes when the mean |Δ| outside the lungs is at most this fraction of "
              "the lung effect |mean Δ| (in (0, 1]; above 1 fails), as in cfx stats."),
-    strict: bool = typer.Option(False, "--strict",
+    strict: bool = typer.Option(False, "--strict", metavar="",
                                 help="Exit with code 1 when any criterion fails (for pipelines); "
                                      "the audit is written either way."),
     device: str = typer.Option("auto", "--device",
@@ -48,11 +47,12 @@ def audit(
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
     template: Path | None = typer.Option(None, "--template",
                                          help="The sweep's prompt template, if it has moved."),
-    no_verify: bool = typer.Option(False, "--no-verify",
+    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
                                    help="Read the run's volumes without checking them against "
                                         "the sha256 its manifest recorded (said in the output "
                                         "and in audit.json)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress, notes or table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
+                               help="No progress, notes or table."),
 ) -> None:
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
     agreement, each with a verdict against stated thresholds and an overall verdict; writes
@@ -67,7 +67,7 @@ def audit(
     result = run_audit(config, note=None if quiet else (
         lambda text: console.print(f"note: {text}", markup=False, soft_wrap=True)))
     if not quiet:
-        out = Console()
+        out = stdout_console()
         out.print(_table(result))
         for line in _verdicts(result):
             out.print(line, highlight=False, soft_wrap=True)
@@ -75,6 +75,8 @@ def audit(
             out.print(line, markup=False, highlight=False, soft_wrap=True)
     if no_verify:
         console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
+    if not quiet:
+        console.print(f"audit written to {run / 'audit'}; next: cfx render {run}", markup=False)
     if strict and result["verdict"] == FAIL:
         failing = [name for name in CRITERIA if result["criteria"][name]["verdict"] == FAIL]
         if not quiet:

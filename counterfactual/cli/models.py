@@ -93,7 +93,7 @@ def list_models(
 def show(
     model: str = typer.Argument(..., metavar="NAME|DIR", help="Bundled name or checkpoint "
                                                              "folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print config.json only."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print config.json only."),
 ) -> None:
     """The model card and configuration of a checkpoint."""
     folder = find_checkpoint(model)

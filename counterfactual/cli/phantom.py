@@ -71,7 +71,7 @@ def phantom(
     seed: int = typer.Option(0, "--seed", callback=at_least(0), help="Master seed."),
     effects: str = typer.Option("default", "--effects", metavar="FILE|default|none",
                                 help="Planted effects: a JSON file, 'default' or 'none'."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """Write a synthetic chest-CT cohort: masks, CTs, clinical.csv and truth.json.
 
@@ -92,4 +92,5 @@ def phantom(
     )
     write_phantom(out, settings, quiet=quiet)
     if not quiet:
-        console.print(f"wrote {settings.subjects} subjects to {out}")
+        console.print(f"wrote {settings.subjects} subjects to {out}; next: cfx validate {out}",
+                      markup=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +18,7 @@ from counterfactual.attributes import (
 from counterfactual.cli.app import app
 from counterfactual.cohort import load_cohort
 from counterfactual.errors import UserInputError
+from counterfactual.progress import stdout_console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 
 
@@ -65,7 +65,7 @@ def prompts(
     counts = f"{len(table)} subjects"
     if attribute is not None:
         counts += f" × {len(edits)} values of {attribute}"
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(f"{table.source}: {counts}; template {prompt_template.name} (sha256 "
                  f"{prompt_template.sha256[:12]})", markup=False, highlight=False, soft_wrap=True)
     stdout.print(output)

@@ -44,10 +44,10 @@ def render(
     size: int = typer.Option(256, "--size", help="Smallest image side in pixels (upsamples "
                                                    "small volumes)."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
-    no_verify: bool = typer.Option(False, "--no-verify",
+    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
                                    help="Read the run's volumes without checking them against "
                                         "the sha256 its manifest recorded (said in the output)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar."),
 ) -> None:
     """Write a GIF per volume, a difference GIF and a reference | counterfactual | difference
     panel per contrast, and a mosaic PNG per volume, under RUN/render/."""
@@ -104,7 +104,7 @@ def render(
     if no_verify:
         console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:
-        console.print(f"renders written to {out}")
+        console.print(f"renders written to {out}; next: cfx report {run}", markup=False)
 
 
 def _save(write, path: Path, *args) -> None:

@@ -427,10 +427,11 @@ def report(
         [], "--include", help="A file a user template may include, as user/<file name> "
                               "(repeatable); no other file of yours is readable."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
-    no_verify: bool = typer.Option(False, "--no-verify",
+    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
                                    help="Read the run's volumes without checking them against "
                                         "the sha256 its manifest recorded (said in the output)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or closing message."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
+                               help="No progress or closing message."),
 ) -> None:
     """Write index.html, report.md, figures/ and tables/ for a run with statistics."""
     try:
@@ -498,4 +499,7 @@ def report(
     if no_verify:
         console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:
-        console.print(f"report written to {out / 'index.html'}")
+        then = (f"cfx report {run} --template paper" if template == "summary" else
+                f"open {out / 'index.html'} in a browser")
+        console.print(f"report written to {out / 'index.html'} and {out / 'report.md'}; next: "
+                      f"{then}", markup=False)

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from analysis.controls import CONTROL_REGIONS, control_labels
@@ -45,7 +44,7 @@ from counterfactual.cli.app import app
 from counterfactual.cohort import Cohort, Subject, load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary, load_vocabulary
-from counterfactual.progress import console, track
+from counterfactual.progress import console, stdout_console, track
 from counterfactual.run_folder import NOT_VERIFIED, RunFolder
 from counterfactual.sweep.manifest import write_json
 from counterfactual.sweep.naming import value_label
@@ -72,7 +71,7 @@ def stats(
     attribute: str | None = typer.Option(
         None, "--attribute", "-a", help="Attribute compared in --cohort (default: the run's)."),
     region: list[str] = typer.Option(["lung"], "--region", help="Region to measure (repeatable)."),
-    zones: bool = typer.Option(True, "--zones/--no-zones",
+    zones: bool = typer.Option(True, "--zones/--no-zones", metavar="",
                                help="Also upper/middle/lower thirds of each region."),
     reference: str | None = typer.Option(
         None, "--reference", help="Value every other value is compared with (default: the run's "
@@ -82,7 +81,8 @@ def stats(
                                    "observational OLS. The paired counterfactual tests need no "
                                    "adjustment (each subject is its own control). With RUN and no "
                                    "--cohort, the run's cohort supplies the real CTs."),
-    voxelwise: bool = typer.Option(False, "--voxelwise", help="Sign-flip permutation maps "
+    voxelwise: bool = typer.Option(False, "--voxelwise", metavar="",
+                                   help="Sign-flip permutation maps "
                                                               "of the run."),
     permutations: int = typer.Option(5000, "--permutations", help="Sign flips for voxel maps "
                                                                   "(all distinct ones, exact, "
@@ -91,19 +91,20 @@ def stats(
         "none", "--tail", help="Fit a tail to the permutation maxima (max-T and TFCE) for "
                                "FWE p-values below 1/permutations; counting when the fit is "
                                "poor (needs >= 100 permutations)."),
-    tfce: bool = typer.Option(False, "--tfce", help="Also TFCE with its own FWE p-map "
+    tfce: bool = typer.Option(False, "--tfce", metavar="", help="Also TFCE with its own FWE p-map "
                                                     "(needs --voxelwise)."),
     specificity_ratio: float = typer.Option(
         DEFAULT_RATIO, "--specificity-ratio",
         help="A run's effect is 'specific' when every negative control (body, air outside the "
              "body) stays below this fraction of it."),
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
-    no_verify: bool = typer.Option(False, "--no-verify",
+    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
                                    help="Read the run's volumes without checking them against "
                                         "the sha256 its manifest recorded (said in the output)."),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/stats, or "
                                                         "<cohort>/stats without a RUN)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
+                               help="No progress bar or tables."),
 ) -> None:
     """Region metrics, paired effects of each value vs the reference beside the noise floor,
     voxelwise FWE maps, and observational tests of real CTs with their concordance."""
@@ -218,10 +219,12 @@ def stats(
         shown.append(_observed_table(observed, attribute, adjust, plan.counts))
     if agreement is not None:
         shown.append(_concordance_table(agreement, attribute, adjust))
-    screen = Console()
+    screen = stdout_console()
     for rendered, caption in shown:  # the caption as plain lines: a narrow table would wrap it
         screen.print(rendered)
         screen.print(caption, markup=False)
+    then = f"; next: cfx audit {run}" if run is not None else ""
+    console.print(f"statistics written to {destination}{then}", markup=False)
 
 
 def _split(text: str | None) -> list[str]:

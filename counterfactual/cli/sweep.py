@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from counterfactual.atomic import check_writable, claim_new
@@ -25,7 +24,7 @@ from counterfactual.cohort import cohort_from_masks, load_cohort
 from counterfactual.data import DEMO_COHORT
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
-from counterfactual.progress import console
+from counterfactual.progress import console, stdout_console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 from counterfactual.sweep.catalog import DEFAULT_MODEL
 from counterfactual.sweep.engine import SweepConfig, run_sweep
@@ -72,14 +71,14 @@ def sweep(
                                          help="Value the differences are taken against "
                                               "(default: the first value)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/<attribute>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue an interrupted run."),
     shard: str | None = typer.Option(None, "--shard", metavar="I/N",
                                      help="Run slice I of N of the subject × seed groups (I from "
                                           "1) into the run folder the other shards share."),
     executor: str = typer.Option("local", "--executor", metavar="local|ray",
                                  callback=choice(("local", "ray")),
                                  help="Run groups in this process or as Ray tasks "
-                                      "(pip install 'cfx[ray]')."),
+                                      "(pip install 'cfx\\[ray]')."),
     batch_size: int = typer.Option(1, "--batch-size", callback=at_least(1),
                                    help="Volumes per forward pass, for models that batch."),
     device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda",
@@ -102,7 +101,7 @@ def sweep(
                                                "checkpoint's, 1)."),
     steps: int | None = typer.Option(None, "--steps", metavar="N",
                                      help="Diffusion: DDIM steps (default: the checkpoint's)."),
-    from_ct: bool = typer.Option(False, "--from-ct",
+    from_ct: bool = typer.Option(False, "--from-ct", metavar="",
                                  help="Diffusion: edit each subject's own CT (the cohort must "
                                       "have one per subject) instead of sampling from noise."),
     strength: float | None = typer.Option(None, "--strength", metavar="S",
@@ -112,7 +111,8 @@ def sweep(
                                      help="Diffusion: DDIM stochasticity in [0, 1]; every value "
                                           "shares each step's noise (default: the "
                                           "checkpoint's, 0)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
+                               help="No progress bar or summary."),
 ) -> None:
     """Generate every subject under each value of one attribute, pairs sharing their noise."""
     vocabulary = DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes)
@@ -143,18 +143,21 @@ def sweep(
         console.print(f"no --cohort given: swept the bundled demo cohort ({len(table)} phantom "
                       "subjects)")
     summary = Table(title=f"cfx sweep {attribute}: {', '.join(map(str, parsed))}")
-    summary.add_column("items", justify="right")
+    # the progress bar counts subject × seed groups (all values of one group generate together)
+    summary.add_column("groups", justify="right")
+    summary.add_column("volumes", justify="right")
     summary.add_column("generated", justify="right")
     summary.add_column("reused", justify="right")
     summary.add_column("s / volume", justify="right")
     summary.add_column("outputs")
-    summary.add_row(str(result.items), str(result.generated), str(result.reused),
+    summary.add_row(str(result.items // len(parsed)), str(result.items), str(result.generated),
+                    str(result.reused),
                     f"{result.seconds_per_volume:.2f}", str(result.out.resolve()))
-    Console().print(summary)
+    stdout_console().print(summary)
     where = result.out.resolve()
     if result.complete:
         console.print(f"outputs in {where} (manifest.json lists every file); next: "
-                      f"cfx stats {result.out} or cfx render {result.out}", soft_wrap=True)
+                      f"cfx stats {result.out}", markup=False)
     else:
         console.print(f"shard {shard} done; outputs in {where}; the run is complete when every "
                       "shard has finished", soft_wrap=True)

@@ -100,8 +100,9 @@ def train(
     save_every: int = typer.Option(250, "--save-every", callback=_positive),
     log_every: int = typer.Option(50, "--log-every", callback=_positive),
     device: str = typer.Option("auto", "--device", callback=_choice(("auto", "cpu", "cuda"))),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    resume: bool = typer.Option(False, "--resume", metavar="",
+                                help="Continue the run saved in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress output."),
 ) -> None:
     """Train the mask + text conditional GAN or diffusion model and save a checkpoint folder
     (no pickle)."""

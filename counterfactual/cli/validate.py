@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from counterfactual.cli.app import app
 from counterfactual.cohort import load_cohort
 from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
-from counterfactual.progress import track
+from counterfactual.progress import stdout_console, track
 from counterfactual.volume import check_same_grid, read_labels, read_volume
 
 
@@ -21,7 +20,7 @@ def validate(
     labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
     region: list[str] = typer.Option(["lung"], "--region",
                                      help="Region every mask must contain (repeatable)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar."),
 ) -> None:
     """Check a cohort: every mask against the label vocabulary, every CT against its mask."""
     vocabulary = DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels)
@@ -40,4 +39,4 @@ def validate(
                         ", ".join(f"{s:.3g}" for s in mask.spacing),
                         "yes" if subject.ct is not None else "no",
                         *(f"{v:.1f}" for v in volumes))
-    Console().print(summary)
+    stdout_console().print(summary)
