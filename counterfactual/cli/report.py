@@ -4,6 +4,11 @@ Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the GIFs 
 when ``cfx render`` made them (else renders the few it shows), and ``audit/audit.json`` when it
 exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV + LaTeX), ``report.md`` and
 ``index.html`` into one folder that opens offline. Every number in it comes from the stats outputs.
+
+Still montages (``ct_montage``, ``difference_montage``) show ``--slices`` axial slices evenly
+spaced through the lungs; each figure has one colour scale (the CT window, or ±the 99th
+percentile of |Δ| in the lungs over every subject and contrast shown, rounded up), stated in the
+context for the caption. The voxelwise figure shows the mean Δ (HU) where p_FWE < 0.05.
 """
 
 from __future__ import annotations
@@ -18,16 +23,21 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import typer
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
+from analysis.figures._common import pick_slices
 from analysis.figures.difference import difference_figure
 from analysis.figures.dose_response import dose_response_figure
 from analysis.figures.forest import forest_figure
 from analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure
+from analysis.figures.montage import montage_figure
 from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
 from analysis.figures.output import save_figure
 from analysis.figures.paired import paired_values_figure
 from analysis.figures.statmap import stat_map_figure
-from analysis.render.gif import ct_frames, write_gif
+from analysis.render.colour import DIFF_CMAP, parse_window
+from analysis.render.gif import ct_frames, symmetric_limit, write_gif
 from analysis.report import (
     BUILTIN,
     TemplateError,
@@ -58,8 +68,8 @@ _CONTROLS = tuple(f"{region}_{statistic}" for region in ("body", "outside_body",
 _SHOWN = ("unit", "estimate", "ci_low", "ci_high", "p_t_holm", "d_z", "n_subjects", "n_seeds",
           "noise_estimate", "noise_ci_low", "noise_ci_high", *_CONTROLS, "note")
 _AXIS, _WINDOW, _FPS, _SIZE = "axial", "lung", 8.0, 256
-_CARD_CHARS = 1500
 _ALPHA = 0.05
+_CONFIDENCE = 0.95
 
 
 def _check_out(out: Path, run: Path) -> None:
@@ -114,7 +124,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _model_card(model: str) -> str | None:
-    """The first lines of the model's checkpoint README.md (its model card), if there is one."""
+    """The model's checkpoint README.md (its model card, Markdown), if there is one."""
     if model in KNOWN_MODELS:
         return None
     from counterfactual.sweep.learned import find_checkpoint  # imports torch: only when needed
@@ -123,8 +133,14 @@ def _model_card(model: str) -> str | None:
     card = None if folder is None else folder / "README.md"
     if card is None or not card.is_file():
         return None
-    text = card.read_text(encoding="utf-8").strip()
-    return text if len(text) <= _CARD_CHARS else text[:_CARD_CHARS].rsplit("\n", 1)[0] + "\n…"
+    return card.read_text(encoding="utf-8").strip()
+
+
+def _card_html(card: str | None) -> Markup | None:
+    """The model card as HTML (CommonMark with tables; raw HTML in the card is escaped)."""
+    if card is None:
+        return None
+    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(card))
 
 
 def _audit(run: Path) -> dict | None:
@@ -230,8 +246,9 @@ def _figure(jobs: list, out: Path, key: str, draw, **extra) -> dict:
 
 
 def _figures(jobs: list, out: Path, run: _View, regions: pd.DataFrame, effects: pd.DataFrame,
-             summary: dict, region: str, shown: list[str]) -> dict:
-    figures = {"paired": _figure(jobs, out, "paired_values", lambda: paired_values_figure(
+             summary: dict, region: str, shown: list[str], slices: int) -> dict:
+    figures = _montages(jobs, out, run, shown, slices)
+    figures |= {"paired": _figure(jobs, out, "paired_values", lambda: paired_values_figure(
         regions, region, "mean", run.values), region=region, metric="mean")}
     grid = SweepGrid.from_table(regions, [run.reference] + [v for v in run.values
                                                             if v != run.reference])
@@ -250,6 +267,7 @@ def _figures(jobs: list, out: Path, run: _View, regions: pd.DataFrame, effects: 
     figures["forest"] = _figure(jobs, out, "forest",
                                 lambda: forest_figure(effects, metrics=metrics))
     figures["differences"], figures["statmaps"] = [], []
+    stems = {}
     for value in run.values:
         if value == run.reference:
             continue
@@ -258,13 +276,55 @@ def _figures(jobs: list, out: Path, run: _View, regions: pd.DataFrame, effects: 
             jobs, out, f"difference_{contrast}",
             lambda v=value: _difference_figure(run, v, shown), contrast=label))
         stem = run.root / "stats" / f"attr-{run.attribute}_contrast-{contrast}_stat-"
-        if Path(f"{stem}t.nii.gz").is_file():
-            counts = summary.get("voxelwise", {}).get(contrast, {})
-            figures["statmaps"].append(_figure(
-                jobs, out, f"tmap_{contrast}", lambda s=stem: _stat_figure(run, s),
-                contrast=label, alpha=_ALPHA, voxels_tested=counts.get("voxels_tested"),
-                voxels_fwe=counts.get("voxels_fwe_05")))
+        if all(Path(f"{stem}{m}.nii.gz").is_file() for m in ("mean", "pfwe")):
+            stems[label] = (contrast, stem)
+    limit = _survivor_limit([stem for _, stem in stems.values()])
+    for label, (contrast, stem) in stems.items():
+        counts = summary.get("voxelwise", {}).get(contrast, {})
+        figures["statmaps"].append(_figure(
+            jobs, out, f"meanmap_{contrast}",
+            lambda s=stem: _stat_figure(run, s, limit, slices), contrast=label, alpha=_ALPHA,
+            limit=limit, voxels_tested=counts.get("voxels_tested"),
+            voxels_fwe=counts.get("voxels_fwe_05")))
     return figures
+
+
+def _same_grid(run: _View, subjects: list[str]) -> list[str]:
+    """The subjects whose CT shares the first one's grid (shape and affine)."""
+    seed, first = run.seeds[0], run.ct(subjects[0], run.seeds[0], run.reference)
+    return [s for s in subjects if (ct := run.ct(s, seed, run.reference)).shape == first.shape
+            and np.allclose(ct.affine, first.affine)]
+
+
+def _montages(jobs: list, out: Path, run: _View, shown: list[str], slices: int) -> dict:
+    """Plan the still CT-pair and difference montages (first seed; differences averaged over
+    seeds); slices evenly spaced through the union of the subjects' lungs, one scale each."""
+    seed, subjects = run.seeds[0], _same_grid(run, shown)
+    affine = run.ct(subjects[0], seed, run.reference).affine
+    lungs = {s: run.lung(s) for s in subjects}
+    picks = pick_slices(np.any(list(lungs.values()), axis=0), affine, "axial", slices)
+    width, level = parse_window(_WINDOW)
+    contrasts = [v for v in run.values if v != run.reference]
+    diffs = {f"{s} {v} - {run.reference}": np.mean([run.diff(s, v, k).data for k in run.seeds],
+                                                   axis=0)
+             for s in subjects for v in contrasts}
+    masks = {f"{s} {v} - {run.reference}": lungs[s] for s in subjects for v in contrasts}
+    limit = symmetric_limit(np.stack(list(diffs.values())), np.stack(list(masks.values())))
+
+    def cts() -> dict[str, np.ndarray]:  # read when drawn
+        return {f"{s} {v}": run.ct(s, seed, v).data for s in subjects for v in run.values}
+
+    ct_label = f"HU, {_WINDOW} window (W {width:g} / L {level:g})"
+    return {
+        "ct_montage": _figure(jobs, out, "ct_montage", lambda: montage_figure(
+            cts(), affine, picks, (level - width / 2, level + width / 2), label=ct_label),
+            subjects=subjects, seed=seed, window=_WINDOW, width=width, level=level,
+            n_slices=len(picks)),
+        "difference_montage": _figure(jobs, out, "difference_montage", lambda: montage_figure(
+            diffs, affine, picks, (-limit, limit), cmap=DIFF_CMAP, outlines=masks,
+            label=f"Δ HU (±{limit:g})"), subjects=subjects, limit=limit,
+            n_seeds=len(run.seeds), n_slices=len(picks)),
+    }
 
 
 def _dose_rows(summary: dict, region: str) -> list[dict]:
@@ -326,10 +386,21 @@ def _stat_map(path: Path) -> Volume:
         raise UserInputError(f"{path}: cannot be read ({exc}); run cfx stats again") from None
 
 
-def _stat_figure(run: _View, stem: Path):
-    t = _stat_map(Path(f"{stem}t.nii.gz"))
-    p = _stat_map(Path(f"{stem}pfwe.nii.gz")) if Path(f"{stem}pfwe.nii.gz").is_file() else None
-    p = None if p is None or p.shape != t.shape else p.data
+def _survivor_limit(stems: list[Path]) -> float:
+    """One ±limit (HU) for every mean-Δ map: 99 % of |mean Δ| among the voxels with
+    p_FWE < alpha of every contrast, rounded up (1 when none survives)."""
+    values = []
+    for stem in stems:
+        mean, p = _stat_map(Path(f"{stem}mean.nii.gz")), _stat_map(Path(f"{stem}pfwe.nii.gz"))
+        if mean.shape == p.shape:
+            values.append(mean.data[(p.data < _ALPHA) & np.isfinite(mean.data)])
+    return symmetric_limit(np.concatenate(values)) if values else 1.0
+
+
+def _stat_figure(run: _View, stem: Path, limit: float, slices: int):
+    t = _stat_map(Path(f"{stem}mean.nii.gz"))
+    p = _stat_map(Path(f"{stem}pfwe.nii.gz"))
+    p = None if p.shape != t.shape else p.data
     union = np.zeros(t.shape, bool)
     for subject in run.subjects:
         lung = run.lung(subject)
@@ -338,7 +409,8 @@ def _stat_figure(run: _View, stem: Path):
     background = run.ct(run.subjects[0], run.seeds[0], run.reference)
     base = background.data if background.shape == t.shape else None
     return stat_map_figure(t.data, t.affine, p, mask=union if union.any() else None,
-                           background=base, alpha=_ALPHA)
+                           background=base, alpha=_ALPHA, limit=limit, n_slices=slices,
+                           label="mean Δ (HU)")
 
 
 def _gif(jobs: list, out: Path, existing: Path, name: str, make) -> str:
@@ -411,6 +483,26 @@ def _tables(out: Path, run_root: Path, headline: pd.DataFrame) -> dict:
             "headline_csv": "tables/headline.csv", "effects_tex": "tables/effects.tex"}
 
 
+def _methods(manifest: dict, summary: dict, info: _View) -> dict:
+    """What the methods paragraph states, from the run's manifest and its stats summary."""
+    settings = manifest["settings"]
+    sampling = settings.get("sampling") or {}
+    voxelwise = list(summary.get("voxelwise", {}).values())
+    first = voxelwise[0] if voxelwise else {}
+    return {
+        "model": str(manifest.get("model", {}).get("name", settings.get("model", ""))),
+        "sampling": ", ".join(f"{k} {v}" for k, v in sampling.items()),
+        "n_subjects": len(info.subjects), "n_seeds": len(info.seeds),
+        "n_contrasts": len(info.values) - 1, "confidence": _CONFIDENCE,
+        "voxelwise": bool(voxelwise), "permutations": first.get("permutations"),
+        "exhaustive": bool(first.get("exhaustive")), "tail": first.get("tail", "none"),
+        "tfce": any("tfce" in " ".join(v.get("maps", [])) for v in voxelwise),
+        "alpha": _ALPHA, "specificity_ratio": summary["specificity_ratio"],
+        "control_regions": [r for r in summary.get("control_regions", {}) if r != "whole"],
+        "laa_threshold": LAA_THRESHOLD,
+    }
+
+
 def _template_name(template: str) -> str:
     return template if template in BUILTIN else Path(template).name.split(".")[0]
 
@@ -423,6 +515,8 @@ def report(
     out: Path | None = typer.Option(None, "--out",
                                     help="Report folder (default RUN/report/<template>)."),
     subjects: int = typer.Option(4, "--subjects", help="Subjects shown in GIFs and maps."),
+    slices: int = typer.Option(5, "--slices", help="Axial slices per still montage and map, "
+                                                   "evenly spaced through the lungs."),
     include: list[Path] = typer.Option(
         [], "--include", help="A file a user template may include, as user/<file name> "
                               "(repeatable); no other file of yours is readable."),
@@ -444,6 +538,8 @@ def report(
         raise UserInputError(f"--{exc}") from None  # messages start "template: <value>"
     if subjects < 1:
         raise UserInputError(f"--subjects: must be >= 1, got {subjects}")
+    if slices < 1:
+        raise UserInputError(f"--slices: must be >= 1, got {slices}")
     folder = RunFolder.open(run, DEFAULT_VOCABULARY if labels is None
                             else load_vocabulary(labels), verify=not no_verify)
     manifest = folder.manifest
@@ -464,6 +560,7 @@ def report(
                                                     info.seeds[0])["prompt"]}
                for value in info.values]
     model = manifest.get("model", {})
+    card = _model_card(str(manifest["settings"].get("model", "")))
     context = {
         "title": f"{info.attribute}: {' vs '.join(info.values)}",
         "run": {"name": run.resolve().name, "path": str(run)},
@@ -475,7 +572,8 @@ def report(
         "model": {"name": model.get("name", manifest["settings"].get("model", "")),
                   "content_hash": model.get("content_hash", ""),
                   "text_encoder": model.get("text_encoder"),
-                  "card": _model_card(str(manifest["settings"].get("model", "")))},
+                  "card": card, "card_html": _card_html(card)},
+        "methods": _methods(manifest, summary, info),
         "prompts": prompts,
         "created": manifest.get("created", ""), "cfx_version": manifest.get("cfx_version", ""),
         "command": " ".join(manifest.get("command", [])),
@@ -487,8 +585,10 @@ def report(
     }
     with staged_dir(out, replace=True) as tmp:
         jobs: list = []  # figures and GIFs, drawn after the templates rendered (fail fast)
-        context["figures"] = _figures(jobs, tmp, info, regions, effects, summary, region, shown)
-        context["gifs"] = _gifs(jobs, tmp, info, shown)
+        context["figures"] = _figures(jobs, tmp, info, regions, effects, summary, region, shown,
+                                      slices)
+        stills_only = template == "paper"  # a paper shows no GIF: none is copied or drawn
+        context["gifs"] = _gifs([] if stills_only else jobs, tmp, info, shown)
         context["tables"] = _tables(tmp, run, headline)
         try:
             render_report(tmp, context, template, templates, includes=include)

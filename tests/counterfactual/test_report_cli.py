@@ -1,6 +1,7 @@
 """cfx report on a real tiny pipeline: phantom -> sweep (oracle, 2 seeds) -> stats -> report."""
 
 import json
+import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -104,6 +105,12 @@ def _latex_rows(text: str) -> list[list[str]]:
             for line in text.splitlines() if line.endswith(r"\\") and " vs " in line]
 
 
+def _same_interval(text: str, low: float, high: float) -> None:
+    ends = text.replace("$", "").strip("[]").split(", ")
+    _same(ends[0], low)
+    _same(ends[1], high)
+
+
 def _expected(effects: pd.DataFrame, value: str, metric: str) -> pd.Series:
     return effects[(effects.value == value) & (effects.region == "lung")
                    & (effects.metric == metric)].iloc[0]
@@ -114,8 +121,9 @@ def _same(text: str, number: float) -> None:
         assert text == "—"
     elif text.startswith("<"):
         assert number < float(text.lstrip("< "))
-    else:
-        assert float(text) == pytest.approx(number, abs=0.0051)
+    else:  # the number rounded to the decimals shown (they follow the CI's width)
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        assert float(text) == pytest.approx(number, abs=0.51 * 10.0 ** -decimals)
 
 
 def test_summary_is_self_contained_and_every_image_loads(summary):
@@ -123,7 +131,7 @@ def test_summary_is_self_contained_and_every_image_loads(summary):
     assert any(src.endswith("_panel.gif") for src in images)
     assert {"figures/paired_values.png", "figures/delta_noise_floor.png",
             "figures/hu_histogram.png", "figures/forest.png",
-            "figures/difference_yes-vs-no.png", "figures/tmap_yes-vs-no.png"} <= set(images)
+            "figures/difference_yes-vs-no.png", "figures/meanmap_yes-vs-no.png"} <= set(images)
     for png in (summary / "figures").glob("*.png"):
         assert (png.with_suffix(".pdf")).read_bytes().startswith(b"%PDF")
         with Image.open(png) as image:
@@ -143,16 +151,15 @@ def test_summary_numbers_are_those_of_the_stats_csv(run, summary):
         want = _expected(effects, "yes", row["metric"])
         assert row["contrast"] == "yes vs no" and row["unit"] == want.unit
         _same(row["Δ"], want.estimate)
-        for got, expected in zip(_interval(row["CI"]), (want.ci_low, want.ci_high), strict=True):
-            _same(str(got), expected)
+        _same_interval(row["CI"], want.ci_low, want.ci_high)
         _same(row["noise floor Δ"], want.noise_estimate)
-        for got, expected in zip(_interval(row["noise floor CI"]),
-                                 (want.noise_ci_low, want.noise_ci_high), strict=True):
-            _same(str(got), expected)
+        _same_interval(row["noise floor CI"], want.noise_ci_low, want.noise_ci_high)
         _same(row["p (Holm)"], want.p_t_holm)
         assert row["subjects × seeds"] == f"{want.n_subjects} × {want.n_seeds}"
     html = (summary / "index.html").read_text(encoding="utf-8")
-    assert f"{_expected(effects, 'yes', 'mean').noise_estimate:+.2f}" in html
+    mean = _expected(effects, "yes", "mean")
+    width = mean.noise_ci_high - mean.noise_ci_low  # 2 significant digits of the CI width
+    assert f"{mean.noise_estimate:+.{max(0, 1 - math.floor(math.log10(width)))}f}" in html
 
 
 @pytest.fixture(scope="module")
@@ -188,41 +195,82 @@ def test_paper_tables_show_the_stats_csv_numbers_in_latex_and_markdown(edited):
     for cells in rows:
         want = _expected(effects, "yes", cells[2])
         _same(cells[4], want.estimate)
-        assert _interval(cells[5]) == pytest.approx((want.ci_low, want.ci_high), abs=0.0051)
+        _same_interval(cells[5], want.ci_low, want.ci_high)
         _same(cells[6].replace(r"\textless{}", "<"), want.p_t_holm)
         assert cells[7] == want.verdict
         _same(cells[8], want.body_estimate)
         _same(cells[9], want.adjusted_estimate)
-        assert _interval(cells[10]) == pytest.approx((want.noise_ci_low, want.noise_ci_high),
-                                                     abs=0.0051)
+        _same_interval(cells[10], want.noise_ci_low, want.noise_ci_high)
     report = (paper / "report.md").read_text(encoding="utf-8")
     for row in _markdown_rows(report):
         want = _expected(effects, "yes", row["metric"])
         _same(row["Δ"], want.estimate)
         assert row["verdict"] == f"**{want.verdict}**"
-        assert row["adjusted Δ"].startswith(f"{want.adjusted_estimate:+.2f} ")
+        _same(row["adjusted Δ"].split()[0], want.adjusted_estimate)
+        assert row["Δ"] == f"{want.estimate:+.1f}"  # CI width 3.3: one decimal
     assert latex.strip() in report  # the LaTeX source is also in the Markdown
     html = (paper / "index.html").read_text(encoding="utf-8")
     mean = _expected(effects, "yes", "mean")
-    assert f"<td class=\"num\">{mean.estimate:+.2f}</td>" in html
-    assert f"[{mean.ci_low:+.2f}, {mean.ci_high:+.2f}]" in html
+    assert f"<td class=\"num\">{mean.estimate:+.1f}</td>" in html  # CI width 3.3: 1 decimal
+    assert f"[{mean.ci_low:+.1f}, {mean.ci_high:+.1f}]" in html
 
 
-def test_paper_numbers_its_figures_and_reuses_existing_renders(edited):
+def test_paper_numbers_its_figures_and_every_figure_is_a_still_png_and_pdf(edited):
     paper = edited.parent / "paper"
     images = _check_self_contained(paper)
     html = (paper / "index.html").read_text(encoding="utf-8")
+    markdown = (paper / "report.md").read_text(encoding="utf-8")
     numbers = [int(n) for n in re.findall(r"<b>Figure (\d+)\.</b>", html)]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 7
     assert "dashed line: the -950 HU emphysema threshold" in html
-    grid = [src for src in images if src.endswith("_ct.gif")]
-    assert len(grid) == 2 * 2  # 2 subjects x 2 values
+    assert ".gif" not in html and ".gif" not in markdown
+    assert not (paper / "figures" / "gifs").exists()  # nothing drawn or copied for nobody
+    assert images[:2] == ["figures/ct_montage.png", "figures/difference_montage.png"]
+    for src in images:
+        assert src.endswith(".png") and (paper / src).with_suffix(".pdf").is_file()
+        with Image.open(paper / src) as png:
+            assert png.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    # The oracle adds exactly +20 HU in the lungs: the shared scale is +-20 HU, and the mean-Δ
+    # map (not t) is the voxelwise figure.
+    assert "One colour scale for every panel, ±20 HU" in html
+    assert "figures/meanmap_yes-vs-no.png" in images and "tmap" not in html
+    assert "lung window, W 1500 / L -600 HU" in html
+
+
+def test_summary_reuses_existing_renders_as_gifs(edited, tmp_path):
+    _ok(["report", str(edited), "--subjects", "2", "--out", str(tmp_path / "s"), "-q"])
     name = "sub-P000_attr-smoking_val-yes_seed-0_axis-axial_ct.gif"
-    assert (paper / "figures" / "gifs" / name).read_bytes() == \
+    assert (tmp_path / "s" / "figures" / "gifs" / name).read_bytes() == \
         (edited / "render" / "sub-P000" / name).read_bytes()
-    rendered = paper / "figures" / "gifs" / name.replace("P000", "P001")
-    with Image.open(rendered) as gif:
+    with Image.open(tmp_path / "s" / "figures" / "gifs" / name.replace("P000", "P001")) as gif:
         assert gif.n_frames == 24  # made for the report: one frame per axial slice
+
+
+def test_paper_methods_paragraph_states_the_run_settings(edited):
+    paper = edited.parent / "paper"
+    summary = json.loads((edited / "stats" / "summary.json").read_text())
+    voxelwise = summary["voxelwise"]["yes-vs-no"]
+    flips = ("exhaustive: every distinct flip enumerated" if voxelwise["exhaustive"]
+             else "drawn at random, not exhaustive")
+    for name in ("index.html", "report.md"):
+        text = " ".join((paper / name).read_text(encoding="utf-8").split())
+        assert "Methods." in text and "phantom-oracle" in text
+        assert "4 subjects × 2 noise seeds" in text
+        assert f"({voxelwise['permutations']} sign flips, {flips}" in text
+        assert f"below {summary['specificity_ratio'] * 100:.0f} % of the region's Δ" in text
+        assert "PD15, the 15th percentile" in text and "%LAA-950" in text
+        assert "-950 HU" in text and "Holm-corrected" in text
+
+
+def test_the_methods_block_can_be_replaced_by_extending_a_builtin(edited, tmp_path):
+    mine = tmp_path / "mine.html"
+    mine.write_text('{% extends "paper/index.html.j2" %}'
+                    "{% block methods %}<p>Our own methods.</p>{% endblock %}")
+    _ok(["report", str(edited), "--template", str(mine), "--subjects", "1", "--out",
+         str(tmp_path / "out"), "-q"])
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "<p>Our own methods.</p>" in html and "Methods.</b>" not in html
+    assert "<b>Figure 1.</b>" in html  # the rest of the paper template is kept
 
 
 def test_the_audit_file_appears_as_a_key_value_table(edited):
@@ -234,14 +282,16 @@ def test_the_audit_file_appears_as_a_key_value_table(edited):
 def test_user_template_file_replaces_a_previous_report(edited, summary, tmp_path):
     card = tmp_path / "checkpoint"
     card.mkdir()
-    (card / "README.md").write_text("# tiny GAN\n\nTrained on 40 phantoms.\n" + "x" * 3000)
+    text = ("# tiny GAN\n\nTrained on **40** phantoms.\n\n| split | n |\n|---|---|\n"
+            "| train | 40 |\n\n<script>alert(1)</script>\n\n" + "x" * 3000)
+    (card / "README.md").write_text(text)
     manifest = json.loads((edited / "manifest.json").read_text())
     manifest["settings"]["model"] = str(card)
     (edited / "manifest.json").write_text(json.dumps(manifest))
     mine = tmp_path / "mine.html"
     mine.write_text("<h1>{{ attribute }}</h1>{% for r in headline %}<p>{{ r.metric }} "
                     "{{ r.estimate | signed }}</p>{% endfor %}"
-                    "<img src=\"{{ figures.forest.png }}\"><pre>{{ model.card }}</pre>")
+                    "<img src=\"{{ figures.forest.png }}\"><div>{{ model.card_html }}</div>")
     out = tmp_path / "out"
     shutil.copytree(summary, out)
     (out / "stale.txt").write_text("old")
@@ -252,7 +302,12 @@ def test_user_template_file_replaces_a_previous_report(edited, summary, tmp_path
     effects = pd.read_csv(edited / "stats" / "effects.csv", dtype={"value": str})
     assert html.startswith("<h1>smoking</h1>")
     assert f"<p>mean {_expected(effects, 'yes', 'mean').estimate:+.2f}</p>" in html
-    assert "<pre># tiny GAN\n\nTrained on 40 phantoms.\n…</pre>" in html  # excerpt, cut
+    card_html = html.split("<div>", 1)[1].rsplit("</div>", 1)[0]
+    assert card_html.startswith("<h1>tiny GAN</h1>\n"
+                                "<p>Trained on <strong>40</strong> phantoms.</p>")
+    assert "<td>train</td>" in card_html and "x" * 3000 in card_html  # whole, not cut
+    assert "<script>" not in card_html and "&lt;script&gt;" in card_html  # raw HTML escaped
+    assert "…" not in card_html and "**" not in card_html and "# " not in card_html
     _check_self_contained(out)
     assert (out / "report.md").read_text(encoding="utf-8").startswith("# smoking")
 
