@@ -1,11 +1,19 @@
-"""TFCE against nilearn's calculate_tfce and a hand computation."""
+"""TFCE against nilearn's calculate_tfce and a hand computation; the compiled kernel's cache."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+import analysis
+from analysis import _tfce_kernel
 from analysis.tfce import tfce
 
 nilearn_utils = pytest.importorskip("nilearn.mass_univariate._utils")
@@ -97,3 +105,73 @@ def test_custom_powers_and_steps_match_the_definition(rng):
 def test_invalid_inputs_raise(stat_maps, kwargs, message):
     with pytest.raises(ValueError, match=message):
         tfce(stat_maps, **kwargs)
+
+
+def test_every_call_pattern_runs_one_compiled_kernel(rng):
+    """Single maps, batches, one-sided, other powers and neighbourhoods, float32 input: one
+    signature, so a fresh process never compiles the kernel twice (a row of a column slice once
+    made a second one)."""
+    maps = rng.standard_normal((3, 6, 5, 4))
+    tfce(maps[0])
+    tfce(maps)
+    tfce(maps.astype(np.float32), two_sided=False, extent_power=1.0, height_power=1.5,
+         n_steps=7, connectivity=26)
+    tfce(np.zeros((4, 4, 4)))
+    assert len(_tfce_kernel._sweep.signatures) == 1
+
+
+_READ_ONLY_CHILD = """
+import json, sys
+import numpy as np
+import analysis
+from analysis import _tfce_kernel
+from analysis.tfce import tfce
+scores = tfce(np.load(sys.argv[1]))
+stats = _tfce_kernel._sweep.stats
+print(json.dumps({"package": analysis.__file__, "cache": stats.cache_path,
+                  "hits": sum(stats.cache_hits.values()),
+                  "misses": sum(stats.cache_misses.values()), "scores": scores.tolist()}))
+"""
+
+
+def _read_only_mount_works(tmp_path):
+    source, target = tmp_path / "probe_source", tmp_path / "probe_target"
+    source.mkdir()
+    target.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount --bind {source} {target} && "
+         f"mount -o remount,bind,ro {target} && ! touch {target}/x"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+def test_read_only_install_compiles_once_into_the_user_cache(tmp_path, rng):
+    """The package folder on a read-only file system, ``NUMBA_CACHE_DIR`` unset: the first
+    process compiles and caches under the user's cache folder, the second loads from there."""
+    if shutil.which("unshare") is None or not _read_only_mount_works(tmp_path):
+        pytest.skip("needs unshare and mount (a private read-only bind mount)")
+    source, mounted, home = tmp_path / "site", tmp_path / "mounted", tmp_path / "home"
+    package = Path(analysis.__file__).parent
+    shutil.copytree(package, source / "analysis", ignore=shutil.ignore_patterns("__pycache__"))
+    mounted.mkdir()
+    home.mkdir()
+    stat_map = rng.standard_normal((9, 8, 7)) * 2.0
+    np.save(tmp_path / "map.npy", stat_map)
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(mounted))
+    script = (f"mount --bind {source} {mounted} && mount -o remount,bind,ro {mounted} && "
+              f"cd {tmp_path} && {sys.executable} -c '{_READ_ONLY_CHILD}' {tmp_path / 'map.npy'}")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env,
+                              capture_output=True, text=True, check=True)
+        runs.append(json.loads(done.stdout))
+    for run in runs:
+        assert run["package"] == str(mounted / "analysis" / "__init__.py")
+        assert Path(run["cache"]).is_relative_to(home / ".cache" / "numba")
+        np.testing.assert_allclose(run["scores"], nilearn_tfce(stat_map), rtol=1e-10)
+    assert (runs[0]["misses"], runs[0]["hits"]) == (1, 0)  # compiled once, then cached
+    assert (runs[1]["misses"], runs[1]["hits"]) == (0, 1)  # loaded, not compiled
+    assert not list(source.rglob("*.nbi"))  # nothing written next to the read-only sources
