@@ -85,6 +85,7 @@ def _num(x, digits: int = 2) -> str:
 
 
 _MAX_DIGITS = 8
+_EXACT = 1e-7  # a CI narrower than this (relative) is floating-point noise of an exact value
 
 
 def _digits_for(x=None, low=None, high=None) -> int:
@@ -92,10 +93,11 @@ def _digits_for(x=None, low=None, high=None) -> int:
 
     Two significant digits of the CI's width (``20.04 [19.91, 20.17]``: 2 decimals;
     ``0.0003 [-0.0001, 0.0007]``: 5); without a usable CI (missing or of zero width, as an exact
-    oracle gives), two significant digits of the value itself, at least 2 decimals.
+    oracle gives, up to rounding noise), two significant digits of the value, at least 2 decimals.
     """
     width = None if _missing(low) or _missing(high) else abs(float(high) - float(low))
-    if width is not None and width > 0 and math.isfinite(width):
+    scale = max(abs(float(v)) for v in (x, low, high) if not _missing(v)) if width else 0.0
+    if width is not None and math.isfinite(width) and width > _EXACT * max(scale, 1.0):
         digits = 1 - math.floor(math.log10(width))
     else:
         size = 0.0 if _missing(x) else abs(float(x))
