@@ -300,8 +300,14 @@ def _regenerator(run: RunFolder, cohort: Cohort, config: AuditConfig):
                                                       sampling["eta"]))
         generator.check(cohort, run.attribute)
     except UserInputError as exc:
+        if config.model is not None:  # the model the user named must serve, or nothing runs
+            raise
         return None, (f"the run's model {where!r} cannot be loaded here ({exc}); give its "
                       "checkpoint folder with --model")
+    if generator.content_hash != model["content_hash"] and config.model is not None:
+        raise UserInputError(f"--model: {config.model} has content hash "
+                             f"{generator.content_hash}, the run used {model['content_hash']} "
+                             f"({model['name']}); give the checkpoint the run was made with")
     if generator.content_hash != model["content_hash"]:
         return None, (f"model {model['name']!r} now has content hash {generator.content_hash}, "
                       f"the run used {model['content_hash']}; regenerating with another model "

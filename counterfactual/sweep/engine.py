@@ -31,8 +31,10 @@ from counterfactual.sweep.generators import CounterfactualGenerator, Request
 from counterfactual.sweep.lock import merge_lock, run_lock, shard_lock
 from counterfactual.sweep.manifest import (
     MANIFEST,
+    check_same_inputs,
     check_same_settings,
     dataset_description,
+    input_hashes,
     package_versions,
     read_manifest,
     recorded_files,
@@ -203,14 +205,26 @@ def _settings(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     return settings
 
 
+def _inputs(config: SweepConfig, cohort: Cohort) -> tuple[dict, dict]:
+    """Each subject's input hashes (mask, CT, canonical record) and where each input is."""
+    table = cohort.source / "clinical.csv" if cohort.source.is_dir() else cohort.source
+    hashes, sources = {}, {}
+    for subject in cohort:
+        where = f"{table}, subject {subject.id}"
+        record = canonicalize_record(subject.record, config.attributes, where)
+        hashes[subject.id] = input_hashes(subject.mask, subject.ct, record)
+        sources[subject.id] = {"mask": str(subject.mask), "ct": str(subject.ct), "record": where}
+    return hashes, sources
+
+
 def _started(out: Path) -> bool:
     """True when ``out`` holds anything but lock and temporary files (which start with a dot)."""
     return out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
 
 
-def _check_folder(config: SweepConfig, settings: dict) -> None:
+def _check_folder(config: SweepConfig, settings: dict, inputs: tuple[dict, dict]) -> None:
     """Refuse unsafe reuse of ``config.out``: a started folder needs ``--resume`` (a shard joins
-    it without) and the same settings."""
+    it without), the same settings and the same inputs (masks, CTs, records)."""
     out = config.out
     if not _started(out):
         return
@@ -219,6 +233,7 @@ def _check_folder(config: SweepConfig, settings: dict) -> None:
                              "that run or choose another --out")
     manifest = read_manifest(out)
     check_same_settings(out, manifest.get("settings", {}), settings)
+    check_same_inputs(out, manifest.get("inputs"), *inputs)
 
 
 def _remove_stale_parts(out: Path, paths) -> None:
@@ -262,7 +277,8 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     ------
     UserInputError
         Bad settings, a mask outside the label vocabulary, a model that refuses the cohort, a
-        started folder without ``--resume`` or with other settings, a folder another sweep
+        started folder without ``--resume``, with other settings or with a subject whose
+        mask, CT or record is not the one it recorded, a folder another sweep
         holds: all before anything is generated.
 
     Notes
@@ -297,7 +313,8 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     settings = _settings(config, cohort, generator)
     if fitting is not None:
         settings["grid"] = fitting.settings()
-    _check_folder(config, settings)
+    inputs = _inputs(config, cohort)  # what each subject's outputs are made from
+    _check_folder(config, settings, inputs)
     out = config.out
     base = {
         "cfx_version": __version__,
@@ -309,6 +326,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
         "prompt_template": {"name": template.name, "sha256": template.sha256},
         "versions": package_versions(),
         "masks": {s.id: str(s.mask.resolve()) for s in jobs_cohort},
+        "inputs": inputs[0],
         "subjects_without_attribute": [s.id for s in cohort if config.attribute not in s.record],
         "items": [{"subject": g.subject.id, "seed": g.seed,
                    "noise_seed": noise_seed(g.subject.id, g.seed), "value": r.value,
@@ -348,7 +366,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
         # 3. Open the run under the manifest lock: re-check (another shard may have started
         #    it meanwhile), learn what is recorded as done, describe the run.
         with merge_lock(out):
-            _check_folder(config, settings)
+            _check_folder(config, settings, inputs)
             done = recorded_files(out) if _started(out) else {}
             if config.shard is None or not (out / MANIFEST).exists():
                 write_json(out / MANIFEST, {**base, "files": ordered(done), "complete": False,

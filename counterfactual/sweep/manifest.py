@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from counterfactual.sweep.naming import check_run_paths
 
 __all__ = ["MANIFEST", "sha256", "package_versions", "write_json", "read_manifest",
            "dataset_description", "check_same_settings", "shard_manifest_name",
-           "shard_manifests", "recorded_files"]
+           "shard_manifests", "recorded_files", "input_hashes", "check_same_inputs"]
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("cfx", "numpy", "scipy", "nibabel", "torch", "monai", "transformers", "pandas")
@@ -33,6 +35,71 @@ def sha256(path: Path) -> str:
     chunks by :func:`hashlib.file_digest` (about 1 GB/s on one core)."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _input_sha256(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (a DICOM series): each relative name and its
+    file's sha256, in name order."""
+    if not path.is_dir():
+        return sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def input_hashes(mask: str | os.PathLike, ct: str | os.PathLike | None,
+                 record: Mapping) -> dict[str, str | None]:
+    """What one subject's outputs are made from, for ``--resume`` to check: the sha256 of its
+    mask and CT (None without one) as stored, and of its canonical record (sorted JSON).
+
+    Returns
+    -------
+    dict
+        ``{"mask": hex, "ct": hex or None, "record": hex}``.
+    """
+    text = json.dumps(dict(record), sort_keys=True, default=str)
+    return {"mask": _input_sha256(Path(mask)),
+            "ct": None if ct is None else _input_sha256(Path(ct)),
+            "record": hashlib.sha256(text.encode()).hexdigest()}
+
+
+_INPUTS = {"mask": "mask", "ct": "CT", "record": "clinical record"}
+
+
+def check_same_inputs(folder: Path, old: Mapping | None, new: Mapping[str, Mapping],
+                      sources: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuse to resume ``folder`` when a subject's inputs are not those its manifest recorded.
+
+    Parameters
+    ----------
+    folder : Path
+        The run folder.
+    old : mapping or None
+        The manifest's ``inputs`` (subject -> :func:`input_hashes`); None when it has none.
+    new : mapping
+        The same for the cohort now.
+    sources : mapping
+        Subject -> input name (``mask``, ``ct``, ``record``) -> where it is, for the message.
+
+    Raises
+    ------
+    UserInputError
+        The first subject (in ``new``'s order) whose mask, CT or record changed, naming it and
+        the input.
+    """
+    if not isinstance(old, Mapping):
+        raise UserInputError(f"{folder / MANIFEST}: records no hashes of the run's inputs (made "
+                             "by an older cfx), so a resume cannot tell whether they changed; "
+                             "start a new --out")
+    for subject, now in new.items():
+        then = old.get(subject)
+        for key, label in _INPUTS.items():
+            if not isinstance(then, Mapping) or then.get(key) != now[key]:
+                raise UserInputError(
+                    f"{folder}: cannot resume: subject {subject}'s {label} "
+                    f"({sources[subject][key]}) is not the one the run was made from (its sha256 "
+                    f"differs from {MANIFEST}); restore it or start a new --out")
 
 
 def package_versions() -> dict[str, str]:
