@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from counterfactual.checkpoint_fields import check_served_config
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.sweep.catalog import bundled_models, find_checkpoint
@@ -105,6 +106,7 @@ def show(
         config = read_config(folder)
     except CheckpointError as exc:
         raise UserInputError(f"models show: {exc}") from None
+    check_served_config(config, f"models show: {folder / 'config.json'}")
     if as_json:
         typer.echo(json.dumps(config, indent=2))
         return

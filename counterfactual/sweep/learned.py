@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from counterfactual.checkpoint_fields import check_served_config
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
 from counterfactual.labels import LabelVocabulary
@@ -65,6 +66,7 @@ def learned_generator(folder: str | os.PathLike,
         config = read_config(folder)
     except CheckpointError as exc:
         raise UserInputError(f"--model: {exc}") from None
+    check_served_config(config, f"--model: {Path(folder) / 'config.json'}")
     if config["architecture"] == _DIFFUSION:
         return LearnedDiffusionGenerator(folder, sampling=sampling)
     sampling.refuse(str(config.get("name", Path(folder).name)),
