@@ -13,9 +13,11 @@ home folder cannot read ``user/.ssh/id_rsa``.
 
 Every template, built-in or not, renders in a :class:`jinja2.sandbox.SandboxedEnvironment` with
 :class:`jinja2.StrictUndefined`: unsafe attribute access (``__class__``, ``mro``, ...) and undefined
-names stop the rendering with :class:`TemplateError`. HTML outputs are autoescaped. Numbers reach
-the page only through the context and are formatted with the filters of :data:`FILTERS`, so no
-template types a number.
+names stop the rendering with :class:`TemplateError`. So does an expression that would exhaust
+memory: ``*`` making a text or list longer than :data:`MAX_SIZE` items, ``**`` with a result
+over :data:`MAX_POWER_BITS` bits (``range`` is capped by Jinja2 itself at 100,000). HTML
+outputs are autoescaped. Numbers reach the page only through the context and are formatted with
+the filters of :data:`FILTERS`, so no template types a number.
 
 Outputs render in this order, each one's text then available to the next ones as
 ``outputs["<relative path>"]``: the other files (sorted), ``report.md``, ``index.html``; the HTML
@@ -35,14 +37,18 @@ from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxErr
 from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["BUILTIN", "FILTERS", "TemplateError", "find_templates", "check_template",
-           "key_values", "render_report"]
+__all__ = ["BUILTIN", "FILTERS", "MAX_SIZE", "MAX_POWER_BITS", "TemplateError",
+           "find_templates", "check_template", "key_values", "render_report"]
 
 BUILTIN = ("summary", "paper")
 _SHARED = "_shared"
 _MAIN = ("report.md", "index.html")
 _HTML = (".html", ".htm")
 _USER = "user/"
+MAX_SIZE = 1_000_000
+"""Most characters or items a template's ``*`` may make."""
+MAX_POWER_BITS = 4096
+"""Most bits of a template's integer ``**`` result."""
 
 
 class TemplateError(ValueError):
@@ -212,8 +218,29 @@ def _autoescape(name: str | None) -> bool:
     return name is not None and name.removesuffix(".j2").endswith(_HTML)
 
 
+class _LimitedEnvironment(SandboxedEnvironment):
+    """The sandbox, also refusing ``*`` and ``**`` whose result would exhaust memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for sized, count in ((left, right), (right, left)):
+                if isinstance(sized, str | list | tuple) and isinstance(count, int) and \
+                        len(sized) * count > MAX_SIZE:
+                    raise SecurityError(f"'*' would make {len(sized) * count:,} items; at most "
+                                        f"{MAX_SIZE:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and \
+                abs(left) > 1 and right > 0:
+            bits = right * math.log2(abs(left))
+            if bits > MAX_POWER_BITS:
+                raise SecurityError(f"'**' would make a number of about {bits:,.0f} bits; at "
+                                    f"most {MAX_POWER_BITS}")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(templates: Path, user_files: Mapping[str, Path]) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(loader=_Loader(templates, user_files),
+    env = _LimitedEnvironment(loader=_Loader(templates, user_files),
                                undefined=StrictUndefined, autoescape=_autoescape,
                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(FILTERS)
