@@ -265,6 +265,26 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _swap(new: Path, path: Path) -> None:
+    """Put the folder ``new`` at ``path`` and delete what was there; if that fails, the earlier
+    folder stays at ``path`` (or, if even putting it back fails, in ``.<name>.<pid>-*.old``)."""
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".old",
+                                dir=path.parent))
+    try:
+        os.replace(path, old / path.name)
+    except BaseException:
+        old.rmdir()
+        raise
+    try:
+        os.replace(new, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.replace(old / path.name, path)
+            old.rmdir()
+        raise
+    shutil.rmtree(old)
+
+
 @contextlib.contextmanager
 def staged_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it becomes ``path`` only if the block succeeds.
@@ -283,11 +303,7 @@ def staged_dir(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]
         tmp.chmod(0o777 & ~current_umask())
         yield tmp
         if replace and path.is_dir() and any(path.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".old",
-                                        dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
+            _swap(tmp, path)
             return
         existed = path.is_dir()
         if existed:

@@ -57,7 +57,8 @@ def audit(
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
     agreement, each with a verdict against stated thresholds and an overall verdict; writes
     RUN/audit/audit.json and per-item tables. With --strict, exits 1 on any failing criterion."""
-    check_writable(run / "audit", f"{run}: audit folder", inside=False)
+    if run.is_dir():  # else RunFolder says what RUN is
+        check_writable(run / "audit", f"{run}: audit folder", inside=False)
     config = AuditConfig(
         run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
         specificity_ratio=specificity_ratio, verify=not no_verify,
