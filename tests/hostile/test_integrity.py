@@ -4,9 +4,14 @@ swapped, edited, re-compressed, truncated, deleted or left unrecorded after the 
 
 import gzip
 import json
+import pickle
 import shutil
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from counterfactual.cli import app
 
 CT = "sub-P000/sub-P000_attr-smoking_val-no_seed-0_ct.nii.gz"
 OTHER = "sub-P000/sub-P000_attr-smoking_val-yes_seed-0_ct.nii.gz"
@@ -88,3 +93,101 @@ def test_a_forged_hash_is_refused(run, work, refused, command):
     _edit_manifest(run, lambda m: [e.update(sha256="0" * 64) for e in m["files"]
                                    if e["path"] == OTHER])
     refused(_args(command, run, work), OTHER, CHANGED)
+
+
+# --- what a sweep is made from: --resume checks the inputs, checkpoints their weights ----------
+
+BUNDLED_GAN = Path("models/bundled/phantom-gan-64")
+
+
+def _sweep(cohort, out, *extra, model="phantom-oracle"):
+    return ["sweep", "-a", "smoking", "--values", "no,yes", "--cohort", cohort, "--model", model,
+            "--out", out, "-q", *extra]
+
+
+def _ok(args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.stderr
+
+
+def _set_age(phantom, age):
+    lines = (phantom / "clinical.csv").read_text().splitlines()
+    column = lines[0].split(",").index("age")
+    row = lines[1].split(",")
+    row[column] = str(age)
+    lines[1] = ",".join(row)
+    (phantom / "clinical.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    (lambda p: _set_age(p, 33), "subject P000's clinical record ("),
+    (lambda p: (p / "masks" / "P001.nii.gz").write_bytes(
+        (p / "masks" / "P000.nii.gz").read_bytes()), "subject P001's mask ("),
+    (lambda p: (p / "ct" / "P000.nii.gz").write_bytes(
+        gzip.compress(gzip.decompress((p / "ct" / "P000.nii.gz").read_bytes()), 1)),
+     "subject P000's CT ("),
+])
+def test_resume_refuses_inputs_that_changed(phantom, work, refused, change, fragment):
+    _ok(_sweep(phantom, work / "out"))
+    (work / "out" / OTHER).unlink()  # an unfinished run
+    change(phantom)
+    refused(_sweep(phantom, work / "out", "--resume"), fragment, "is not the one the run was "
+                                                                 "made from", "new --out")
+
+
+def test_resume_refuses_a_run_without_input_hashes(phantom, work, refused):
+    _ok(_sweep(phantom, work / "out"))
+    _edit_manifest(work / "out", lambda m: m.pop("inputs"))
+    refused(_sweep(phantom, work / "out", "--resume"), "manifest.json: records no hashes of the "
+                                                       "run's inputs")
+
+
+def _checkpoint(work):
+    return Path(shutil.copytree(BUNDLED_GAN, work / "ckpt"))
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda w: w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0"),
+    lambda w: w.write_bytes(
+        (BUNDLED_GAN.parent / "phantom-diffusion-32" / "model.safetensors").read_bytes()),
+])
+def test_tampered_checkpoint_weights_are_refused(phantom, work, refused, tamper):
+    folder = _checkpoint(work)
+    tamper(folder / "model.safetensors")
+    refused(_sweep(phantom, work / "out", model=folder),
+            "ckpt/model.safetensors: its sha256 differs from the weights_sha256 config.json "
+            "recorded")
+
+
+def test_a_checkpoint_without_a_weights_hash_is_refused(phantom, work, refused):
+    folder = _checkpoint(work)
+    config = json.loads((folder / "config.json").read_text())
+    del config["weights_sha256"]
+    (folder / "config.json").write_text(json.dumps(config))
+    refused(_sweep(phantom, work / "out", model=folder), "config.json: records no weights_sha256")
+
+
+def test_a_pickle_text_encoder_is_refused_unread(phantom, work, refused):
+    encoder = work / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text('{"model_type": "bert"}')
+    (encoder / "pytorch_model.bin").write_bytes(pickle.dumps(_Unpickled()))
+    folder = _checkpoint(work)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_encoder"]["name"] = str(encoder)
+    (folder / "config.json").write_text(json.dumps(config))
+    refused(_sweep(phantom, work / "out", model=folder),
+            "its text encoder cannot be loaded", "holds pytorch_model.bin, pickle weights, and "
+                                                 "no *.safetensors weights")
+
+
+class _Unpickled:
+    """A pickle that stops the test process if anything unpickles it."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('unpickled!')",))
+
+
+def test_audit_refuses_a_model_whose_hash_differs_from_the_runs(run, refused):
+    refused(["audit", run, "--model", BUNDLED_GAN, "-q"], f"--model: {BUNDLED_GAN} has content "
+                                                          "hash sha256:", "the run used")
