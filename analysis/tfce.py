@@ -19,6 +19,11 @@ component lazily between events (see :mod:`analysis._tfce_kernel`, compiled with
 of maps is spread over threads. Measured on a 2-core CPU at 50^3
 (``benchmarks/tfce_vs_nilearn.py``): nilearn ~240-310 ms per map, one map ~15 ms, a batch of 4
 ~11.5 ms per map (~27x).
+
+First call: numba compiles the kernel once and caches it beside the module (or, where that folder
+is not writable, in the user's cache folder, ``~/.cache/numba``), so only the first process after
+an install pays ~1.2 s on 2 CPU cores; later processes load it in ~0.3 s
+(``benchmarks/voxelwise_end_to_end.py`` measures both).
 """
 
 from __future__ import annotations
