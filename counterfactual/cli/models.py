@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from counterfactual.checkpoint_fields import check_served_config
 from counterfactual.cli.app import app
 from counterfactual.errors import UserInputError
 from counterfactual.sweep.catalog import bundled_models, find_checkpoint
@@ -106,7 +105,6 @@ def show(
         config = read_config(folder)
     except CheckpointError as exc:
         raise UserInputError(f"models show: {exc}") from None
-    check_served_config(config, f"models show: {folder / 'config.json'}")
     if as_json:
         typer.echo(json.dumps(config, indent=2))
         return
@@ -114,8 +112,8 @@ def show(
     out = _stdout()
     if card.is_file():
         out.print(Markdown(card.read_text(encoding="utf-8")))
-    generator = config["generator"]
-    encoder = config.get("text_encoder", {})
+    generator, encoder, labels = (config.get(key) if isinstance(config.get(key), dict) else {}
+                                  for key in ("generator", "text_encoder", "labels"))
     lines = [f"folder: {folder}", f"content hash: {content_hash(folder)}",
              f"architecture: {config['architecture']}, "
              + (f"fusion {generator.get('fusion')}" if "sampling" not in config else
@@ -124,6 +122,6 @@ def show(
              f"HU window: {config.get('hu_window')}",
              f"text encoder: {encoder.get('name')} ({encoder.get('width')}-d, "
              f"{encoder.get('identifier')})",
-             f"labels: {config.get('labels', {}).get('labels')}",
+             f"labels: {labels.get('labels')}",
              f"cfx version: {config.get('cfx_version')}"]
     out.print("\n".join(lines), markup=False)
