@@ -220,8 +220,9 @@ def one_sample_permutation(
                 f"tfce: {int(np.sum(~np.isfinite(t_obs)))} tested voxels are constant but "
                 "not 0 across subjects (t is infinite); TFCE needs finite t. Mask them out."
             )
-        tfce_obs = _tfce_of(t_obs[np.newaxis], tested, alternative)[0]
-        h0_tfce = _max_tfce_null(flips, normalised, tested, alternative)
+        box = tested[_bounding_box(tested)]  # TFCE is 0 outside the mask: a smaller grid
+        tfce_obs = _tfce_of(t_obs[np.newaxis], box, alternative)[0]
+        h0_tfce = _max_tfce_null(flips, normalised, box, alternative)
         fields["tfce"] = tfce_obs
         fields["p_tfce"], fit_tfce = _corrected_p(np.abs(tfce_obs), h0_tfce, exhaustive, tail,
                                                   floor)
@@ -417,6 +418,21 @@ def _fwe_p(observed, null_max, exhaustive=False):
     return (1.0 + n_at_least) / (1.0 + ordered.size)
 
 
+def _bounding_box(tested):
+    """Slices of the smallest box holding every tested voxel.
+
+    Voxels outside the mask have t = 0 and never join a cluster, so TFCE on the box equals TFCE
+    on the whole grid, and a boolean mask lists the same voxels in the same (C) order in both.
+    For lungs in a chest grid the box holds about a fifth of the voxels.
+    """
+    sides = []
+    for axis in range(tested.ndim):
+        others = tuple(a for a in range(tested.ndim) if a != axis)
+        present = np.flatnonzero(tested.any(axis=others))
+        sides.append(slice(present[0], present[-1] + 1))
+    return tuple(sides)
+
+
 def _tfce_of(t_tested, tested, alternative):
     """Signed TFCE of tested t-values (n_maps, n_tested), returned as (n_maps, n_tested)."""
     grids = np.zeros((t_tested.shape[0],) + tested.shape)
@@ -428,17 +444,25 @@ def _tfce_of(t_tested, tested, alternative):
 def _max_tfce_null(flips, normalised, tested, alternative, batch=16):
     """Per draw, the maximum over voxels of the permuted |TFCE|; shape (n_permutations,).
 
-    Draws go to TFCE ``batch`` maps at a time, which spreads them over threads.
+    The permuted t-maps come from one matrix product per block of draws (at most 32 MiB of
+    them): BLAS threads keep spinning a while after each product and, called once per small
+    batch, took the cores from TFCE (a run on 2 cores ran 2.3x slower). They then go to TFCE
+    ``batch`` maps at a time, which spreads them over threads.
     """
-    n_subjects = flips.shape[1]
-    out = np.empty(flips.shape[0])
-    for start in range(0, flips.shape[0], batch):
-        signs = flips[start:start + batch]
-        t_perm = _t_from_correlation(signs @ normalised / np.sqrt(n_subjects), n_subjects)
-        grids = np.zeros((len(signs),) + tested.shape)
-        grids[:, tested] = t_perm if alternative != "less" else -t_perm
-        scores = tfce_transform(grids, two_sided=alternative == "two-sided")
-        out[start:start + batch] = np.abs(scores).reshape(len(signs), -1).max(axis=1)
+    n_flips, n_subjects = flips.shape
+    per_block = max(1, _CHUNK_BYTES // (8 * normalised.shape[1] * batch)) * batch
+    out = np.empty(n_flips)
+    buffer = np.zeros((min(batch, n_flips),) + tested.shape)  # untested voxels stay 0
+    for block in range(0, n_flips, per_block):
+        signs = flips[block:block + per_block]
+        t_block = _t_from_correlation(signs @ normalised / np.sqrt(n_subjects), n_subjects)
+        for start in range(0, len(signs), batch):
+            t_perm = t_block[start:start + batch]
+            grids = buffer[:len(t_perm)]
+            grids[:, tested] = t_perm if alternative != "less" else -t_perm
+            scores = tfce_transform(grids, two_sided=alternative == "two-sided")
+            first = block + start
+            out[first:first + len(t_perm)] = np.abs(scores).reshape(len(t_perm), -1).max(axis=1)
     return out
 
 
