@@ -16,16 +16,31 @@ before it is timed):
   ``tfce.glm.PermutedGLM.fit_signs`` for the t-map of each flip (its one-sample API) and
   ``tfce.tfce`` on batches of 16 maps over as many threads as cfx uses, then max |TFCE| per flip.
 
+The three TFCE runs hold BLAS to one thread (``threadpoolctl``): after each of the ``tfce``
+package's per-flip products, OpenBLAS threads keep spinning against its TFCE threads (24 s
+instead of 8 s for 1000 flips on 2 cores); cfx is unaffected (one product per 32 MiB of flips).
+
 Targets: >= 50x nilearn and >= 2x ``tfce``, warm. Cold start: the same cfx call on the first 100
 flips, and one TFCE map, in a fresh process with an empty ``NUMBA_CACHE_DIR``, against the warm
 time of the same call here; target within 3x warm + 1 s. Last, max-T alone at 40 subjects x
 100,000 voxels x 1000 flips against the one-matrix-product limit: a bare numpy GEMM of the
 flips (1000 x 40) by the data (40 x 100,000), in float32 (what cfx computes in) and float64.
-Run: ``python benchmarks/voxelwise_end_to_end.py`` (about 3 minutes on 2 busy CPU cores);
-``--quick`` runs tiny sizes in seconds.
+Run: ``python benchmarks/voxelwise_end_to_end.py`` (about 1 minute on 2 CPU cores, nilearn's
+50 flips being half of it); ``--quick`` runs tiny sizes in seconds.
 
-Measured (2-core CPU shared with other jobs, load ~4-5; seed 0): see the commit message that
-last changed this file.
+Measured on the 2-core CPU shared with other jobs (load 2-6), seed 0, 11,710 lung voxels:
+- nilearn: 0.43-0.45 s per flip (50 flips in 21.6-22.7 s), so ~440 s extrapolated to 1000;
+  on the same 50 flips its TFCE map and TFCE FWE p-values equal cfx's (max relative difference
+  1.5e-15, max |p difference| 7e-18).
+- cfx, 1000 flips: 3.7-3.9 s after the null's products went to one BLAS call per block (5.9-6.9 s
+  before): ~115x nilearn (extrapolated). ``tfce`` package: 7.8 s with BLAS on one thread (2.0x
+  cfx); 11-24 s with BLAS threads free. Its exact TFCE gives a different p < 0.05 verdict than
+  cfx's stepped one in 14 of the 11,710 voxels.
+- Cold start: one map 1.32-1.39 s in a fresh process against 0.002 s warm (target 1.01 s: not
+  met; numba compiling a 3-line function costs ~0.45 s of that); 100 flips end to end 1.86-1.87 s
+  against 0.30-0.48 s warm (target 1.90-2.44 s: met).
+- Max-T 40 x 100,000 x 1000: cfx 0.39-0.40 s, bare GEMM 0.14-0.15 s in float32 (ratio 2.7-2.8x)
+  and 0.19-0.32 s in float64 (1.2-2.1x); target <= 3x met.
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ from pathlib import Path
 import numba
 import numpy as np
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 from analysis.permutation import one_sample_permutation
 from analysis.tfce import tfce as cfx_tfce
@@ -182,6 +198,54 @@ def max_t_vs_gemm(n_subjects, n_voxels, n_flips, repeats=3):
     return {name: min(_timed(call)[1] for _ in range(repeats)) for name, call in calls.items()}
 
 
+def _three_tools(data, mask, flips, n_nilearn, workers):
+    """Warm timings and agreement of cfx, the ``tfce`` package and nilearn on ``flips``."""
+    figures = {}
+    n_tested = int(mask.sum())
+    # 1. warm-up: each tool once on a few flips
+    one_sample_permutation(data, 4, tfce=True, mask=mask, sign_flips=flips[:4])
+    run_tfce_package(data, mask, flips[:4], workers)
+
+    # 2. cfx on every flip
+    ours, figures["cfx"] = _timed(one_sample_permutation, data, len(flips), tfce=True,
+                                  mask=mask, sign_flips=flips)
+    print(f"cfx one_sample_permutation  {figures['cfx']:8.2f} s for {len(flips)} flips "
+          f"({1e3 * figures['cfx'] / len(flips):.1f} ms per flip)")
+
+    # 3. the tfce package on every flip
+    package, figures["tfce"] = _timed(run_tfce_package, data, mask, flips, workers)
+    if package is None:
+        print("tfce package               not installed (pip install tfce): skipped")
+    else:
+        print(f"tfce package               {figures['tfce']:8.2f} s for {len(flips)} flips "
+              f"-> cfx is {figures['tfce'] / figures['cfx']:.1f}x faster (target >= 2x)")
+        n_differ = int(np.sum((ours.p_tfce[mask] < 0.05)
+                              != (_fwe_p(np.abs(package[0][mask]), package[1]) < 0.05)))
+        print(f"  exact TFCE (no steps): voxels whose p < 0.05 verdict differs from cfx's "
+              f"stepped TFCE: {n_differ} of {n_tested}")
+
+    # 4. nilearn on the first flips, extrapolated
+    reference, seconds = _timed(run_nilearn, data, mask, n_nilearn)
+    per_flip = seconds / n_nilearn
+    figures["nilearn"] = per_flip * len(flips)
+    print(f"nilearn permuted_ols        {seconds:8.2f} s for {n_nilearn} flips = "
+          f"{per_flip:.3f} s per flip; EXTRAPOLATED to {len(flips)} flips: "
+          f"{figures['nilearn']:.0f} s -> cfx is {figures['nilearn'] / figures['cfx']:.0f}x "
+          "faster (target >= 50x)")
+    same = one_sample_permutation(data, n_nilearn, tfce=True, mask=mask,
+                                  sign_flips=flips[:n_nilearn])
+    figures["tfce map vs nilearn"] = float(
+        np.abs(same.tfce[mask] - reference["tfce"][0]).max() / np.abs(reference["tfce"][0]).max()
+    )
+    figures["p_tfce vs nilearn"] = float(
+        np.abs(same.p_tfce[mask] - 10.0 ** -reference["logp_max_tfce"][0]).max()
+    )
+    print(f"  same {n_nilearn} flips: max |TFCE_cfx - TFCE_nilearn| / max |TFCE_nilearn| = "
+          f"{figures['tfce map vs nilearn']:.1e}, max |p_cfx - p_nilearn| (TFCE FWE) = "
+          f"{figures['p_tfce vs nilearn']:.1e}")
+    return figures
+
+
 def main(argv=None) -> dict:
     """Run the benchmark, print the comparison and return the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -200,49 +264,9 @@ def main(argv=None) -> dict:
     print(f"{sizes.n_subjects} subjects x {sizes.shape} grid, {int(mask.sum())} lung voxels "
           f"tested, {sizes.n_flips} sign flips (nilearn's draws), two-sided, TFCE E=0.5 H=2 "
           f"6-connectivity, {workers} threads for cfx and tfce")
-    figures = {}
-
-    # 1. warm-up: each tool once on a few flips
-    one_sample_permutation(data, 4, tfce=True, mask=mask, sign_flips=flips[:4])
-    run_tfce_package(data, mask, flips[:4], workers)
-
-    # 2. cfx on every flip
-    ours, figures["cfx"] = _timed(one_sample_permutation, data, sizes.n_flips, tfce=True,
-                                  mask=mask, sign_flips=flips)
-    print(f"cfx one_sample_permutation  {figures['cfx']:8.2f} s for {sizes.n_flips} flips "
-          f"({1e3 * figures['cfx'] / sizes.n_flips:.1f} ms per flip)")
-
-    # 3. the tfce package on every flip
-    package, figures["tfce"] = _timed(run_tfce_package, data, mask, flips, workers)
-    if package is None:
-        print("tfce package               not installed (pip install tfce): skipped")
-    else:
-        print(f"tfce package               {figures['tfce']:8.2f} s for {sizes.n_flips} flips "
-              f"-> cfx is {figures['tfce'] / figures['cfx']:.1f}x faster (target >= 2x)")
-        n_differ = int(np.sum((ours.p_tfce[mask] < 0.05)
-                              != (_fwe_p(np.abs(package[0][mask]), package[1]) < 0.05)))
-        print(f"  exact TFCE (no steps): voxels whose p < 0.05 verdict differs from cfx's "
-              f"stepped TFCE: {n_differ} of {int(mask.sum())}")
-
-    # 4. nilearn on the first flips, extrapolated
-    reference, seconds = _timed(run_nilearn, data, mask, n_nilearn)
-    per_flip = seconds / n_nilearn
-    figures["nilearn"] = per_flip * sizes.n_flips
-    print(f"nilearn permuted_ols        {seconds:8.2f} s for {n_nilearn} flips = "
-          f"{per_flip:.3f} s per flip; EXTRAPOLATED to {sizes.n_flips} flips: "
-          f"{figures['nilearn']:.0f} s -> cfx is {figures['nilearn'] / figures['cfx']:.0f}x "
-          "faster (target >= 50x)")
-    same = one_sample_permutation(data, n_nilearn, tfce=True, mask=mask,
-                                  sign_flips=flips[:n_nilearn])
-    figures["tfce map vs nilearn"] = float(
-        np.abs(same.tfce[mask] - reference["tfce"][0]).max() / np.abs(reference["tfce"][0]).max()
-    )
-    figures["p_tfce vs nilearn"] = float(
-        np.abs(same.p_tfce[mask] - 10.0 ** -reference["logp_max_tfce"][0]).max()
-    )
-    print(f"  same {n_nilearn} flips: max |TFCE_cfx - TFCE_nilearn| / max |TFCE_nilearn| = "
-          f"{figures['tfce map vs nilearn']:.1e}, max |p_cfx - p_nilearn| (TFCE FWE) = "
-          f"{figures['p_tfce vs nilearn']:.1e}")
+    # 1.-4. the three tools, warm, BLAS on one thread
+    with threadpool_limits(1, user_api="blas"):
+        figures = _three_tools(data, mask, flips, n_nilearn, workers)
 
     # 5. cold start against warm, same calls
     cold_flips = flips[:sizes.cold_flips]
