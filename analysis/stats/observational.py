@@ -21,7 +21,15 @@ from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from analysis.stats.correction import adjust_pvalues
 
-__all__ = ["group_tests", "ols_effect", "cohort_effects", "concordance", "EFFECT_COLUMNS"]
+__all__ = [
+    "group_tests",
+    "ols_effect",
+    "cohort_effects",
+    "concordance",
+    "scale_effects",
+    "concordance_by_value",
+    "EFFECT_COLUMNS",
+]
 
 EFFECT_COLUMNS = ("estimate", "ci_low", "ci_high")
 
@@ -410,6 +418,88 @@ def concordance(
                              & (joined["obs_ci_low"] <= joined["cf_ci_high"]))
     joined["note"] = np.where(zero, "observational estimate is 0: ratio undefined", "")
     return joined
+
+
+def scale_effects(observed: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """Per-unit effects times ``factor`` (a contrast in the attribute's unit), CIs kept ordered.
+
+    Parameters
+    ----------
+    observed : DataFrame
+        Rows of :func:`cohort_effects`: columns ``estimate``, ``ci_low``, ``ci_high`` and their
+        ``naive_`` counterparts, each per unit of the attribute (e.g. HU per year).
+    factor : float
+        The contrast, e.g. ``value - reference`` = 20 years; negative flips each CI's ends.
+
+    Returns
+    -------
+    DataFrame
+        A copy with those six columns multiplied by ``factor`` (``ci_low <= ci_high`` kept);
+        other columns unchanged.
+    """
+    scaled = observed.copy()
+    for prefix in ("", "naive_"):
+        low, high = scaled[f"{prefix}ci_low"] * factor, scaled[f"{prefix}ci_high"] * factor
+        scaled[f"{prefix}estimate"] *= factor
+        scaled[f"{prefix}ci_low"], scaled[f"{prefix}ci_high"] = (np.minimum(low, high),
+                                                                 np.maximum(low, high))
+    return scaled
+
+
+def concordance_by_value(effects: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
+    """Counterfactual vs observational effect per swept value x region x metric.
+
+    A numeric attribute's observational slope (every ``level`` NaN) is scaled to each value's
+    contrast ``value - reference`` (:func:`scale_effects`); a categorical one is matched level by
+    level (as text). Values without an observational row are left out.
+
+    Parameters
+    ----------
+    effects : DataFrame
+        Paired counterfactual effects, one row per value x region x metric: columns ``value``,
+        ``reference``, ``region``, ``metric``, ``unit``, ``estimate``, ``ci_low``, ``ci_high``
+        (e.g. :func:`analysis.stats.specificity.specificity_table`).
+    observed : DataFrame
+        Rows of :func:`cohort_effects`: ``level`` (NaN for a numeric attribute), ``region``,
+        ``metric``, the adjusted and ``naive_`` estimates with their 95 % CIs.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``value``, ``reference``, ``region``, ``metric``, ``unit``, then those of
+        :func:`concordance` and ``naive_estimate``, ``naive_ci_low``, ``naive_ci_high`` (the
+        observational unadjusted effect on the same contrast), one row per matched value x
+        region x metric, in the order of ``effects``' values.
+
+    Raises
+    ------
+    ValueError
+        If no value of ``effects`` has an observational row.
+    """
+    blocks = []
+    keys = ["region", "metric"]
+    for value, cf in effects.groupby("value", sort=False):
+        reference = cf["reference"].iloc[0]
+        if observed["level"].isna().all():  # numeric attribute: effect per unit
+            obs = scale_effects(observed, float(value) - float(reference))
+        else:
+            obs = observed[observed["level"].astype(str) == str(value)]
+        if obs.empty:
+            continue
+        joined = concordance(cf.set_index(keys), obs.set_index(keys)).reset_index()
+        joined.insert(2, "unit", cf.set_index(keys).loc[list(zip(joined["region"],
+                                                                   joined["metric"],
+                                                                   strict=True)), "unit"].values)
+        naive = obs.set_index(keys)[["naive_estimate", "naive_ci_low", "naive_ci_high"]]
+        joined = joined.join(naive, on=keys)
+        joined.insert(0, "reference", reference)
+        joined.insert(0, "value", value)
+        blocks.append(joined)
+    if not blocks:
+        values = list(effects["value"].unique())
+        raise ValueError(f"none of the run's values {values} is a level of the cohort's "
+                         f"attribute {sorted(map(str, observed['level'].unique()))}")
+    return pd.concat(blocks, ignore_index=True)
 
 
 def _complete(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

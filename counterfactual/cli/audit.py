@@ -13,10 +13,17 @@ from rich.text import Text
 
 from analysis.audit import DEFAULT_SPECIFICITY_RATIO, FAIL, PASS, WARN, Threshold
 from counterfactual.atomic import check_writable
-from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
 from counterfactual.audit import CRITERIA, AuditConfig, run_audit
 from counterfactual.cli.app import app
-from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
+from counterfactual.cli.params import (
+    attribute_vocabulary,
+    attributes_option,
+    device_option,
+    label_vocabulary,
+    labels_option,
+    no_verify_option,
+    quiet_option,
+)
 from counterfactual.progress import console, stdout_console
 from counterfactual.prompts import load_template
 from counterfactual.run_folder import NOT_VERIFIED
@@ -40,19 +47,16 @@ def audit(
     strict: bool = typer.Option(False, "--strict", metavar="",
                                 help="Exit with code 1 when any criterion fails (for pipelines); "
                                      "the audit is written either way."),
-    device: str = typer.Option("auto", "--device",
-                               help="Device of a learned model's regeneration: auto, cpu, cuda."),
-    attributes: Path | None = typer.Option(None, "--attributes",
-                                           help="The sweep's attribute vocabulary JSON file."),
-    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    device: str = device_option("Device of a learned model's regeneration (auto: a GPU if one "
+                                "is visible)."),
+    attributes: Path | None = attributes_option("The sweep's attribute vocabulary JSON file."),
+    labels: Path | None = labels_option(),
     template: Path | None = typer.Option(None, "--template",
                                          help="The sweep's prompt template, if it has moved."),
-    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
-                                   help="Read the run's volumes without checking them against "
-                                        "the sha256 its manifest recorded (said in the output "
-                                        "and in audit.json)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
-                               help="No progress, notes or table."),
+    no_verify: bool = no_verify_option("Read the run's volumes without checking them against "
+                                       "the sha256 its manifest recorded (said in the output "
+                                       "and in audit.json)."),
+    quiet: bool = quiet_option("No progress, notes or table."),
 ) -> None:
     """Audit a run's counterfactuals: null intervention, effectiveness, locality, oracle
     agreement, each with a verdict against stated thresholds and an overall verdict; writes
@@ -62,8 +66,8 @@ def audit(
     config = AuditConfig(
         run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
         specificity_ratio=specificity_ratio, verify=not no_verify,
-        attributes=DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes),
-        labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
+        attributes=attribute_vocabulary(attributes),
+        labels=label_vocabulary(labels),
         template=None if template is None else load_template(template))
     result = run_audit(config, note=None if quiet else (
         lambda text: console.print(f"note: {text}", markup=False, soft_wrap=True)))

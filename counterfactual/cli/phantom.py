@@ -9,7 +9,7 @@ import typer
 
 from counterfactual.atomic import check_writable
 from counterfactual.cli.app import app
-from counterfactual.cli.params import at_least
+from counterfactual.cli.params import at_least, quiet_option
 from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.phantom.cohort import PhantomSettings, write_phantom
 from counterfactual.phantom.effects import load_effects
@@ -71,7 +71,7 @@ def phantom(
     seed: int = typer.Option(0, "--seed", callback=at_least(0), help="Master seed."),
     effects: str = typer.Option("default", "--effects", metavar="FILE|default|none",
                                 help="Planted effects: a JSON file, 'default' or 'none'."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress output."),
+    quiet: bool = quiet_option("No progress output."),
 ) -> None:
     """Write a synthetic chest-CT cohort: masks, CTs, clinical.csv and truth.json.
 

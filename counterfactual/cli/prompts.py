@@ -8,14 +8,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from counterfactual.attributes import (
-    DEFAULT_ATTRIBUTES,
-    canonicalize_record,
-    edit,
-    load_attributes,
-    parse_values,
-)
+from counterfactual.attributes import canonicalize_record, edit, parse_values
 from counterfactual.cli.app import app
+from counterfactual.cli.params import attribute_vocabulary
 from counterfactual.cohort import load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.progress import stdout_console
@@ -41,7 +36,7 @@ def prompts(
         raise UserInputError(f"{given} needs {missing}: give both (e.g. --attribute smoking "
                              "--values yes,no) or neither")
     prompt_template = DEFAULT_TEMPLATE if template is None else load_template(template)
-    attributes = DEFAULT_ATTRIBUTES if vocabulary is None else load_attributes(vocabulary)
+    attributes = attribute_vocabulary(vocabulary)
     table = load_cohort(cohort)
     edits: tuple = (None,)
     if attribute is not None:

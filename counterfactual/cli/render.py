@@ -19,8 +19,14 @@ from analysis.render.gif import (
 from analysis.render.slices import AXES, mid_slice
 from counterfactual.atomic import atomic_path, check_writable, claim_new
 from counterfactual.cli.app import app
+from counterfactual.cli.params import (
+    label_vocabulary,
+    labels_option,
+    look_up_option,
+    no_verify_option,
+    quiet_option,
+)
 from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.panels import contrast_panel
 from counterfactual.progress import console, track
 from counterfactual.run_folder import NOT_VERIFIED, RunFolder
@@ -43,22 +49,22 @@ def render(
     fps: float = typer.Option(8.0, "--fps", help="Frames per second."),
     size: int = typer.Option(256, "--size", help="Smallest image side in pixels (upsamples "
                                                    "small volumes)."),
-    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
-    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
-                                   help="Read the run's volumes without checking them against "
-                                        "the sha256 its manifest recorded (said in the output)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar."),
+    labels: Path | None = labels_option(),
+    no_verify: bool = no_verify_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Write a GIF per volume, a difference GIF and a reference | counterfactual | difference
     panel per contrast, and a mosaic PNG per volume, under RUN/render/."""
-    if axis not in AXES:
-        raise UserInputError(f"--axis: {axis!r} is not one of {', '.join(AXES)}")
+    try:
+        look_up_option(axis, AXES)
+    except ValueError as exc:
+        raise UserInputError(f"--axis: {exc}") from None
     if not fps > 0:
         raise UserInputError(f"--fps: must be > 0, got {fps:g}")
     if not 1 <= size <= 4096:
         raise UserInputError(f"--size: must be 1..4096 pixels, got {size}")
     window_wl = _window(window)
-    vocabulary = DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels)
+    vocabulary = label_vocabulary(labels)
     run_folder = RunFolder.open(run, vocabulary, verify=not no_verify)
     known = list(run_folder.subjects)
     missing = [s for s in subject if s not in known]

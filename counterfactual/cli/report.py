@@ -49,8 +49,13 @@ from analysis.report import (
 from analysis.stats.grid import SweepGrid
 from counterfactual.atomic import staged_dir
 from counterfactual.cli.app import app
+from counterfactual.cli.params import (
+    label_vocabulary,
+    labels_option,
+    no_verify_option,
+    quiet_option,
+)
 from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.panels import contrast_panel, value_title
 from counterfactual.progress import console, track
 from counterfactual.run_folder import NOT_VERIFIED, RunFolder
@@ -520,12 +525,9 @@ def report(
     include: list[Path] = typer.Option(
         [], "--include", help="A file a user template may include, as user/<file name> "
                               "(repeatable); no other file of yours is readable."),
-    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
-    no_verify: bool = typer.Option(False, "--no-verify", metavar="",
-                                   help="Read the run's volumes without checking them against "
-                                        "the sha256 its manifest recorded (said in the output)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
-                               help="No progress or closing message."),
+    labels: Path | None = labels_option(),
+    no_verify: bool = no_verify_option(),
+    quiet: bool = quiet_option("No progress or closing message."),
 ) -> None:
     """Write index.html, report.md, figures/ and tables/ for a run with statistics."""
     try:
@@ -540,8 +542,7 @@ def report(
         raise UserInputError(f"--subjects: must be >= 1, got {subjects}")
     if slices < 1:
         raise UserInputError(f"--slices: must be >= 1, got {slices}")
-    folder = RunFolder.open(run, DEFAULT_VOCABULARY if labels is None
-                            else load_vocabulary(labels), verify=not no_verify)
+    folder = RunFolder.open(run, label_vocabulary(labels), verify=not no_verify)
     manifest = folder.manifest
     regions, effects, summary = _read_stats(run)
     out = run / "report" / _template_name(template) if out is None else out

@@ -17,13 +17,21 @@ import typer
 from rich.table import Table
 
 from counterfactual.atomic import check_writable, claim_new
-from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes, parse_values
+from counterfactual.attributes import parse_values
 from counterfactual.cli.app import app
-from counterfactual.cli.params import at_least, choice
+from counterfactual.cli.params import (
+    at_least,
+    attribute_vocabulary,
+    attributes_option,
+    choice,
+    device_option,
+    label_vocabulary,
+    labels_option,
+    quiet_option,
+)
 from counterfactual.cohort import cohort_from_masks, load_cohort
 from counterfactual.data import DEMO_COHORT
 from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.progress import console, stdout_console
 from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 from counterfactual.sweep.catalog import DEFAULT_MODEL
@@ -81,18 +89,15 @@ def sweep(
                                       "(pip install 'cfx\\[ray]')."),
     batch_size: int = typer.Option(1, "--batch-size", callback=at_least(1),
                                    help="Volumes per forward pass, for models that batch."),
-    device: str = typer.Option("auto", "--device", metavar="auto|cpu|cuda",
-                               callback=choice(("auto", "cpu", "cuda")),
-                               help="Where models run (auto: a GPU if one is visible)."),
+    device: str = device_option(),
     grid: str = typer.Option("subject", "--grid", metavar="subject|model",
                              callback=choice(("subject", "model")),
                              help="Learned models run on the grid they were trained on (the "
                                   "mask resampled nearest-neighbour, a CT linearly); write "
                                   "their outputs resampled back onto each subject's grid, or "
                                   "on the model's grid (masks written beside them)."),
-    attributes: Path | None = typer.Option(None, "--attributes",
-                                           help="Attribute vocabulary JSON file."),
-    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    attributes: Path | None = attributes_option(),
+    labels: Path | None = labels_option(),
     template: Path | None = typer.Option(None, "--template", help="Prompt template file."),
     guidance: float | None = typer.Option(None, "--guidance", metavar="W",
                                           help="Diffusion: classifier-free guidance weight; 0 "
@@ -111,11 +116,10 @@ def sweep(
                                      help="Diffusion: DDIM stochasticity in [0, 1]; every value "
                                           "shares each step's noise (default: the "
                                           "checkpoint's, 0)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="",
-                               help="No progress bar or summary."),
+    quiet: bool = quiet_option("No progress bar or summary."),
 ) -> None:
     """Generate every subject under each value of one attribute, pairs sharing their noise."""
-    vocabulary = DEFAULT_ATTRIBUTES if attributes is None else load_attributes(attributes)
+    vocabulary = attribute_vocabulary(attributes)
     parsed = parse_values(attribute, values, vocabulary)
     ref = None if reference is None else vocabulary.attribute(attribute).canonical(reference)
     if cohort is not None and mask:
@@ -128,7 +132,7 @@ def sweep(
         attribute=attribute, values=parsed, seeds=_seeds(seeds),
         out=out if out is not None else Path("runs") / attribute, reference=ref, resume=resume,
         quiet=quiet, command=("cfx", *sys.argv[1:]), attributes=vocabulary,
-        labels=DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels),
+        labels=label_vocabulary(labels),
         shard=_shard(shard), batch_size=batch_size, device=device, grid=grid)
     check_writable(config.out, "--out")
     claim_new(config.out)  # a failed sweep into a new folder removes it whole

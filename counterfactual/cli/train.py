@@ -21,32 +21,13 @@ import typer
 
 from counterfactual.atomic import check_writable, claim_new
 from counterfactual.cli.app import app
-
-
-def _positive(value: int) -> int:
-    if value < 1:
-        raise typer.BadParameter(f"got {value}; give an integer >= 1")
-    return value
-
-
-def _choice(allowed: tuple[str, ...]):
-    def check(value: str) -> str:
-        if value not in allowed:
-            raise typer.BadParameter(f"got {value!r}; choose one of {', '.join(allowed)}")
-        return value
-    return check
+from counterfactual.cli.params import at_least, choice, device_option, quiet_option
 
 
 def _fusion(value: str | None) -> str | None:
-    if value is None:
-        return None
     from models.nets.cond_gan3d import FUSIONS
 
-    return _choice(FUSIONS)(value)
-
-
-def _positive_or_none(value: int | None) -> int | None:
-    return None if value is None else _positive(value)
+    return choice(FUSIONS)(value)
 
 
 @app.command()
@@ -56,13 +37,13 @@ def train(
                                     "subject per draw; 'phantom:N' for N fixed ones (not "
                                     "needed with --resume)."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
-    arch: str = typer.Option("gan", "--arch", callback=_choice(("gan", "diffusion")),
+    arch: str = typer.Option("gan", "--arch", callback=choice(("gan", "diffusion")),
                              help="Architecture: gan (mask + text conditional 3D GAN) or "
                                   "diffusion (mask + text conditional 3D diffusion model)."),
-    steps: int = typer.Option(2000, "--steps", callback=_positive,
+    steps: int = typer.Option(2000, "--steps", callback=at_least(1),
                               help="Total training steps (with --resume: the new total)."),
     patch: str = typer.Option("32,32,32", "--patch", help="Training patch X,Y,Z in voxels."),
-    batch_size: int = typer.Option(4, "--batch-size", callback=_positive),
+    batch_size: int = typer.Option(4, "--batch-size", callback=at_least(1)),
     text_encoder: str = typer.Option("minilm", "--text-encoder", metavar="NAME|PATH",
                                      help="'minilm' (bundled) or a local model folder."),
     fusion: str = typer.Option(None, "--fusion", callback=_fusion, show_default=False,
@@ -92,17 +73,17 @@ def train(
     p_uncond: float = typer.Option(None, "--p-uncond", show_default=False,
                                    help="Diffusion: chance of training a row without any "
                                         "record, for classifier-free guidance (default: 0.1)."),
-    sampling_steps: int = typer.Option(None, "--sampling-steps", callback=_positive_or_none,
+    sampling_steps: int = typer.Option(None, "--sampling-steps", callback=at_least(1),
                                        show_default=False,
                                        help="Diffusion: DDIM steps the sweep uses by default "
                                             "(default: 20)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, noise and initial weights."),
-    save_every: int = typer.Option(250, "--save-every", callback=_positive),
-    log_every: int = typer.Option(50, "--log-every", callback=_positive),
-    device: str = typer.Option("auto", "--device", callback=_choice(("auto", "cpu", "cuda"))),
+    save_every: int = typer.Option(250, "--save-every", callback=at_least(1)),
+    log_every: int = typer.Option(50, "--log-every", callback=at_least(1)),
+    device: str = device_option(),
     resume: bool = typer.Option(False, "--resume", metavar="",
                                 help="Continue the run saved in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress output."),
+    quiet: bool = quiet_option("No progress output."),
 ) -> None:
     """Train the mask + text conditional GAN or diffusion model and save a checkpoint folder
     (no pickle)."""

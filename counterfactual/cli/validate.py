@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from counterfactual.cli.app import app
+from counterfactual.cli.params import label_vocabulary, labels_option, quiet_option
 from counterfactual.cohort import load_cohort
-from counterfactual.labels import DEFAULT_VOCABULARY, load_vocabulary
 from counterfactual.progress import stdout_console, track
 from counterfactual.volume import check_same_grid, read_labels, read_volume
 
@@ -17,13 +17,13 @@ from counterfactual.volume import check_same_grid, read_labels, read_volume
 @app.command()
 def validate(
     cohort: Path = typer.Argument(..., help="Cohort folder or CSV."),
-    labels: Path | None = typer.Option(None, "--labels", help="Label vocabulary JSON file."),
+    labels: Path | None = labels_option(),
     region: list[str] = typer.Option(["lung"], "--region",
                                      help="Region every mask must contain (repeatable)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="No progress bar."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Check a cohort: every mask against the label vocabulary, every CT against its mask."""
-    vocabulary = DEFAULT_VOCABULARY if labels is None else load_vocabulary(labels)
+    vocabulary = label_vocabulary(labels)
     for name in region:
         vocabulary.region_labels(name)
     table = load_cohort(cohort)

@@ -342,7 +342,7 @@ def _masks_only(root, tmp):
     (lambda root, tmp: (root / "runs" / "smoking", ("--penalty", "0")),
      "--penalty: must be a positive number, got 0"),
     (lambda root, tmp: (root / "runs" / "smoking", ("--device", "tpu")),
-     "--device: 'tpu' is not one of auto, cpu, cuda"),
+     r"Invalid value for '--device': got 'tpu'; choose one of auto, cpu, cuda \(see"),
     (lambda root, tmp: (root / "runs" / "smoking", ("--specificity-ratio", "0")),
      r"--specificity-ratio: must be in \(0, 1\], got 0.0"),
     (lambda root, tmp: (root / "runs" / "smoking", ("--specificity-ratio", "1.5")),

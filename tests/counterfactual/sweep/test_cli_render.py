@@ -39,7 +39,7 @@ def test_render_writes_gifs_panels_and_mosaics(run, labels):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--axis", "oblique"], "--axis: 'oblique' is not one of axial, coronal, sagittal"),
+    (["--axis", "oblique"], "--axis: got 'oblique'; choose one of axial, coronal, sagittal"),
     (["--window", "bone"], "--window: window must be lung, mediastinum or 'W,L'"),
     (["--fps", "0"], "--fps: must be > 0, got 0"),
     (["--subject", "ZZ"], "--subject: ZZ not in"),
