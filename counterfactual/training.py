@@ -28,10 +28,10 @@ ModelGrid`), which the sweep resamples each subject to.
 from __future__ import annotations
 
 import copy
-import shlex
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -45,45 +45,34 @@ from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE
+from counterfactual.training_cards import model_card
 from counterfactual.training_data import CohortSource, PhantomSource
 from counterfactual.volume import read_geometry
+from models.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    by_checkpoint,
+    implementation,
+    look_up,
+)
 from models.checkpoint import (
     CheckpointError,
     has_training_state,
-    load_training_state,
     read_config,
     save_checkpoint,
     save_training_state,
 )
-from models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
-from models.nets.cond_gan3d import CondGAN3DGenerator
-from models.samplers import DEFAULT_SAMPLER
 from models.text import HFTextEncoder, TextEncoderLoadError
-from models.training.diffusion import DiffusionSettings, DiffusionTrainer
-from models.training.gan import GANSettings, GANTrainer
 from models.training.guard import DivergenceError, GuardSettings, Snapshot, TrainingGuard
 from models.training.state import load_module
 
-ARCHITECTURE = "cond_gan3d"
-DIFFUSION_ARCHITECTURE = "cond_diffusion3d"
-ARCHES = {"gan": ARCHITECTURE, "diffusion": DIFFUSION_ARCHITECTURE}  # --arch -> checkpoint's
 PHANTOM_FOV_MM = 320.0  # field of view of on-the-fly phantom subjects (64 voxels at 5 mm)
 TEXT_MAX_LENGTH = 64  # tokens; the default template's longest prompt has 55
 _FIT_DRAWS = 2048  # training records drawn to fit the text whitening
-_FIELD_DIMS, _TOKEN_DIMS = 8, 32  # most principal axes kept per field, and of the tokens
-L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
+_FIELD_DIMS = 8  # most principal axes kept per field
 SMALL_COHORT = 500  # fewer training subjects than this get a warning (see the model card figures)
-FUSION = "affine"  # GAN text fusion of a new run
 FUSION_LR_SCALE = 1.0  # learning-rate factor of the layers that read the text, a new run
-P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # diffusion defaults
 GUARD = GuardSettings()  # divergence rule, rollbacks and learning-rate cuts of every run
-_CHANNELS = {"gan": "16,32,64,64", "diffusion": "16,32,32"}
-_LR = {"gan": 5e-4, "diffusion": 2e-4}
-_GROUPS = 8  # GroupNorm groups of the diffusion UNet: its channels are multiples of this
-_ONLY = {"fusion": ("--fusion", "gan"),
-         "l1_weight": ("--l1-weight", "gan"), "adversarial_weight": ("--adversarial-weight", "gan"),
-         "p_uncond": ("--p-uncond", "diffusion"),
-         "sampling_steps": ("--sampling-steps", "diffusion")}
 
 
 def _triple(option: str, text: str, minimum: int) -> tuple[int, int, int]:
@@ -108,25 +97,6 @@ def _channels(text: str) -> tuple[int, ...]:
         raise UserInputError(f"--channels: got {text!r}; give at least two positive integers, "
                              "finest level first, e.g. 16,32,64,64")
     return values
-
-
-def _loss_weights(l1_weight: float | None, adversarial_weight: float | None) -> dict:
-    """The loss weights given (None: not given), checked."""
-    weights = {}
-    if l1_weight is not None:
-        if not l1_weight >= 0:
-            raise UserInputError(f"--l1-weight: got {l1_weight}; give a weight >= 0")
-        weights["l1_weight"] = l1_weight
-    if adversarial_weight is not None:
-        if not adversarial_weight >= 0:
-            raise UserInputError(f"--adversarial-weight: got {adversarial_weight}; give a "
-                                 "weight >= 0")
-        weights["adversarial_weight"] = adversarial_weight
-    if weights.get("l1_weight", L1_WEIGHT) == 0 and weights.get("adversarial_weight",
-                                                                ADVERSARIAL_WEIGHT) == 0:
-        raise UserInputError("--l1-weight, --adversarial-weight: both are 0; the generator "
-                             "would learn nothing, give one of them > 0")
-    return weights
 
 
 def _device(name: str) -> torch.device:
@@ -167,137 +137,6 @@ def _fit_phrases(source, seed: int) -> dict[str, list[str]]:
     return {field: list(phrases) for field, phrases in seen.items() if len(phrases) > 1}
 
 
-def _command(arguments: dict, out: Path, steps: int) -> str:
-    """The ``cfx train`` command line that reproduces a run."""
-    words = ["cfx", "train", "--cohort", arguments["cohort"], "--out", str(out), "--steps",
-             str(steps), "--patch", ",".join(map(str, arguments["patch"])), "--batch-size",
-             str(arguments["batch_size"]), "--text-encoder", arguments["text_encoder"],
-             "--fusion", arguments["fusion"], "--channels",
-             ",".join(map(str, arguments["channels"])), "--drop-rate",
-             str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--fusion-lr-scale",
-             str(arguments.get("fusion_lr_scale", 1.0)), "--l1-weight",
-             str(arguments.get("l1_weight", L1_WEIGHT)), "--adversarial-weight",
-             str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--seed",
-             str(arguments["seed"])]
-    if arguments["cohort"].startswith("phantom"):
-        words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
-    return shlex.join(words)
-
-
-def _card_head(config: dict, what: str, loss: str = "") -> str:
-    """Title, description, intended use and how it was trained: what every model card shares
-    (``loss``: an extra training bullet, ending in a newline)."""
-    training = config["training"]
-    arguments = training["arguments"]
-    minutes = training["elapsed_s"] / 60
-    return f"""# {config["name"]}
-
-{what}
-
-## Intended use
-Research and demonstration of counterfactual attribute analysis with cfx. **Not for diagnosis
-or any clinical decision.** Trained on {_trained_on(config["training_cohort"])}; what it draws
-for real scans says nothing about real patients.
-
-## How it was trained
-- command: `{training["command"]}`
-- steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
-  {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
-  {training["device"]}
-{loss}- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
-  reading each field of the record written alone by the prompt template, its pooled
-  embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
-- intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
-  (outputs are clipped to it)
-- saved model: {_saved_line(training)}
-- cfx {config["cfx_version"]}
-"""
-
-
-def _saved_line(training: dict) -> str:
-    """Which step the served weights are from, and what the divergence guard did."""
-    guard = training["guard"]
-    line = (f"the EMA weights of step {training['steps']}, confirmed good by the next step's "
-            f"loss; gradients clipped to norm {guard['clip_norm']:g}; divergence: "
-            f"{guard['rule']}")
-    events = [f"step {r['step']} ({r['reason']}) rolled back to step {r['to_step']}, learning "
-              f"rate x{r['lr_scale']:g}" for r in guard["rollbacks"]]
-    line += "; " + ("; ".join(events) if events else "no rollback")
-    if "stopped" in guard:
-        line += f"; stopped: {guard['stopped']}"
-    return line
-
-
-def _card(config: dict) -> str:
-    fusion = config["training"]["arguments"]["fusion"]
-    what = (f"A mask + text conditional 3D GAN (`{ARCHITECTURE}`, {fusion} text fusion) made with"
-            "\n`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a clinical "
-            "prompt.")
-    return _card_head(config, what) + f"""
-## Recovery of planted effects
-Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card`.
-"""
-
-
-def _diffusion_command(arguments: dict, out: Path, steps: int) -> str:
-    """The ``cfx train --arch diffusion`` command line that reproduces a run."""
-    words = ["cfx", "train", "--arch", "diffusion", "--cohort", arguments["cohort"], "--out",
-             str(out), "--steps", str(steps), "--patch", ",".join(map(str, arguments["patch"])),
-             "--batch-size", str(arguments["batch_size"]), "--text-encoder",
-             arguments["text_encoder"], "--channels", ",".join(map(str, arguments["channels"])),
-             "--drop-rate", str(arguments["drop_rate"]), "--lr", str(arguments["lr"]),
-             "--fusion-lr-scale", str(arguments.get("fusion_lr_scale", 1.0)),
-             "--p-uncond", str(arguments["p_uncond"]), "--sampling-steps",
-             str(arguments["sampling_steps"]), "--seed", str(arguments["seed"])]
-    if arguments["cohort"].startswith("phantom"):
-        words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
-    return shlex.join(words)
-
-
-def _diffusion_card(config: dict, model: dict) -> str:
-    """The model card of a diffusion checkpoint; ``model`` is the network's config."""
-    arguments, sampling = config["training"]["arguments"], config["sampling"]
-    target = PREDICTIONS[model["prediction"]]
-    what = f"""A mask + text conditional 3D diffusion model (`{DIFFUSION_ARCHITECTURE}`: MONAI
-`DiffusionModelUNet` predicting the {target}, the label map as input channels, the record by
-cross-attention to one token per field and by FiLM of every residual block) made with `cfx
-train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a clinical
-record, from noise or from a real CT."""
-    schedule = model["schedule"]
-    loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
-  {model["train_timesteps"]} steps (beta {model["beta_start"]:g}..{model["beta_end"]:g}); each
-  field dropped with probability {arguments["drop_rate"]:g} and the whole record with
-  probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
-"""
-    return _card_head(config, what, loss) + f"""
-## Sampling
-By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance
-{sampling["guidance"]:g}: `p = p_u + W (p_c - p_u)` on the {target} predicted with (`p_c`) and
-without (`p_u`) the record, where 0 ignores the record, 1 is the
-plain conditional model and W > 1 amplifies attribute effects. `cfx sweep --model
-{config["name"]}` takes `--steps`, `--guidance`, `--eta`, and `--from-ct --strength S` to edit
-each subject's own CT.
-
-## Recovery of planted effects
-Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card` (from
-noise) and add `--from-ct` (from each held-out subject's CT).
-"""
-
-
-def _fields_line(normalisation: dict) -> str:
-    return ", ".join(f"{name} {f['dims']} dims ({100 * f['explained']:.0f} % of "
-                     f"{f['phrases']} phrases)" for name, f in normalisation["fields"].items())
-
-
-def _trained_on(summary: dict) -> str:
-    if summary["kind"] == "phantom":
-        count = summary["subjects"]
-        count = "a new one per draw" if isinstance(count, str) else f"{count} of them"
-        return (f"synthetic phantom subjects ({count}, {'x'.join(map(str, summary['shape']))} "
-                f"voxels of {summary['spacing'][0]:g} mm)")
-    return f"the cohort {summary['source']} ({summary['subjects']} subjects)"
-
-
 def _training_geometry(arguments: dict, source) -> tuple[tuple, str, tuple]:
     """Spacing (mm), orientation (axis codes) and field of view (mm) of the training volumes:
     the phantom's, or over a cohort's masks the median spacing, the commonest orientation and
@@ -317,21 +156,16 @@ def _training_geometry(arguments: dict, source) -> tuple[tuple, str, tuple]:
             tuple(round(float(e), 3) for e in extents.max(axis=0)))
 
 
-def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encoder: HFTextEncoder,
-              source, arguments: dict, fitted_on: dict[str, int], steps: int, elapsed: float,
-              device: torch.device, guard: dict, geometry: tuple) -> dict:
+def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
+              encoder: HFTextEncoder, source, arguments: dict, fitted_on: dict[str, int],
+              steps: int, elapsed: float, device: torch.device, guard: dict,
+              geometry: tuple) -> dict:
     normalisation = {
         "method": "per field: phrase alone, centre + PCA-whitening",
         "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
                           "explained": round(float(whitener.explained.sum()), 4)}
-                   for name, whitener in zip(generator.fields, generator.text, strict=True)}}
-    if isinstance(generator, CondGAN3DGenerator):
-        normalisation["token_dims"] = generator.tokens.dims if generator.tokens is not None \
-            else None
-    else:
-        normalisation["context"] = (f"one token per field: its whitened vector zero-padded to "
-                                    f"{generator.vector_dims} dims, one-hot of the field, "
-                                    "present flag")
+                   for name, whitener in zip(generator.fields, generator.text, strict=True)},
+        **architecture.normalisation(generator)}
     metadata = {
         "name": out.name,
         "hu_window": list(generator.hu_window),
@@ -346,10 +180,8 @@ def _metadata(out: Path, generator: CondGAN3DGenerator | CondDiffusion3D, encode
         "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
                      "elapsed_s": round(elapsed, 1), "device": str(device), "guard": guard},
         "cfx_version": __version__,
+        **architecture.served(arguments),
     }
-    if isinstance(generator, CondDiffusion3D):
-        metadata["sampling"] = {"sampler": DEFAULT_SAMPLER, "steps": arguments["sampling_steps"],
-                                "guidance": GUIDANCE, "eta": 0.0}
     return metadata
 
 
@@ -362,35 +194,33 @@ def _guard_metadata(snapshot: Snapshot, clip_norm: float, stopped: str | None = 
     return guard
 
 
-def _save(out: Path, trainer: GANTrainer | DiffusionTrainer, snapshot: Snapshot,
+def _save(out: Path, architecture: Architecture, trainer, snapshot: Snapshot,
           metadata: dict) -> None:
     """Write the checkpoint of a good state: its EMA weights served, its resume state."""
     served = copy.deepcopy(trainer.ema)
     load_module("ema", served, snapshot.tensors)
-    if isinstance(trainer, GANTrainer):
-        save_checkpoint(out, ARCHITECTURE, served, metadata, _card(metadata))
-    else:
-        save_checkpoint(out, DIFFUSION_ARCHITECTURE, served, metadata,
-                        _diffusion_card(metadata, served.config))
+    card = model_card({"generator": served.config, **metadata}, implementation(architecture))
+    save_checkpoint(out, architecture.checkpoint, served, metadata, card)
     save_training_state(out, snapshot.tensors, snapshot.meta)
 
 
-def _check_options(arch: str, options: dict) -> None:
-    """Options given (not None) must belong to ``arch``."""
+def _check_options(architecture: Architecture, options: dict) -> None:
+    """Options given (not None) must belong to ``architecture``."""
     for name, value in options.items():
-        flag, owner = _ONLY[name]
-        if value is not None and owner != arch:
-            raise UserInputError(f"{flag}: applies to --arch {owner} only; this run is --arch "
-                                 f"{arch}")
+        if value is None or name in architecture.options:
+            continue
+        owners = [a for a in ARCHITECTURES.values() if name in a.options]
+        flag = owners[0].options[name]
+        raise UserInputError(f"{flag}: applies to --arch {' or '.join(a.name for a in owners)} "
+                             f"only; this run is --arch {architecture.name}")
 
 
-def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: str,
-                   batch_size: int, text_encoder: str, channels: str | None, phantom_shape: str,
-                   drop_rate: float, lr: float | None, seed: int, weights: dict, fusion: str | None,
-                   fusion_lr_scale: float | None, p_uncond: float | None,
-                   sampling_steps: int | None) -> dict:
+def _new_arguments(cohort: str | None, out: Path, architecture: Architecture, steps: int,
+                   patch: str, batch_size: int, text_encoder: str, channels: str | None,
+                   phantom_shape: str, drop_rate: float, lr: float | None, seed: int,
+                   fusion_lr_scale: float | None, options: dict, given: dict) -> dict:
     """The checked ``training.arguments`` of a new run (what ``--resume`` reads back)."""
-    lr = _LR[arch] if lr is None else lr
+    lr = architecture.lr if lr is None else lr
     if not 0 <= drop_rate < 1:
         raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
     if not lr > 0:
@@ -398,18 +228,13 @@ def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: 
     fusion_lr_scale = FUSION_LR_SCALE if fusion_lr_scale is None else fusion_lr_scale
     if not fusion_lr_scale > 0:
         raise UserInputError(f"--fusion-lr-scale: got {fusion_lr_scale}; give a positive factor")
-    if arch == "gan":
-        fusion = FUSION if fusion is None else fusion
-    else:
-        p_uncond = P_UNCOND if p_uncond is None else p_uncond
-        sampling_steps = SAMPLING_STEPS if sampling_steps is None else sampling_steps
-        if not 0 <= p_uncond < 1:
-            raise UserInputError(f"--p-uncond: got {p_uncond}; give a probability in [0, 1)")
-    text = _CHANNELS[arch] if channels is None else channels
+    text = architecture.channels if channels is None else channels
     levels = _channels(text)
-    if arch == "diffusion" and any(c % _GROUPS for c in levels):
-        raise UserInputError(f"--channels: got {text!r}; for --arch diffusion every level must "
-                             f"be a multiple of {_GROUPS}, e.g. {_CHANNELS['diffusion']}")
+    module = implementation(architecture)
+    try:
+        module.check_new(options, text, levels)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
     multiple = 2 ** (len(levels) - 1)
     patch_shape = _triple("--patch", patch, multiple)
     if any(p % multiple for p in patch_shape):
@@ -419,84 +244,32 @@ def _new_arguments(cohort: str | None, out: Path, arch: str, steps: int, patch: 
         raise UserInputError("--cohort: missing; give a cohort folder, 'phantom' or "
                              "'phantom:N'")
     grid = list(_triple("--phantom-shape", phantom_shape, MIN_SIZE))
-    if arch == "gan":
-        arguments = {"cohort": cohort, "arch": arch, "patch": list(patch_shape),
-                     "batch_size": batch_size, "text_encoder": text_encoder, "fusion": fusion,
-                     "channels": list(levels), "phantom_shape": grid, "drop_rate": drop_rate,
-                     "lr": lr, "fusion_lr_scale": fusion_lr_scale, "l1_weight": L1_WEIGHT,
-                     "adversarial_weight": ADVERSARIAL_WEIGHT, "seed": seed, **weights}
-        arguments["command"] = _command(arguments, out, steps)
-    else:
-        arguments = {"cohort": cohort, "arch": arch, "patch": list(patch_shape),
-                     "batch_size": batch_size, "text_encoder": text_encoder,
-                     "channels": list(levels), "phantom_shape": grid, "drop_rate": drop_rate,
-                     "lr": lr, "fusion_lr_scale": fusion_lr_scale, "p_uncond": p_uncond,
-                     "sampling_steps": sampling_steps,
-                     "seed": seed}
-        arguments["command"] = _diffusion_command(arguments, out, steps)
-    return arguments
+    common = {"cohort": cohort, "arch": architecture.name, "patch": list(patch_shape),
+              "batch_size": batch_size, "text_encoder": text_encoder, "channels": list(levels),
+              "phantom_shape": grid, "drop_rate": drop_rate, "lr": lr,
+              "fusion_lr_scale": fusion_lr_scale, "seed": seed}
+    return module.new_arguments(common, options, given, out, steps)
 
 
 def _field_dims(phrases: dict[str, list[str]], encoder: HFTextEncoder) -> list[int]:
     return [min(_FIELD_DIMS, len(p) - 1, encoder.width // 2) for p in phrases.values()]
 
 
-def _gan_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTextEncoder,
-                 source, target: torch.device
-                 ) -> tuple[GANTrainer, dict[str, int], float, dict | None]:
-    """The GAN trainer: from the checkpoint when ``config`` is given (resume), else new with
-    its whitening fitted; with the phrase counts the whitening was fitted on, the time spent
-    so far and the guard's saved state (None on a new run)."""
-    # the discriminator halves the patch per layer and ends with a 4-voxel kernel
-    layers = max(1, min(3, int(np.log2(min(arguments["patch"]))) - 2))
-    settings = GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
-                           lr_discriminator=arguments["lr"],
-                           fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
-                           l1_weight=arguments.get("l1_weight", L1_WEIGHT),
-                           adversarial_weight=arguments.get("adversarial_weight",
-                                                            ADVERSARIAL_WEIGHT),
-                           seed=arguments["seed"],
-                           discriminator_layers=layers)
+def _trainer(architecture: Architecture, arguments: dict, config: dict | None, out: Path,
+             encoder: HFTextEncoder, source, target: torch.device
+             ) -> tuple[object, dict[str, int], float, dict | None]:
+    """The architecture's trainer: from the checkpoint when ``config`` is given (resume), else
+    new with its whitening fitted; with the phrase counts the whitening was fitted on, the time
+    spent so far and the guard's saved state (None on a new run)."""
+    module = implementation(architecture)
     torch.manual_seed(arguments["seed"])
     if config is not None:
-        generator = CondGAN3DGenerator(**config["generator"])
-        trainer = GANTrainer(generator, encoder, source, settings, target)
-        tensors, meta = load_training_state(out)
-        trainer.load_training_state(tensors, meta)
+        trainer, meta = module.resumed_trainer(arguments, config["generator"], out, encoder,
+                                               source, target)
         return trainer, _fitted_on(config), config["training"]["elapsed_s"], meta.get("guard")
     phrases = _phrases(source, arguments["seed"])
-    generator = CondGAN3DGenerator(
-        list(phrases), _field_dims(phrases, encoder),
-        label_channels=len(DEFAULT_VOCABULARY.labels) + 1, channels=arguments["channels"],
-        fusion=arguments["fusion"], text_width=encoder.width,
-        token_dims=min(_TOKEN_DIMS, encoder.width // 2))
-    trainer = GANTrainer(generator, encoder, source, settings, target)
-    trainer.fit_text(list(phrases.values()))
-    trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
-    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0, None
-
-
-def _diffusion_trainer(arguments: dict, config: dict | None, out: Path, encoder: HFTextEncoder,
-                       source, target: torch.device
-                       ) -> tuple[DiffusionTrainer, dict[str, int], float, dict | None]:
-    """The diffusion trainer, as :func:`_gan_trainer`."""
-    settings = DiffusionSettings(batch_size=arguments["batch_size"], lr=arguments["lr"],
-                                 fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
-                                 p_uncond=arguments["p_uncond"], seed=arguments["seed"])
-    torch.manual_seed(arguments["seed"])
-    if config is not None:
-        trainer = DiffusionTrainer(CondDiffusion3D(**config["generator"]), encoder, source,
-                                   settings, target)
-        tensors, meta = load_training_state(out)
-        trainer.load_training_state(tensors, meta)
-        return trainer, _fitted_on(config), config["training"]["elapsed_s"], meta.get("guard")
-    phrases = _phrases(source, arguments["seed"])
-    model = CondDiffusion3D(list(phrases), _field_dims(phrases, encoder),
-                            label_channels=len(DEFAULT_VOCABULARY.labels) + 1,
-                            channels=arguments["channels"], norm_num_groups=_GROUPS,
-                            text_width=encoder.width)
-    trainer = DiffusionTrainer(model, encoder, source, settings, target)
-    trainer.fit_text(list(phrases.values()))
+    trainer = module.new_trainer(arguments, phrases, _field_dims(phrases, encoder),
+                                 len(DEFAULT_VOCABULARY.labels) + 1, encoder, source, target)
     return trainer, {name: len(p) for name, p in phrases.items()}, 0.0, None
 
 
@@ -538,25 +311,32 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
             config = read_config(out)
         except CheckpointError as exc:
             raise UserInputError(f"--resume: {exc}") from None
-        arch = next(a for a, name in ARCHES.items() if name == config["architecture"])
-    _check_options(arch, options)
-    weights = _loss_weights(l1_weight, adversarial_weight) if arch == "gan" else {}
+        architecture = by_checkpoint(config["architecture"])
+    else:
+        try:
+            architecture = look_up(arch)
+        except ValueError as exc:
+            raise UserInputError(f"--arch: {exc}") from None
+    _check_options(architecture, options)
+    module = implementation(architecture)
+    try:
+        given = module.given_options(options)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
     if resume:
         if not has_training_state(out):
             raise UserInputError(f"--resume: {out} has no training state to continue from")
         if steps <= config["training"]["steps"]:
             raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
                                  f"steps; give a larger total than that, got {steps}")
-        arguments = {**config["training"]["arguments"], **weights}
-        if arch == "diffusion":  # resumes bit for bit and takes no option: one command redoes it
-            arguments["command"] = _diffusion_command(arguments, out, steps)
+        arguments = module.resumed_arguments(config["training"]["arguments"], given, out, steps)
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "
                                  "add --resume to continue it")
-        arguments = _new_arguments(cohort, out, arch, steps, patch, batch_size, text_encoder,
-                                   channels, phantom_shape, drop_rate, lr, seed, weights, fusion,
-                                   fusion_lr_scale, p_uncond, sampling_steps)
+        arguments = _new_arguments(cohort, out, architecture, steps, patch, batch_size,
+                                   text_encoder, channels, phantom_shape, drop_rate, lr, seed,
+                                   fusion_lr_scale, options, given)
     source = _source(arguments, quiet)
     geometry = _training_geometry(arguments, source)
     try:
@@ -566,9 +346,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         raise UserInputError(f"--text-encoder: {exc}") from None
 
     # 1. the network: from the checkpoint on resume, else new with whitening fitted
-    build = _gan_trainer if arch == "gan" else _diffusion_trainer
-    trainer, fitted_on, elapsed, resumed = build(arguments, config, out, encoder, source,
-                                                 target)
+    trainer, fitted_on, elapsed, resumed = _trainer(architecture, arguments, config, out,
+                                                    encoder, source, target)
 
     subjects = source.summary()["subjects"]
     if isinstance(subjects, int) and subjects < SMALL_COHORT:
@@ -580,14 +359,14 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     #    it confirmed it good, roll diverged steps back (models.training.guard)
     guard = TrainingGuard(trainer, GUARD, resumed)
     clock, saved = time.perf_counter(), trainer.step
-    network = trainer.generator if isinstance(trainer, GANTrainer) else trainer.model
+    network = trainer.network
     clip_norm = trainer.settings.clip_norm
 
     def save(snapshot: Snapshot, stopped: str | None = None) -> None:
         spent = elapsed + time.perf_counter() - clock
-        _save(out, trainer, snapshot, _metadata(
-            out, network, encoder, source, arguments, fitted_on, snapshot.step, spent, target,
-            _guard_metadata(snapshot, clip_norm, stopped), geometry))
+        _save(out, architecture, trainer, snapshot, _metadata(
+            out, module, network, encoder, source, arguments, fitted_on, snapshot.step, spent,
+            target, _guard_metadata(snapshot, clip_norm, stopped), geometry))
 
     totals: dict[str, float] = {}
     count = 0

@@ -2,9 +2,10 @@
 Writing folders and loading weights (torch) live here; reading a folder's layout, config and hash
 without torch lives in :mod:`models.checkpoint_files`, re-exported here.
 
-``architecture`` names the network class (:data:`ARCHITECTURES`): ``cond_gan3d`` (the GAN's
-generator) or ``cond_diffusion3d`` (the diffusion model's noise-predicting UNet, whose kwargs
-include its noise schedule).
+``architecture`` names the network class through the architecture registry
+(:mod:`models.architectures`, :func:`network_class`): ``cond_gan3d`` (the GAN's generator) or
+``cond_diffusion3d`` (the diffusion model's noise-predicting UNet, whose kwargs include its noise
+schedule).
 
 Loading reads JSON and safetensors only. A ``.pt``/``.pth`` (or any pickle) is refused with a
 message saying why. :func:`content_hash` (sha256 of ``model.safetensors`` then ``config.json``)
@@ -27,8 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models.architectures import by_checkpoint, implementation
 from models.checkpoint_files import (
-    ARCHITECTURE_NAMES,
     CARD_FILE,
     CONFIG_FILE,
     FORMAT,
@@ -41,18 +42,26 @@ from models.checkpoint_files import (
     read_config,
     sampling_block,
 )
-from models.nets.cond_diffusion3d import CondDiffusion3D
-from models.nets.cond_gan3d import CondGAN3DGenerator
 
 __all__ = ["CheckpointError", "LoadedGenerator", "save_checkpoint", "save_training_state",
            "load_generator", "load_training_state", "read_config", "content_hash",
-           "has_training_state", "sampling_block", "ARCHITECTURES", "ARCHITECTURE_NAMES",
+           "has_training_state", "sampling_block", "network_class",
            "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE", "CARD_FILE", "WEIGHTS_HASH",
            "weights_sha256"]
 
-ARCHITECTURES = {"cond_gan3d": CondGAN3DGenerator, "cond_diffusion3d": CondDiffusion3D}
 WEIGHTS_HASH = "weights_sha256"
 """The ``config.json`` key holding the hex sha256 of ``model.safetensors`` as saved."""
+
+
+def network_class(architecture: str) -> type[torch.nn.Module]:
+    """The network class of a checkpoint's ``architecture`` (its ``config.json`` name).
+
+    Raises
+    ------
+    ValueError
+        No registered architecture writes it.
+    """
+    return implementation(by_checkpoint(architecture)).NETWORK
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,8 +70,9 @@ class LoadedGenerator:
 
     Attributes
     ----------
-    generator : CondGAN3DGenerator or CondDiffusion3D
-        The network of the checkpoint's architecture, in eval mode, gradients off.
+    generator : torch.nn.Module
+        The network of the checkpoint's architecture (:func:`network_class`), in eval mode,
+        gradients off.
     config : dict
         The decoded ``config.json``.
     content_hash : str
@@ -70,7 +80,7 @@ class LoadedGenerator:
     folder : Path
     """
 
-    generator: CondGAN3DGenerator | CondDiffusion3D
+    generator: torch.nn.Module
     config: dict
     content_hash: str
     folder: Path
@@ -113,7 +123,7 @@ def _json_bytes(data: dict) -> bytes:
 
 
 def save_checkpoint(folder: str | os.PathLike, architecture: str,
-                    generator: CondGAN3DGenerator | CondDiffusion3D, metadata: dict,
+                    generator: torch.nn.Module, metadata: dict,
                     card: str) -> Path:
     """Write (or overwrite) the served part of a checkpoint.
 
@@ -122,8 +132,8 @@ def save_checkpoint(folder: str | os.PathLike, architecture: str,
     folder : path
         Created if missing.
     architecture : str
-        A key of :data:`ARCHITECTURES`.
-    generator : CondGAN3DGenerator or CondDiffusion3D
+        A registered architecture's checkpoint name (:func:`network_class`).
+    generator : torch.nn.Module
         The weights to serve (the EMA average during training); its ``config`` holds its
         constructor kwargs.
     metadata : dict
@@ -175,7 +185,7 @@ def _check_weights(folder: Path, config: dict) -> None:
                               "were changed or damaged: use the checkpoint as saved")
     try:
         with torch.device("meta"):  # shapes only: nothing is allocated
-            probe = ARCHITECTURES[config["architecture"]](**config["generator"])
+            probe = network_class(config["architecture"])(**config["generator"])
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{where}: bad generator settings ({exc})") from None
     need = sum(t.numel() * t.element_size() for t in probe.state_dict().values())
@@ -201,7 +211,7 @@ def load_generator(folder: str | os.PathLike,
     config = read_config(folder)
     _check_weights(folder, config)
     try:
-        generator = ARCHITECTURES[config["architecture"]](**config["generator"])
+        generator = network_class(config["architecture"])(**config["generator"])
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: bad generator settings ({exc})") from None
     try:

@@ -21,8 +21,10 @@ import json
 import os
 from pathlib import Path
 
+from models.architectures import checkpoint_names
+
 __all__ = ["CheckpointError", "read_config", "content_hash", "has_training_state",
-           "sampling_block", "ARCHITECTURE_NAMES", "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE",
+           "sampling_block", "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE",
            "CARD_FILE", "STATE_TENSORS", "STATE_JSON", "DEFAULT_SAMPLER"]
 
 FORMAT = "cfx-checkpoint/1"
@@ -31,8 +33,6 @@ WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
-ARCHITECTURE_NAMES = ("cond_gan3d", "cond_diffusion3d")
-"""The keys of :data:`models.checkpoint.ARCHITECTURES` (a test keeps them equal)."""
 DEFAULT_SAMPLER = "ddim"
 """The sampler of a ``sampling`` block that names none (checkpoints written before samplers
 were named); :data:`models.samplers.DEFAULT_SAMPLER` (a test keeps them equal)."""
@@ -86,10 +86,10 @@ def read_config(folder: str | os.PathLike) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{folder / CONFIG_FILE}: format {found!r}, expected {FORMAT!r}")
-    if config.get("architecture") not in ARCHITECTURE_NAMES:
+    if config.get("architecture") not in checkpoint_names():
         raise CheckpointError(f"{folder / CONFIG_FILE}: unknown architecture "
                               f"{config.get('architecture')!r}; known: "
-                              f"{', '.join(ARCHITECTURE_NAMES)}")
+                              f"{', '.join(checkpoint_names())}")
     return config
 
 

@@ -14,8 +14,12 @@ from noise or (``--from-ct``) from the subject's CT noised to ``--strength``. It
 :data:`WINDOW_SCALE` times the training patch too: the UNet normalises over (GroupNorm), and
 attends across, the window it sees, so windows of the training patch itself would see what
 training saw, but they cost 7.6 times a whole-volume pass at 64³ (27 overlapping 32³ windows per
-step, measured on CPU). :func:`learned_generator` picks the
-class from the checkpoint's architecture.
+step, measured on CPU).
+
+Both are siblings over :class:`LearnedModel` (loading, devices, text encoder, checks), each
+naming its architecture from the registry (:mod:`models.architectures`) and running volumes
+through that architecture's ``Runner``. :func:`learned_generator` picks the class serving the
+checkpoint's architecture (:data:`SERVED`, filled by subclassing :class:`LearnedModel`).
 """
 
 from __future__ import annotations
@@ -36,25 +40,25 @@ from counterfactual.sweep.catalog import BUNDLED_DIR, bundled_models, find_check
 from counterfactual.sweep.request import Request, SamplingOptions
 from counterfactual.training_data import label_channels
 from counterfactual.volume import Volume, check_same_grid, read_volume
+from models.architectures import ARCHITECTURES, Architecture, implementation
 from models.checkpoint import CheckpointError, load_generator, read_config, sampling_block
-from models.inference import draw_noise, generate_volumes
-from models.nets.cond_gan3d import TextCondition
 from models.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from models.sampling import check_sampling, draw_diffusion_noise, sample_volumes
+from models.sampling import check_sampling
 from models.text import HFTextEncoder, RecordConditions, TextEncoderLoadError
 
-__all__ = ["LearnedGenerator", "LearnedDiffusionGenerator", "learned_generator", "BUNDLED_DIR",
-           "bundled_models", "find_checkpoint", "DEFAULT_STRENGTH"]
+__all__ = ["LearnedModel", "LearnedGenerator", "LearnedDiffusionGenerator", "learned_generator",
+           "SERVED", "BUNDLED_DIR", "bundled_models", "find_checkpoint", "DEFAULT_STRENGTH"]
 
 WINDOW_SCALE = 2  # sliding-window side / training patch side
 DEFAULT_STRENGTH = 0.6  # --from-ct without --strength (phantom-diffusion-32 keeps 0.87 of smoking)
-_GAN, _DIFFUSION = "cond_gan3d", "cond_diffusion3d"
+SERVED: dict[str, type[LearnedModel]] = {}
+"""Checkpoint architecture name -> the class serving it to the sweep."""
 
 
 def learned_generator(folder: str | os.PathLike,
-                      sampling: SamplingOptions | None = None) -> LearnedGenerator:
-    """The sweep's generator for a checkpoint folder, by its architecture: diffusion
-    checkpoints take ``sampling``, for any other it must be empty.
+                      sampling: SamplingOptions | None = None) -> LearnedModel:
+    """The sweep's generator for a checkpoint folder, by its architecture (:data:`SERVED`):
+    diffusion checkpoints take ``sampling``, for any other it must be empty.
 
     Raises
     ------
@@ -67,15 +71,14 @@ def learned_generator(folder: str | os.PathLike,
     except CheckpointError as exc:
         raise UserInputError(f"--model: {exc}") from None
     check_served_config(config, f"--model: {Path(folder) / 'config.json'}")
-    if config["architecture"] == _DIFFUSION:
-        return LearnedDiffusionGenerator(folder, sampling=sampling)
-    sampling.refuse(str(config.get("name", Path(folder).name)),
-                    f"a GAN ({config['architecture']})")
-    return LearnedGenerator(folder)
+    return SERVED[config["architecture"]].serve(folder, config, sampling)
 
 
-class LearnedGenerator:
-    """A ``cfx train`` GAN checkpoint serving the sweep.
+class LearnedModel:
+    """What every ``cfx train`` checkpoint serving the sweep shares: the network loaded on the
+    CPU, its text encoder loaded once, its label vocabulary, windows of :data:`WINDOW_SCALE`
+    times the training patch, and the checks of a cohort. A subclass names its
+    ``architecture`` (registers it in :data:`SERVED`) and defines ``generate``.
 
     Parameters
     ----------
@@ -91,16 +94,31 @@ class LearnedGenerator:
         :attr:`architecture` (one line).
     """
 
-    architecture = _GAN
+    architecture: Architecture
+    kind = "a learned model"  # how a refusal of sampling options names it
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        SERVED[cls.architecture.checkpoint] = cls
+
+    @classmethod
+    def serve(cls, folder: str | os.PathLike, config: dict,
+              sampling: SamplingOptions) -> LearnedModel:
+        """This class for ``folder`` (``config``: its ``config.json``), refusing ``sampling``
+        options (a subclass that samples overrides this)."""
+        sampling.refuse(str(config.get("name", Path(folder).name)),
+                        f"{cls.kind} ({config['architecture']})")
+        return cls(folder)
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu"):
         try:
             loaded = load_generator(folder, "cpu")
         except CheckpointError as exc:
             raise UserInputError(f"--model: {exc}") from None
-        if loaded.config["architecture"] != self.architecture:
+        if loaded.config["architecture"] != self.architecture.checkpoint:
             raise UserInputError(f"--model: {folder} holds a {loaded.config['architecture']} "
-                                 f"model; {type(self).__name__} serves {self.architecture}")
+                                 f"model; {type(self).__name__} serves "
+                                 f"{self.architecture.checkpoint}")
         self.folder = Path(folder)
         self.config = loaded.config
         self.model = loaded.generator
@@ -117,6 +135,7 @@ class LearnedGenerator:
         self.window_batch = 1
         self.device = torch.device(device)
         self._conditions: RecordConditions | None = None
+        self._implementation = implementation(self.architecture)
 
     def configure(self, device: str = "cpu", batch_size: int = 1) -> None:
         """Run on ``device`` with ``batch_size`` windows per forward pass."""
@@ -156,26 +175,35 @@ class LearnedGenerator:
             read_labels(subject.mask, self.vocabulary)
         self._records()
 
+    def _labels(self, mask: Volume) -> torch.Tensor:
+        """The mask as one-hot label channels, shape (1, C, X, Y, Z), on the device."""
+        channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
+        labels = F.one_hot(channels, self.model.config["label_channels"])
+        return labels.permute(3, 0, 1, 2)[None].float().to(self.device)
+
+
+class LearnedGenerator(LearnedModel):
+    """A ``cfx train`` GAN checkpoint serving the sweep (parameters and errors as
+    :class:`LearnedModel`)."""
+
+    architecture = ARCHITECTURES["gan"]
+    kind = "a GAN"
+
     def generate(self, subject: Subject, mask: Volume, attribute: str,
                  requests: Sequence[Request], seed: int) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw."""
         # 1. each request read on its own (a volume must not depend on which other values share
         #    its group), each distinct phrase encoded once
         records = self._records()
-        condition = TextCondition.stack([records(r.phrases) for r in requests])
-        # 2. the label map as channels, and the noise of this seed for the whole volume
-        channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
-        labels = F.one_hot(channels, self.model.config["label_channels"])
-        labels = labels.permute(3, 0, 1, 2)[None].float().to(self.device)
-        noise, vector = draw_noise(self.model, mask.shape, seed)
-        # 3. every request with the same noise
-        volumes = generate_volumes(self.model, labels, noise.to(self.device),
-                                   vector.to(self.device), condition, self.roi,
-                                   window_batch=self.window_batch)
+        runner = self._implementation.Runner(self.model)
+        condition = runner.conditions([records(r.phrases) for r in requests])
+        # 2. the label map as channels; 3. every request with the noise of this seed
+        volumes = runner.run(self._labels(mask), condition, mask.shape, seed, self.roi,
+                             self.window_batch)
         return [v.cpu().numpy().astype(np.float32) for v in volumes]
 
 
-class LearnedDiffusionGenerator(LearnedGenerator):
+class LearnedDiffusionGenerator(LearnedModel):
     """A ``cfx train --arch diffusion`` checkpoint serving the sweep.
 
     Parameters
@@ -191,11 +219,18 @@ class LearnedDiffusionGenerator(LearnedGenerator):
     Raises
     ------
     UserInputError
-        As :class:`LearnedGenerator`, or a sampling option out of range (one line, from the
+        As :class:`LearnedModel`, or a sampling option out of range (one line, from the
         model's own check, :func:`models.sampling.check_sampling`, and its sampler's).
     """
 
-    architecture = _DIFFUSION
+    architecture = ARCHITECTURES["diffusion"]
+    kind = "a diffusion model"
+
+    @classmethod
+    def serve(cls, folder: str | os.PathLike, config: dict,
+              sampling: SamplingOptions) -> LearnedDiffusionGenerator:
+        """This class for ``folder`` with ``sampling``."""
+        return cls(folder, sampling=sampling)
 
     def __init__(self, folder: str | os.PathLike, device: str = "cpu",
                  sampling: SamplingOptions | None = None):
@@ -231,7 +266,7 @@ class LearnedDiffusionGenerator(LearnedGenerator):
         self._options = own
 
     def check(self, cohort: Cohort, attribute: str) -> None:
-        """As :meth:`LearnedGenerator.check`; with ``--from-ct`` every subject needs a CT."""
+        """As :meth:`LearnedModel.check`; with ``--from-ct`` every subject needs a CT."""
         super().check(cohort, attribute)
         if self.sampling["from_ct"]:
             for subject in cohort.subjects:
@@ -248,22 +283,19 @@ class LearnedDiffusionGenerator(LearnedGenerator):
         grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read)."""
         # 1. each request's context, its phrases encoded once each
         records = self._records()
-        context = torch.cat([records(r.phrases) for r in requests])
-        # 2. the label map, the noise of this seed and (from a CT) the subject's CT
-        channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
-        labels = F.one_hot(channels, self.model.config["label_channels"])
-        labels = labels.permute(3, 0, 1, 2)[None].float().to(self.device)
-        noise = draw_diffusion_noise(mask.shape, seed)
+        sampler = make_sampler(self.sampler, self.model.noise_schedule, **self._options)
+        runner = self._implementation.Runner(self.model, sampler, self.sampling["steps"],
+                                             self.sampling["guidance"],
+                                             self.sampling["strength"] or 1.0)
+        context = runner.conditions([records(r.phrases) for r in requests])
+        # 2. the label map and (from a CT) the subject's CT
+        labels = self._labels(mask)
         volume, ct = ct, None
         if self.sampling["from_ct"]:
             volume = read_volume(subject.ct) if volume is None else volume
             check_same_grid(mask, volume)
             ct = torch.from_numpy(volume.data)[None, None].to(self.device)
-        # 3. every request from the same noise
-        sampler = make_sampler(self.sampler, self.model.noise_schedule, **self._options)
-        volumes = sample_volumes(self.model, labels, context.to(self.device), noise,
-                                 steps=self.sampling["steps"],
-                                 guidance=self.sampling["guidance"], ct=ct,
-                                 strength=self.sampling["strength"] or 1.0, roi=self.roi,
-                                 window_batch=self.window_batch, sampler=sampler)
+        # 3. every request from the noise of this seed
+        volumes = runner.run(labels, context, mask.shape, seed, self.roi, self.window_batch,
+                             ct=ct)
         return [v.cpu().numpy().astype(np.float32) for v in volumes]

@@ -97,6 +97,10 @@ class DiffusionTrainer:
 
     Attributes
     ----------
+    network : CondDiffusion3D
+        The network being trained (on ``device``, train mode).
+    ema : CondDiffusion3D
+        Its exponential moving average, what a checkpoint serves.
     main_loss : str
         The key of :meth:`train_step` that :class:`models.training.guard.TrainingGuard` watches
         for loss spikes.
@@ -110,10 +114,10 @@ class DiffusionTrainer:
         self.settings = settings
         self.encoder = encoder
         self.source = source
-        self.model = model.to(self.device).train()
+        self.network = model.to(self.device).train()
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         text, rest = [], []
-        for name, parameter in self.model.named_parameters():
+        for name, parameter in self.network.named_parameters():
             reads_record = ".film." in name or ".attn2." in name
             (text if reads_record else rest).append(parameter)
         self.optimizer = torch.optim.AdamW(
@@ -123,7 +127,7 @@ class DiffusionTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
-        self._contexts = RecordConditions(self.model, encoder)
+        self._contexts = RecordConditions(self.network, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
 
     # -- text ---------------------------------------------------------------------------------
@@ -136,9 +140,9 @@ class DiffusionTrainer:
         phrases : sequence of sequence of str
             Per field of the model, its distinct training phrases (more than its dims).
         """
-        self.model.fit_text([self.encoder.encode(list(p)).pooled.to(self.device)
+        self.network.fit_text([self.encoder.encode(list(p)).pooled.to(self.device)
                              for p in phrases])
-        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.load_state_dict(self.network.state_dict())
         self._contexts.clear()
 
     def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
@@ -155,7 +159,7 @@ class DiffusionTrainer:
             ``mse``: mean squared error of the prediction (velocity or noise);
             ``grad_norm``: the total gradient norm before clipping.
         """
-        settings, model = self.settings, self.model
+        settings, model = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
         labels = F.one_hot(torch.from_numpy(batch.labels).long(),
                            model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
@@ -205,7 +209,7 @@ class DiffusionTrainer:
             ``step``, the numpy generator's state, the optimiser's hyper-parameters and the
             settings.
         """
-        tensors = {**module_tensors("model", self.model), **module_tensors("ema", self.ema)}
+        tensors = {**module_tensors("model", self.network), **module_tensors("ema", self.ema)}
         state, groups = optimizer_tensors("optimizer", self.optimizer)
         tensors.update(state)
         tensors["rng.noise"] = self.noise.get_state()
@@ -215,7 +219,7 @@ class DiffusionTrainer:
 
     def load_training_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore :meth:`training_state` (same architecture and settings)."""
-        load_module("model", self.model, tensors)
+        load_module("model", self.network, tensors)
         load_module("ema", self.ema, tensors)
         load_optimizer("optimizer", self.optimizer, tensors, meta["optimizer"], self.device)
         self.rng.bit_generator.state = meta["rng"]

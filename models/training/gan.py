@@ -131,6 +131,10 @@ class GANTrainer:
 
     Attributes
     ----------
+    network : CondGAN3DGenerator
+        The network being trained (on ``device``, train mode).
+    ema : CondGAN3DGenerator
+        Its exponential moving average, what a checkpoint serves.
     main_loss : str
         The key of :meth:`train_step` that :class:`models.training.guard.TrainingGuard` watches
         for loss spikes.
@@ -144,14 +148,14 @@ class GANTrainer:
         self.settings = settings
         self.encoder = encoder
         self.source = source
-        self.generator = generator.to(self.device).train()
+        self.network = generator.to(self.device).train()
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
         in_channels = 1 + generator.config["label_channels"] + generator.text_dims
         self.discriminator = PatchDiscriminator(
             spatial_dims=3, channels=settings.discriminator_channels, in_channels=in_channels,
             num_layers_d=settings.discriminator_layers).to(self.device).train()
-        backbone = [p for n, p in self.generator.named_parameters() if not n.startswith("fuse.")]
-        fusion = [p for n, p in self.generator.named_parameters() if n.startswith("fuse.")]
+        backbone = [p for n, p in self.network.named_parameters() if not n.startswith("fuse.")]
+        fusion = [p for n, p in self.network.named_parameters() if n.startswith("fuse.")]
         self.optimizer_g = torch.optim.Adam(
             [{"params": backbone},
              {"params": fusion, "lr": settings.lr_generator * settings.fusion_lr_scale}],
@@ -162,7 +166,7 @@ class GANTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
-        self._conditions = RecordConditions(self.generator, encoder)
+        self._conditions = RecordConditions(self.network, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
 
     # -- text ---------------------------------------------------------------------------------
@@ -177,16 +181,16 @@ class GANTrainer:
         """
         encodings = [self.encoder.encode(list(p)).to(self.device) for p in phrases]
         tokens = torch.cat([e.tokens[e.mask] for e in encodings])
-        self.generator.fit_text([e.pooled for e in encodings], tokens)
-        self.ema.load_state_dict(self.generator.state_dict())
+        self.network.fit_text([e.pooled for e in encodings], tokens)
+        self.ema.load_state_dict(self.network.state_dict())
         self._conditions.clear()
 
     @torch.no_grad()
     def calibrate_output(self, batch: TrainingBatch) -> None:
         """Start the generator's output at the mean intensity of ``batch`` (a data-dependent
         initialisation of the last bias: the network then learns structure, not the offset)."""
-        mean = self.generator.from_hu(torch.from_numpy(batch.ct).float()).mean()
-        for network in (self.generator, self.ema):
+        mean = self.network.from_hu(torch.from_numpy(batch.ct).float()).mean()
+        for network in (self.network, self.ema):
             network.head.bias.fill_(float(mean))
 
     def _condition(self, phrases: Sequence[Mapping[str, str]]) -> TextCondition:
@@ -209,7 +213,7 @@ class GANTrainer:
             of each network before clipping, ``grad_norm_g`` and ``grad_norm_d`` (the
             discriminator's values only when ``settings.adversarial_weight > 0``).
         """
-        settings, generator = self.settings, self.generator
+        settings, generator = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
         labels = F.one_hot(torch.from_numpy(batch.labels).long(),
                            generator.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
@@ -267,7 +271,7 @@ class GANTrainer:
     # -- resume -------------------------------------------------------------------------------
 
     def _modules_by_prefix(self):
-        return (("generator", self.generator), ("ema", self.ema),
+        return (("generator", self.network), ("ema", self.ema),
                 ("discriminator", self.discriminator))
 
     def _optimizers_by_name(self):

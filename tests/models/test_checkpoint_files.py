@@ -5,12 +5,17 @@ import json
 import subprocess
 import sys
 
-from models.checkpoint import ARCHITECTURES
-from models.checkpoint_files import ARCHITECTURE_NAMES, read_config, sampling_block
+from models.architectures import checkpoint_names
+from models.checkpoint import network_class
+from models.checkpoint_files import read_config, sampling_block
+from models.nets.cond_diffusion3d import CondDiffusion3D
+from models.nets.cond_gan3d import CondGAN3DGenerator
 
 
-def test_architecture_names_are_the_networks_keys():
-    assert ARCHITECTURE_NAMES == tuple(ARCHITECTURES)
+def test_architecture_names_name_their_networks():
+    assert checkpoint_names() == ("cond_gan3d", "cond_diffusion3d")
+    assert network_class("cond_gan3d") is CondGAN3DGenerator
+    assert network_class("cond_diffusion3d") is CondDiffusion3D
 
 
 def test_the_sampling_block_names_its_sampler():

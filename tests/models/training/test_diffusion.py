@@ -29,30 +29,30 @@ def _trainer(encoder, prediction="v_prediction", **settings):
 def _spy_contexts(trainer, monkeypatch):
     """Record the context every training forward reads."""
     seen = []
-    forward = type(trainer.model).forward
+    forward = type(trainer.network).forward
 
     def spy(self, sample, labels, timesteps, context):
         seen.append(context.detach().clone())
         return forward(self, sample, labels, timesteps, context)
 
-    monkeypatch.setattr(type(trainer.model), "forward", spy)
+    monkeypatch.setattr(type(trainer.network), "forward", spy)
     return seen
 
 
 def test_a_few_steps_lower_the_loss_and_move_the_weights(encoder):
     trainer = _trainer(encoder, lr=3e-3)
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
     losses = [trainer.train_step()["mse"] for _ in range(15)]
     assert trainer.step == 15 and np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < losses[0]
-    after = trainer.model.state_dict()
+    after = trainer.network.state_dict()
     assert not torch.equal(before["unet.out.2.conv.weight"], after["unet.out.2.conv.weight"])
     attention = [k for k in after if "attn2.to_k" in k and k.endswith("weight")]
     assert attention and all(not torch.equal(before[k], after[k]) for k in attention)
     # the EMA lags the live weights; the whitening is the same in both
     assert not torch.equal(trainer.ema.unet.out[2].conv.weight,
-                           trainer.model.unet.out[2].conv.weight)
-    for ema, live in zip(trainer.ema.text, trainer.model.text, strict=True):
+                           trainer.network.unet.out[2].conv.weight)
+    for ema, live in zip(trainer.ema.text, trainer.network.text, strict=True):
         assert torch.equal(ema.mean, live.mean) and ema.mean.abs().sum() > 0
 
 
@@ -60,7 +60,7 @@ def test_the_layers_that_read_the_record_learn_at_their_own_rate(encoder):
     trainer = _trainer(encoder, fusion_lr_scale=4.0)
     rest, text = trainer.optimizer.param_groups
     assert rest["lr"] == 1e-3 and text["lr"] == 4e-3
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    names = {id(p): n for n, p in trainer.network.named_parameters()}
     text_names = sorted(names[id(p)] for p in text["params"])
     assert "unet.down_blocks.0.resnets.0.norm2.film.weight" in text_names
     assert all(".film." in n or ".attn2." in n for n in text_names)
@@ -78,7 +78,7 @@ def test_the_ema_warms_up_then_decays_at_the_set_rate(encoder):
     for step, decay in [(1, 2 / 11), (2, 0.2), (3, 0.2)]:
         average = trainer.ema.state_dict()[key].clone()
         trainer.train_step()
-        live = trainer.model.state_dict()[key]
+        live = trainer.network.state_dict()[key]
         assert trainer.step == step
         torch.testing.assert_close(trainer.ema.state_dict()[key],
                                    decay * average + (1 - decay) * live)
@@ -90,14 +90,14 @@ def test_the_loss_is_the_prediction_error_of_ddpm_noising(encoder, monkeypatch, 
     (epsilon) or on v = sqrt(abar_t) n - sqrt(1 - abar_t) x_0 (velocity)."""
     trainer = _trainer(encoder, prediction, p_uncond=0.0)
     seen = []
-    forward = type(trainer.model).forward
+    forward = type(trainer.network).forward
 
     def spy(self, sample, labels, timesteps, context):
         out = forward(self, sample, labels, timesteps, context)
         seen.append((sample.detach().clone(), timesteps.clone(), out.detach().clone()))
         return out
 
-    monkeypatch.setattr(type(trainer.model), "forward", spy)
+    monkeypatch.setattr(type(trainer.network), "forward", spy)
     rng_state = trainer.rng.bit_generator.state
     noise_state = trainer.noise.get_state()
     loss = trainer.train_step()["mse"]
@@ -108,12 +108,12 @@ def test_the_loss_is_the_prediction_error_of_ddpm_noising(encoder, monkeypatch, 
     generator.set_state(noise_state)
     noise = torch.randn((2, 1, 16, 16, 16), generator=generator)
     timesteps = torch.randint(0, 1000, (2,), generator=generator)
-    clean = trainer.model.from_hu(torch.from_numpy(batch.ct)[:, None])
-    expected = DDPMScheduler(**trainer.model.noise_schedule).add_noise(clean, noise, timesteps)
+    clean = trainer.network.from_hu(torch.from_numpy(batch.ct)[:, None])
+    expected = DDPMScheduler(**trainer.network.noise_schedule).add_noise(clean, noise, timesteps)
     sample, seen_timesteps, predicted = seen[0]
     assert torch.equal(seen_timesteps, timesteps)
     torch.testing.assert_close(sample, expected)
-    abar = DDPMScheduler(**trainer.model.noise_schedule).alphas_cumprod[timesteps]
+    abar = DDPMScheduler(**trainer.network.noise_schedule).alphas_cumprod[timesteps]
     abar = abar.float().reshape(-1, 1, 1, 1, 1)
     target = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * clean
     assert loss == pytest.approx(torch.nn.functional.mse_loss(predicted, target).item(),
@@ -126,7 +126,7 @@ def test_rows_read_their_records_by_field_name(encoder):
     trainer = _trainer(encoder)
     records = [RECORDS[0], {"diagnosis": "UILD", "smoking": "no"}, {}]
     got = trainer._context([dict(reversed(phrases_of(r).items())) for r in records])
-    expected = torch.cat([trainer.model.condition(encode_record(trainer.model, encoder, r))
+    expected = torch.cat([trainer.network.condition(encode_record(trainer.network, encoder, r))
                           for r in records])
     assert got.shape == (3, 3, 6)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
@@ -138,7 +138,7 @@ def test_condition_dropout_trains_on_the_record_with_no_field(encoder, monkeypat
     seen = _spy_contexts(trainer, monkeypatch)
     for _ in range(3):
         trainer.train_step()
-    null = trainer.model.null_condition()
+    null = trainer.network.null_condition()
     nulls = [torch.equal(row, null[0]) for context in seen for row in context]
     assert len(nulls) == 12
     if p_uncond == 1.0:
@@ -152,7 +152,7 @@ def test_condition_dropout_rate(encoder, monkeypatch):
     seen = _spy_contexts(trainer, monkeypatch)
     for _ in range(6):
         trainer.train_step()
-    null = trainer.model.null_condition()
+    null = trainer.network.null_condition()
     share = np.mean([torch.equal(row, null[0]) for context in seen for row in context])
     assert 0.3 < share < 0.75  # 48 rows at 0.5 (+ 1/64 from the source)
 
@@ -187,7 +187,7 @@ def test_fit_text_fits_each_field_on_its_phrases(encoder):
     trainer = _trainer(encoder)
     expected = tiny_diffusion(activate=False)
     expected.fit_text([encoder.encode(PHRASES[field]).pooled for field in FIELDS])
-    for network in (trainer.model, trainer.ema):
+    for network in (trainer.network, trainer.ema):
         state = network.state_dict()
         for key, value in expected.state_dict().items():
             if key.startswith("text."):

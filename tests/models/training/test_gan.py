@@ -51,13 +51,13 @@ def _trainer(encoder, fusion="affine", seed=0, **settings):
 @pytest.mark.parametrize("fusion", ["affine", "cross-attention"])
 def test_a_few_steps_lower_the_l1_and_move_every_network(encoder, fusion):
     trainer = _trainer(encoder, fusion)
-    before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
     d_before = [p.clone() for p in trainer.discriminator.parameters()]
     losses = [trainer.train_step() for _ in range(12)]
     assert trainer.step == 12
     assert all(np.isfinite(list(loss.values())).all() for loss in losses)
     assert np.mean([loss["l1"] for loss in losses[-3:]]) < losses[0]["l1"]
-    after = trainer.generator.state_dict()
+    after = trainer.network.state_dict()
     assert not torch.equal(before["head.weight"], after["head.weight"])
     assert not torch.equal(before["fuse.0.project.weight" if fusion == "affine"
                                   else "fuse.0.out.weight"],
@@ -66,16 +66,16 @@ def test_a_few_steps_lower_the_l1_and_move_every_network(encoder, fusion):
     d_after = list(trainer.discriminator.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(d_before, d_after, strict=True))
     # the EMA lags the live weights
-    assert not torch.equal(trainer.ema.head.weight, trainer.generator.head.weight)
-    for ema, live in zip(trainer.ema.text, trainer.generator.text, strict=True):
+    assert not torch.equal(trainer.ema.head.weight, trainer.network.head.weight)
+    for ema, live in zip(trainer.ema.text, trainer.network.text, strict=True):
         assert torch.equal(ema.mean, live.mean) and ema.mean.abs().sum() > 0
 
 
 def test_calibrate_output_starts_at_the_mean_intensity(encoder):
     trainer = _trainer(encoder)
     batch = source(np.random.default_rng(99), 8)
-    expected = float(trainer.generator.from_hu(torch.from_numpy(batch.ct)).mean())
-    assert trainer.generator.head.bias.item() == pytest.approx(expected, abs=1e-6)
+    expected = float(trainer.network.from_hu(torch.from_numpy(batch.ct)).mean())
+    assert trainer.network.head.bias.item() == pytest.approx(expected, abs=1e-6)
     assert trainer.ema.head.bias.item() == pytest.approx(expected, abs=1e-6)
 
 
@@ -121,13 +121,13 @@ def test_l1_only_leaves_the_discriminator_alone(encoder):
     trainer = _trainer(encoder)
     trainer.settings = replace(trainer.settings, adversarial_weight=0.0)
     d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
-    head = trainer.generator.head.weight.clone()
+    head = trainer.network.head.weight.clone()
     losses = [trainer.train_step() for _ in range(3)]
     assert all(loss.keys() == {"l1", "grad_norm_g"} for loss in losses)
     assert all(torch.equal(d_before[k], v)
                for k, v in trainer.discriminator.state_dict().items())
     assert trainer.optimizer_d.state_dict()["state"] == {}
-    assert not torch.equal(head, trainer.generator.head.weight)
+    assert not torch.equal(head, trainer.network.head.weight)
 
 
 @pytest.mark.parametrize("fusion", ["affine", "cross-attention"])
@@ -138,7 +138,7 @@ def test_fit_text_fits_each_field_on_its_phrases(encoder, fusion):
     expected = tiny_generator(fusion, activate=False)
     expected.fit_text([e.pooled for e in encodings],
                       torch.cat([e.tokens[e.mask] for e in encodings]))
-    for network in (trainer.generator, trainer.ema):
+    for network in (trainer.network, trainer.ema):
         state = network.state_dict()
         for key, value in expected.state_dict().items():
             if key.startswith(("text.", "tokens.")):
@@ -152,13 +152,13 @@ def test_a_batch_reads_each_record_by_field_name(encoder):
     records = [RECORDS[0], {"diagnosis": "UILD", "smoking": "no"}, {}, RECORDS[0]]
     phrases = [dict(reversed(phrases_of(r).items())) for r in records]
     got = trainer._condition(phrases)
-    expected = conditions(trainer.generator, encoder, records)
+    expected = conditions(trainer.network, encoder, records)
     assert got.pooled.shape == (4, 4) and got.tokens.shape == expected.tokens.shape
     torch.testing.assert_close(got.pooled, expected.pooled, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.tokens, expected.tokens, atol=1e-5, rtol=1e-5)
     assert torch.equal(got.token_mask, expected.token_mask)
     assert not got.token_mask[1].all() and got.token_mask[2].sum() == 1  # padded rows
-    one = trainer.generator.condition(encode_record(trainer.generator, encoder, records[1]))
+    one = trainer.network.condition(encode_record(trainer.network, encoder, records[1]))
     assert torch.equal(one.pooled, got.pooled[1:2])  # the cached row, exactly
 
 

@@ -106,12 +106,12 @@ def test_bad_settings(settings, message):
 
 def _gan(encoder):
     trainer = test_gan._trainer(encoder)
-    return trainer, trainer.generator
+    return trainer, trainer.network
 
 
 def _diffusion(encoder):
     trainer = test_diffusion._trainer(encoder)
-    return trainer, trainer.model
+    return trainer, trainer.network
 
 
 def _instrument(trainer, network, poison_after, once=True):

@@ -1,0 +1,74 @@
+"""Model cards of ``cfx train`` checkpoints: what every card shares (title, intended use, how
+it was trained, which step was saved), with the architecture's own description, loss bullet and
+closing sections (its ``card``, :mod:`models.architectures`)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+__all__ = ["model_card"]
+
+
+def model_card(config: dict, architecture: ModuleType) -> str:
+    """The Markdown card of a checkpoint whose ``config.json`` is ``config``, written by the
+    implementation module ``architecture``."""
+    what, loss, tail = architecture.card(config, config["generator"])
+    return _card_head(config, what, loss) + tail
+
+
+def _card_head(config: dict, what: str, loss: str = "") -> str:
+    """Title, description, intended use and how it was trained: what every model card shares
+    (``loss``: an extra training bullet, ending in a newline)."""
+    training = config["training"]
+    arguments = training["arguments"]
+    minutes = training["elapsed_s"] / 60
+    return f"""# {config["name"]}
+
+{what}
+
+## Intended use
+Research and demonstration of counterfactual attribute analysis with cfx. **Not for diagnosis
+or any clinical decision.** Trained on {_trained_on(config["training_cohort"])}; what it draws
+for real scans says nothing about real patients.
+
+## How it was trained
+- command: `{training["command"]}`
+- steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
+  {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
+  {training["device"]}
+{loss}- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
+  reading each field of the record written alone by the prompt template, its pooled
+  embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
+- intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
+  (outputs are clipped to it)
+- saved model: {_saved_line(training)}
+- cfx {config["cfx_version"]}
+"""
+
+
+def _saved_line(training: dict) -> str:
+    """Which step the served weights are from, and what the divergence guard did."""
+    guard = training["guard"]
+    line = (f"the EMA weights of step {training['steps']}, confirmed good by the next step's "
+            f"loss; gradients clipped to norm {guard['clip_norm']:g}; divergence: "
+            f"{guard['rule']}")
+    events = [f"step {r['step']} ({r['reason']}) rolled back to step {r['to_step']}, learning "
+              f"rate x{r['lr_scale']:g}" for r in guard["rollbacks"]]
+    line += "; " + ("; ".join(events) if events else "no rollback")
+    if "stopped" in guard:
+        line += f"; stopped: {guard['stopped']}"
+    return line
+
+
+def _fields_line(normalisation: dict) -> str:
+    return ", ".join(f"{name} {f['dims']} dims ({100 * f['explained']:.0f} % of "
+                     f"{f['phrases']} phrases)" for name, f in normalisation["fields"].items())
+
+
+def _trained_on(summary: dict) -> str:
+    if summary["kind"] == "phantom":
+        count = summary["subjects"]
+        count = "a new one per draw" if isinstance(count, str) else f"{count} of them"
+        return (f"synthetic phantom subjects ({count}, {'x'.join(map(str, summary['shape']))} "
+                f"voxels of {summary['spacing'][0]:g} mm)")
+    return f"the cohort {summary['source']} ({summary['subjects']} subjects)"

@@ -1,0 +1,126 @@
+"""The generator architectures cfx knows, by name, without importing torch.
+
+Each :class:`Architecture` names what ``cfx train --arch`` calls it, what a checkpoint's
+``config.json`` calls it (``architecture``), its training defaults and the options only it
+accepts, and the module that implements it (imported on first use by :func:`implementation`).
+That module (e.g. :mod:`models.architectures.gan`) defines:
+
+``NETWORK``, ``TRAINER``
+    The network class (constructor kwargs = the checkpoint's ``generator`` block) and its
+    trainer class (``network``, ``ema``, ``step``, ``settings``, ``train_step``, the guard's
+    methods).
+``new_arguments(common, options, out, steps)``, ``resumed_arguments(saved, options, out, steps)``
+    The run's ``training.arguments`` (``ValueError`` naming the option when one is bad).
+``new_trainer(arguments, phrases, field_dims, label_channels, encoder, source, device)``,
+``resumed_trainer(arguments, generator, encoder, source, device)``
+``normalisation(network)``, ``served(arguments)``, ``card(config, generator)``
+    What ``config.json`` and the model card add for this architecture.
+``Runner``
+    Runs a served network over whole volumes for the sweep (``noise``, ``conditions``,
+    ``run``).
+
+Adding an architecture is one such module plus one :func:`register` call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+
+__all__ = ["Architecture", "ARCHITECTURES", "register", "look_up", "by_checkpoint",
+           "checkpoint_names", "implementation"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One generator architecture, as the torch-free parts of cfx see it.
+
+    Attributes
+    ----------
+    name : str
+        ``cfx train --arch`` name, e.g. ``"gan"``.
+    checkpoint : str
+        ``config.json`` ``architecture``, e.g. ``"cond_gan3d"``.
+    module : str
+        Dotted name of the module implementing it (imports torch).
+    channels : str
+        Default ``--channels``, finest level first.
+    lr : float
+        Default ``--lr``.
+    options : dict of str to str
+        ``run_training`` keyword -> its ``cfx train`` flag, for the options only this
+        architecture accepts.
+    summary : str
+        One line for ``--help`` and listings.
+    """
+
+    name: str
+    checkpoint: str
+    module: str
+    channels: str
+    lr: float
+    options: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+"""``--arch`` name -> :class:`Architecture`, in registration order."""
+
+
+def register(architecture: Architecture) -> Architecture:
+    """Add ``architecture`` (replacing one of the same name); returns it."""
+    ARCHITECTURES[architecture.name] = architecture
+    return architecture
+
+
+def look_up(name: str) -> Architecture:
+    """The architecture called ``name`` (a ``--arch`` value).
+
+    Raises
+    ------
+    ValueError
+        Unknown name: the message names the nearest spelling and every known name.
+    """
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    near = difflib.get_close_matches(name, list(ARCHITECTURES), n=1)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise ValueError(f"unknown architecture {name!r}; {hint}known: {', '.join(ARCHITECTURES)}")
+
+
+def by_checkpoint(checkpoint: str) -> Architecture:
+    """The architecture a checkpoint's ``config.json`` names (its ``architecture``).
+
+    Raises
+    ------
+    ValueError
+        No registered architecture writes ``checkpoint``.
+    """
+    for architecture in ARCHITECTURES.values():
+        if architecture.checkpoint == checkpoint:
+            return architecture
+    raise ValueError(f"unknown architecture {checkpoint!r}; known: "
+                     f"{', '.join(checkpoint_names())}")
+
+
+def checkpoint_names() -> tuple[str, ...]:
+    """The ``config.json`` names of every registered architecture."""
+    return tuple(a.checkpoint for a in ARCHITECTURES.values())
+
+
+def implementation(architecture: Architecture) -> ModuleType:
+    """The module implementing ``architecture`` (imported now: it needs torch)."""
+    return importlib.import_module(architecture.module)
+
+
+register(Architecture(
+    "gan", "cond_gan3d", "models.architectures.gan", channels="16,32,64,64", lr=5e-4,
+    options={"fusion": "--fusion", "l1_weight": "--l1-weight",
+             "adversarial_weight": "--adversarial-weight"},
+    summary="mask + text conditional 3D GAN"))
+register(Architecture(
+    "diffusion", "cond_diffusion3d", "models.architectures.diffusion", channels="16,32,32",
+    lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps"},
+    summary="mask + text conditional 3D diffusion model"))

@@ -1,0 +1,199 @@
+"""The mask + text conditional 3D diffusion model (``cfx train --arch diffusion``, checkpoint
+``cond_diffusion3d``): network, trainer, training defaults and options, card section and
+whole-volume runner.
+
+``p_uncond`` (the share of rows trained without any record, for classifier-free guidance) and
+``sampling_steps`` (the sampler steps the sweep uses by default) are its own options. A resumed
+run continues bit for bit and takes none, so one command line redoes it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import load_training_state
+from models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
+from models.samplers import DEFAULT_SAMPLER
+from models.samplers.base import Sampler
+from models.sampling import draw_diffusion_noise, sample_volumes
+from models.text import HFTextEncoder
+from models.training.diffusion import DiffusionSettings, DiffusionTrainer
+
+__all__ = ["NETWORK", "TRAINER", "P_UNCOND", "SAMPLING_STEPS", "GUIDANCE", "GROUPS",
+           "given_options", "check_new", "new_arguments", "resumed_arguments", "command",
+           "new_trainer", "resumed_trainer", "normalisation", "served", "card", "Runner"]
+
+NETWORK, TRAINER = CondDiffusion3D, DiffusionTrainer
+P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # defaults of a new run
+GROUPS = 8  # GroupNorm groups of the UNet: its channels are multiples of this
+_DEFAULT_CHANNELS = "16,32,32"
+
+
+def given_options(options: dict) -> dict:
+    """Options a resumed run would take: none (it continues bit for bit)."""
+    return {}
+
+
+def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
+    """A new run's ``--p-uncond`` and ``--channels`` (text and levels).
+
+    Raises
+    ------
+    ValueError
+        Out of range, the message starting with the flag.
+    """
+    p_uncond = options.get("p_uncond")
+    if p_uncond is not None and not 0 <= p_uncond < 1:
+        raise ValueError(f"--p-uncond: got {p_uncond}; give a probability in [0, 1)")
+    if any(c % GROUPS for c in levels):
+        raise ValueError(f"--channels: got {channels!r}; for --arch diffusion every level must "
+                         f"be a multiple of {GROUPS}, e.g. {_DEFAULT_CHANNELS}")
+
+
+def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: int) -> dict:
+    """``training.arguments`` of a new run from the checked ``common`` ones and this
+    architecture's ``options`` (None: not given; checked by :func:`check_new`)."""
+    p_uncond = P_UNCOND if options.get("p_uncond") is None else options["p_uncond"]
+    sampling_steps = (SAMPLING_STEPS if options.get("sampling_steps") is None
+                      else options["sampling_steps"])
+    arguments = {**{k: common[k] for k in ("cohort", "arch", "patch", "batch_size",
+                                           "text_encoder", "channels", "phantom_shape",
+                                           "drop_rate", "lr", "fusion_lr_scale")},
+                 "p_uncond": p_uncond, "sampling_steps": sampling_steps, "seed": common["seed"]}
+    arguments["command"] = command(arguments, out, steps)
+    return arguments
+
+
+def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
+    """``training.arguments`` of a resumed run: as saved, its command line for the new total."""
+    return {**saved, "command": command(saved, out, steps)}
+
+
+def command(arguments: dict, out: Path, steps: int) -> str:
+    """The ``cfx train --arch diffusion`` command line that reproduces a run."""
+    words = ["cfx", "train", "--arch", "diffusion", "--cohort", arguments["cohort"], "--out",
+             str(out), "--steps", str(steps), "--patch", ",".join(map(str, arguments["patch"])),
+             "--batch-size", str(arguments["batch_size"]), "--text-encoder",
+             arguments["text_encoder"], "--channels", ",".join(map(str, arguments["channels"])),
+             "--drop-rate", str(arguments["drop_rate"]), "--lr", str(arguments["lr"]),
+             "--fusion-lr-scale", str(arguments.get("fusion_lr_scale", 1.0)),
+             "--p-uncond", str(arguments["p_uncond"]), "--sampling-steps",
+             str(arguments["sampling_steps"]), "--seed", str(arguments["seed"])]
+    if arguments["cohort"].startswith("phantom"):
+        words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
+    return shlex.join(words)
+
+
+def _settings(arguments: dict) -> DiffusionSettings:
+    return DiffusionSettings(batch_size=arguments["batch_size"], lr=arguments["lr"],
+                             fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
+                             p_uncond=arguments["p_uncond"], seed=arguments["seed"])
+
+
+def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list[int],
+                label_channels: int, encoder: HFTextEncoder, source,
+                device: torch.device) -> DiffusionTrainer:
+    """A new trainer: the UNet built and its text whitening fitted on ``phrases`` (field ->
+    distinct phrases)."""
+    model = CondDiffusion3D(list(phrases), field_dims, label_channels=label_channels,
+                            channels=arguments["channels"], norm_num_groups=GROUPS,
+                            text_width=encoder.width)
+    trainer = DiffusionTrainer(model, encoder, source, _settings(arguments), device)
+    trainer.fit_text(list(phrases.values()))
+    return trainer
+
+
+def resumed_trainer(arguments: dict, generator: dict, folder: Path, encoder: HFTextEncoder,
+                    source, device: torch.device) -> tuple[DiffusionTrainer, dict]:
+    """The trainer saved in ``folder`` (``generator``: its constructor kwargs), and the
+    training state's JSON."""
+    trainer = DiffusionTrainer(CondDiffusion3D(**generator), encoder, source,
+                               _settings(arguments), device)
+    tensors, meta = load_training_state(folder)
+    trainer.load_training_state(tensors, meta)
+    return trainer, meta
+
+
+def normalisation(network: CondDiffusion3D) -> dict:
+    """What ``config.json``'s ``text_normalisation`` adds for this architecture."""
+    return {"context": f"one token per field: its whitened vector zero-padded to "
+                       f"{network.vector_dims} dims, one-hot of the field, present flag"}
+
+
+def served(arguments: dict) -> dict:
+    """Blocks ``config.json`` adds for this architecture: the sweep's sampling defaults."""
+    return {"sampling": {"sampler": DEFAULT_SAMPLER, "steps": arguments["sampling_steps"],
+                         "guidance": GUIDANCE, "eta": 0.0}}
+
+
+def card(config: dict, generator: dict) -> tuple[str, str, str]:
+    """The model card's description, extra training bullet and closing sections."""
+    arguments, sampling = config["training"]["arguments"], config["sampling"]
+    target = PREDICTIONS[generator["prediction"]]
+    what = f"""A mask + text conditional 3D diffusion model (`cond_diffusion3d`: MONAI
+`DiffusionModelUNet` predicting the {target}, the label map as input channels, the record by
+cross-attention to one token per field and by FiLM of every residual block) made with `cfx
+train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a clinical
+record, from noise or from a real CT."""
+    schedule = generator["schedule"]
+    loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
+  {generator["train_timesteps"]} steps (beta {generator["beta_start"]:g}..\
+{generator["beta_end"]:g}); each
+  field dropped with probability {arguments["drop_rate"]:g} and the whole record with
+  probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
+"""
+    return what, loss, f"""
+## Sampling
+By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance
+{sampling["guidance"]:g}: `p = p_u + W (p_c - p_u)` on the {target} predicted with (`p_c`) and
+without (`p_u`) the record, where 0 ignores the record, 1 is the
+plain conditional model and W > 1 amplifies attribute effects. `cfx sweep --model
+{config["name"]}` takes `--steps`, `--guidance`, `--eta`, and `--from-ct --strength S` to edit
+each subject's own CT.
+
+## Recovery of planted effects
+Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card` (from
+noise) and add `--from-ct` (from each held-out subject's CT).
+"""
+
+
+class Runner:
+    """Whole volumes from a served diffusion model: every record of a group sampled by
+    ``sampler`` from the same noise (initial and per step), from noise or from a CT noised to
+    ``strength`` (:func:`models.sampling.sample_volumes`).
+
+    Parameters
+    ----------
+    network : CondDiffusion3D
+    sampler : Sampler
+        Built on ``network.noise_schedule``.
+    steps : int
+    guidance : float
+    strength : float
+        1 from noise; with a CT, how far it is noised.
+    """
+
+    def __init__(self, network: CondDiffusion3D, sampler: Sampler, steps: int,
+                 guidance: float, strength: float):
+        self.network, self.sampler = network, sampler
+        self.steps, self.guidance, self.strength = steps, guidance, strength
+
+    def conditions(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One batch of the records' contexts, in row order."""
+        return torch.cat(list(rows))
+
+    def run(self, labels: torch.Tensor, conditions: torch.Tensor, shape: Sequence[int],
+            seed: int, roi: Sequence[int], window_batch: int,
+            ct: torch.Tensor | None = None) -> torch.Tensor:
+        """One HU volume (shape ``shape``) per row of ``conditions``, all from the noise of
+        ``seed``; ``labels`` (1, C, X, Y, Z) one-hot and ``ct`` (1, 1, X, Y, Z) in HU on the
+        network's device."""
+        noise = draw_diffusion_noise(shape, seed)
+        return sample_volumes(self.network, labels, conditions.to(labels.device), noise,
+                              steps=self.steps, guidance=self.guidance, ct=ct,
+                              strength=self.strength, roi=roi, window_batch=window_batch,
+                              sampler=self.sampler)

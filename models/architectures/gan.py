@@ -1,0 +1,181 @@
+"""The mask + text conditional 3D GAN (``cfx train --arch gan``, checkpoint ``cond_gan3d``):
+network, trainer, training defaults and options, card section and whole-volume runner.
+
+``fusion`` (how the text enters), ``l1_weight`` and ``adversarial_weight`` (the generator's loss
+weights) are its own options; the weights given with ``--resume`` apply from that step on
+(``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import load_training_state
+from models.inference import draw_noise, generate_volumes
+from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from models.text import HFTextEncoder
+from models.training.gan import GANSettings, GANTrainer
+
+__all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "given_options",
+           "check_new", "new_arguments", "resumed_arguments", "command", "new_trainer",
+           "resumed_trainer", "normalisation", "served", "card", "Runner"]
+
+NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
+L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
+FUSION = "affine"  # text fusion of a new run
+_TOKEN_DIMS = 32  # most principal axes kept of the tokens
+
+
+def given_options(options: dict) -> dict:
+    """The loss weights given (``options`` None: not given), checked; a new or resumed run
+    takes them.
+
+    Raises
+    ------
+    ValueError
+        A weight below 0, or both 0; the message starts with the flags.
+    """
+    l1_weight, adversarial_weight = options.get("l1_weight"), options.get("adversarial_weight")
+    weights = {}
+    if l1_weight is not None:
+        if not l1_weight >= 0:
+            raise ValueError(f"--l1-weight: got {l1_weight}; give a weight >= 0")
+        weights["l1_weight"] = l1_weight
+    if adversarial_weight is not None:
+        if not adversarial_weight >= 0:
+            raise ValueError(f"--adversarial-weight: got {adversarial_weight}; give a "
+                             "weight >= 0")
+        weights["adversarial_weight"] = adversarial_weight
+    if weights.get("l1_weight", L1_WEIGHT) == 0 and weights.get("adversarial_weight",
+                                                                ADVERSARIAL_WEIGHT) == 0:
+        raise ValueError("--l1-weight, --adversarial-weight: both are 0; the generator "
+                         "would learn nothing, give one of them > 0")
+    return weights
+
+
+def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
+    """A new run's options and ``--channels`` (text and levels): any are fine."""
+
+
+def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: int) -> dict:
+    """``training.arguments`` of a new run from the checked ``common`` ones, this
+    architecture's ``options`` (None: not given) and :func:`given_options`."""
+    fusion = FUSION if options.get("fusion") is None else options["fusion"]
+    arguments = {**{k: common[k] for k in ("cohort", "arch", "patch", "batch_size",
+                                           "text_encoder")},
+                 "fusion": fusion,
+                 **{k: common[k] for k in ("channels", "phantom_shape", "drop_rate", "lr",
+                                           "fusion_lr_scale")},
+                 "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
+                 "seed": common["seed"], **given}
+    arguments["command"] = command(arguments, out, steps)
+    return arguments
+
+
+def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
+    """``training.arguments`` of a resumed run: as saved, with the loss weights given now."""
+    return {**saved, **given}
+
+
+def command(arguments: dict, out: Path, steps: int) -> str:
+    """The ``cfx train`` command line that reproduces a run."""
+    words = ["cfx", "train", "--cohort", arguments["cohort"], "--out", str(out), "--steps",
+             str(steps), "--patch", ",".join(map(str, arguments["patch"])), "--batch-size",
+             str(arguments["batch_size"]), "--text-encoder", arguments["text_encoder"],
+             "--fusion", arguments["fusion"], "--channels",
+             ",".join(map(str, arguments["channels"])), "--drop-rate",
+             str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--fusion-lr-scale",
+             str(arguments.get("fusion_lr_scale", 1.0)), "--l1-weight",
+             str(arguments.get("l1_weight", L1_WEIGHT)), "--adversarial-weight",
+             str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--seed",
+             str(arguments["seed"])]
+    if arguments["cohort"].startswith("phantom"):
+        words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
+    return shlex.join(words)
+
+
+def _settings(arguments: dict) -> GANSettings:
+    # the discriminator halves the patch per layer and ends with a 4-voxel kernel
+    layers = max(1, min(3, int(np.log2(min(arguments["patch"]))) - 2))
+    return GANSettings(batch_size=arguments["batch_size"], lr_generator=arguments["lr"],
+                       lr_discriminator=arguments["lr"],
+                       fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
+                       l1_weight=arguments.get("l1_weight", L1_WEIGHT),
+                       adversarial_weight=arguments.get("adversarial_weight",
+                                                        ADVERSARIAL_WEIGHT),
+                       seed=arguments["seed"], discriminator_layers=layers)
+
+
+def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list[int],
+                label_channels: int, encoder: HFTextEncoder, source,
+                device: torch.device) -> GANTrainer:
+    """A new trainer: the generator built, its text whitening fitted on ``phrases`` (field ->
+    distinct phrases) and its output started at the data's mean intensity."""
+    generator = CondGAN3DGenerator(
+        list(phrases), field_dims, label_channels=label_channels,
+        channels=arguments["channels"], fusion=arguments["fusion"], text_width=encoder.width,
+        token_dims=min(_TOKEN_DIMS, encoder.width // 2))
+    trainer = GANTrainer(generator, encoder, source, _settings(arguments), device)
+    trainer.fit_text(list(phrases.values()))
+    trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
+    return trainer
+
+
+def resumed_trainer(arguments: dict, generator: dict, folder: Path, encoder: HFTextEncoder,
+                    source, device: torch.device) -> tuple[GANTrainer, dict]:
+    """The trainer saved in ``folder`` (``generator``: its constructor kwargs), and the
+    training state's JSON."""
+    trainer = GANTrainer(CondGAN3DGenerator(**generator), encoder, source, _settings(arguments),
+                         device)
+    tensors, meta = load_training_state(folder)
+    trainer.load_training_state(tensors, meta)
+    return trainer, meta
+
+
+def normalisation(network: CondGAN3DGenerator) -> dict:
+    """What ``config.json``'s ``text_normalisation`` adds for this architecture."""
+    return {"token_dims": network.tokens.dims if network.tokens is not None else None}
+
+
+def served(arguments: dict) -> dict:
+    """Blocks ``config.json`` adds for this architecture: none (a GAN does not sample)."""
+    return {}
+
+
+def card(config: dict, generator: dict) -> tuple[str, str, str]:
+    """The model card's description, extra training bullet and closing sections."""
+    fusion = config["training"]["arguments"]["fusion"]
+    what = (f"A mask + text conditional 3D GAN (`cond_gan3d`, {fusion} text fusion) made with"
+            "\n`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a clinical "
+            "prompt.")
+    return what, "", f"""
+## Recovery of planted effects
+Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card`.
+"""
+
+
+class Runner:
+    """Whole volumes from a served generator: one noise field per (volume, seed), every
+    record of a group drawn from it, window by window (:func:`models.inference.
+    generate_volumes`)."""
+
+    def __init__(self, network: CondGAN3DGenerator):
+        self.network = network
+
+    def conditions(self, rows: Sequence[TextCondition]) -> TextCondition:
+        """One batch of the records' conditions, in row order."""
+        return TextCondition.stack(list(rows))
+
+    def run(self, labels: torch.Tensor, conditions: TextCondition, shape: Sequence[int],
+            seed: int, roi: Sequence[int], window_batch: int) -> list[torch.Tensor]:
+        """One HU volume (shape ``shape``) per row of ``conditions``, all from the noise of
+        ``seed``; ``labels`` (1, C, X, Y, Z) one-hot on the network's device."""
+        noise, vector = draw_noise(self.network, shape, seed)
+        device = labels.device
+        return generate_volumes(self.network, labels, noise.to(device), vector.to(device),
+                                conditions, roi, window_batch=window_batch)
