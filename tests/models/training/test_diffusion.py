@@ -173,7 +173,7 @@ def test_resume_equals_an_uninterrupted_run(encoder, tmp_path):
     for _ in range(2):
         resumed.train_step()
 
-    for a, b in ((straight.model, resumed.model), (straight.ema, resumed.ema)):
+    for a, b in ((straight.network, resumed.network), (straight.ema, resumed.ema)):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     sa, sb = straight.optimizer.state_dict(), resumed.optimizer.state_dict()

@@ -96,7 +96,7 @@ def test_resume_equals_an_uninterrupted_run(encoder, tmp_path, fusion):
     for _ in range(2):
         resumed.train_step()
 
-    for a, b in ((straight.generator, resumed.generator), (straight.ema, resumed.ema),
+    for a, b in ((straight.network, resumed.network), (straight.ema, resumed.ema),
                  (straight.discriminator, resumed.discriminator)):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), type(a).__name__
