@@ -9,15 +9,17 @@ That module (e.g. :mod:`models.architectures.gan`) defines:
     The network class (constructor kwargs = the checkpoint's ``generator`` block) and its
     trainer class (``network``, ``ema``, ``step``, ``settings``, ``train_step``, the guard's
     methods).
-``new_arguments(common, options, out, steps)``, ``resumed_arguments(saved, options, out, steps)``
-    The run's ``training.arguments`` (``ValueError`` naming the option when one is bad).
+``given_options(options)``, ``check_new(options, channels, levels)``
+    Its own options checked (``ValueError`` starting with the flag when one is bad).
+``new_arguments(common, options, given, out, steps)``, ``resumed_arguments(saved, given, out,
+steps)``
+    The run's ``training.arguments``.
 ``new_trainer(arguments, phrases, field_dims, label_channels, encoder, source, device)``,
-``resumed_trainer(arguments, generator, encoder, source, device)``
+``resumed_trainer(arguments, generator, folder, encoder, source, device)``
 ``normalisation(network)``, ``served(arguments)``, ``card(config, generator)``
     What ``config.json`` and the model card add for this architecture.
 ``Runner``
-    Runs a served network over whole volumes for the sweep (``noise``, ``conditions``,
-    ``run``).
+    Runs a served network over whole volumes for the sweep (``conditions``, ``run``).
 
 Adding an architecture is one such module plus one :func:`register` call.
 """
