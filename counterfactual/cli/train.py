@@ -22,6 +22,7 @@ import typer
 from counterfactual.atomic import check_writable, claim_new
 from counterfactual.cli.app import app
 from counterfactual.cli.params import at_least, choice, device_option, quiet_option
+from models.architectures import ARCHITECTURES
 
 
 def _fusion(value: str | None) -> str | None:
@@ -37,7 +38,7 @@ def train(
                                     "subject per draw; 'phantom:N' for N fixed ones (not "
                                     "needed with --resume)."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
-    arch: str = typer.Option("gan", "--arch", callback=choice(("gan", "diffusion")),
+    arch: str = typer.Option("gan", "--arch", callback=choice(tuple(ARCHITECTURES)),
                              help="Architecture: gan (mask + text conditional 3D GAN) or "
                                   "diffusion (mask + text conditional 3D diffusion model)."),
     steps: int = typer.Option(2000, "--steps", callback=at_least(1),
