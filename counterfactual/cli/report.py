@@ -1,17 +1,7 @@
 """``cfx report``: a self-contained HTML + Markdown report of a run, with figures and tables.
 
-Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the GIFs of ``render/``
-when ``cfx render`` made them (else renders the few it shows), and ``audit/audit.json`` when it
-exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV + LaTeX), ``report.md`` and
-``index.html`` into one folder that opens offline. Every number in it comes from the stats outputs.
-
-Still montages (``ct_montage``, ``difference_montage``) show ``--slices`` axial slices evenly
-spaced through the lungs; each figure has one colour scale (the CT window, or ±the 99th
-percentile of |Δ| in the lungs over every subject and contrast shown, rounded up), stated in the
-context for the caption. The voxelwise figure shows the mean Δ (HU) where p_FWE < 0.05.
-
-This module parses the options and prints; :func:`counterfactual.report.run_report` writes the
-report.
+This module parses the options and prints; :func:`counterfactual.report.run_report` (whose
+docstring says what is read and written) makes the report.
 """
 
 from __future__ import annotations
