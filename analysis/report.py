@@ -37,7 +37,7 @@ from jinja2.exceptions import SecurityError, TemplateNotFound, TemplateSyntaxErr
 from jinja2.exceptions import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["BUILTIN", "FILTERS", "MAX_SIZE", "MAX_POWER_BITS", "TemplateError",
+__all__ = ["BUILTIN", "FILTERS", "MAX_SIZE", "MAX_POWER_BITS", "MemoryLimits", "TemplateError",
            "find_templates", "check_template", "key_values", "render_report"]
 
 BUILTIN = ("summary", "paper")
@@ -218,8 +218,9 @@ def _autoescape(name: str | None) -> bool:
     return name is not None and name.removesuffix(".j2").endswith(_HTML)
 
 
-class _LimitedEnvironment(SandboxedEnvironment):
-    """The sandbox, also refusing ``*`` and ``**`` whose result would exhaust memory."""
+class MemoryLimits:
+    """Mixin for a Jinja sandbox: refuse ``*`` and ``**`` whose result would exhaust memory
+    (:data:`MAX_SIZE` items, :data:`MAX_POWER_BITS` bits)."""
 
     intercepted_binops = frozenset({"*", "**"})
 
@@ -237,6 +238,10 @@ class _LimitedEnvironment(SandboxedEnvironment):
                 raise SecurityError(f"'**' would make a number of about {bits:,.0f} bits; at "
                                     f"most {MAX_POWER_BITS}")
         return super().call_binop(context, operator, left, right)
+
+
+class _LimitedEnvironment(MemoryLimits, SandboxedEnvironment):
+    """The report sandbox with :class:`MemoryLimits`."""
 
 
 def _environment(templates: Path, user_files: Mapping[str, Path]) -> SandboxedEnvironment:

@@ -23,6 +23,7 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from analysis.report import MemoryLimits
 from counterfactual.errors import UserInputError
 
 __all__ = ["PromptTemplate", "DEFAULT_TEMPLATE", "DEFAULT_TEMPLATE_TEXT", "load_template"]
@@ -38,7 +39,12 @@ Lung CT scan:
 {% if ctd_type is defined %} CTD type: {{ ctd_type }}.{% endif %}
 """
 
-_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+class _PromptEnvironment(MemoryLimits, ImmutableSandboxedEnvironment):
+    """The immutable sandbox, refusing ``*`` and ``**`` that would exhaust memory."""
+
+
+_ENVIRONMENT = _PromptEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 def _one_line(text: str) -> str:

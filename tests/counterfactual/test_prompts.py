@@ -214,3 +214,10 @@ def test_template_errors_name_the_file(cohort, tmp_path):
     (tmp_path / "strict.j2").write_text("Age {{ age }}.")
     _fails(["--cohort", str(cohort), "--template", str(tmp_path / "strict.j2")],
            "strict.j2: 'age' is undefined for subject B2")
+
+
+@pytest.mark.parametrize("expression", ['"x" * 10**10', "[0] * 10**9", "10 ** 10000000"])
+def test_a_prompt_template_that_would_exhaust_memory_is_refused(cohort, tmp_path, expression):
+    (tmp_path / "t.j2").write_text(f"CT. {{{{ {expression} }}}}")
+    _fails(["--cohort", str(cohort), "--template", str(tmp_path / "t.j2")],
+           "the template sandbox refused")
