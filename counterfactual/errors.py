@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["UserInputError", "describe_os_error"]
+__all__ = ["UserInputError", "KeptOutputError", "describe_os_error"]
 
 
 class UserInputError(ValueError):
@@ -13,6 +13,12 @@ class UserInputError(ValueError):
     The message is one line naming the file or field, what was found and what to do.
     The CLI prints it without a traceback and exits with code 2.
     """
+
+
+class KeptOutputError(UserInputError):
+    """A user error raised after a command deliberately kept what it wrote: a training run that
+    stopped on divergence keeps its last good checkpoint. The CLI does not undo the command's
+    writes for it (see :func:`counterfactual.atomic.undo_on_failure`)."""
 
 
 _WHAT_TO_DO = {

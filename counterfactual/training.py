@@ -39,7 +39,7 @@ import torch
 
 from counterfactual import __version__
 from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
+from counterfactual.errors import KeptOutputError, UserInputError
 from counterfactual.grid import ModelGrid
 from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.phantom.anatomy import MIN_SIZE
@@ -398,7 +398,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
             saved = exc.good.step
         kept = (f"{out} holds the model of step {saved}, the last good one" if saved > 0
                 else "nothing was saved")
-        raise UserInputError(
+        error = KeptOutputError if saved > 0 else UserInputError  # keep the last good model
+        raise error(
             f"--lr: training diverged at step {exc.step} ({exc.reason}) after "
             f"{len(exc.rollbacks)} rollbacks (learning rate cut to "
             f"{arguments['lr'] * guard.lr_scale:g}); {kept}; "

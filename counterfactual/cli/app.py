@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 
 from counterfactual import __version__
 from counterfactual.atomic import undo_on_failure
-from counterfactual.errors import UserInputError, describe_os_error
+from counterfactual.errors import KeptOutputError, UserInputError, describe_os_error
 from counterfactual.progress import console
 
 __all__ = ["app", "COMMANDS", "load_command"]
@@ -96,7 +96,7 @@ class _CfxGroup(TyperGroup):
         _state["verbose"] = False
         try:
             # a failed command leaves nothing it wrote; an interrupt keeps it, as a kill would
-            with undo_on_failure(keep=(click.exceptions.Abort,)):
+            with undo_on_failure(keep=(click.exceptions.Abort, KeptOutputError)):
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except UserInputError as exc:
             if not standalone_mode:

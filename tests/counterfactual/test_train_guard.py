@@ -19,8 +19,7 @@ from models.training.guard import GuardSettings
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
-_TRAINERS = {"gan": (GANTrainer, "generator", "4,8"),
-             "diffusion": (DiffusionTrainer, "model", "8,8")}
+_TRAINERS = {"gan": (GANTrainer, "4,8"), "diffusion": (DiffusionTrainer, "8,8")}
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +30,14 @@ def bert(tmp_path_factory):
 def _args(out, bert, arch, steps, save_every, *extra):
     return ["train", "--arch", arch, "--cohort", "phantom:4", "--out", str(out), "--steps",
             str(steps), "--patch", "16", "--phantom-shape", "16", "--channels",
-            _TRAINERS[arch][2], "--batch-size", "2", "--text-encoder", bert, "--device", "cpu",
+            _TRAINERS[arch][1], "--batch-size", "2", "--text-encoder", bert, "--device", "cpu",
             "--save-every", str(save_every), "--log-every", "1", *extra]
 
 
 def _instrument(monkeypatch, arch, poison_after, once=True):
     """Record the EMA weights after every step (the latest per step) and write NaN into the live
     weights after the steps in ``poison_after`` (only the first time when ``once``)."""
-    trainer_class, network, _ = _TRAINERS[arch]
+    trainer_class, _ = _TRAINERS[arch]
     step = trainer_class.train_step
     ema = {}
 
@@ -49,7 +48,7 @@ def _instrument(monkeypatch, arch, poison_after, once=True):
             if once:
                 poison_after.discard(self.step)
             with torch.no_grad():
-                next(getattr(self, network).parameters()).fill_(math.nan)
+                next(self.network.parameters()).fill_(math.nan)
         return values
 
     monkeypatch.setattr(trainer_class, "train_step", instrumented)
