@@ -194,10 +194,10 @@ def describe_sampling(model: LearnedGenerator) -> str:
     """How ``model`` draws its volumes, in words (the options a table was made with)."""
     sampling = getattr(model, "sampling", None)
     if sampling is None:
-        return f"a GAN (`{model.architecture}`): one forward pass per volume"
+        return f"a GAN (`{model.architecture.checkpoint}`): one forward pass per volume"
     where = (f"from each subject's CT noised to strength {sampling['strength']:g}"
              if sampling["from_ct"] else "from noise")
-    return (f"diffusion (`{model.architecture}`): {sampling['steps']} DDIM steps "
+    return (f"diffusion (`{model.architecture.checkpoint}`): {sampling['steps']} DDIM steps "
             f"(eta {sampling['eta']:g}), guidance {sampling['guidance']:g}, {where}")
 
 
