@@ -81,7 +81,8 @@ def test_render_refuses_manifest_entities_that_would_break_names(run, refused, f
 
 @pytest.mark.parametrize("bad", ["../evil", "a/b", "x..y", ".hidden", "é", "a" * 65])
 def test_cohort_subject_ids_unsafe_as_file_names_are_refused(cohort, refused, bad):
-    (cohort / "clinical.csv").write_text(f"subject,age,smoking\n{bad},60,yes\nB,70,no\n")
+    (cohort / "clinical.csv").write_text(f"subject,age,smoking\n{bad},60,yes\nB,70,no\n",
+                                         encoding="utf-8")
     refused(["validate", cohort, "-q"], "clinical.csv, row 2", "subject id", "is not allowed")
 
 
