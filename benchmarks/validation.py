@@ -5,8 +5,8 @@ judged by ``cfx stats`` and ``cfx audit`` against the exact oracle?
 
 Run from the repository root with the project's interpreter::
 
-    python benchmarks/validation.py [--effects FILE|default] [--quick] [--seed 0] [--threads 1]
-                                    [--out DIR]
+    python benchmarks/validation.py [--effects FILE|default] [--quick] [--subjects N] [--seed 0]
+                                    [--threads 1] [--out DIR]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
 through its typer app in this one process: the command line and the model stack (torch, MONAI,
@@ -33,6 +33,8 @@ The figures are read from what the stages write, per model and contrast:
 - recovered lung-mean Δ (HU): the paired effect of ``cfx stats`` (``stats/effects.csv``, region
   ``lung``, metric ``mean``), and the ratio recovered / planted;
 - off-lung mean ``|Δ|`` (HU): ``minimality.mean_abs_outside_lung`` (nothing is planted there);
+- the same paired Δ in the body and in the air outside it, and the specificity verdict of the
+  lung mean (``body_estimate``, ``outside_body_estimate``, ``verdict`` of ``effects.csv``);
 - noise floor (HU): the seed-vs-seed lung-mean Δ at equal value with its 95 % CI
   (``noise_estimate``, ``noise_ci_low``, ``noise_ci_high`` of ``effects.csv``);
 - r: voxelwise correlation with the oracle's difference maps
@@ -42,6 +44,7 @@ The figures are read from what the stages write, per model and contrast:
 The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 1200 steps of the
 default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
+``--subjects N`` trains on N phantom subjects instead (issue 16 asks for 100 and 200);
 ``--quick`` (12 and 3 subjects of 32³ voxels of 10 mm, the same 320 mm field of view, a small
 network, 40 steps) runs in under a minute, for CI. Torch runs on ``--threads`` threads, 1 by
 default: on busy shared cores one thread is several times faster than one per core
@@ -58,7 +61,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -131,6 +134,9 @@ class Row:
     planted: float
     recovered: float
     off_lung: float
+    body: float  # the same paired Δ in the body control (cfx stats)
+    outside_body: float | None  # ... and in the air outside the body (None when absent)
+    verdict: str  # cfx stats' specificity verdict of the lung mean
     noise: float
     noise_low: float
     noise_high: float
@@ -249,7 +255,7 @@ def _effectiveness(criterion: dict) -> str:
 
 def _row(run: Path, model: str, contrast: Contrast, seconds: dict) -> Row:
     """The figures of one sweep, from ``stats/effects.csv`` and ``audit/audit.json``."""
-    effects = pd.read_csv(run / "stats" / "effects.csv")
+    effects = pd.read_csv(run / "stats" / "effects.csv", keep_default_na=False, na_values=[""])
     lung = effects[(effects["region"] == "lung") & (effects["metric"] == "mean")
                    & (effects["value"].astype(str) == str(contrast.value))].iloc[0]
     criteria = json.loads((run / "audit" / "audit.json").read_text())["criteria"]
@@ -258,6 +264,9 @@ def _row(run: Path, model: str, contrast: Contrast, seconds: dict) -> Row:
                planted=oracle["oracle_region_mean"]["value"],
                recovered=float(lung["estimate"]),
                off_lung=criteria["minimality"]["metrics"]["mean_abs_outside_lung"]["value"],
+               body=float(lung["body_estimate"]),
+               outside_body=_number(float(lung.get("outside_body_estimate", math.nan))),
+               verdict=str(lung["verdict"]),
                noise=float(lung["noise_estimate"]), noise_low=float(lung["noise_ci_low"]),
                noise_high=float(lung["noise_ci_high"]),
                correlation=_number(oracle["correlation"]["value"]),
@@ -355,15 +364,18 @@ def table(validation: Validation) -> str:
              f"{','.join(map(str, SEEDS))}; torch threads {validation.threads}.", "", "Planted:"]
     lines += [f"- {c.name}: {c.planted}" for c in validation.contrasts]
     lines += ["", "| contrast | model | planted lung Δ (HU) | recovered (HU) | ratio | "
-              "off-lung mean abs Δ (HU) | noise floor Δ [95 % CI] | r vs oracle | "
-              "effectiveness | sweep s | stats s | audit s |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "off-lung mean abs Δ (HU) | body Δ (HU) | outside-body Δ (HU) | verdict | "
+              "noise floor Δ [95 % CI] | r vs oracle | effectiveness | sweep s | stats s | "
+              "audit s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in validation.rows:
         ratio = "—" if r.ratio is None else f"{r.ratio:.2f}"
         correlation = "—" if r.correlation is None else f"{r.correlation:.2f}"
         lines.append(f"| {r.attribute} {r.value} − {r.reference} | {r.model} | "
                      f"{_signed(r.planted)} | {_signed(r.recovered)} | {ratio} | "
-                     f"{r.off_lung:.1f} | {_signed(r.noise)} [{_signed(r.noise_low)}, "
+                     f"{r.off_lung:.1f} | {_signed(r.body)} | "
+                     f"{'—' if r.outside_body is None else _signed(r.outside_body)} | "
+                     f"{r.verdict} | {_signed(r.noise)} [{_signed(r.noise_low)}, "
                      f"{_signed(r.noise_high)}] | {correlation} | {r.effectiveness} | "
                      f"{r.seconds['sweep']:.1f} | "
                      f"{r.seconds['stats']:.1f} | {r.seconds['audit']:.1f} |")
@@ -381,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="planted effects: a JSON file as cfx phantom reads it, or default")
     parser.add_argument("--quick", action="store_true",
                         help="CI size: tiny cohorts on a 32³ grid, 40 training steps")
+    parser.add_argument("--subjects", type=int, default=None, metavar="N",
+                        help="training subjects (default 40; 12 with --quick), e.g. 100 or 200")
     parser.add_argument("--seed", type=int, default=0,
                         help="master seed of the training cohort and of training")
     parser.add_argument("--threads", type=int, default=1,
@@ -396,7 +410,13 @@ def main(argv: list[str] | None = None) -> int:
             not args.out.is_dir() or any(args.out.iterdir())):
         print(f"--out: {args.out} exists and is not an empty folder", file=sys.stderr)
         return 2
+    if args.subjects is not None and args.subjects < 2:
+        print(f"--subjects: got {args.subjects}; give 2 or more training subjects",
+              file=sys.stderr)
+        return 2
     size = QUICK if args.quick else DEFAULT
+    if args.subjects is not None:
+        size = replace(size, train_subjects=args.subjects)
     with tempfile.TemporaryDirectory(prefix="cfx-validation-") as scratch:
         folder = Path(scratch) if args.out is None else args.out.resolve()
         folder.mkdir(parents=True, exist_ok=True)

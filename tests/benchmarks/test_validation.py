@@ -48,6 +48,8 @@ def test_quick_run_recovers_the_planted_effects_with_the_oracle(validation, tmp_
         oracle = rows["oracle", c["attribute"]]
         assert oracle["recovered"] == pytest.approx(oracle["planted"], abs=1e-3)
         assert oracle["off_lung"] == pytest.approx(0.0, abs=1e-6)
+        assert oracle["body"] == 0.0 and oracle["outside_body"] == 0.0
+        assert oracle["verdict"] == ("no effect" if c["null"] else "specific")
         if c["null"]:
             assert oracle["planted"] == pytest.approx(0.0, abs=1e-6)
             assert oracle["correlation"] is None
@@ -67,3 +69,8 @@ def test_quick_run_recovers_the_planted_effects_with_the_oracle(validation, tmp_
         assert f"| {stage} | {commands[stage]} |" in printed
     assert (out / "gan" / "config.json").is_file()
     assert (out / "planted.json").is_file()
+
+
+def test_subjects_must_be_two_or_more(validation, capsys):
+    assert validation.main(["--quick", "--subjects", "1"]) == 2
+    assert "--subjects: got 1" in capsys.readouterr().err
