@@ -11,6 +11,23 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+def oracle_run(root: Path, subjects: int = 2, seeds: str = "0") -> Path:
+    """``root/phantom`` (``subjects`` phantoms of 16³) swept over smoking no/yes at ``seeds``
+    with the phantom oracle, and its statistics, all through the CLI; returns ``root/run``."""
+    from typer.testing import CliRunner
+
+    from counterfactual.cli import app
+
+    for args in (["phantom", "--out", root / "phantom", "--subjects", subjects, "--shape",
+                  "16,16,16", "-q"],
+                 ["sweep", "-a", "smoking", "--values", "no,yes", "--seeds", seeds, "--cohort",
+                  root / "phantom", "--model", "phantom-oracle", "--out", root / "run", "-q"],
+                 ["stats", root / "run", "-q"]):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.stderr
+    return root / "run"
+
+
 def load_benchmark(name: str):
     """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")

@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from counterfactual.cli import app
+from tests.conftest import oracle_run
 
 runner = CliRunner()
 
@@ -11,15 +12,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A phantom run of 2 subjects (16³) with statistics."""
-    root = tmp_path_factory.mktemp("include")
-    for args in (["phantom", "--out", root / "phantom", "--subjects", "2", "--shape", "16,16,16",
-                  "-q"],
-                 ["sweep", "-a", "smoking", "--values", "no,yes", "--cohort", root / "phantom",
-                  "--model", "phantom-oracle", "--out", root / "run", "-q"],
-                 ["stats", root / "run", "-q"]):
-        result = runner.invoke(app, [str(a) for a in args])
-        assert result.exit_code == 0, result.stderr
-    return root / "run"
+    return oracle_run(tmp_path_factory.mktemp("include"))
 
 
 @pytest.fixture

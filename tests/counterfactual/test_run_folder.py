@@ -16,6 +16,7 @@ from counterfactual.cli import app
 from counterfactual.errors import UserInputError
 from counterfactual.labels import LabelVocabulary
 from counterfactual.run_folder import NOT_VERIFIED, RunFolder, load_run
+from tests.conftest import oracle_run
 
 runner = CliRunner()
 NO = "sub-P000/sub-P000_attr-smoking_val-no_seed-0_ct.nii.gz"
@@ -32,12 +33,7 @@ def _ok(args):
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     """A phantom cohort of 3 subjects (16³) swept over smoking at seeds 0 and 1, with stats."""
-    root = tmp_path_factory.mktemp("runfolder")
-    _ok(["phantom", "--out", root / "phantom", "--subjects", "3", "--shape", "16,16,16", "-q"])
-    _ok(["sweep", "-a", "smoking", "--values", "no,yes", "--seeds", "0,1", "--cohort",
-         root / "phantom", "--model", "phantom-oracle", "--out", root / "run", "-q"])
-    _ok(["stats", root / "run", "-q"])
-    return root / "run"
+    return oracle_run(tmp_path_factory.mktemp("runfolder"), subjects=3, seeds="0,1")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from counterfactual.cli import app
 from counterfactual.volume import write_volume
+from tests.conftest import oracle_run
 
 runner = CliRunner()
 SHAPE = (16, 16, 16)
@@ -74,13 +75,7 @@ def pristine(tmp_path_factory) -> Path:
     """A tiny phantom cohort (2 subjects, 16³) and a swept run of it with statistics, made once
     through the CLI: ``phantom/`` and ``run/``."""
     root = tmp_path_factory.mktemp("pristine")
-    for args in (["phantom", "--out", root / "phantom", "--subjects", "2", "--shape", "16,16,16",
-                  "-q"],
-                 ["sweep", "-a", "smoking", "--values", "no,yes", "--cohort", root / "phantom",
-                  "--model", "phantom-oracle", "--out", root / "run", "-q"],
-                 ["stats", root / "run", "-q"]):
-        result = runner.invoke(app, [str(a) for a in args])
-        assert result.exit_code == 0, result.stderr
+    oracle_run(root)
     return root
 
 
