@@ -34,7 +34,9 @@ Speed: the sum of squares of a voxel is the same under every sign flip, so a per
 monotone function of ``s @ x / |x|`` (s the flips, x the voxel's values) and every permuted
 t-map comes from one matrix product ``signs @ normalised_data``, computed in float32 voxel chunks
 of at most 32 MiB; only the maximum over voxels is kept for each draw, recomputed in float64 at
-its voxel. Memory stays bounded by the chunk size whatever the number of voxels.
+its voxel. Memory stays bounded by the chunk size whatever the number of voxels. With ``device``
+(a torch device, e.g. ``"cuda"``) the products and the max reductions run in torch there
+(:mod:`analysis.permutation_torch`, torch imported only then); the float64 recompute stays here.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def one_sample_permutation(
     alternative: str = "two-sided",
     sign_flips=None,
     tail: str = "none",
+    device: str | None = None,
 ) -> PermutationResult:
     """One-sample sign-flip permutation test at every voxel, with max-T FWE and optional TFCE.
 
@@ -163,6 +166,13 @@ def one_sample_permutation(
         Tail approximation of the max-T (and max-TFCE) null distribution for the p-values
         above its threshold (:mod:`analysis.permutation_tail`); needs at least 100 flips and
         is skipped when exhaustive.
+    device : str, optional
+        None (default): the max-T products run in numpy. A torch device (``"cuda"``,
+        ``"cuda:1"``, ``"cpu"``): the flips x data products and the max reductions of the max-T
+        null run in torch there, float32 like numpy, each draw's maximum recomputed in float64
+        at its voxel (:mod:`analysis.permutation_torch`); the maxima equal the numpy path's
+        except where two voxels tie within float32 rounding (then within ~1e-6 relative). TFCE
+        runs on the CPU either way.
 
     Returns
     -------
@@ -175,10 +185,14 @@ def one_sample_permutation(
         On fewer than 2 subjects, a wrong number of dimensions, a mask of the wrong shape or
         empty, non-finite tested values, all tested voxels constant, TFCE on 2-D data,
         ``n_permutations < 1``, an unknown alternative, an unknown tail method or one with
-        fewer than 100 flips, or bad ``sign_flips``.
+        fewer than 100 flips, bad ``sign_flips``, or a ``device`` torch cannot use here.
     """
     values = np.asarray(data, dtype=np.float64)
     _check_inputs(values, n_permutations, tfce, alternative, tail)
+    if device is not None:
+        from analysis.permutation_torch import check_torch_device
+
+        check_torch_device(device)
     tested = _sanitize_mask(mask, values.shape[1:])
     flips, exhaustive = _sanitize_sign_flips(sign_flips, n_permutations, values.shape[0],
                                              random_state, alternative)
@@ -203,7 +217,7 @@ def one_sample_permutation(
     p_unc = _parametric_p(t_obs, n_subjects - 1, alternative)
     # 2. max-T null distribution, chunked over voxels
     normalised = np.divide(samples, norm, out=np.zeros_like(samples), where=norm > 0)
-    h0_t = _max_t_null(flips, normalised, alternative)
+    h0_t = _max_t_null(flips, normalised, alternative, device)
     p_fwe, fit_t = _corrected_p(_oriented(t_obs, alternative), h0_t, exhaustive, tail, floor)
     fields = {
         "mean": mean,
@@ -365,18 +379,36 @@ def _oriented(statistic, alternative):
     return statistic if alternative == "greater" else -statistic
 
 
-def _max_t_null(flips, normalised, alternative):
+def _max_t_null(flips, normalised, alternative, device=None):
     """Per draw, the maximum over voxels of the oriented permuted t; shape (n_permutations,).
 
-    The products run in float32 (4x faster); the winning voxel of each draw is then recomputed
-    in float64, so the maxima are float64 values of the data (the winner can only differ from
-    the float64 one when two voxels tie to within float32 precision, ~1e-6 relative).
+    The products run in float32 (4x faster), in numpy (``device`` None) or in torch on
+    ``device`` (:mod:`analysis.permutation_torch`); the winning voxel of each draw is then
+    recomputed in float64 here, so the maxima are float64 values of the data (the winner can
+    only differ from the float64 one when two voxels tie to within float32 precision, ~1e-6
+    relative).
     """
-    n_perm, n_subjects = flips.shape
+    n_subjects = flips.shape[1]
+    if device is None:
+        chunks = _winners(flips, normalised, alternative)
+    else:
+        from analysis.permutation_torch import winners_torch
+
+        chunks = winners_torch(flips, normalised, alternative, device)
+    best = np.full(flips.shape[0], -np.inf)
+    for block, winner in chunks:
+        exact = np.einsum("bn,nb->b", flips, block[:, winner])
+        np.maximum(best, _oriented(exact, alternative), out=best)
+    # t is increasing in r, so the maximum of t is t of the maximum of r
+    return _t_from_correlation(best / np.sqrt(n_subjects), n_subjects)
+
+
+def _winners(flips, normalised, alternative):
+    """Per voxel chunk of at most 32 MiB of products: the chunk and each draw's peak voxel."""
+    n_perm = flips.shape[0]
     chunk = max(1, _CHUNK_BYTES // (4 * n_perm))
     flips32 = flips.astype(np.float32)
     draws = np.arange(n_perm)
-    best = np.full(n_perm, -np.inf)
     for start in range(0, normalised.shape[1], chunk):
         block = normalised[:, start : start + chunk]
         r = flips32 @ block.astype(np.float32)  # (n_perm, chunk) = s.x / |x|
@@ -388,10 +420,7 @@ def _max_t_null(flips, normalised, alternative):
                 lowest = r.argmin(axis=1)
                 flip = -r[draws, lowest] > r[draws, winner]
                 winner[flip] = lowest[flip]
-        exact = np.einsum("bn,nb->b", flips, block[:, winner])
-        np.maximum(best, _oriented(exact, alternative), out=best)
-    # t is increasing in r, so the maximum of t is t of the maximum of r
-    return _t_from_correlation(best / np.sqrt(n_subjects), n_subjects)
+        yield block, winner
 
 
 def _corrected_p(observed, null_max, exhaustive, tail, floor):
