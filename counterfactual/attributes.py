@@ -51,6 +51,7 @@ __all__ = [
     "AttributeVocabulary",
     "DEFAULT_ATTRIBUTES",
     "load_attributes",
+    "attributes_from_json",
     "edit",
     "parse_values",
     "canonicalize_record",
@@ -206,6 +207,13 @@ class AttributeVocabulary:
         """This vocabulary with ``other``'s attributes added (replacing those of the same name)."""
         return AttributeVocabulary({**self.attributes, **other.attributes})
 
+    def to_json(self) -> dict:
+        """JSON-ready form, the same a vocabulary file holds (:func:`load_attributes`):
+        ``{"attributes": {name: {"type": "categorical", "values": [...], "synonyms": {...}}
+        or {"type": "numeric", "unit": ..., "min": ..., "max": ...}}}``."""
+        return {"attributes": {name: _attribute_to_json(kind)
+                               for name, kind in self.attributes.items()}}
+
 
 def _categorical(name: str, groups: Mapping[str, tuple[str, ...]]) -> CategoricalAttribute:
     """A categorical attribute from ``{canonical value: its synonyms}``."""
@@ -237,7 +245,13 @@ DEFAULT_ATTRIBUTES = AttributeVocabulary({
 })
 
 
-def _attribute_from_json(name: str, spec: dict, path: Path) -> Attribute:
+def _attribute_to_json(kind: Attribute) -> dict:
+    if isinstance(kind, NumericAttribute):
+        return {"type": "numeric", "unit": kind.unit, "min": kind.minimum, "max": kind.maximum}
+    return {"type": "categorical", "values": list(kind.values), "synonyms": dict(kind.synonyms)}
+
+
+def _attribute_from_json(name: str, spec: dict, path: str) -> Attribute:
     where = f"{path}: attribute {name!r}"
     kind = spec.get("type")
     try:
@@ -271,19 +285,40 @@ def load_attributes(path: str | os.PathLike,
     An attribute of the same name as one of ``base`` replaces it.
     """
     path = Path(path)
-    example = ('{"attributes": {"fvc": {"type": "numeric", "unit": "% predicted", '
-               '"min": 0, "max": 200}}}')
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserInputError(f"{path}: attribute vocabulary file not found") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid JSON ({exc}); expected {example}") from None
+        raise UserInputError(f"{path}: not valid JSON ({exc}); expected {_EXAMPLE}") from None
+    return base.merged(attributes_from_json(raw, str(path)))
+
+
+_EXAMPLE = ('{"attributes": {"fvc": {"type": "numeric", "unit": "% predicted", '
+            '"min": 0, "max": 200}}}')
+
+
+def attributes_from_json(raw, where: str) -> AttributeVocabulary:
+    """The attributes of a decoded vocabulary (the form :meth:`AttributeVocabulary.to_json`
+    writes and a vocabulary file holds), without the built-in ones.
+
+    Parameters
+    ----------
+    raw : object
+        Decoded JSON: ``{"attributes": {name: spec, ...}}``.
+    where : str
+        Where it came from (a file, a checkpoint's ``config.json``), first in messages.
+
+    Raises
+    ------
+    UserInputError
+        Not that form, or an attribute that is not well-formed (one line naming it).
+    """
     specs = raw.get("attributes") if isinstance(raw, dict) else None
     if not isinstance(specs, dict) or not all(isinstance(s, dict) for s in specs.values()):
-        raise UserInputError(f"{path}: not an attribute vocabulary; expected {example}")
-    added = {name: _attribute_from_json(name, spec, path) for name, spec in specs.items()}
-    return base.merged(AttributeVocabulary(added))
+        raise UserInputError(f"{where}: not an attribute vocabulary; expected {_EXAMPLE}")
+    return AttributeVocabulary({name: _attribute_from_json(name, spec, where)
+                                for name, spec in specs.items()})
 
 
 def edit(record: Mapping, attribute: str, value,

@@ -158,16 +158,16 @@ from analysis.audit import (
 )
 from counterfactual import __version__
 from counterfactual.atomic import staged_dir
-from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary, NumericAttribute
+from counterfactual.attributes import AttributeVocabulary, NumericAttribute
 from counterfactual.attributes import edit as edit_record
 from counterfactual.cohort import Cohort, load_cohort
 from counterfactual.errors import UserInputError
 from counterfactual.grid import fit_run_generator
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from counterfactual.labels import LabelVocabulary
 from counterfactual.phantom import PhantomOracle, score_difference
 from counterfactual.phantom.oracle import TRUTH_FILE
 from counterfactual.progress import track
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from counterfactual.prompts import PromptTemplate
 from counterfactual.run_folder import RunFolder
 from counterfactual.sweep.executors import DEVICES, configure
 from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
@@ -193,16 +193,18 @@ class AuditConfig:
     cohort : Path, optional
         Cohort with real CTs to train the effectiveness predictor on; ``None`` uses the run's
         cohort when it has CTs and skips effectiveness (with a note) when it has none.
-    attributes : AttributeVocabulary
-        The vocabulary the sweep used.
-    labels : LabelVocabulary
-        The label vocabulary of the masks (the lungs are its region ``lung``).
+    attributes : AttributeVocabulary, optional
+        The attributes of the user's ``--attributes`` file alone, added to the run's (each the
+        run defines must be defined the same way); default: the run's.
+    labels : LabelVocabulary, optional
+        The user's ``--labels`` (its labels must be the run's; the lungs are its region
+        ``lung``); default: the run's.
     model : str, optional
         Where the run's model is (a checkpoint folder) when its recorded name does not resolve;
         its content hash must be the run's.
     template : PromptTemplate, optional
-        The sweep's prompt template when it was a file that has since moved; by default the
-        template the manifest names.
+        The user's ``--template``, which must be the run's; by default the run's (its
+        manifest's text, or for a run made before cfx recorded it, the file it names).
     penalty : float
         L2 penalty of the attribute predictor (standardised features).
     specificity_ratio : float
@@ -220,8 +222,8 @@ class AuditConfig:
 
     run: Path
     cohort: Path | None = None
-    attributes: AttributeVocabulary = DEFAULT_ATTRIBUTES
-    labels: LabelVocabulary = DEFAULT_VOCABULARY
+    attributes: AttributeVocabulary | None = None
+    labels: LabelVocabulary | None = None
     model: str | None = None
     template: PromptTemplate | None = None
     penalty: float = 1.0
@@ -271,21 +273,6 @@ def _own_value(record: dict, run: RunFolder, vocabulary: AttributeVocabulary):
         return None
 
 
-def _template(run: RunFolder, config: AuditConfig) -> PromptTemplate:
-    recorded = run.manifest.get("prompt_template", {})
-    if config.template is not None:
-        template = config.template
-    elif recorded.get("name", "default") == "default":
-        template = DEFAULT_TEMPLATE
-    else:
-        template = load_template(recorded["name"])
-    if recorded.get("sha256", template.sha256) != template.sha256:
-        raise UserInputError(f"prompt template {template.name}: its text differs from the one "
-                             "the run used (sha256 mismatch); give the run's template with "
-                             "--template")
-    return template
-
-
 def _regenerator(run: RunFolder, cohort: Cohort, config: AuditConfig):
     """The run's model, loaded to regenerate with the run's sampling, or None and why not."""
     model = run.model
@@ -319,21 +306,21 @@ def _regenerator(run: RunFolder, cohort: Cohort, config: AuditConfig):
 
 def _start_value(run: RunFolder, subject, config: AuditConfig):
     """The subject's own value when it was swept, else the reference; and which it is."""
-    own = _own_value(subject.record, run, config.attributes)
+    own = _own_value(subject.record, run, run.attributes)
     return (own, "own") if own in run.values else (run.reference, "reference")
 
 
 def _composition(run: RunFolder, cohort: Cohort, config: AuditConfig,
                  generator) -> tuple[dict, list[dict]]:
     notes = []
-    template = _template(run, config)
+    template = run.template(config.template)
     seed = run.seeds[0]
     rows = []
     for subject_id in track(run.subjects, "audit: composition", quiet=config.quiet):
         subject = cohort.subject(subject_id)
         value, source = _start_value(run, subject, config)
         item = run.item(subject_id, value, seed)
-        record = edit_record(subject.record, run.attribute, value, config.attributes)
+        record = edit_record(subject.record, run.attribute, value, run.attributes)
         prompt = template.render(record, f"subject {subject_id}")
         if prompt != item["prompt"]:
             raise UserInputError(f"{run.root}: subject {subject_id}'s prompt is now {prompt!r} "
@@ -411,14 +398,14 @@ def _training_set(cohort: Cohort, run: RunFolder, config: AuditConfig, classes) 
     """Features and targets of the predictor cohort's real CTs, with notes on who was left out."""
     rows, targets, notes, unusable = [], [], [], 0
     for subject in track(list(cohort), "audit: predictor features", quiet=config.quiet):
-        value = _own_value(subject.record, run, config.attributes)
+        value = _own_value(subject.record, run, run.attributes)
         if subject.ct is None or value is None or (classes is not None and value not in classes):
             unusable += 1
             continue
         ct = read_volume(subject.ct)
-        mask = read_labels(subject.mask, config.labels)
+        mask = read_labels(subject.mask, run.labels)
         check_same_grid(ct, mask)
-        rows.append(_features(ct.data, mask.data, ct.affine, config.labels, str(subject.ct)))
+        rows.append(_features(ct.data, mask.data, ct.affine, run.labels, str(subject.ct)))
         targets.append(value)
     if unusable:
         allowed = "" if classes is None else f" among {', '.join(map(str, classes))}"
@@ -432,7 +419,7 @@ def _effectiveness(run: RunFolder, cohort: Cohort | None, skip_reason: str,
                    config: AuditConfig) -> tuple[dict, list[dict]]:
     if cohort is None:
         return _criterion("skipped", notes=[skip_reason]), []
-    kind = config.attributes.attribute(run.attribute)
+    kind = run.attributes.attribute(run.attribute)
     numeric = isinstance(kind, NumericAttribute)
     classes = None if numeric else tuple(run.values)
     features, targets, notes = _training_set(cohort, run, config, classes)
@@ -456,7 +443,7 @@ def _effectiveness(run: RunFolder, cohort: Cohort | None, skip_reason: str,
         for seed in run.seeds:
             for value in run.values:
                 ct = run.ct(subject, value, seed)
-                test.append(_features(ct.data, mask.data, ct.affine, config.labels, ct.source))
+                test.append(_features(ct.data, mask.data, ct.affine, run.labels, ct.source))
                 keys.append({"subject": subject, "seed": seed, "value": value})
     test = np.array(test)
     truth = [k["value"] for k in keys]
@@ -502,7 +489,7 @@ def _differences(run: RunFolder, config: AuditConfig,
     parts, rows = [], []
     for subject in track(run.subjects, "audit: difference maps", quiet=config.quiet):
         mask = run.mask(subject)
-        lung = config.labels.region_mask(mask.data, "lung", mask.source)
+        lung = run.labels.region_mask(mask.data, "lung", mask.source)
         for seed in run.seeds:
             for value in run.values:
                 if value == run.reference:
@@ -603,14 +590,14 @@ def _reversibility(run: RunFolder, cohort: Cohort, config: AuditConfig,
     if generator is None:
         return _criterion("skipped", notes=["the run's model cannot regenerate here (see "
                                             "composition)"]), []
-    template = _template(run, config)
+    template = run.template(config.template)
     seed = run.seeds[0]
     rows = []
     for subject_id in track(run.subjects, "audit: reversibility", quiet=config.quiet):
         subject = cohort.subject(subject_id)
         start, _ = _start_value(run, subject, config)
         other = next(v for v in run.values if v != start)
-        record = edit_record(subject.record, run.attribute, start, config.attributes)
+        record = edit_record(subject.record, run.attribute, start, run.attributes)
         mask = run.mask(subject_id)
         with tempfile.TemporaryDirectory(prefix="cfx-audit-") as scratch:
             edited = write_volume(Path(scratch) / "edited.nii.gz",
@@ -676,7 +663,8 @@ def run_audit(config: AuditConfig,
                              f"{config.specificity_ratio}")
     if config.device not in DEVICES:
         raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
-    run = RunFolder.open(config.run, config.labels, verify=config.verify)
+    run = RunFolder.open(config.run, config.labels, verify=config.verify,
+                          attributes=config.attributes)
     run.require_complete(" before auditing it")
     run.check(_run_files(run))  # every volume the criteria read matches the manifest
     cohort = _run_cohort(run)

@@ -89,6 +89,10 @@ class PromptTemplate:
         """Hex SHA-256 of the template text, for manifests."""
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    def to_json(self) -> dict:
+        """What a checkpoint and a run record of it: ``{"name", "sha256", "text"}``."""
+        return {"name": self.name, "sha256": self.sha256, "text": self.text}
+
     def render(self, record: Mapping, where: str = "record") -> str:
         """The prompt for one record.
 

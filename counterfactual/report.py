@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -52,7 +52,7 @@ from analysis.report import (
 from analysis.stats.grid import SweepGrid
 from counterfactual.atomic import staged_dir
 from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from counterfactual.labels import LabelVocabulary
 from counterfactual.panels import contrast_panel, value_title
 from counterfactual.progress import track
 from counterfactual.run_folder import RunFolder
@@ -81,8 +81,8 @@ class ReportConfig:
         Axial slices per still montage and map, >= 1.
     include : tuple of Path
         Files a user template may include (as ``user/<file name>``).
-    labels : LabelVocabulary
-        The masks' label vocabulary.
+    labels : LabelVocabulary, optional
+        The user's ``--labels`` (its labels must be the run's); default: the run's.
     verify : bool
         Check every volume shown against the sha256 its manifest recorded.
     quiet : bool
@@ -95,7 +95,7 @@ class ReportConfig:
     subjects: int = 4
     slices: int = 5
     include: tuple[Path, ...] = ()
-    labels: LabelVocabulary = field(default=DEFAULT_VOCABULARY)
+    labels: LabelVocabulary | None = None
     verify: bool = True
     quiet: bool = False
 

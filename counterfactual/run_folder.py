@@ -23,10 +23,13 @@ from pathlib import Path, PurePosixPath
 import nibabel as nib
 import pandas as pd
 
+from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from counterfactual.prompts import PromptTemplate
 from counterfactual.sweep.manifest import MANIFEST, read_manifest, recorded_files, sha256
 from counterfactual.sweep.naming import check_label, check_seed, diff_name, value_label
+from counterfactual.vocabularies import resolve_template, resolve_vocabularies
 from counterfactual.volume import Volume, read_labels, read_volume
 
 __all__ = ["RunFolder", "load_run", "NOT_VERIFIED"]
@@ -63,7 +66,10 @@ class RunFolder:
     complete : bool
         Whether every planned file is recorded.
     labels : LabelVocabulary
-        The vocabulary masks are read with (``--labels``).
+        The vocabulary masks are read with: the run's (``--labels`` may change its regions).
+    attributes : AttributeVocabulary
+        The attribute definitions the run's records were read with (the run's, plus those of
+        ``--attributes`` it lacks).
     verify : bool
         Whether volumes are checked against their recorded sha256 before they are read.
     """
@@ -81,26 +87,42 @@ class RunFolder:
     complete: bool
     labels: LabelVocabulary = DEFAULT_VOCABULARY
     verify: bool = True
+    attributes: AttributeVocabulary = DEFAULT_ATTRIBUTES
     _masks: Mapping[str, Path] = field(default_factory=dict, repr=False)
     _items: Mapping[tuple, dict] = field(default_factory=dict, repr=False)
     _records: Mapping[PurePosixPath, object] = field(default_factory=dict, repr=False)
     _checked: set = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
-    def open(cls, folder: str | os.PathLike, labels: LabelVocabulary = DEFAULT_VOCABULARY,
-             verify: bool = True) -> RunFolder:
+    def open(cls, folder: str | os.PathLike, labels: LabelVocabulary | None = None,
+             verify: bool = True, attributes: AttributeVocabulary | None = None) -> RunFolder:
         """Read and check ``folder/manifest.json``; no volume is read yet.
+
+        Parameters
+        ----------
+        folder : path
+            The run folder.
+        labels : LabelVocabulary, optional
+            The user's ``--labels``; its labels must be the run's (:mod:`counterfactual.
+            vocabularies`), its regions are used. Default: the run's (the built-in vocabulary
+            for a run made before cfx recorded it).
+        verify : bool
+            Check each volume against its recorded sha256 before reading it.
+        attributes : AttributeVocabulary, optional
+            The attributes of the user's ``--attributes`` file alone; each the run defines must
+            be defined the same way.
 
         Raises
         ------
         UserInputError
             No or a damaged manifest, a path or subject id leading outside the run, a missing
             or malformed field, a (subject, value, seed) without an item, a subject without a
-            mask entry.
+            mask entry, a ``labels`` or ``attributes`` that disagrees with the run's.
         """
         root = Path(folder)
         manifest = read_manifest(root)
         where = str(root / MANIFEST)
+        vocabularies = resolve_vocabularies(manifest, f"the run {root}", where, attributes, labels)
         try:
             settings = manifest["settings"]
             values = tuple(settings["values"])
@@ -131,7 +153,8 @@ class RunFolder:
                                f"seed {missing[0][2]}")
             run = cls(root, manifest, attribute, values, reference, seeds, subjects,
                       Path(settings["cohort"]), model, settings.get("sampling"),
-                      bool(manifest.get("complete")), labels, verify, masks, items,
+                      bool(manifest.get("complete")), vocabularies.labels, verify,
+                      vocabularies.attributes, masks, items,
                       {PurePosixPath(rel): entry.get("sha256")
                        for rel, entry in recorded_files(root).items()})
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -142,6 +165,18 @@ class RunFolder:
         return run
 
     # --- what the run holds ---------------------------------------------------------------
+
+    def template(self, given: PromptTemplate | None = None) -> PromptTemplate:
+        """The prompt template the run was made with; ``given`` (``--template``) must be it.
+
+        Raises
+        ------
+        UserInputError
+            ``given`` has another text, or the run names a template file (made by an older
+            cfx, which recorded no text) that is gone or changed.
+        """
+        return resolve_template(self.manifest, f"the run {self.root}", str(self.root / MANIFEST),
+                                given)
 
     def require_complete(self, then: str = "") -> None:
         """Refuse an incomplete run; ``then`` ends the message (e.g. ``" before auditing it"``)."""
@@ -279,7 +314,7 @@ def _image(volume: Volume) -> nib.Nifti1Image:
     return nib.Nifti1Image(volume.data, volume.affine)
 
 
-def load_run(path: str | os.PathLike, labels: LabelVocabulary = DEFAULT_VOCABULARY,
+def load_run(path: str | os.PathLike, labels: LabelVocabulary | None = None,
              verify: bool = True) -> RunFolder:
     """Open a run folder made by ``cfx sweep`` for a notebook (see :class:`RunFolder`).
 
@@ -287,8 +322,8 @@ def load_run(path: str | os.PathLike, labels: LabelVocabulary = DEFAULT_VOCABULA
     ----------
     path : path
         The run folder.
-    labels : LabelVocabulary
-        The vocabulary of its masks.
+    labels : LabelVocabulary, optional
+        The vocabulary of its masks; default: the run's.
     verify : bool
         Check each volume against the sha256 the sweep recorded before reading it.
     """

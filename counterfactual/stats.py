@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +91,9 @@ class StatsConfig:
     specificity_ratio : float
         An effect is specific when every negative control stays below this fraction of it, in
         (0, 1).
-    labels : LabelVocabulary
-        The masks' label vocabulary.
+    labels : LabelVocabulary, optional
+        The user's ``--labels``; default: the run's (the built-in one without a run). With a
+        run its labels must be the run's; its regions are used.
     verify : bool
         Check every run volume against the sha256 its manifest recorded before reading it.
     out : Path, optional
@@ -113,7 +114,7 @@ class StatsConfig:
     tail: str = "none"
     tfce: bool = False
     specificity_ratio: float = DEFAULT_RATIO
-    labels: LabelVocabulary = field(default=DEFAULT_VOCABULARY)
+    labels: LabelVocabulary | None = None
     verify: bool = True
     out: Path | None = None
     quiet: bool = False
@@ -211,15 +212,15 @@ def run_stats(config: StatsConfig, note: Callable[[str], None] | None = None) ->
     """
     # 1. check the options that need no file
     check_stats_options(config)
-    vocabulary = config.labels
-    regions = {name: vocabulary.region_labels(name) for name in config.regions}
+    vocabulary = DEFAULT_VOCABULARY if config.labels is None else config.labels
     zone_regions = list(config.regions) if config.zones else []
     adjust = list(config.covariates)
     run, cohort, attribute = config.run, config.cohort, config.attribute
     # 2. the run: its settings, the reference and the cohort it was made from
     folder = run_reference = None
     if run is not None:
-        folder = RunFolder.open(run, vocabulary, verify=config.verify)
+        folder = RunFolder.open(run, config.labels, verify=config.verify)
+        vocabulary = folder.labels  # the run's (--labels may only change its regions)
         folder.require_complete()
         if attribute is not None and attribute != folder.attribute:
             raise UserInputError(f"--attribute: the run sweeps {folder.attribute!r}, got "
@@ -233,6 +234,7 @@ def run_stats(config: StatsConfig, note: Callable[[str], None] | None = None) ->
                 raise UserInputError(f"--covariates: they adjust the observational comparison, "
                                      f"which needs real CTs, and the run's cohort {cohort} has "
                                      "none; give --cohort DIR with CTs")
+    regions = {name: vocabulary.region_labels(name) for name in config.regions}
     # 3. the cohort: its columns and subjects, before any CT is read
     plan = (None if cohort is None else
             _cohort_plan(cohort, attribute, adjust,

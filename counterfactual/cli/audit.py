@@ -16,9 +16,9 @@ from counterfactual.atomic import check_writable
 from counterfactual.audit import CRITERIA, AuditConfig, run_audit
 from counterfactual.cli.app import app
 from counterfactual.cli.params import (
-    attribute_vocabulary,
     attributes_option,
     device_option,
+    given_attributes,
     label_vocabulary,
     labels_option,
     no_verify_option,
@@ -52,7 +52,7 @@ def audit(
     attributes: Path | None = attributes_option("The sweep's attribute vocabulary JSON file."),
     labels: Path | None = labels_option(),
     template: Path | None = typer.Option(None, "--template",
-                                         help="The sweep's prompt template, if it has moved."),
+                                         help="The sweep's prompt template (default: the run's)."),
     no_verify: bool = no_verify_option("Read the run's volumes without checking them against "
                                        "the sha256 its manifest recorded (said in the output "
                                        "and in audit.json)."),
@@ -66,7 +66,7 @@ def audit(
     config = AuditConfig(
         run=run, cohort=cohort, model=model, penalty=penalty, device=device, quiet=quiet,
         specificity_ratio=specificity_ratio, verify=not no_verify,
-        attributes=attribute_vocabulary(attributes),
+        attributes=given_attributes(attributes),
         labels=label_vocabulary(labels),
         template=None if template is None else load_template(template))
     result = run_audit(config, note=None if quiet else (

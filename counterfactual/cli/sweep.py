@@ -21,10 +21,10 @@ from counterfactual.attributes import parse_values
 from counterfactual.cli.app import app
 from counterfactual.cli.params import (
     at_least,
-    attribute_vocabulary,
     attributes_option,
     choice,
     device_option,
+    given_attributes,
     label_vocabulary,
     labels_option,
     quiet_option,
@@ -33,12 +33,13 @@ from counterfactual.cohort import cohort_from_masks, load_cohort
 from counterfactual.data import DEMO_COHORT
 from counterfactual.errors import UserInputError
 from counterfactual.progress import console, stdout_console
-from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
+from counterfactual.prompts import load_template
 from counterfactual.sweep.catalog import DEFAULT_MODEL
 from counterfactual.sweep.engine import SweepConfig, run_sweep
 from counterfactual.sweep.executors import resolve_executor
 from counterfactual.sweep.generators import resolve_generator
 from counterfactual.sweep.request import SamplingOptions
+from counterfactual.vocabularies import model_vocabularies
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -119,7 +120,10 @@ def sweep(
     quiet: bool = quiet_option("No progress bar or summary."),
 ) -> None:
     """Generate every subject under each value of one attribute, pairs sharing their noise."""
-    vocabulary = attribute_vocabulary(attributes)
+    # the checkpoint's attributes, labels and template; the user's must agree with them
+    recorded = model_vocabularies(model, given_attributes(attributes), label_vocabulary(labels),
+                                  None if template is None else load_template(template))
+    vocabulary = recorded.attributes
     parsed = parse_values(attribute, values, vocabulary)
     ref = None if reference is None else vocabulary.attribute(attribute).canonical(reference)
     if cohort is not None and mask:
@@ -132,14 +136,14 @@ def sweep(
         attribute=attribute, values=parsed, seeds=_seeds(seeds),
         out=out if out is not None else Path("runs") / attribute, reference=ref, resume=resume,
         quiet=quiet, command=("cfx", *sys.argv[1:]), attributes=vocabulary,
-        labels=label_vocabulary(labels),
+        labels=recorded.labels,
         shard=_shard(shard), batch_size=batch_size, device=device, grid=grid)
     check_writable(config.out, "--out")
     claim_new(config.out)  # a failed sweep into a new folder removes it whole
     generator = resolve_generator(model, table, SamplingOptions(guidance, steps, from_ct,
                                                                 strength, eta))
     result = run_sweep(config, table, generator,
-                       DEFAULT_TEMPLATE if template is None else load_template(template),
+                       recorded.template,
                        resolve_executor(executor))
     if quiet:
         return

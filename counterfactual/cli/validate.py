@@ -10,6 +10,7 @@ from rich.table import Table
 from counterfactual.cli.app import app
 from counterfactual.cli.params import label_vocabulary, labels_option, quiet_option
 from counterfactual.cohort import load_cohort
+from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.progress import stdout_console, track
 from counterfactual.volume import check_same_grid, read_labels, read_volume
 
@@ -23,7 +24,7 @@ def validate(
     quiet: bool = quiet_option(),
 ) -> None:
     """Check a cohort: every mask against the label vocabulary, every CT against its mask."""
-    vocabulary = label_vocabulary(labels)
+    vocabulary = label_vocabulary(labels) or DEFAULT_VOCABULARY  # a cohort records none
     for name in region:
         vocabulary.region_labels(name)
     table = load_cohort(cohort)

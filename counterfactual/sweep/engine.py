@@ -44,6 +44,7 @@ from counterfactual.sweep.manifest import (
     write_json,
 )
 from counterfactual.sweep.naming import ct_name, diff_name, value_labels
+from counterfactual.vocabularies import Vocabularies
 from counterfactual.volume import read_labels
 
 __all__ = ["SweepConfig", "SweepResult", "run_sweep", "noise_seed", "shard_slice"]
@@ -323,7 +324,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
         "settings": settings,
         "model": {"name": generator.name, "content_hash": generator.content_hash,
                   "text_encoder": generator.text_encoder, **_model_folder(generator)},
-        "prompt_template": {"name": template.name, "sha256": template.sha256},
+        **Vocabularies(config.attributes, config.labels, template).to_json(),
         "versions": package_versions(),
         "masks": {s.id: str(s.mask.resolve()) for s in jobs_cohort},
         "inputs": inputs[0],

@@ -12,9 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 import counterfactual.run_folder as run_folder
+from counterfactual.attributes import (
+    DEFAULT_ATTRIBUTES,
+    AttributeVocabulary,
+    CategoricalAttribute,
+    NumericAttribute,
+)
 from counterfactual.cli import app
 from counterfactual.errors import UserInputError
-from counterfactual.labels import LabelVocabulary
+from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from counterfactual.run_folder import NOT_VERIFIED, RunFolder, load_run
 from tests.conftest import oracle_run
 
@@ -22,6 +29,10 @@ runner = CliRunner()
 NO = "sub-P000/sub-P000_attr-smoking_val-no_seed-0_ct.nii.gz"
 YES = "sub-P000/sub-P000_attr-smoking_val-yes_seed-0_ct.nii.gz"
 DIFF = "sub-P000/sub-P000_attr-smoking_contrast-yes-vs-no_seed-1_diff.nii.gz"
+
+
+MINE = PromptTemplate("Lung CT scan:{% if smoking is defined %} Smoker: {{ smoking }}."
+                      "{% endif %}", "mine.j2")
 
 
 def _ok(args):
@@ -202,10 +213,58 @@ def test_a_recorded_hash_that_matches_is_read(run):
                                   _nifti(run / NO)[0])
 
 
-def test_labels_reach_every_reader(run, tmp_path):
+def _lungs_only(tmp_path):
     vocabulary = tmp_path / "lungs_only.json"
     vocabulary.write_text(json.dumps({"labels": {"1": "left-lung", "2": "right-lung"},
                                       "regions": {"lung": [1, 2]}}))
+    return vocabulary
+
+
+def test_the_run_records_its_vocabularies_and_readers_take_them(run):
+    manifest = _manifest(run)
+    assert manifest["labels"] == DEFAULT_VOCABULARY.to_json()
+    assert manifest["attributes"] == DEFAULT_ATTRIBUTES.to_json()
+    assert manifest["prompt_template"]["text"] == DEFAULT_TEMPLATE.text
+    # a run of its own labels: the readers take them, not the built-in ones
+    manifest["labels"] = {"labels": {"1": "left-lung", "2": "right-lung", "3": "airway"},
+                          "regions": {"lung": [1], "airway": [3]}}
+    manifest["prompt_template"] = {"name": "mine.j2", "sha256": MINE.sha256, "text": MINE.text}
+    _save(run, manifest)
+    folder = RunFolder.open(run)
+    assert folder.labels.region_labels("lung") == (1,)
+    assert folder.template() == MINE
+    assert folder.attributes.attribute("smoking") == DEFAULT_ATTRIBUTES.attribute("smoking")
+
+
+def test_labels_that_are_not_the_runs_are_refused_by_every_reader(run, tmp_path):
+    vocabulary = _lungs_only(tmp_path)
+    with pytest.raises(UserInputError, match=r"--labels: its labels differ from those of the run"
+                                             r" .* \(1 left-lung, 2 right-lung, 3 airway\)"):
+        RunFolder.open(run, LabelVocabulary({1: "left-lung", 2: "right-lung"}))
+    for command in ("stats", "render", "report", "audit"):
+        out = ["--out", str(tmp_path / "report")] if command == "report" else []
+        result = runner.invoke(app, [command, str(run), "--labels", str(vocabulary), *out, "-q"])
+        assert result.exit_code == 2, (command, result.stderr)
+        assert "--labels: its labels differ from those of the run" in result.stderr, command
+        assert len(result.stderr.strip().splitlines()) == 1, command
+
+
+def test_labels_of_the_run_with_other_regions_are_used(run):
+    folder = RunFolder.open(run, LabelVocabulary({1: "left-lung", 2: "right-lung", 3: "airway"},
+                                                 {"left": (1,)}))
+    assert folder.labels.region_labels("left") == (1,)
+
+
+def test_labels_reach_every_reader_of_a_run_that_records_none(run, tmp_path):
+    """A run made before cfx recorded its vocabularies takes --labels unchecked, as before."""
+    manifest = _manifest(run)
+    for key in ("labels", "attributes"):
+        del manifest[key]
+    manifest["prompt_template"] = {"name": "default", "sha256": DEFAULT_TEMPLATE.sha256}
+    _save(run, manifest)
+    assert RunFolder.open(run).labels == DEFAULT_VOCABULARY
+    assert RunFolder.open(run).template() is DEFAULT_TEMPLATE
+    vocabulary = _lungs_only(tmp_path)
     folder = RunFolder.open(run, LabelVocabulary({1: "left-lung", 2: "right-lung"}))
     with pytest.raises(UserInputError, match=r"labels \[3\] outside the vocabulary"):
         folder.mask("P000")
@@ -214,6 +273,25 @@ def test_labels_reach_every_reader(run, tmp_path):
         result = runner.invoke(app, [command, str(run), "--labels", str(vocabulary), *out, "-q"])
         assert result.exit_code == 2, (command, result.stderr)
         assert "labels [3] outside the vocabulary" in result.stderr, command
+
+
+def test_a_template_other_than_the_runs_is_refused(run):
+    with pytest.raises(UserInputError, match=r"--template: mine.j2 is not the prompt template "
+                                             r"of the run .* \(default, sha256 35a90f23f64c\)"):
+        RunFolder.open(run).template(MINE)
+    assert RunFolder.open(run).template(PromptTemplate(DEFAULT_TEMPLATE.text, "copy.j2")).name \
+        == "copy.j2"
+
+
+def test_an_attribute_defined_otherwise_than_in_the_run_is_refused(run):
+    smoking = CategoricalAttribute("smoking", ("current", "never"))
+    fvc = NumericAttribute("fvc", "% predicted", 0, 200)
+    with pytest.raises(UserInputError, match=r"--attributes: attribute 'smoking' is defined "
+                                             r"otherwise than in the run .* \(yes, no\)"):
+        RunFolder.open(run, attributes=AttributeVocabulary({"smoking": smoking}))
+    folder = RunFolder.open(run, attributes=AttributeVocabulary({"fvc": fvc}))
+    assert folder.attributes.attribute("fvc") == fvc  # added: the run does not define it
+    assert folder.attributes.attribute("age") == DEFAULT_ATTRIBUTES.attribute("age")
 
 
 def test_load_run_gives_the_stats_as_frames_and_volumes_as_images(pristine):
