@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from counterfactual import __version__
+from counterfactual.attributes import DEFAULT_ATTRIBUTES
 from counterfactual.cohort import load_cohort
 from counterfactual.errors import KeptOutputError, UserInputError
 from counterfactual.grid import ModelGrid
@@ -47,6 +48,7 @@ from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE
 from counterfactual.training_cards import model_card
 from counterfactual.training_data import CohortSource, PhantomSource
+from counterfactual.vocabularies import Vocabularies
 from counterfactual.volume import read_geometry
 from models.architectures import (
     ARCHITECTURES,
@@ -169,8 +171,8 @@ def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
     metadata = {
         "name": out.name,
         "hu_window": list(generator.hu_window),
-        "labels": DEFAULT_VOCABULARY.to_json(),
-        "prompt_template": {"name": DEFAULT_TEMPLATE.name, "sha256": DEFAULT_TEMPLATE.sha256},
+        # attributes, labels and template the records were read with (counterfactual.vocabularies)
+        **Vocabularies(DEFAULT_ATTRIBUTES, source.vocabulary, source.template).to_json(),
         "text_encoder": {"name": encoder.name, "identifier": encoder.identifier,
                          "width": encoder.width, "max_length": encoder.max_length},
         "text_normalisation": normalisation,
