@@ -42,7 +42,7 @@ from counterfactual.volume import (
 
 __all__ = ["ModelGrid", "SubjectFit", "ResampledGenerator", "GridPlan", "model_grid",
            "fit_subject", "resample", "fit_run_generator", "plan_grid", "grid_warnings",
-           "GRID_MODES", "EXTREME_FACTOR", "RESAMPLING", "GRID_FOLDER"]
+           "check_resumed_grid", "GRID_MODES", "EXTREME_FACTOR", "RESAMPLING", "GRID_FOLDER"]
 
 GRID_MODES = ("subject", "model")  # --grid: where outputs are written
 EXTREME_FACTOR = 4.0  # a voxel size changed more than this many times in any axis is warned about
@@ -309,6 +309,7 @@ class ResampledGenerator:
                 extra["ct"] = Volume(resample(ct.data, ct.affine, fit.model_shape,
                                               fit.model_affine, "linear"), fit.model_affine,
                                      ct.source)
+            del ct  # the subject-grid CT is not held while the model generates
         if fit.identity:  # a mask written on the model grid (--grid model) is used as it is
             return self.inner.generate(subject, mask, attribute, requests, seed, **extra)
         on_model = Volume(resample(mask.data, mask.affine, fit.model_shape, fit.model_affine,
@@ -444,6 +445,41 @@ def grid_warnings(plan: GridPlan) -> list[str]:
             f"training field of view {_mm(grid.field_of_view)} mm (largest: {sid}, "
             f"{_mm(fit.extent)} mm); the model never saw anatomy that far out")
     return lines
+
+
+def check_resumed_grid(config: dict, spacing: Sequence[float], orientation: str,
+                       where: str) -> None:
+    """Refuse to resume training on a cohort whose grid is not the checkpoint's.
+
+    Parameters
+    ----------
+    config : dict
+        The checkpoint's decoded ``config.json``; one without a ``grid`` block (written before
+        grids were recorded) is not compared.
+    spacing : sequence of 3 float
+        The cohort's training spacing now, in mm (the median over its masks).
+    orientation : str
+        Its axis codes now, e.g. ``"RAS"``.
+    where : str
+        Names the checkpoint's ``config.json`` in the message.
+
+    Raises
+    ------
+    UserInputError
+        Spacing differing by more than :data:`~counterfactual.volume.AFFINE_TOLERANCE_MM` in an
+        axis, or another orientation (one line, with both grids).
+    """
+    if "grid" not in config:
+        return
+    saved = ModelGrid.from_json(config["grid"], where)
+    same = (saved.orientation == str(orientation).upper() and np.allclose(
+        saved.spacing, [float(s) for s in spacing], atol=AFFINE_TOLERANCE_MM, rtol=0))
+    if not same:
+        raise UserInputError(
+            f"--resume: {where} was trained on {_mm(saved.spacing)} mm {saved.orientation} "
+            f"voxels but its cohort now gives {_mm(spacing)} mm {str(orientation).upper()}; "
+            "resume on the cohort it was trained on (or one resampled onto that grid), or start "
+            "a new run")
 
 
 def _mm(values) -> str:

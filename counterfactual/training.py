@@ -41,7 +41,7 @@ from counterfactual import __version__
 from counterfactual.attributes import DEFAULT_ATTRIBUTES
 from counterfactual.cohort import load_cohort
 from counterfactual.errors import KeptOutputError, UserInputError
-from counterfactual.grid import ModelGrid
+from counterfactual.grid import ModelGrid, check_resumed_grid
 from counterfactual.labels import DEFAULT_VOCABULARY
 from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.progress import console, track
@@ -341,6 +341,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                                    fusion_lr_scale, options, given)
     source = _source(arguments, quiet)
     geometry = _training_geometry(arguments, source)
+    if resume:  # the cohort must still be on the grid the checkpoint was trained on
+        check_resumed_grid(config, geometry[0], geometry[1], str(out / "config.json"))
     try:
         encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
                                 device=target)

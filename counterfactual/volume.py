@@ -301,7 +301,7 @@ def write_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
         if data.size == 0 or (data.min() >= info.min and data.max() <= info.max):
             data = data.astype(np.int16)
     if data.dtype != np.int16:
-        data = data.astype(np.float32)
+        data = data.astype(np.float32, copy=False)
     img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(img.affine, code=1)

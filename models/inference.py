@@ -4,18 +4,27 @@ The noise is drawn once for the whole volume (by the caller) and is an input cha
 window sees the crop of one noise field and overlapping windows agree: MONAI's
 ``sliding_window_inference`` with Gaussian blending then stitches them without seams. Every
 request of a group (one subject, one seed, several prompts) reuses the same noise.
+
+Memory: the output of every request is written into one preallocated ``(R, X, Y, Z)`` float32
+tensor as its windows finish (no stacked copy); besides it and the inputs, MONAI holds one
+output and one weight buffer of the whole volume while it stitches. :func:`count_windows` and
+:func:`time_window` give the cost of a volume before it runs (a sweep's projected time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import torch
+from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
 from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 
-__all__ = ["draw_noise", "generate_volumes"]
+__all__ = ["draw_noise", "generate_volumes", "count_windows", "time_window", "OVERLAP"]
+
+OVERLAP = 0.5  # default share of a window overlapping its neighbour
 
 
 def draw_noise(generator: CondGAN3DGenerator, shape: Sequence[int],
@@ -46,7 +55,7 @@ def draw_noise(generator: CondGAN3DGenerator, shape: Sequence[int],
 @torch.no_grad()
 def generate_volumes(generator: CondGAN3DGenerator, labels: torch.Tensor, noise: torch.Tensor,
                      noise_vector: torch.Tensor, condition: TextCondition,
-                     roi: Sequence[int], overlap: float = 0.5,
+                     roi: Sequence[int], overlap: float = OVERLAP,
                      window_batch: int = 1) -> torch.Tensor:
     """One CT per condition row, all from the same label map and noise.
 
@@ -89,7 +98,8 @@ def generate_volumes(generator: CondGAN3DGenerator, labels: torch.Tensor, noise:
     inputs = torch.cat([labels, noise.to(labels.device)], dim=1)
     channels = labels.shape[1]
     vector = noise_vector.to(labels.device)
-    out = []
+    out = torch.empty((len(condition), *labels.shape[2:]), dtype=torch.float32,
+                      device=labels.device)
     for row in range(len(condition)):
         one = condition.select([row])
 
@@ -101,5 +111,32 @@ def generate_volumes(generator: CondGAN3DGenerator, labels: torch.Tensor, noise:
 
         raw = sliding_window_inference(inputs, roi, window_batch, predict, overlap=overlap,
                                        mode="gaussian")
-        out.append(generator.to_hu(raw)[0, 0])
-    return torch.stack(out)
+        out[row] = generator.to_hu(raw)[0, 0]
+        del raw
+    return out
+
+
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's ``sliding_window_inference`` runs over a volume of ``shape``
+    ``(X, Y, Z)`` with windows ``roi`` overlapping by ``overlap`` (a volume smaller than the
+    window along an axis is padded to it): MONAI's own :func:`~monai.data.utils.
+    dense_patch_slices` on its scan interval, ``int(roi * (1 - overlap))`` (at least 1), or the
+    whole axis where the padded volume equals the window."""
+    size = [max(int(n), int(r)) for n, r in zip(shape, roi, strict=True)]
+    interval = [r if r == n else max(int(r * (1 - overlap)), 1)
+                for n, r in zip(size, (int(r) for r in roi), strict=True)]
+    return len(dense_patch_slices(size, [int(r) for r in roi], interval))
+
+
+def time_window(forward: Callable[[], object]) -> float:
+    """Seconds of one call of ``forward`` (one network pass over one window), under
+    ``torch.no_grad``; on a GPU the device is synchronised before the clock is read."""
+    with torch.no_grad():
+        forward()  # the first call allocates and picks kernels: not what the others cost
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        forward()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - start

@@ -49,11 +49,14 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from models.inference import count_windows
 from models.nets.cond_diffusion3d import CondDiffusion3D
 from models.samplers import DEFAULT_SAMPLER, Sampler, check_request, make_sampler
 
 __all__ = ["DiffusionNoise", "draw_diffusion_noise", "step_noise_seed", "check_sampling",
-           "sample_volumes"]
+           "sample_volumes", "count_passes", "OVERLAP"]
+
+OVERLAP = 0.25  # default share of a window overlapping its neighbour
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,10 +135,11 @@ def _window(model: CondDiffusion3D, grid: Sequence[int],
     return tuple(whole if roi is None else (min(r, w) for r, w in zip(roi, whole, strict=True)))
 
 
-def _prediction(model: CondDiffusion3D, sample: torch.Tensor, labels: torch.Tensor,
-                      timestep: int, context: torch.Tensor, null: torch.Tensor, guidance: float,
-                      window: tuple[int, ...], overlap: float, window_batch: int) -> torch.Tensor:
-    """Guided prediction (velocity or noise) of one row, shape (1, 1, X, Y, Z)."""
+def _prediction(model: CondDiffusion3D, inputs: torch.Tensor, timestep: int,
+                context: torch.Tensor, null: torch.Tensor, guidance: float,
+                window: tuple[int, ...], overlap: float, window_batch: int) -> torch.Tensor:
+    """Guided prediction (velocity or noise) of one row, shape (1, 1, X, Y, Z), from
+    ``inputs`` (1, 1 + label_channels, X, Y, Z): the sample, then the label map."""
     def predict(inputs: torch.Tensor) -> torch.Tensor:
         n = inputs.shape[0]
         x, mask = inputs[:, :1], inputs[:, 1:]
@@ -147,16 +151,26 @@ def _prediction(model: CondDiffusion3D, sample: torch.Tensor, labels: torch.Tens
         conditional, unconditional = both.float().chunk(2)
         return unconditional + guidance * (conditional - unconditional)
 
-    return sliding_window_inference(torch.cat([sample, labels], dim=1), window, window_batch,
-                                    predict, overlap=overlap, mode="gaussian",
-                                    padding_mode="replicate").float()
+    return sliding_window_inference(inputs, window, window_batch, predict, overlap=overlap,
+                                    mode="gaussian", padding_mode="replicate").float()
+
+
+def count_passes(model: CondDiffusion3D, shape: Sequence[int], roi: Sequence[int] | None,
+                 timesteps: int, guidance: float,
+                 overlap: float = OVERLAP) -> tuple[tuple[int, ...], int]:
+    """The window :func:`sample_volumes` uses over a volume of ``shape`` ``(X, Y, Z)`` and how
+    many network passes over one such window one row takes: windows x ``timesteps`` (the
+    sampler's, after ``set_timesteps``) x 2 with guidance other than 0 and 1 (two branches)."""
+    window = _window(model, shape, roi)
+    branches = 1 if guidance in (0, 1) else 2
+    return window, count_windows(shape, window, overlap) * int(timesteps) * branches
 
 
 @torch.no_grad()
 def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.Tensor,
                    noise: DiffusionNoise, steps: int = 20, guidance: float = 1.0,
                    ct: torch.Tensor | None = None, strength: float = 1.0,
-                   roi: Sequence[int] | None = None, overlap: float = 0.25,
+                   roi: Sequence[int] | None = None, overlap: float = OVERLAP,
                    window_batch: int = 1, sampler: Sampler | None = None) -> torch.Tensor:
     """One CT per context row, all from the same label map and noise.
 
@@ -212,15 +226,19 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     start = noise.initial.to(device)
     if ct is not None:
         start = sampler.add_noise(model.from_hu(ct.to(device).float()), start, timesteps[:1])
-    # 3. denoise each record from that start, every step drawing from the same generator state
-    out = []
+    # 3. denoise each record from that start, every step drawing from the same generator state;
+    #    one input buffer (its first channel rewritten with each step's sample) and one output
+    out = torch.empty((context.shape[0], *labels.shape[2:]), dtype=torch.float32, device=device)
+    inputs = torch.cat([start, labels], dim=1)
     for row in range(context.shape[0]):
         sample, condition = start, context[row:row + 1].to(device)
         for k, t in enumerate(timesteps.tolist()):
-            predicted = _prediction(model, sample, labels, t, condition, null, guidance, window,
+            inputs[:, :1] = sample
+            predicted = _prediction(model, inputs, t, condition, null, guidance, window,
                                     overlap, window_batch)
             generator = torch.Generator(device=device).manual_seed(
                 step_noise_seed(noise.step_seed, k))
             sample = sampler.step(predicted, t, sample, generator)
-        out.append(model.to_hu(sample)[0, 0])
-    return torch.stack(out)
+            del predicted
+        out[row] = model.to_hu(sample)[0, 0]
+    return out

@@ -26,7 +26,14 @@ from counterfactual.grid import GRID_MODES, grid_warnings, plan_grid
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from counterfactual.sweep.executors import DEVICES, GroupJob, LocalExecutor, RayExecutor, Work
+from counterfactual.sweep.executors import (
+    DEVICES,
+    GroupJob,
+    LocalExecutor,
+    RayExecutor,
+    Work,
+    resolve_device,
+)
 from counterfactual.sweep.generators import CounterfactualGenerator, Request
 from counterfactual.sweep.lock import merge_lock, run_lock, shard_lock
 from counterfactual.sweep.manifest import (
@@ -44,6 +51,7 @@ from counterfactual.sweep.manifest import (
     write_json,
 )
 from counterfactual.sweep.naming import ct_name, diff_name, value_labels
+from counterfactual.sweep.projection import projected_seconds, projection_lines
 from counterfactual.vocabularies import Vocabularies
 from counterfactual.volume import read_labels
 
@@ -391,6 +399,10 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
                                  frozenset(group.paths) - frozenset(intact)))
         _remove_stale_parts(out, [rel for job in jobs for rel in job.write])
         save()
+        # 4b. Say how long it will take, when over a minute (learned models on the CPU).
+        if fitting is not None and jobs and resolve_device(config.device) == "cpu":
+            for line in projection_lines(projected_seconds(fitting, jobs), len(jobs), "cpu"):
+                console.print(line, soft_wrap=True)
         # 5. Generate: the executor writes CTs and difference maps with the mask's affine and
         #    returns their checksums; the manifest records them at least every _SAVE_EVERY_S.
         work = Work(out, config.attribute, config.labels, config.device, config.batch_size)

@@ -33,6 +33,7 @@ __all__ = ["GroupJob", "Work", "run_groups", "compresslevel", "resolve_device", 
 
 EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
+_SLAB = 16  # slices per step of compresslevel's check
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,13 @@ def configure(generator: CounterfactualGenerator, device: str, batch_size: int) 
 def compresslevel(volume: np.ndarray) -> int:
     """gzip level for a sweep output: 1 (deflate) for volumes that are mostly zero (difference
     maps where the values agree) or integral (stored as int16), 0 (stored) for noisy float HU,
-    which deflate shrinks by ~10 % for ~10 times the time of storing them."""
+    which deflate shrinks by ~10 % for ~10 times the time of storing them. Checked slab by slab
+    along the last axis, so no whole-volume temporary is made."""
     if np.count_nonzero(volume) <= volume.size * 3 // 4:
         return 1
-    return 1 if np.array_equal(volume, np.rint(volume)) else 0
+    slabs = range(0, volume.shape[-1], _SLAB)
+    return 1 if all(np.array_equal(volume[..., k:k + _SLAB], np.rint(volume[..., k:k + _SLAB]))
+                    for k in slabs) else 0
 
 
 def _write(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
@@ -114,12 +118,20 @@ def _write(path: Path, volume: np.ndarray, affine: np.ndarray) -> str:
     return sha256(path)
 
 
+def _write_difference(path: Path, value: np.ndarray, reference: np.ndarray,
+                      affine: np.ndarray) -> str:
+    """Write ``value - reference``, computed only when a writer is free for it."""
+    return _write(path, value - reference, affine)
+
+
 def run_groups(generator: CounterfactualGenerator, jobs: Sequence[GroupJob], work: Work,
                writers: int = 2) -> Iterator[tuple[GroupJob, dict[str, str]]]:
     """Generate ``jobs`` in order while ``writers`` threads compress and write the previous
     group's files (zlib releases the GIL, so writing overlaps the next forward pass).
 
-    Two groups' volumes are held at most.
+    Two groups' volumes are held at most, and a group's only until its files are written: each
+    difference map is computed when a writer takes it up, and the CTs are released as soon as
+    their writes (and those of the maps made from them) finish.
 
     Yields
     ------
@@ -136,15 +148,17 @@ def run_groups(generator: CounterfactualGenerator, jobs: Sequence[GroupJob], wor
         for job in jobs:
             if mask is None or mask.source != str(job.subject.mask):  # a subject's seeds share it
                 mask = read_labels(job.subject.mask, work.labels)
-            volumes = generator.generate(job.subject, mask, work.attribute, job.requests,
-                                         job.noise_seed)
-            volumes = [np.asarray(v, np.float32) for v in volumes]
-            files = list(zip(job.cts, volumes, strict=True)) + [
-                (relative, volumes[index] - volumes[job.reference])
-                for index, relative in job.diffs]
-            pending.append((job, {relative: pool.submit(_write, work.out / relative, volume,
-                                                        mask.affine)
-                                  for relative, volume in files if relative in job.write}))
+            volumes = [np.asarray(v, np.float32) for v in generator.generate(
+                job.subject, mask, work.attribute, job.requests, job.noise_seed)]
+            futures = {relative: pool.submit(_write, work.out / relative, volume, mask.affine)
+                       for relative, volume in zip(job.cts, volumes, strict=True)
+                       if relative in job.write}
+            futures.update({relative: pool.submit(_write_difference, work.out / relative,
+                                                  volumes[index], volumes[job.reference],
+                                                  mask.affine)
+                            for index, relative in job.diffs if relative in job.write})
+            del volumes  # the writers hold what they still need
+            pending.append((job, futures))
             while len(pending) > 1:
                 yield collect(*pending.popleft())
         while pending:

@@ -136,6 +136,7 @@ class LearnedModel:
         self.device = torch.device(device)
         self._conditions: RecordConditions | None = None
         self._implementation = implementation(self.architecture)
+        self._window_seconds: dict[tuple[int, ...], float] = {}
 
     def configure(self, device: str = "cpu", batch_size: int = 1) -> None:
         """Run on ``device`` with ``batch_size`` windows per forward pass."""
@@ -143,6 +144,17 @@ class LearnedModel:
         self.window_batch = max(1, int(batch_size))
         self.model.to(self.device)
         self._conditions = None
+        self._window_seconds = {}
+
+    def projected_seconds(self, shape: Sequence[int], requests: Sequence[Request]) -> float:
+        """Projected seconds of one group (``requests`` on a volume of ``shape``): the network
+        passes of its runner times one pass over one window, timed once per window size."""
+        runner = self._runner()
+        window, passes = runner.passes(shape, self.roi)
+        if window not in self._window_seconds:
+            condition = runner.conditions([self._records()(requests[0].phrases)])
+            self._window_seconds[window] = runner.time_window(window, condition, self.device)
+        return len(requests) * passes * self._window_seconds[window]
 
     def _records(self) -> RecordConditions:
         """Load the checkpoint's text encoder once (it must have the stored width) and read each
@@ -189,18 +201,21 @@ class LearnedGenerator(LearnedModel):
     architecture = ARCHITECTURES["gan"]
     kind = "a GAN"
 
+    def _runner(self):
+        return self._implementation.Runner(self.model)
+
     def generate(self, subject: Subject, mask: Volume, attribute: str,
                  requests: Sequence[Request], seed: int) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw."""
         # 1. each request read on its own (a volume must not depend on which other values share
         #    its group), each distinct phrase encoded once
         records = self._records()
-        runner = self._implementation.Runner(self.model)
+        runner = self._runner()
         condition = runner.conditions([records(r.phrases) for r in requests])
         # 2. the label map as channels; 3. every request with the noise of this seed
         volumes = runner.run(self._labels(mask), condition, mask.shape, seed, self.roi,
                              self.window_batch)
-        return [v.cpu().numpy().astype(np.float32) for v in volumes]
+        return [v.cpu().numpy().astype(np.float32, copy=False) for v in volumes]
 
 
 class LearnedDiffusionGenerator(LearnedModel):
@@ -265,6 +280,12 @@ class LearnedDiffusionGenerator(LearnedModel):
                          "from_ct": options.from_ct, "strength": strength}
         self._options = own
 
+    def _runner(self):
+        sampler = make_sampler(self.sampler, self.model.noise_schedule, **self._options)
+        return self._implementation.Runner(self.model, sampler, self.sampling["steps"],
+                                           self.sampling["guidance"],
+                                           self.sampling["strength"] or 1.0)
+
     def check(self, cohort: Cohort, attribute: str) -> None:
         """As :meth:`LearnedModel.check`; with ``--from-ct`` every subject needs a CT."""
         super().check(cohort, attribute)
@@ -283,10 +304,7 @@ class LearnedDiffusionGenerator(LearnedModel):
         grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read)."""
         # 1. each request's context, its phrases encoded once each
         records = self._records()
-        sampler = make_sampler(self.sampler, self.model.noise_schedule, **self._options)
-        runner = self._implementation.Runner(self.model, sampler, self.sampling["steps"],
-                                             self.sampling["guidance"],
-                                             self.sampling["strength"] or 1.0)
+        runner = self._runner()
         context = runner.conditions([records(r.phrases) for r in requests])
         # 2. the label map and (from a CT) the subject's CT
         labels = self._labels(mask)
@@ -298,4 +316,4 @@ class LearnedDiffusionGenerator(LearnedModel):
         # 3. every request from the noise of this seed
         volumes = runner.run(labels, context, mask.shape, seed, self.roi, self.window_batch,
                              ct=ct)
-        return [v.cpu().numpy().astype(np.float32) for v in volumes]
+        return [v.cpu().numpy().astype(np.float32, copy=False) for v in volumes]

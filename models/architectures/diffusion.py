@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import load_training_state
+from models.inference import time_window
 from models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
 from models.samplers import DEFAULT_SAMPLER
 from models.samplers.base import Sampler
-from models.sampling import draw_diffusion_noise, sample_volumes
+from models.sampling import count_passes, draw_diffusion_noise, sample_volumes
 from models.text import HFTextEncoder
 from models.training.diffusion import DiffusionSettings, DiffusionTrainer
 
@@ -197,3 +198,20 @@ class Runner:
                               steps=self.steps, guidance=self.guidance, ct=ct,
                               strength=self.strength, roi=roi, window_batch=window_batch,
                               sampler=self.sampler)
+    def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
+        """The window :meth:`run` uses over a volume of ``shape`` and how many network passes
+        over it one record takes (every sampler step; both branches under guidance)."""
+        self.sampler.set_timesteps(self.steps, self.strength)
+        return count_passes(self.network, shape, roi, len(self.sampler.timesteps),
+                            self.guidance)
+
+    def time_window(self, window: Sequence[int], conditions: torch.Tensor,
+                    device: torch.device) -> float:
+        """Seconds of one network pass over one ``window`` (zero sample, background labels)
+        under the first row of ``conditions``, on ``device`` (draws no random number)."""
+        network = self.network
+        sample = torch.zeros((1, 1, *window), device=device)
+        labels = torch.zeros((1, network.config["label_channels"], *window), device=device)
+        t = torch.zeros((1,), dtype=torch.long, device=device)
+        context = conditions[:1].to(device)
+        return time_window(lambda: network(sample, labels, t, context))

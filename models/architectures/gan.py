@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import load_training_state
-from models.inference import draw_noise, generate_volumes
+from models.inference import OVERLAP, count_windows, draw_noise, generate_volumes, time_window
 from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 from models.text import HFTextEncoder
 from models.training.gan import GANSettings, GANTrainer
@@ -179,3 +179,18 @@ class Runner:
         device = labels.device
         return generate_volumes(self.network, labels, noise.to(device), vector.to(device),
                                 conditions, roi, window_batch=window_batch)
+    def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
+        """The window :meth:`run` uses over a volume of ``shape`` (``roi`` itself: a smaller
+        volume is padded to it) and how many network passes over it one record takes."""
+        return tuple(int(r) for r in roi), count_windows(shape, roi, OVERLAP)
+
+    def time_window(self, window: Sequence[int], conditions: TextCondition,
+                    device: torch.device) -> float:
+        """Seconds of one network pass over one ``window`` of background and zero noise under
+        the first row of ``conditions``, on ``device`` (draws no random number)."""
+        network = self.network
+        labels = torch.zeros((1, network.config["label_channels"], *window), device=device)
+        noise = torch.zeros((1, 1, *window), device=device)
+        vector = torch.zeros((1, network.noise_dims), device=device)
+        first = conditions.select([0])
+        return time_window(lambda: network(labels, noise, first, vector))
