@@ -19,6 +19,7 @@ statistics and ``control_regions.csv`` their per-volume metrics.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 from counterfactual.progress import track
 from counterfactual.run_folder import RunFolder
+from counterfactual.sweep.executors import DEVICES, resolve_device
 from counterfactual.sweep.manifest import write_json
 from counterfactual.sweep.naming import value_label
 from counterfactual.volume import (
@@ -56,6 +58,9 @@ TAILS = ("none", "gamma", "gpd")
 """Tail fits of the permutation maxima (``--tail``)."""
 
 _FORMAT = "cfx-stats/1"
+
+_GPU_DEVICE_FILES = ("/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
+"""On Linux, torch can see a GPU only with one of these: the NVIDIA driver, WSL2's GPU, ROCm."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class StatsConfig:
         Tail fit of the permutation maxima (needs ``voxelwise``).
     tfce : bool
         Also TFCE with its own FWE p-map (needs ``voxelwise``).
+    device : {"auto", "cpu", "cuda"}
+        Where the max-T null's sign-flip products run: ``cuda`` on a CUDA GPU (torch),
+        ``cpu`` in numpy, ``auto`` a GPU when one is visible, else numpy.
     specificity_ratio : float
         An effect is specific when every negative control stays below this fraction of it, in
         (0, 1).
@@ -113,6 +121,7 @@ class StatsConfig:
     permutations: int = 5000
     tail: str = "none"
     tfce: bool = False
+    device: str = "auto"
     specificity_ratio: float = DEFAULT_RATIO
     labels: LabelVocabulary | None = None
     verify: bool = True
@@ -175,6 +184,11 @@ def check_stats_options(config: StatsConfig) -> None:
     if not 0 < config.specificity_ratio < 1:
         raise UserInputError(f"--specificity-ratio: must be a fraction in (0, 1), got "
                              f"{config.specificity_ratio}")
+    if config.device not in DEVICES:
+        raise UserInputError(f"--device: {config.device!r} is not one of {', '.join(DEVICES)}")
+    if config.device == "cuda" and not config.voxelwise:
+        raise UserInputError("--device cuda: only the voxel maps use a GPU; add --voxelwise or "
+                             "drop --device")
     if config.tail not in TAILS:
         raise UserInputError(f"--tail: {config.tail!r} is not one of {', '.join(TAILS)}")
     if config.tfce and not config.voxelwise:
@@ -215,6 +229,7 @@ def run_stats(config: StatsConfig, note: Callable[[str], None] | None = None) ->
     vocabulary = DEFAULT_VOCABULARY if config.labels is None else config.labels
     zone_regions = list(config.regions) if config.zones else []
     adjust = list(config.covariates)
+    device = _voxel_device(config.device) if config.voxelwise else None
     run, cohort, attribute = config.run, config.cohort, config.attribute
     # 2. the run: its settings, the reference and the cohort it was made from
     folder = run_reference = None
@@ -291,7 +306,7 @@ def run_stats(config: StatsConfig, note: Callable[[str], None] | None = None) ->
             if config.voxelwise:
                 summary["voxelwise"] = _voxelwise(folder, staged, regions, run_reference,
                                                   config.permutations, config.tfce,
-                                                  config.quiet, config.tail, note)
+                                                  config.quiet, config.tail, device, note)
         if observed is not None:
             cohort_table.to_csv(staged / "cohort_regions.csv", index=False)
             observed.to_csv(staged / "observational.csv", index=False)
@@ -417,8 +432,21 @@ def _anchor(path: Path | None, fallback: Volume, mask: Volume) -> Volume:
     return ct
 
 
+def _voxel_device(device: str) -> str | None:
+    """The torch device of the max-T products (``"cuda"``), or None for numpy on the CPU.
+
+    ``auto`` asks torch only where a GPU can exist (:data:`_GPU_DEVICE_FILES` on Linux):
+    importing torch takes seconds on a CPU-only machine, longer than a small run's maps.
+    """
+    if device == "cpu" or (device == "auto" and sys.platform.startswith("linux") and not any(
+            Path(name).exists() for name in _GPU_DEVICE_FILES)):
+        return None
+    return "cuda" if resolve_device(device) == "cuda" else None
+
+
 def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutations: int,
-               tfce: bool, quiet: bool, tail: str, note: Callable[[str], None] | None) -> dict:
+               tfce: bool, quiet: bool, tail: str, device: str | None,
+               note: Callable[[str], None] | None) -> dict:
     """Sign-flip maps of every value vs ``reference`` over the union of the subjects' regions.
 
     Subjects are streamed: one volume is read at a time and only the tested voxels of each
@@ -455,7 +483,7 @@ def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutatio
         try:
             result = one_sample_permutation(data, n_permutations=n_permutations, tfce=tfce,
                                             mask=tested if tfce else None, random_state=0,
-                                            tail=tail)
+                                            tail=tail, device=device)
         except ValueError as exc:
             raise UserInputError(f"--voxelwise: {exc}") from None
         contrast = f"{value_label(value)}-vs-{value_label(reference)}"
@@ -467,8 +495,10 @@ def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutatio
             _write_stat_map(out / f"attr-{attribute}_contrast-{contrast}_stat-{stat_map.stat}",
                             stat_map, grid.affine)
         maps[contrast] = _voxelwise_summary(result, written, n_permutations)
+        maps[contrast]["device"] = device or "cpu"
         if note is not None:
-            note(f"voxel maps {contrast}: {_flips_line(result)}")
+            on = "" if device is None else f"; max-T products on {device}"
+            note(f"voxel maps {contrast}: {_flips_line(result)}{on}")
     return maps
 
 

@@ -35,6 +35,7 @@ from analysis.regions import ZONES
 from analysis.stats.specificity import DEFAULT_RATIO
 from counterfactual.cli.app import app
 from counterfactual.cli.params import (
+    device_option,
     label_vocabulary,
     labels_option,
     no_verify_option,
@@ -81,6 +82,8 @@ def stats(
                                "poor (needs >= 100 permutations)."),
     tfce: bool = typer.Option(False, "--tfce", metavar="", help="Also TFCE with its own FWE p-map "
                                                     "(needs --voxelwise)."),
+    device: str = device_option("Where the voxel maps' max-T sign-flip products run: cuda on a "
+                                "GPU (torch), cpu in numpy; auto: a GPU if one is visible."),
     specificity_ratio: float = typer.Option(
         DEFAULT_RATIO, "--specificity-ratio",
         help="A run's effect is 'specific' when every negative control (body, air outside the "
@@ -96,7 +99,8 @@ def stats(
     config = StatsConfig(
         run=run, cohort=cohort, attribute=attribute, regions=tuple(region), zones=zones,
         reference=reference, covariates=tuple(_split(covariates)), voxelwise=voxelwise,
-        permutations=permutations, tail=tail, tfce=tfce, specificity_ratio=specificity_ratio,
+        permutations=permutations, tail=tail, tfce=tfce, device=device,
+        specificity_ratio=specificity_ratio,
         labels=label_vocabulary(labels), verify=not no_verify, out=out, quiet=quiet)
     result = run_stats(config, note=None if quiet else (
         lambda line: console.print(line, markup=False, soft_wrap=True)))
