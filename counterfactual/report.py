@@ -17,6 +17,7 @@ folder it wrote; the CLI only parses and prints.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -641,4 +642,32 @@ def run_report(config: ReportConfig) -> Path:
             raise UserInputError(str(exc)) from None
         for job in track(jobs, "report", quiet=quiet):
             job()
+        if config.out is None:
+            _link_siblings(tmp, out)
     return out
+
+
+def _link_siblings(folder: Path, out: Path) -> int:
+    """Hard-link each figure or table in ``folder`` (staged for ``out``) that another template's
+    report beside ``out`` holds byte for byte at the same path (figures are written without a
+    date, so both templates draw the same bytes; a report is replaced whole, never rewritten in
+    place, so a link never changes under the other). Returns the number of files linked."""
+    linked = 0
+    siblings = [d for d in out.parent.iterdir() if d.is_dir() and d.name != out.name
+                and not d.name.startswith(".")]
+    for path in sorted(p for sub in ("figures", "tables") for p in (folder / sub).rglob("*")
+                       if p.is_file() and not p.is_symlink()):
+        relative = path.relative_to(folder)
+        for sibling in siblings:
+            twin = sibling / relative
+            if twin.is_file() and not twin.is_symlink() and filecmp.cmp(path, twin, False):
+                if not os.path.samefile(path, twin):
+                    link = path.with_name(f".{path.name}.link")
+                    try:
+                        os.link(twin, link)
+                    except OSError:  # another file system, or one without hard links
+                        break
+                    os.replace(link, path)
+                    linked += 1
+                break
+    return linked

@@ -143,6 +143,24 @@ def test_summary_is_self_contained_and_every_image_loads(summary):
         "effects.csv", "regions.csv", "headline.csv", "effects.tex"}
 
 
+def test_the_second_template_links_the_figures_and_tables_the_first_drew(run, summary):
+    _ok(["report", str(run), "--template", "paper", "--subjects", "2", "-q"])
+    paper = run / "report" / "paper"
+    shared = [p.relative_to(paper) for p in paper.rglob("*")
+              if p.is_file() and (summary / p.relative_to(paper)).is_file()]
+    assert Path("figures/ct_montage.png") in shared and Path("tables/effects.csv") in shared
+    for relative in shared:
+        same = (paper / relative).read_bytes() == (summary / relative).read_bytes()
+        # one file on disk wherever the bytes agree, two where they differ (the pages)
+        assert (paper / relative).samefile(summary / relative) == same, relative
+    assert not (paper / "index.html").samefile(summary / "index.html")
+    before = (paper / "figures" / "ct_montage.png").read_bytes()
+    _ok(["report", str(run), "--subjects", "2", "-q"])  # replacing one leaves the other whole
+    assert (paper / "figures" / "ct_montage.png").read_bytes() == before
+    assert (paper / "figures" / "ct_montage.png").samefile(
+        summary / "figures" / "ct_montage.png")
+
+
 def test_summary_numbers_are_those_of_the_stats_csv(run, summary):
     effects = pd.read_csv(run / "stats" / "effects.csv", dtype={"value": str})
     rows = _markdown_rows((summary / "report.md").read_text(encoding="utf-8"))

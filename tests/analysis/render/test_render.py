@@ -8,6 +8,7 @@ from analysis.render.colour import diverging, parse_window, window_gray
 from analysis.render.gif import (
     ct_frames,
     diff_frames,
+    grey_levels,
     mosaic,
     panel_frames,
     symmetric_limit,
@@ -152,8 +153,49 @@ def test_ct_gif_keeps_every_grey_exactly_and_starts_at_the_poster_frame(tmp_path
     volume = np.random.default_rng(2).normal(-600, 300, (16, 12, 9)).astype(np.float32)
     frames = ct_frames(volume, RAS)
     assert len(np.unique(frames)) > 200  # a rich grey ramp, which per-frame quantising bands
-    written, _ = _gif_frames(write_gif(tmp_path / "ct.gif", frames, fps=8, first=4))
+    written, _ = _gif_frames(write_gif(tmp_path / "ct.gif", frames, fps=8, first=4, levels=256))
     np.testing.assert_array_equal(written, np.roll(frames, -4, axis=0))
+
+
+def _noisy_ramp(sigma: float, n: int = 12) -> np.ndarray:
+    """Grey frames (n, 64, 64): a smooth ramp 20..235 plus Gaussian noise of ``sigma`` greys."""
+    ramp = np.linspace(20, 235, 64)[None, None, :] * np.ones((n, 64, 1))
+    noise = np.random.default_rng(5).normal(0, sigma, ramp.shape) if sigma else 0
+    return np.clip(np.rint(ramp + noise), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("sigma", [2.0, 4.0, 8.0])
+def test_grey_step_is_at_most_the_frames_own_noise(sigma):
+    levels = grey_levels(_noisy_ramp(sigma))
+    step = 255 / (levels - 1)
+    assert 0.85 * sigma <= step <= 1.05 * sigma  # the noise is estimated to within ~10 %
+
+
+def test_noise_free_frames_keep_every_grey_and_the_floor_holds():
+    assert grey_levels(_noisy_ramp(0.0)) == 256  # a smooth ramp would band: no quantising
+    assert grey_levels(_noisy_ramp(60.0)) == 32
+    assert grey_levels(_noisy_ramp(4.0)[:1]) == 256  # one frame: no noise estimate
+
+
+def test_ct_gif_on_fewer_greys_shows_the_nearest_grey_and_is_smaller(tmp_path):
+    frames = np.repeat(_noisy_ramp(4.0)[..., None], 3, axis=-1)
+    levels = grey_levels(frames[..., 0])
+    lean = write_gif(tmp_path / "lean.gif", frames, fps=8, first=3)
+    exact = write_gif(tmp_path / "exact.gif", frames, fps=8, first=3, levels=256)
+    written, palettes = _gif_frames(lean)
+    assert len(set(palettes)) == 1
+    greys = np.rint(np.arange(levels) * 255 / (levels - 1))
+    shown = np.roll(frames, -3, axis=0).astype(float)
+    error = np.abs(written - shown)
+    assert np.isin(written, greys).all()  # only the evenly spaced greys
+    np.testing.assert_array_equal(error, np.abs(shown[..., None] - greys).min(axis=-1))
+    assert error.max() <= 255 / (levels - 1) / 2 + 0.5  # half a step, e.g. 9 HU at 83 greys
+    assert lean.stat().st_size < 0.8 * exact.stat().st_size
+
+
+def test_write_gif_rejects_levels_out_of_range(tmp_path):
+    with pytest.raises(ValueError, match="levels must be 2..256 greys, got 1"):
+        write_gif(tmp_path / "x.gif", np.zeros((2, 4, 4, 3), np.uint8), levels=1)
 
 
 def test_colour_gif_has_one_palette_and_no_banding(tmp_path):
