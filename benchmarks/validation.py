@@ -6,7 +6,7 @@ judged by ``cfx stats`` and ``cfx audit`` against the exact oracle?
 Run from the repository root with the project's interpreter::
 
     python benchmarks/validation.py [--effects FILE|default] [--quick] [--subjects N] [--seed 0]
-                                    [--threads 1] [--out DIR]
+                                    [--train-options='OPTIONS'] [--threads 1] [--out DIR]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
 through its typer app in this one process: the command line and the model stack (torch, MONAI,
@@ -45,6 +45,7 @@ The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 12
 default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
 ``--subjects N`` trains on N phantom subjects instead (issue 16 asks for 100 and 200);
+``--train-options='--body --edit-weight 5'`` passes more ``cfx train`` options (with ``=``);
 ``--quick`` (12 and 3 subjects of 32³ voxels of 10 mm, the same 320 mm field of view, a small
 network, 40 steps) runs in under a minute, for CI. Torch runs on ``--threads`` threads, 1 by
 default: on busy shared cores one thread is several times faster than one per core
@@ -58,6 +59,7 @@ import argparse
 import importlib
 import json
 import math
+import shlex
 import sys
 import tempfile
 import time
@@ -100,6 +102,7 @@ class Size:
     patch: int  # training patch side, voxels
     channels: tuple[int, ...]
     batch_size: int
+    train_options: tuple[str, ...] = ()  # more cfx train options, e.g. ("--body",)
 
 
 DEFAULT = Size(train_subjects=40, held_out_subjects=8, shape=64, spacing_mm=5.0, steps=1200,
@@ -323,7 +326,7 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
          ["train", "--arch", "gan", "--cohort", train, "--out", checkpoint, "--steps", size.steps,
           "--patch", ",".join([str(size.patch)] * 3), "--batch-size", size.batch_size,
           "--channels", ",".join(map(str, size.channels)), "--seed", seed,
-          "--save-every", size.steps, "--quiet"])
+          "--save-every", size.steps, *size.train_options, "--quiet"])
     # 4. sweep, stats and audit of every contrast with both models
     models = {"gan": checkpoint, "oracle": "phantom-oracle"}
     for contrast in chosen:
@@ -360,7 +363,8 @@ def table(validation: Validation) -> str:
     lines = [f"Phantom cohorts: {size.train_subjects} training, {size.held_out_subjects} held-out "
              f"subjects of {size.shape}³ voxels of {size.spacing_mm:g} mm; GAN "
              f"{size.steps} steps (channels {','.join(map(str, size.channels))}, patch "
-             f"{size.patch}³, batch {size.batch_size}); noise seeds "
+             f"{size.patch}³, batch {size.batch_size}"
+             f"{', ' + ' '.join(size.train_options) if size.train_options else ''}); noise seeds "
              f"{','.join(map(str, SEEDS))}; torch threads {validation.threads}.", "", "Planted:"]
     lines += [f"- {c.name}: {c.planted}" for c in validation.contrasts]
     lines += ["", "| contrast | model | planted lung Δ (HU) | recovered (HU) | ratio | "
@@ -395,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="CI size: tiny cohorts on a 32³ grid, 40 training steps")
     parser.add_argument("--subjects", type=int, default=None, metavar="N",
                         help="training subjects (default 40; 12 with --quick), e.g. 100 or 200")
+    parser.add_argument("--train-options", default="", metavar="'OPTIONS'",
+                        help="more cfx train options for the GAN, written with '=', e.g. "
+                             "--train-options='--body --edit-weight 5'")
     parser.add_argument("--seed", type=int, default=0,
                         help="master seed of the training cohort and of training")
     parser.add_argument("--threads", type=int, default=1,
@@ -417,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     size = QUICK if args.quick else DEFAULT
     if args.subjects is not None:
         size = replace(size, train_subjects=args.subjects)
+    size = replace(size, train_options=tuple(shlex.split(args.train_options)))
     with tempfile.TemporaryDirectory(prefix="cfx-validation-") as scratch:
         folder = Path(scratch) if args.out is None else args.out.resolve()
         folder.mkdir(parents=True, exist_ok=True)

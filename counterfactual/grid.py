@@ -300,7 +300,8 @@ class ResampledGenerator:
         on the model grid)."""
         fit = fit_subject(mask.shape, mask.affine, self.grid)
         extra = {}
-        if (self.sampling or {}).get("from_ct"):
+        if (self.sampling or {}).get("from_ct") or (getattr(self.inner, "body", None)
+                                                    and subject.ct is not None):
             ct = read_volume(subject.ct)
             if not fit.identity:  # a subject's CT shares its mask's grid
                 check_same_grid(mask, ct)

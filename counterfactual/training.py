@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from analysis.controls import BODY_MARGIN_MM
 from counterfactual import __version__
 from counterfactual.attributes import DEFAULT_ATTRIBUTES
 from counterfactual.cohort import load_cohort
@@ -75,6 +76,13 @@ _FIELD_DIMS = 8  # most principal axes kept per field
 SMALL_COHORT = 500  # fewer training subjects than this get a warning (see the model card figures)
 FUSION_LR_SCALE = 1.0  # learning-rate factor of the layers that read the text, a new run
 GUARD = GuardSettings()  # divergence rule, rollbacks and learning-rate cuts of every run
+BODY_CHANNEL = {  # config.json's "body" block of a model trained with --body
+    "channel": len(DEFAULT_VOCABULARY.labels) + 1,
+    "rule": "unlabelled voxels inside the body outline: not air below air_hu connected to a "
+            "face of the volume (analysis.controls.body_outline) of the subject's CT; without "
+            "a CT, the lungs' axial convex hull grown by margin_mm on every slice "
+            "(analysis.controls.synthetic_body)",
+    "air_hu": -500.0, "margin_mm": BODY_MARGIN_MM}
 
 
 def _triple(option: str, text: str, minimum: int) -> tuple[int, int, int]:
@@ -121,11 +129,13 @@ def _source(arguments: dict, quiet: bool):
         shape = tuple(arguments["phantom_shape"])
         spacing = tuple(PHANTOM_FOV_MM / n for n in shape)
         return PhantomSource(shape, spacing, patch, int(count) if count else None,
-                             arguments["seed"], drop_rate=arguments["drop_rate"])
+                             arguments["seed"], drop_rate=arguments["drop_rate"],
+                             body=arguments.get("body", False))
     cohort = load_cohort(spec)
     return CohortSource(cohort, patch, DEFAULT_VOCABULARY, DEFAULT_TEMPLATE,
                         arguments["drop_rate"],
-                        progress=lambda items, what: track(items, what, quiet=quiet))
+                        progress=lambda items, what: track(items, what, quiet=quiet),
+                        body=arguments.get("body", False))
 
 
 def _fit_phrases(source, seed: int) -> dict[str, list[str]]:
@@ -173,6 +183,7 @@ def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
         "hu_window": list(generator.hu_window),
         # attributes, labels and template the records were read with (counterfactual.vocabularies)
         **Vocabularies(DEFAULT_ATTRIBUTES, source.vocabulary, source.template).to_json(),
+        **({"body": BODY_CHANNEL} if arguments.get("body") else {}),
         "text_encoder": {"name": encoder.name, "identifier": encoder.identifier,
                          "width": encoder.width, "max_length": encoder.max_length},
         "text_normalisation": normalisation,
@@ -220,7 +231,8 @@ def _check_options(architecture: Architecture, options: dict) -> None:
 def _new_arguments(cohort: str | None, out: Path, architecture: Architecture, steps: int,
                    patch: str, batch_size: int, text_encoder: str, channels: str | None,
                    phantom_shape: str, drop_rate: float, lr: float | None, seed: int,
-                   fusion_lr_scale: float | None, options: dict, given: dict) -> dict:
+                   fusion_lr_scale: float | None, body: bool, options: dict,
+                   given: dict) -> dict:
     """The checked ``training.arguments`` of a new run (what ``--resume`` reads back)."""
     lr = architecture.lr if lr is None else lr
     if not 0 <= drop_rate < 1:
@@ -249,7 +261,7 @@ def _new_arguments(cohort: str | None, out: Path, architecture: Architecture, st
     common = {"cohort": cohort, "arch": architecture.name, "patch": list(patch_shape),
               "batch_size": batch_size, "text_encoder": text_encoder, "channels": list(levels),
               "phantom_shape": grid, "drop_rate": drop_rate, "lr": lr,
-              "fusion_lr_scale": fusion_lr_scale, "seed": seed}
+              "fusion_lr_scale": fusion_lr_scale, "body": bool(body), "seed": seed}
     return module.new_arguments(common, options, given, out, steps)
 
 
@@ -270,8 +282,9 @@ def _trainer(architecture: Architecture, arguments: dict, config: dict | None, o
                                                source, target)
         return trainer, _fitted_on(config), config["training"]["elapsed_s"], meta.get("guard")
     phrases = _phrases(source, arguments["seed"])
-    trainer = module.new_trainer(arguments, phrases, _field_dims(phrases, encoder),
-                                 len(DEFAULT_VOCABULARY.labels) + 1, encoder, source, target)
+    channels = len(DEFAULT_VOCABULARY.labels) + 1 + bool(arguments.get("body"))
+    trainer = module.new_trainer(arguments, phrases, _field_dims(phrases, encoder), channels,
+                                 encoder, source, target)
     return trainer, {name: len(p) for name, p in phrases.items()}, 0.0, None
 
 
@@ -294,7 +307,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  device: str, resume: bool, quiet: bool, fusion: str | None = None,
                  fusion_lr_scale: float | None = None, l1_weight: float | None = None,
                  adversarial_weight: float | None = None, p_uncond: float | None = None,
-                 sampling_steps: int | None = None) -> None:
+                 sampling_steps: int | None = None, body: bool = False,
+                 edit_weight: float | None = None) -> None:
     """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
 
     Options left as None take the architecture's default on a new run; ``channels`` and ``lr``
@@ -304,7 +318,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     is a user error.
     """
     target = _device(device)
-    options = {"fusion": fusion, "l1_weight": l1_weight,
+    options = {"fusion": fusion, "l1_weight": l1_weight, "edit_weight": edit_weight,
                "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
                "sampling_steps": sampling_steps}
     config = None
@@ -331,6 +345,9 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         if steps <= config["training"]["steps"]:
             raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
                                  f"steps; give a larger total than that, got {steps}")
+        if body and not config["training"]["arguments"].get("body"):
+            raise UserInputError(f"--body: {out} was trained without the body channel and "
+                                 "cannot gain it on resume; start a new run with --body")
         arguments = module.resumed_arguments(config["training"]["arguments"], given, out, steps)
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -338,7 +355,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                                  "add --resume to continue it")
         arguments = _new_arguments(cohort, out, architecture, steps, patch, batch_size,
                                    text_encoder, channels, phantom_shape, drop_rate, lr, seed,
-                                   fusion_lr_scale, options, given)
+                                   fusion_lr_scale, body, options, given)
     source = _source(arguments, quiet)
     geometry = _training_geometry(arguments, source)
     if resume:  # the cohort must still be on the grid the checkpoint was trained on

@@ -15,6 +15,11 @@ Every patch holds a random lung voxel at a random place inside it, so patches co
 reach the body wall and the air around it (a generator never trained there would invent those
 regions unconstrained, and an attribute would move them).
 
+With ``body=True`` the label map gains one channel after the vocabulary's: the unlabelled voxels
+inside the body outline of the training CT (:func:`analysis.controls.body_outline`), so the
+generator is told where the body ends and need not guess it from the lungs (a guess the record
+would otherwise move).
+
 Each record reaches the generator as per-field phrases (:meth:`PromptTemplate.phrases`) after
 dropping every field with probability ``drop_rate`` (missing values are left out anyway, so
 this teaches the generator to cope with them and keeps records from identifying subjects).
@@ -26,6 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from analysis.controls import body_outline
 from counterfactual.cohort import Cohort
 from counterfactual.errors import UserInputError
 from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
@@ -38,7 +44,7 @@ from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
 from counterfactual.volume import check_same_grid, read_labels, read_volume
 from models.training.gan import TrainingBatch
 
-__all__ = ["PhantomSource", "CohortSource", "label_channels", "uniform_attributes",
+__all__ = ["PhantomSource", "CohortSource", "label_channels", "with_body", "uniform_attributes",
            "drop_fields", "AGE_RANGE", "PATCHES_PER_SUBJECT"]
 
 AGE_RANGE = (18, 95)  # years drawn for training: wider than the phantom cohorts' 35-90, so
@@ -65,6 +71,25 @@ def label_channels(labels: np.ndarray, vocabulary: LabelVocabulary) -> np.ndarra
     for channel, value in enumerate(sorted(vocabulary.labels), start=1):
         lookup[value] = channel
     return lookup[labels]
+
+
+def with_body(channels: np.ndarray, body: np.ndarray,
+              vocabulary: LabelVocabulary) -> np.ndarray:
+    """Channel indices with the body channel: unlabelled voxels inside ``body`` become channel
+    ``len(vocabulary.labels) + 1``.
+
+    Parameters
+    ----------
+    channels : ndarray of int64, shape (n_x, n_y, n_z)
+        From :func:`label_channels`.
+    body : ndarray of bool, same shape
+        The body outline (everything not outside-body air).
+
+    Returns
+    -------
+    ndarray of int64, same shape
+    """
+    return np.where((channels == 0) & body, len(vocabulary.labels) + 1, channels)
 
 
 def uniform_attributes(rng: np.random.Generator) -> dict:
@@ -135,13 +160,17 @@ class PhantomSource:
     template : PromptTemplate
     drop_rate : float
         Probability of dropping each prompt field.
+    body : bool
+        Add the body channel (see the module docstring).
     """
 
     def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float],
                  patch: tuple[int, int, int], subjects: int | None = None, seed: int = 0,
                  effects: Effects = DEFAULT_EFFECTS,
-                 template: PromptTemplate = DEFAULT_TEMPLATE, drop_rate: float = 0.2):
+                 template: PromptTemplate = DEFAULT_TEMPLATE, drop_rate: float = 0.2,
+                 body: bool = False):
         self.shape, self.spacing, self.patch = tuple(shape), tuple(spacing), tuple(patch)
+        self.body = body
         self.subjects = subjects
         self.effects = effects
         self.template = template
@@ -184,6 +213,9 @@ class PhantomSource:
             effect = self.effects.effect_map(record, LungPatterns(anatomy.labels, self.spacing))
             ct = render(anatomy, effect, noise_seed)
             channels = label_channels(anatomy.labels, self.vocabulary)
+            if self.body:
+                channels = with_body(channels, body_outline(ct, anatomy.labels),
+                                     self.vocabulary)
             for _ in range(min(PATCHES_PER_SUBJECT, batch_size - len(labels))):
                 voxel = _lung_voxel(anatomy.labels, _LUNG, rng)
                 start = _patch_start(voxel, self.patch, self.shape, rng)
@@ -204,6 +236,8 @@ class CohortSource:
     vocabulary : LabelVocabulary
     template : PromptTemplate
     drop_rate : float
+    body : bool
+        Add the body channel (see the module docstring).
 
     Raises
     ------
@@ -215,7 +249,7 @@ class CohortSource:
     def __init__(self, cohort: Cohort, patch: tuple[int, int, int],
                  vocabulary: LabelVocabulary = DEFAULT_VOCABULARY,
                  template: PromptTemplate = DEFAULT_TEMPLATE, drop_rate: float = 0.2,
-                 progress=lambda items, description: items):
+                 progress=lambda items, description: items, body: bool = False):
         self.patch = tuple(patch)
         self.vocabulary = vocabulary
         self.template = template
@@ -234,8 +268,10 @@ class CohortSource:
                 raise UserInputError(f"{subject.mask}: no lung voxel (labels {list(lung)}); "
                                      "every training patch holds lung")
             template.render(subject.record, f"subject {subject.id}")
-            self._subjects.append((label_channels(mask.data, vocabulary),
-                                   ct.data.astype(np.float32), dict(subject.record)))
+            channels = label_channels(mask.data, vocabulary)
+            if body:
+                channels = with_body(channels, body_outline(ct.data, mask.data), vocabulary)
+            self._subjects.append((channels, ct.data.astype(np.float32), dict(subject.record)))
         self._lung_channels = [c for c, value in enumerate(sorted(vocabulary.labels), start=1)
                                if value in lung]
         self.spacing = tuple(float(s) for s in mask.spacing)

@@ -78,6 +78,14 @@ def train(
                                        show_default=False,
                                        help="Diffusion: DDIM steps the sweep uses by default "
                                             "(default: 20)."),
+    body: bool = typer.Option(False, "--body/--no-body",
+                              help="Give the generator the body outline (from each training "
+                                   "CT; at sweep time from the subject's CT, or drawn around "
+                                   "the lungs) as one more label channel."),
+    edit_weight: float = typer.Option(None, "--edit-weight", show_default=False,
+                                      help="GAN: weight of the minimal-edit loss, the L1 change "
+                                           "between one draw read with two records "
+                                           "(default: 0, off)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, noise and initial weights."),
     save_every: int = typer.Option(250, "--save-every", callback=at_least(1)),
     log_every: int = typer.Option(50, "--log-every", callback=at_least(1)),

@@ -20,6 +20,10 @@ Both are siblings over :class:`LearnedModel` (loading, devices, text encoder, ch
 naming its architecture from the registry (:mod:`models.architectures`) and running volumes
 through that architecture's ``Runner``. :func:`learned_generator` picks the class serving the
 checkpoint's architecture (:data:`SERVED`, filled by subclassing :class:`LearnedModel`).
+
+A checkpoint trained with ``--body`` (its config's ``body`` block) reads one more label channel,
+the body outline: from the subject's CT when the cohort has one, else drawn around the lungs by
+the block's stated rule (:func:`analysis.controls.synthetic_body`).
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from analysis.controls import body_outline, synthetic_body
 from counterfactual.checkpoint_fields import check_served_config
 from counterfactual.cohort import Cohort, Subject
 from counterfactual.errors import UserInputError
 from counterfactual.labels import LabelVocabulary
 from counterfactual.sweep.catalog import BUNDLED_DIR, bundled_models, find_checkpoint
 from counterfactual.sweep.request import Request, SamplingOptions
-from counterfactual.training_data import label_channels
+from counterfactual.training_data import label_channels, with_body
 from counterfactual.volume import Volume, check_same_grid, read_volume
 from models.architectures import ARCHITECTURES, Architecture, implementation
 from models.checkpoint import CheckpointError, load_generator, read_config, sampling_block
@@ -132,6 +137,7 @@ class LearnedModel:
         labels = self.config["labels"]
         self.vocabulary = LabelVocabulary({int(k): v for k, v in labels["labels"].items()},
                                           {k: tuple(v) for k, v in labels["regions"].items()})
+        self.body = self.config.get("body")  # None: the model reads no body channel
         self.window_batch = 1
         self.device = torch.device(device)
         self._conditions: RecordConditions | None = None
@@ -187,10 +193,20 @@ class LearnedModel:
             read_labels(subject.mask, self.vocabulary)
         self._records()
 
-    def _labels(self, mask: Volume) -> torch.Tensor:
-        """The mask as one-hot label channels, shape (1, C, X, Y, Z), on the device."""
-        channels = torch.from_numpy(label_channels(mask.data, self.vocabulary))
-        labels = F.one_hot(channels, self.model.config["label_channels"])
+    def _labels(self, mask: Volume, subject: Subject, ct: Volume | None = None) -> torch.Tensor:
+        """The mask as one-hot label channels, shape (1, C, X, Y, Z), on the device; for a
+        model reading the body, with the body of ``ct`` (on the mask's grid), else of the
+        subject's CT, else drawn around the lungs."""
+        channels = label_channels(mask.data, self.vocabulary)
+        if self.body is not None:
+            if ct is None and subject.ct is not None:
+                ct = read_volume(subject.ct)
+                check_same_grid(mask, ct)
+            body = (body_outline(ct.data, mask.data, air_hu=self.body["air_hu"])
+                    if ct is not None else
+                    synthetic_body(mask.data, mask.spacing, margin_mm=self.body["margin_mm"]))
+            channels = with_body(channels, body, self.vocabulary)
+        labels = F.one_hot(torch.from_numpy(channels), self.model.config["label_channels"])
         return labels.permute(3, 0, 1, 2)[None].float().to(self.device)
 
 
@@ -205,16 +221,19 @@ class LearnedGenerator(LearnedModel):
         return self._implementation.Runner(self.model)
 
     def generate(self, subject: Subject, mask: Volume, attribute: str,
-                 requests: Sequence[Request], seed: int) -> list[np.ndarray]:
-        """One float32 HU volume on the mask's grid per request, all from one noise draw."""
+                 requests: Sequence[Request], seed: int,
+                 ct: Volume | None = None) -> list[np.ndarray]:
+        """One float32 HU volume on the mask's grid per request, all from one noise draw
+        (``ct``: the subject's CT on the mask's grid, for a model reading the body; read when
+        not given)."""
         # 1. each request read on its own (a volume must not depend on which other values share
         #    its group), each distinct phrase encoded once
         records = self._records()
         runner = self._runner()
         condition = runner.conditions([records(r.phrases) for r in requests])
         # 2. the label map as channels; 3. every request with the noise of this seed
-        volumes = runner.run(self._labels(mask), condition, mask.shape, seed, self.roi,
-                             self.window_batch)
+        volumes = runner.run(self._labels(mask, subject, ct), condition, mask.shape, seed,
+                             self.roi, self.window_batch)
         return [v.cpu().numpy().astype(np.float32, copy=False) for v in volumes]
 
 
@@ -301,19 +320,21 @@ class LearnedDiffusionGenerator(LearnedModel):
                  ct: Volume | None = None) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw (and,
         with ``--from-ct``, from the subject's CT: ``ct`` when given, already on the mask's
-        grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read)."""
+        grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read; a model
+        reading the body takes it from that CT too)."""
         # 1. each request's context, its phrases encoded once each
         records = self._records()
         runner = self._runner()
         context = runner.conditions([records(r.phrases) for r in requests])
         # 2. the label map and (from a CT) the subject's CT
-        labels = self._labels(mask)
-        volume, ct = ct, None
-        if self.sampling["from_ct"]:
-            volume = read_volume(subject.ct) if volume is None else volume
-            check_same_grid(mask, volume)
-            ct = torch.from_numpy(volume.data)[None, None].to(self.device)
+        if self.sampling["from_ct"] and ct is None:
+            ct = read_volume(subject.ct)
+        if ct is not None:
+            check_same_grid(mask, ct)
+        labels = self._labels(mask, subject, ct)
+        start = (torch.from_numpy(ct.data)[None, None].to(self.device)
+                 if self.sampling["from_ct"] else None)
         # 3. every request from the noise of this seed
         volumes = runner.run(labels, context, mask.shape, seed, self.roi, self.window_batch,
-                             ct=ct)
+                             ct=start)
         return [v.cpu().numpy().astype(np.float32, copy=False) for v in volumes]

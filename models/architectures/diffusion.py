@@ -63,7 +63,7 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                       else options["sampling_steps"])
     arguments = {**{k: common[k] for k in ("cohort", "arch", "patch", "batch_size",
                                            "text_encoder", "channels", "phantom_shape",
-                                           "drop_rate", "lr", "fusion_lr_scale")},
+                                           "drop_rate", "lr", "fusion_lr_scale", "body")},
                  "p_uncond": p_uncond, "sampling_steps": sampling_steps, "seed": common["seed"]}
     arguments["command"] = command(arguments, out, steps)
     return arguments
@@ -84,6 +84,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              "--fusion-lr-scale", str(arguments.get("fusion_lr_scale", 1.0)),
              "--p-uncond", str(arguments["p_uncond"]), "--sampling-steps",
              str(arguments["sampling_steps"]), "--seed", str(arguments["seed"])]
+    if arguments.get("body"):
+        words.append("--body")
     if arguments["cohort"].startswith("phantom"):
         words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
     return shlex.join(words)
@@ -198,6 +200,7 @@ class Runner:
                               steps=self.steps, guidance=self.guidance, ct=ct,
                               strength=self.strength, roi=roi, window_batch=window_batch,
                               sampler=self.sampler)
+
     def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
         """The window :meth:`run` uses over a volume of ``shape`` and how many network passes
         over it one record takes (every sampler step; both branches under guidance)."""

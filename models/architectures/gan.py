@@ -1,9 +1,10 @@
 """The mask + text conditional 3D GAN (``cfx train --arch gan``, checkpoint ``cond_gan3d``):
 network, trainer, training defaults and options, card section and whole-volume runner.
 
-``fusion`` (how the text enters), ``l1_weight`` and ``adversarial_weight`` (the generator's loss
-weights) are its own options; the weights given with ``--resume`` apply from that step on
-(``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
+``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight`` and ``edit_weight`` (the
+generator's loss weights, see :class:`models.training.gan.GANSettings`) are its own options; the
+weights given with ``--resume`` apply from that step on (``--adversarial-weight 0`` continues on
+L1 alone, without running the discriminator).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
            "resumed_trainer", "normalisation", "served", "card", "Runner"]
 
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
-L1_WEIGHT, ADVERSARIAL_WEIGHT = 100.0, 1.0  # generator loss weights of a new run
+L1_WEIGHT, ADVERSARIAL_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 0.0  # loss weights of a new run
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
 
@@ -42,6 +43,10 @@ def given_options(options: dict) -> dict:
     """
     l1_weight, adversarial_weight = options.get("l1_weight"), options.get("adversarial_weight")
     weights = {}
+    if options.get("edit_weight") is not None:
+        if not options["edit_weight"] >= 0:
+            raise ValueError(f"--edit-weight: got {options['edit_weight']}; give a weight >= 0")
+        weights["edit_weight"] = options["edit_weight"]
     if l1_weight is not None:
         if not l1_weight >= 0:
             raise ValueError(f"--l1-weight: got {l1_weight}; give a weight >= 0")
@@ -70,8 +75,9 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                                            "text_encoder")},
                  "fusion": fusion,
                  **{k: common[k] for k in ("channels", "phantom_shape", "drop_rate", "lr",
-                                           "fusion_lr_scale")},
+                                           "fusion_lr_scale", "body")},
                  "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
+                 "edit_weight": EDIT_WEIGHT,
                  "seed": common["seed"], **given}
     arguments["command"] = command(arguments, out, steps)
     return arguments
@@ -92,8 +98,10 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              str(arguments["drop_rate"]), "--lr", str(arguments["lr"]), "--fusion-lr-scale",
              str(arguments.get("fusion_lr_scale", 1.0)), "--l1-weight",
              str(arguments.get("l1_weight", L1_WEIGHT)), "--adversarial-weight",
-             str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--seed",
-             str(arguments["seed"])]
+             str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--edit-weight",
+             str(arguments.get("edit_weight", EDIT_WEIGHT)), "--seed", str(arguments["seed"])]
+    if arguments.get("body"):
+        words.append("--body")
     if arguments["cohort"].startswith("phantom"):
         words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
     return shlex.join(words)
@@ -108,6 +116,7 @@ def _settings(arguments: dict) -> GANSettings:
                        l1_weight=arguments.get("l1_weight", L1_WEIGHT),
                        adversarial_weight=arguments.get("adversarial_weight",
                                                         ADVERSARIAL_WEIGHT),
+                       edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
                        seed=arguments["seed"], discriminator_layers=layers)
 
 
@@ -179,6 +188,7 @@ class Runner:
         device = labels.device
         return generate_volumes(self.network, labels, noise.to(device), vector.to(device),
                                 conditions, roi, window_batch=window_batch)
+
     def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
         """The window :meth:`run` uses over a volume of ``shape`` (``roi`` itself: a smaller
         volume is padded to it) and how many network passes over it one record takes."""

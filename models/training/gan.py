@@ -12,7 +12,7 @@ Per step: the generator draws one CT per batch row from the label map, a fresh s
 field and noise vector and the whitened fields; the discriminator (MONAI
 ``PatchDiscriminator``, which sees the image together with the one-hot labels and the whitened
 field vectors as constant channels) is updated with the least-squares adversarial loss (MONAI
-``PatchAdversarialLoss``); the generator is updated with ``l1_weight * L1 +
+``PatchAdversarialLoss``); the generator is updated with ``l1_weight * L1 + edit_weight * edit +
 adversarial_weight * adversarial``; an exponential moving average (EMA) of the generator's
 weights is what a checkpoint serves.
 """
@@ -84,6 +84,12 @@ class GANSettings:
         Generator loss weights (L1 in window units). With ``adversarial_weight == 0`` the
         generator learns from L1 alone and the discriminator is neither run nor updated (its
         weights and optimiser state are kept as they are for a later adversarial phase).
+    edit_weight : float
+        Weight of the minimal-edit loss: the mean L1 change (window units) between each row's
+        draw and the same draw (same labels and noise) read with the next row's record. It
+        asks every edit to be as small as the data allows, wherever it acts: an effect the
+        training CTs support outweighs it, a change they do not (the body moved by a record
+        that never moves it) does not. 0 (the default) skips the second draw.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     discriminator_channels : int
@@ -106,6 +112,7 @@ class GANSettings:
     fusion_lr_scale: float = 1.0
     l1_weight: float = 100.0
     adversarial_weight: float = 1.0
+    edit_weight: float = 0.0
     ema_decay: float = 0.995
     discriminator_channels: int = 8
     discriminator_layers: int = 3
@@ -241,6 +248,11 @@ class GANTrainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             loss_l1 = (fake.float() - real).abs().mean()
             loss_g = settings.l1_weight * loss_l1
+            if settings.edit_weight > 0:
+                swapped = condition.select(torch.roll(torch.arange(len(condition)), 1))
+                loss_edit = (generator(labels, noise, swapped, vector).float()
+                             - fake.float()).abs().mean()
+                loss_g = loss_g + settings.edit_weight * loss_edit
             if adversarial:
                 loss_adv = self.adversarial(self._discriminate(fake, labels, condition), True,
                                             False)
@@ -256,6 +268,8 @@ class GANTrainer:
         self.step += 1
         half_window = (generator.hu_window[1] - generator.hu_window[0]) / 2
         losses = {"l1": loss_l1.item() * half_window, "grad_norm_g": norm_g.item()}
+        if settings.edit_weight > 0:
+            losses["edit"] = loss_edit.item() * half_window
         if adversarial:
             losses.update(adversarial_g=loss_adv.item(), adversarial_d=loss_d.item(),
                           grad_norm_d=norm_d.item())

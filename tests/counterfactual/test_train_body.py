@@ -1,0 +1,115 @@
+"""``cfx train --body``: the body outline as one more label channel, in training and at sweep
+time (from the subject's CT, or drawn around the lungs without one), and ``--edit-weight``."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from analysis.controls import body_outline, synthetic_body
+from counterfactual.cli import app
+from counterfactual.cohort import load_cohort
+from counterfactual.sweep.learned import LearnedGenerator
+from counterfactual.volume import read_labels, read_volume
+from tests.models.conftest import save_tiny_bert
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
+
+
+def _train(out, bert, *extra):
+    return runner.invoke(app, [
+        "train", "--cohort", "phantom:4", "--out", str(out), "--steps", "2", "--patch", "16",
+        "--phantom-shape", "16", "--channels", "4,8", "--batch-size", "2", "--text-encoder", bert,
+        "--device", "cpu", "--save-every", "2", *extra])
+
+
+@pytest.fixture(scope="module")
+def body_model(tmp_path_factory, bert):
+    out = tmp_path_factory.mktemp("body") / "ckpt"
+    result = _train(out, bert, "--body", "--edit-weight", "2")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _cohort(folder, shape, spacing):
+    result = runner.invoke(app, ["phantom", "--out", str(folder), "--subjects", "2", "--shape",
+                                 shape, "--spacing", spacing, "--quiet"])
+    assert result.exit_code == 0, result.output
+    return load_cohort(folder)
+
+
+def test_the_checkpoint_records_the_body_channel_and_the_edit_weight(body_model):
+    config = json.loads((body_model / "config.json").read_text())
+    assert config["generator"]["label_channels"] == 5  # background, 3 labels, body
+    assert config["body"]["channel"] == 4 and config["body"]["air_hu"] == -500.0
+    arguments = config["training"]["arguments"]
+    assert arguments["body"] is True and arguments["edit_weight"] == 2.0
+    assert "--body" in config["training"]["command"].split()
+    assert "--edit-weight 2.0" in config["training"]["command"]
+
+
+def test_the_sweep_reads_the_body_from_the_ct_or_draws_it(body_model, tmp_path):
+    cohort = _cohort(tmp_path / "cohort", "16,16,16", "20")
+    subject = cohort.subjects[0]
+    mask = read_labels(subject.mask)
+    model = LearnedGenerator(body_model)
+    unlabelled = mask.data == 0
+    from_ct = model._labels(mask, subject)[0].argmax(0).numpy()
+    expected = body_outline(read_volume(subject.ct).data, mask.data) & unlabelled
+    np.testing.assert_array_equal(from_ct == 4, expected)
+    assert 0 < expected.sum() < unlabelled.sum()
+    drawn = model._labels(mask, dataclasses.replace(subject, ct=None))[0].argmax(0).numpy()
+    np.testing.assert_array_equal(drawn == 4, synthetic_body(mask.data, mask.spacing)
+                                  & unlabelled)
+    np.testing.assert_array_equal(drawn[~unlabelled], from_ct[~unlabelled])  # the lungs kept
+
+
+def test_a_body_model_sweeps_a_cohort_on_another_grid(body_model, tmp_path):
+    """The subjects' CTs are on a 2x finer grid than the model's: the sweep resamples the CT
+    with the mask to read the body there, and writes on the subject's grid."""
+    _cohort(tmp_path / "fine", "32,32,32", "10")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sweep", "--cohort", str(tmp_path / "fine"), "--model",
+                                 str(body_model), "--attribute", "smoking", "--values", "yes,no",
+                                 "--seeds", "0", "--out", str(out), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = sorted(out.rglob("*_ct.nii.gz"))
+    assert len(written) == 4 and read_volume(written[0]).shape == (32, 32, 32)
+
+
+def _error(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
+    return lines[0]
+
+
+def test_body_cannot_be_added_on_resume(tmp_path, bert):
+    out = tmp_path / "plain"
+    assert _train(out, bert).exit_code == 0
+    before = (out / "model.safetensors").read_bytes()
+    line = _error(["train", "--out", str(out), "--steps", "4", "--resume", "--body",
+                   "--device", "cpu"])
+    assert "--body: " in line and "trained without the body channel" in line
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--edit-weight", "-1"], "--edit-weight: got -1.0; give a weight >= 0"),
+    (["--arch", "diffusion", "--edit-weight", "1", "--channels", "8,16"],
+     "--edit-weight: applies to --arch gan only"),
+])
+def test_edit_weight_errors(tmp_path, bert, extra, message):
+    out = tmp_path / "out"
+    assert message in _error(["train", "--cohort", "phantom:4", "--out", str(out), "--steps",
+                              "2", "--patch", "16", "--phantom-shape", "16", "--text-encoder",
+                              bert, *extra])
+    assert not out.exists()
