@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import stats
 
 __all__ = ["PairedTest", "paired_test", "paired_tests", "CONSTANT_RTOL"]
 
@@ -45,9 +45,10 @@ class PairedTest:
     ci_low, ci_high : float
         t-based CI of the mean: ``estimate -/+ t_{n-1} * sd / sqrt(n)``.
     boot_low, boot_high : float
-        Bootstrap percentile CI of the mean.
+        Bootstrap percentile CI of the mean (``scipy.stats.bootstrap``'s resamples).
     bca_low, bca_high : float
-        Bootstrap bias-corrected and accelerated (BCa) CI of the mean (same resamples).
+        Bootstrap bias-corrected and accelerated (BCa) CI of the mean, by
+        ``scipy.stats.bootstrap(method="BCa")`` on the same resamples.
     t, p_t : float
         Paired (one-sample) t statistic and its two-sided p-value; NaN when Delta is constant.
     wilcoxon_w, p_wilcoxon : float
@@ -103,9 +104,9 @@ def paired_test(
     n_bootstrap : int
         Bootstrap resamples of the subjects, at least 100.
     random_state : int, numpy.random.Generator or None
-        Seeds the bootstrap (``numpy.random.default_rng(random_state)``). The resamples are drawn
-        as ``rng.integers(0, n_subjects, (n_bootstrap, n_subjects))``, the same draw as
-        :func:`scipy.stats.bootstrap`, so both give the same intervals for the same seed.
+        Seeds the bootstrap (``numpy.random.default_rng(random_state)``), which
+        :func:`scipy.stats.bootstrap` draws as ``rng.integers(0, n_subjects, (n_bootstrap,
+        n_subjects))``.
 
     Returns
     -------
@@ -196,9 +197,12 @@ def _paired_test(delta: np.ndarray, confidence: float, n_bootstrap: int,
     half = stats.t.ppf(1.0 - alpha, n - 1) * sd / np.sqrt(n)
     notes = []
 
-    boot = delta[rng.integers(0, n, (int(n_bootstrap), n))].mean(axis=1)
-    boot_low, boot_high = np.quantile(boot, [alpha, 1.0 - alpha])
-    bca_low, bca_high = (boot_low, boot_high) if constant else _bca(delta, boot, alpha)
+    # scipy draws rng.integers(0, n, (n_bootstrap, n)); BCa is undefined for a constant Delta
+    boot = stats.bootstrap((delta,), np.mean, n_resamples=int(n_bootstrap),
+                           confidence_level=confidence, method="percentile" if constant else "BCa",
+                           rng=rng)
+    boot_low, boot_high = np.quantile(boot.bootstrap_distribution, [alpha, 1.0 - alpha])
+    bca_low, bca_high = (boot_low, boot_high) if constant else boot.confidence_interval
 
     if constant:
         t = p_t = d_z = np.nan
@@ -233,18 +237,3 @@ def _paired_test(delta: np.ndarray, confidence: float, n_bootstrap: int,
         share_positive=n_positive / n, note="; ".join(notes),
     )
 
-
-def _bca(delta: np.ndarray, boot: np.ndarray, alpha: float) -> tuple[float, float]:
-    """BCa interval of the mean (Efron & Tibshirani 1993, 14.3): bias from the share of
-    resamples below the estimate, acceleration from the jackknife."""
-    n = delta.size
-    mean = delta.mean()
-    below = (np.count_nonzero(boot < mean) + np.count_nonzero(boot <= mean)) / (2.0 * boot.size)
-    z0 = special.ndtri(below)
-    jackknife = (delta.sum() - delta) / (n - 1)
-    u = jackknife.mean() - jackknife
-    acceleration = (u ** 3).sum() / (6.0 * (u ** 2).sum() ** 1.5)
-    z = special.ndtri(np.array([alpha, 1.0 - alpha]))
-    levels = special.ndtr(z0 + (z0 + z) / (1.0 - acceleration * (z0 + z)))
-    low, high = np.quantile(boot, levels)
-    return float(low), float(high)

@@ -49,6 +49,19 @@ def test_bootstrap_equals_scipy_for_the_same_seed(rng, method, fields):
         (ref.low, ref.high), rel=1e-10)
 
 
+@pytest.mark.parametrize("confidence, expected", [
+    (0.95, (2.121944444444445, 7.178055555555553, 2.430248383318217, 7.588307832417974)),
+    (0.80, (2.843333333333333, 6.288888888888889, 3.055555555555556, 6.555555555555555)),
+])
+def test_bootstrap_intervals_equal_the_hand_written_bca_they_replaced(confidence, expected):
+    # numbers of the hand-written percentile + BCa code (Efron & Tibshirani 14.3, jackknife
+    # acceleration) at commit 87f90e3, before scipy.stats.bootstrap(method="BCa") replaced it
+    delta = [3.1, -0.4, 7.9, 2.2, 12.5, 0.8, 4.4, 1.6, 9.3]
+    got = paired_test(delta, n_bootstrap=2000, random_state=7, confidence=confidence)
+    assert (got.boot_low, got.boot_high, got.bca_low, got.bca_high) == pytest.approx(
+        expected, rel=1e-12)
+
+
 def test_bootstrap_is_seeded_and_covers_the_true_mean():
     covered = 0
     for i in range(40):
