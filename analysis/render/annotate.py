@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from analysis.render.colour import DIFF_CMAP, diverging
+from analysis.render.colour import DIFF_CMAP, LUT_SIZE
 
 __all__ = ["title_strip", "colorbar_strip"]
 
@@ -28,18 +31,20 @@ def title_strip(text: str, width: int, height: int = 22) -> np.ndarray:
 
 def colorbar_strip(limit: float, height: int, width: int = 64,
                    cmap: str = DIFF_CMAP) -> np.ndarray:
-    """A vertical colour bar for ±``limit`` HU with labelled ticks, ``(height, width, 3)``."""
-    bar_w = max(6, width // 5)
+    """A vertical colour bar for ±``limit`` HU with labelled ticks, ``(height, width, 3)``.
+
+    Drawn by matplotlib's colorbar on the frames' own lookup table (the same 255 colours as
+    :func:`~analysis.render.colour.diverging`); about 20 ms, once per GIF.
+    """
     fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="black")
+    bar_w = max(6, width // 5)
     top = max(1, min(18, height // 6))
-    bottom = height - top
-    ticks = np.array([limit, limit / 2, 0.0, -limit / 2, -limit])
-    for value in ticks:
-        y = 1 - (top + (limit - value) / (2 * limit) * (bottom - top)) / height
-        fig.text((bar_w + 4) / width, y, f"{value:+g}" if value else "0", color="white",
-                 va="center", ha="left", fontsize=7)
-    fig.text((bar_w + 4) / width, 1 - 2 / height, "HU", color="white", va="top", fontsize=7)
-    strip = _rasterise(fig)[:height, :width]
-    values = np.linspace(limit, -limit, bottom - top)[:, None] * np.ones((1, bar_w))
-    strip[top:bottom, 2:2 + bar_w] = diverging(values, limit, cmap)
-    return strip
+    cax = fig.add_axes((2 / width, top / height, bar_w / width, 1 - 2 * top / height))
+    mappable = ScalarMappable(Normalize(-limit, limit),
+                              matplotlib.colormaps[cmap].resampled(LUT_SIZE))
+    bar = fig.colorbar(mappable, cax=cax, ticks=[-limit, -limit / 2, 0.0, limit / 2, limit],
+                       format=lambda value, _: f"{value:+g}" if value else "0")
+    bar.outline.set_visible(False)
+    cax.tick_params(colors="white", labelsize=7, length=2)
+    cax.set_title("HU", color="white", fontsize=7, pad=2, loc="left")
+    return _rasterise(fig)[:height, :width]

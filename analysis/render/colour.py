@@ -7,11 +7,11 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["WINDOWS", "parse_window", "window_gray", "diverging", "blend", "draw_contour",
-           "DIFF_CMAP"]
+           "DIFF_CMAP", "LUT_SIZE"]
 
 WINDOWS = {"lung": (1500.0, -600.0), "mediastinum": (400.0, 40.0)}
 DIFF_CMAP = "RdBu_r"
-_LUT_SIZE = 255  # odd: the middle entry is exactly the colormap's centre colour
+LUT_SIZE = 255  # odd: the middle entry is exactly the colormap's centre colour
 
 
 def parse_window(window: str | tuple[float, float]) -> tuple[float, float]:
@@ -50,7 +50,7 @@ def window_gray(frames: np.ndarray, window: str | tuple[float, float] = "lung") 
 
 
 def _lut(cmap: str) -> np.ndarray:
-    colours = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, _LUT_SIZE))[:, :3]
+    colours = matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, LUT_SIZE))[:, :3]
     return np.rint(colours * 255).astype(np.uint8)
 
 
@@ -65,9 +65,9 @@ def diverging(frames: np.ndarray, limit: float, cmap: str = DIFF_CMAP) -> np.nda
     """
     if not limit > 0:
         raise ValueError(f"limit must be > 0 HU, got {limit!r}")
-    half = (_LUT_SIZE - 1) / 2
+    half = (LUT_SIZE - 1) / 2
     index = np.rint(np.asarray(frames, np.float32) * (half / limit) + half)
-    return _lut(cmap)[np.clip(index, 0, _LUT_SIZE - 1).astype(np.intp)]
+    return _lut(cmap)[np.clip(index, 0, LUT_SIZE - 1).astype(np.intp)]
 
 
 def blend(base: np.ndarray, top: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:

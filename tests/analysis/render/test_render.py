@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from analysis.render.annotate import colorbar_strip
 from analysis.render.colour import diverging, parse_window, window_gray
 from analysis.render.gif import (
     ct_frames,
@@ -109,6 +110,22 @@ def test_diff_frames_with_bar_overlay_and_contour():
     over = diff_frames(diff, RAS, limit=40.0, reference=np.full(diff.shape, -600.0),
                        colorbar=False)
     np.testing.assert_array_equal(over[0, 0, 0], [128, 128, 128])  # no change: the CT shows
+
+
+def test_colour_bar_shows_the_frames_colours_from_plus_to_minus_limit():
+    strip = colorbar_strip(40.0, 240)
+    column = strip[:, 2 + 12 // 2].astype(int)  # through the middle of the bar (64 // 5 wide)
+    lut = diverging(np.linspace(40.0, -40.0, 255), 40.0).astype(int)
+    # matplotlib turns colours into bytes by truncating, the frames by rounding: 1 of 255 apart
+    nearest = np.abs(column[:, None] - lut[None]).max(-1)
+    on_bar = np.flatnonzero(nearest.min(1) <= 1)
+    rows = np.arange(on_bar[0], on_bar[-1] + 1)
+    assert len(on_bar) == len(rows) >= 0.6 * 240  # one unbroken bar of the frames' colours
+    order = nearest[rows].argmin(1)
+    assert order[0] < 3 and order[-1] > 251  # +40 HU on top, -40 HU at the bottom
+    assert (np.diff(order) >= 0).all()  # the colours in the frames' order, top to bottom
+    assert abs(order[len(rows) // 2] - 127) <= 2  # 0 HU half-way
+    assert (strip[:, 20:] > 200).all(axis=2).any()  # white tick labels right of the bar
 
 
 def test_panel_frames_are_in_sync_and_titled():
