@@ -17,7 +17,9 @@ names stop the rendering with :class:`TemplateError`. So does an expression that
 memory: ``*`` making a text or list longer than :data:`MAX_SIZE` items, ``**`` with a result
 over :data:`MAX_POWER_BITS` bits (``range`` is capped by Jinja2 itself at 100,000). HTML
 outputs are autoescaped. Numbers reach the page only through the context and are formatted with
-the filters of :data:`FILTERS`, so no template types a number.
+the filters of :data:`FILTERS`, so no template types a number. Tables are template macros, not
+pandas ``Styler``: a cell's digits follow its own row's CI (``signed(ci=...)``), which Styler's
+per-column formatters do not see, and users edit the tables in their templates.
 
 Outputs render in this order, each one's text then available to the next ones as
 ``outputs["<relative path>"]``: the other files (sorted), ``report.md``, ``index.html``; the HTML

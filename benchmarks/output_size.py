@@ -12,7 +12,9 @@ fresh folder on the demo cohort with the phantom oracle (fast): ``cfx sweep --at
 once per file on disk (a hard link is not a second copy), under ``RUN/render`` and
 ``RUN/report``. Render time is the child's user + system CPU seconds (other load on the machine
 does not count as in wall time) and its wall seconds. Target (issue 19): <= 25 MB, render no
-slower than the baseline.
+slower than the baseline. A second table gives the bytes by kind (each GIF kind, PNG, PDF,
+...), and, when a Chromium or Chrome binary is on PATH, each report of this tree is opened
+headless and its screenshot saved as ``report-<template>.png`` in ``--screenshots``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,16 @@ def _cfx(args: list[str], cwd: Path, source: Path) -> tuple[float, float]:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
+def _kind(path: Path) -> str:
+    """``ct gif``, ``diff gif``, ``panel gif``, or the file's suffix."""
+    for kind in ("ct", "diff", "panel"):
+        if path.name.endswith(f"_{kind}.gif"):
+            return f"{kind} gif"
+    return path.suffix.lstrip(".") or "other"
+
+
 def disk_bytes(*folders: Path) -> dict[str, int]:
-    """Bytes by file suffix under ``folders``, each file on disk counted once (hard links)."""
+    """Bytes by kind of file under ``folders``, each file on disk counted once (hard links)."""
     seen, sizes = set(), {}
     for folder in folders:
         for path in folder.rglob("*"):
@@ -55,7 +65,7 @@ def disk_bytes(*folders: Path) -> dict[str, int]:
             if not path.is_file() or (stat.st_dev, stat.st_ino) in seen:
                 continue
             seen.add((stat.st_dev, stat.st_ino))
-            kind = path.suffix.lstrip(".") or "other"
+            kind = _kind(path)
             sizes[kind] = sizes.get(kind, 0) + stat.st_size
     return sizes
 
@@ -75,6 +85,24 @@ def pipeline(source: Path, work: Path, permutations: int) -> dict:
             "all": disk_bytes(work / run / "render", work / run / "report")}
 
 
+def screenshots(reports: Path, folder: Path) -> list[str]:
+    """A headless-browser screenshot of each report's ``index.html``; what was saved."""
+    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                   "google-chrome", "chrome"))), None)
+    if browser is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for page in sorted(reports.glob("*/index.html")):
+        shot = (folder / f"report-{page.parent.name}.png").resolve()
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--hide-scrollbars", "--window-size=1280,8000",
+                        f"--screenshot={shot}", page.resolve().as_uri()],
+                       check=True, capture_output=True, timeout=300)
+        saved.append(f"screenshot of {page.parent.name}: {shot}")
+    return saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default="b84bd6f^",
@@ -82,6 +110,8 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=100,
                         help="cfx stats --permutations (the README's 1000 only adds time).")
     parser.add_argument("--keep", type=Path, help="Leave the two runs in this folder.")
+    parser.add_argument("--screenshots", type=Path, default=Path("."),
+                        help="Folder for the headless-browser screenshots of this tree's reports.")
     options = parser.parse_args()
     top = Path(tempfile.mkdtemp(prefix="cfx-size-")) if options.keep is None else options.keep
     tree = top / "baseline-tree"
@@ -92,6 +122,7 @@ def main() -> None:
         for label, source in ((f"baseline {options.baseline}", tree), ("this tree", ROOT)):
             (top / label.split()[0]).mkdir(parents=True, exist_ok=True)
             results[label] = pipeline(source, top / label.split()[0], options.permutations)
+        shots = screenshots(top / "this" / "runs" / "smoking" / "report", options.screenshots)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                        check=True)
@@ -105,6 +136,11 @@ def main() -> None:
         print(f"{label:<24}{sum(r['render'].values()) / 1e6:>10.1f}{total:>12.1f}"
               f"{r['all'].get('gif', 0) / 1e6:>8.1f}{r['render_cpu']:>13.1f}"
               f"{r['render_wall']:>8.1f}")
+    print(f"\nMB by kind (render + reports){'':<8}" + "".join(f"{label:>26}" for label in results))
+    for kind in sorted({k for r in results.values() for k in r["all"]}):
+        print(f"{kind:<37}" + "".join(f"{r['all'].get(kind, 0) / 1e6:>26.2f}"
+                                      for r in results.values()))
+    print("\n".join(shots) if shots else "no chromium or chrome on PATH: no screenshot")
     new, old = (sum(r["all"].values()) for r in (results["this tree"],
                                                    results[f"baseline {options.baseline}"]))
     print(f"ratio new / baseline: {new / old:.2f}; {'ok' if new / 1e6 <= TARGET_MB else 'OVER'}"
