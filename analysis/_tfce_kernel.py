@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-__all__ = ["tfce_maps"]
+__all__ = ["tfce_maps", "kernel_ready"]
 
 _GROUND = np.int32(0)  # level 0 typed like the levels (int32): a literal 0 compiles _flush twice
 
@@ -164,6 +164,21 @@ def _sweep(stat, thresholds, weight, extent_power, steps, two_sided, flat, paren
             for z in range(nz):
                 u = ((x + 1) * py + y + 1) * pz + z + 1
                 out[x, y, z] = acc[u] if flat[u] >= 0 else -acc[u]
+
+
+def kernel_ready() -> bool:
+    """Whether the kernel runs without compiling: compiled in this process, or in numba's cache.
+
+    The cache is asked through numba's own index of ``_sweep`` (its entries for the current
+    source), read without initialising numba's compiler (~0.4 s); if that internal API changes,
+    the answer is True (compile, as before).
+    """
+    if _sweep.signatures:
+        return True
+    try:
+        return bool(_sweep._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - any failure of the private probe means "just compile"
+        return True
 
 
 def tfce_maps(stats, thresholds, weights, extent_power, offsets, two_sided):

@@ -22,20 +22,30 @@ of maps is spread over threads. Measured on a 2-core CPU at 50^3
 
 First call: numba compiles the kernel once and caches it beside the module (or, where that folder
 is not writable, in the user's cache folder, ``~/.cache/numba``), so only the first process after
-an install pays ~1.2 s on 2 CPU cores; later processes load it in ~0.3 s
-(``benchmarks/voxelwise_end_to_end.py`` measures both).
+an install pays ~1.0-1.5 s on 2 CPU cores (~0.4 s of it numba initialising its compiler, which a
+cached kernel pays too); later processes load it in ~0.3 s. A call that would have to compile
+and is small (at most ``3e7`` voxel-thresholds: one 50^3 map) labels the clusters at every
+threshold with scipy instead (:mod:`analysis._tfce_label`, nilearn's method, ~0.3 s for that
+map), so one map in a cold process, or wherever the cache cannot be written, does not wait for
+the compiler; larger calls compile. Both routes agree to ~1e-15 relative.
+``benchmarks/tfce_cold_start.py`` measures where a fresh process spends its time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis._tfce_kernel import tfce_maps
+from analysis._tfce_kernel import kernel_ready, tfce_maps
+from analysis._tfce_label import tfce_maps_labelled
 
 __all__ = ["tfce", "CONNECTIVITIES"]
 
 CONNECTIVITIES = (6, 18, 26)
 """Allowed neighbourhoods: faces (6), faces and edges (18), faces, edges and corners (26)."""
+
+_LABEL_BUDGET = 3e7
+"""Voxels x thresholds x signs scipy labels in ~0.5 s on 2 cores, against ~1.0-1.5 s for numba to
+compile the kernel: smaller calls with a kernel not yet compiled nor cached are labelled."""
 
 
 def tfce(
@@ -107,13 +117,16 @@ def _check_tfce_inputs(maps, extent_power, height_power, n_steps, connectivity) 
 
 def _tfce_batch(maps, extent_power, height_power, n_steps, connectivity, two_sided):
     """TFCE of ``maps`` (n_maps, X, Y, Z) float64; returns the same shape, float64."""
-    half = np.array(_neighbour_offsets(connectivity), dtype=np.int64)
-    offsets = np.concatenate([half, -half])
     top = np.abs(maps).max(axis=(1, 2, 3)) if two_sided else maps.max(axis=(1, 2, 3))
     top = np.maximum(top, 0.0)
     # exactly nilearn's thresholds: linspace(0, max, n_steps + 1)[1:]; none for an empty map
     thresholds = np.linspace(np.zeros_like(top), top, n_steps + 1, axis=1)[:, 1:]
     thresholds[top <= 0] = np.inf
+    if maps.size * n_steps * (1 + two_sided) <= _LABEL_BUDGET and not kernel_ready():
+        return tfce_maps_labelled(maps, thresholds, extent_power, height_power, connectivity,
+                                  two_sided)
+    half = np.array(_neighbour_offsets(connectivity), dtype=np.int64)
+    offsets = np.concatenate([half, -half])
     weights = np.zeros((len(maps), n_steps + 1))
     weights[:, 1:] = np.cumsum(np.where(top[:, None] > 0, thresholds, 0.0) ** height_power, axis=1)
     return tfce_maps(np.ascontiguousarray(maps), thresholds, weights, float(extent_power),

@@ -1,4 +1,5 @@
-"""TFCE against nilearn's calculate_tfce and a hand computation; the compiled kernel's cache."""
+"""TFCE against nilearn's calculate_tfce and a hand computation, by both routes (the compiled
+kernel and the scipy labelling of a cold process's small calls); the compiled kernel's cache."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 from scipy import ndimage
 
 import analysis
+import analysis.tfce as tfce_module
 from analysis import _tfce_kernel
 from analysis.tfce import tfce
 
@@ -31,9 +33,19 @@ def nilearn_tfce(stat_map, connectivity=6, two_sided=True):
     return scores[..., 0]
 
 
+@pytest.fixture(params=["kernel", "labels"])
+def route(request, monkeypatch):
+    """Every call of ``tfce`` goes through the compiled kernel, or through scipy labelling (as a
+    small call does when the kernel is neither compiled nor cached)."""
+    labels = request.param == "labels"
+    monkeypatch.setattr(tfce_module, "kernel_ready", lambda: not labels)
+    monkeypatch.setattr(tfce_module, "_LABEL_BUDGET", np.inf)
+    return request.param
+
+
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
 @pytest.mark.parametrize("two_sided", [True, False])
-def test_equals_nilearn_on_smooth_random_maps(rng, connectivity, two_sided):
+def test_equals_nilearn_on_smooth_random_maps(rng, connectivity, two_sided, route):
     for _ in range(3):
         stat_map = ndimage.gaussian_filter(rng.standard_normal((14, 11, 9)), 1.0) * 4.0
         expected = nilearn_tfce(stat_map, connectivity, two_sided)
@@ -42,7 +54,7 @@ def test_equals_nilearn_on_smooth_random_maps(rng, connectivity, two_sided):
         assert (result > 0).any() and (two_sided == (result < 0).any())
 
 
-def test_equals_nilearn_on_white_noise_t_map_of_both_signs(rng):
+def test_equals_nilearn_on_white_noise_t_map_of_both_signs(rng, route):
     stat_map = rng.standard_normal((20, 20, 20)) * 2.0
     expected = nilearn_tfce(stat_map)
     result = tfce(stat_map)
@@ -53,7 +65,7 @@ def test_equals_nilearn_on_white_noise_t_map_of_both_signs(rng):
     assert np.all(result[~reached] == 0.0)
 
 
-def test_batch_equals_maps_one_by_one(rng):
+def test_batch_equals_maps_one_by_one(rng, route):
     maps = rng.standard_normal((4, 8, 7, 6))
     maps[2] = 0.0  # an all-zero map has no threshold above 0
     batch = tfce(maps)
@@ -62,7 +74,7 @@ def test_batch_equals_maps_one_by_one(rng):
     assert np.all(batch[2] == 0.0)
 
 
-def test_hand_computed_two_voxel_cluster():
+def test_hand_computed_two_voxel_cluster(route):
     # values 1 and 2 side by side; thresholds 0.02, 0.04, ..., 2.00 (100 steps up to max=2)
     stat_map = np.zeros((3, 1, 1))
     stat_map[0, 0, 0], stat_map[1, 0, 0] = 1.0, 2.0
@@ -77,7 +89,7 @@ def test_hand_computed_two_voxel_cluster():
     assert result[2, 0, 0] == 0.0
 
 
-def test_custom_powers_and_steps_match_the_definition(rng):
+def test_custom_powers_and_steps_match_the_definition(rng, route):
     stat_map = rng.standard_normal((6, 5, 4))
     stat_map[stat_map < 0] = 0.0
     n_steps, extent, height = 7, 1.0, 1.0
@@ -107,10 +119,11 @@ def test_invalid_inputs_raise(stat_maps, kwargs, message):
         tfce(stat_maps, **kwargs)
 
 
-def test_every_call_pattern_runs_one_compiled_kernel(rng):
+def test_every_call_pattern_runs_one_compiled_kernel(rng, monkeypatch):
     """Single maps, batches, one-sided, other powers and neighbourhoods, float32 input: one
     signature, so a fresh process never compiles the kernel twice (a row of a column slice once
     made a second one)."""
+    monkeypatch.setattr(tfce_module, "_LABEL_BUDGET", 0)  # the kernel, whatever the cache
     maps = rng.standard_normal((3, 6, 5, 4))
     tfce(maps[0])
     tfce(maps)
@@ -124,8 +137,10 @@ _READ_ONLY_CHILD = """
 import json, sys
 import numpy as np
 import analysis
+import analysis.tfce as tfce_module
 from analysis import _tfce_kernel
 from analysis.tfce import tfce
+tfce_module._LABEL_BUDGET = 0  # the kernel, not the labelling of small cold calls
 scores = tfce(np.load(sys.argv[1]))
 stats = _tfce_kernel._sweep.stats
 print(json.dumps({"package": analysis.__file__, "cache": stats.cache_path,
@@ -197,3 +212,42 @@ def test_permutation_null_on_a_cropped_grid_in_blocks_equals_full_grid_tfce(rng,
     np.testing.assert_allclose(result.h0_max_tfce, expected, rtol=1e-10)
     t_obs = np.where(mask, result.t, 0.0)
     np.testing.assert_allclose(result.tfce[mask], nilearn_tfce(t_obs)[mask], rtol=1e-10)
+
+
+def test_small_calls_are_labelled_only_while_the_kernel_would_compile(rng, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tfce_module, "tfce_maps_labelled",
+                        lambda *args: calls.append("labels") or np.zeros(args[0].shape))
+    monkeypatch.setattr(tfce_module, "tfce_maps",
+                        lambda *args: calls.append("kernel") or np.zeros(args[0].shape))
+    small = rng.standard_normal((2, 10, 10, 10))  # 2 x 1000 voxels x 100 steps x 2 signs
+    monkeypatch.setattr(tfce_module, "_LABEL_BUDGET", 2 * 1000 * 100 * 2)
+    for ready in (False, True):
+        monkeypatch.setattr(tfce_module, "kernel_ready", lambda ready=ready: ready)
+        tfce(small)
+        tfce(small[0], two_sided=False, n_steps=150)  # 1000 x 150 x 1: within the budget
+        tfce(np.concatenate([small, small[:1]]))  # 3 maps: over the budget
+    assert calls == ["labels", "labels", "kernel", "kernel", "kernel", "kernel"]
+
+
+_PROBE_CHILD = """
+import json
+import numpy as np
+from analysis import _tfce_kernel
+from analysis.tfce import tfce
+before = _tfce_kernel.kernel_ready()
+tfce(np.arange(27.0).reshape(3, 3, 3) - 13)  # small: labelled unless the kernel is ready
+labelled = not _tfce_kernel._sweep.signatures
+tfce(np.ones((2, 60, 60, 60)))  # over the budget: compiled (or loaded)
+print(json.dumps([before, labelled, _tfce_kernel.kernel_ready()]))
+"""
+
+
+def test_kernel_ready_reads_numbas_cache_without_compiling(tmp_path):
+    """A fresh process with an empty cache labels a small map and compiles only for a large
+    call; the next process finds the kernel in the cache and never labels."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _PROBE_CHILD], env=env, check=True,
+                                      capture_output=True, text=True).stdout)
+            for _ in range(2)]
+    assert runs == [[False, True, True], [True, False, True]]
