@@ -103,9 +103,9 @@ def winners_torch(flips: np.ndarray, normalised: np.ndarray, alternative: str,
             if alternative == "less":
                 winner = r.argmin(dim=1)
             else:
-                top = r.max(dim=1)
-                winner = top.indices
+                winner = r.argmax(dim=1)
                 if alternative == "two-sided":
-                    low = r.min(dim=1)
-                    winner = torch.where(-low.values > top.values, low.indices, winner)
+                    lowest = r.argmin(dim=1)
+                    peaks = r.gather(1, torch.stack([winner, lowest], dim=1))
+                    winner = torch.where(-peaks[:, 1] > peaks[:, 0], lowest, winner)
             yield block, winner.cpu().numpy()

@@ -14,16 +14,19 @@ the first ``tfce`` call, a second call, and the process's total from its start. 
 the first map of a cold process under 1.0 s. Run: ``python benchmarks/tfce_cold_start.py
 [--repeats N]``; the median of N runs per case is printed (default 3).
 
-Measured on the 2-core CPU shared with other jobs (load 2-5), medians of 3, seconds:
+Measured on the 2-core CPU shared with other jobs (load 4.6-6), medians of 3, seconds:
 
     case              numpy  analysis.tfce  compiler  1st call  2nd call  process
-    cold, compiled    0.14       0.47         0.52      1.11      0.02      2.29
-    cold              0.14       0.46          -        0.34      0.34      0.98
-    cached            0.14       0.46         0.44      0.03      0.02      1.13
+    cold, compiled    0.12       0.50         0.28      1.30      0.00      2.64
+    cold              0.16       0.63          -        0.32      0.25      1.48
+    cached            0.18       0.75         0.36      0.02      0.00      1.36
 
-The compiled kernel's first call (1.1 s) comes on top of ~0.5 s of numba starting its compiler
-(``refresh`` of its target context: importing its implementations, initialising its runtime),
-which a cached kernel pays as well. The labelled map takes ~0.35 s and skips both.
+Before (every cold first call compiled): 0.28 s of numba starting its compiler (``refresh`` of its
+target context: importing its implementations, initialising its runtime; a cached kernel pays it
+too) + 1.30 s compiling = 1.6 s. After: the map is labelled in 0.32 s and nothing compiles.
+``import analysis.tfce`` (0.5-0.75 s under this load) is mostly numba and scipy being imported.
+The same load, ``voxelwise_end_to_end.py``'s cold children: one map 2.6-3.1 s before, 0.30-0.37 s
+after; 100 flips end to end 3.3 s before, 2.7-2.9 s after (that run compiles).
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ Targets: >= 50x nilearn and >= 2x ``tfce``, warm. Cold start: the same cfx call 
 flips, and one TFCE map, in a fresh process with an empty ``NUMBA_CACHE_DIR``, against the warm
 time of the same call here; target within 3x warm + 1 s. Last, max-T alone at 40 subjects x
 100,000 voxels x 1000 flips against the one-matrix-product limit: a bare numpy GEMM of the
-flips (1000 x 40) by the data (40 x 100,000), in float32 (what cfx computes in) and float64.
+flips (1000 x 40) by the data (40 x 100,000), in float32 (what cfx computes in) and float64,
+and cfx's max-T with the products and reductions in torch on the CPU (``device="cpu"``, the
+path a GPU takes with ``device="cuda"``) beside the numpy path.
 Run: ``python benchmarks/voxelwise_end_to_end.py`` (about 1 minute on 2 CPU cores, nilearn's
 50 flips being half of it); ``--quick`` runs tiny sizes in seconds.
 
@@ -41,6 +43,16 @@ Measured on the 2-core CPU shared with other jobs (load 2-6), seed 0, 11,710 lun
   against 0.30-0.48 s warm (target 1.90-2.44 s: met).
 - Max-T 40 x 100,000 x 1000: cfx 0.39-0.40 s, bare GEMM 0.14-0.15 s in float32 (ratio 2.7-2.8x)
   and 0.19-0.32 s in float64 (1.2-2.1x); target <= 3x met.
+
+After small cold calls were labelled with scipy (``benchmarks/tfce_cold_start.py``), same
+machine at load ~6 (everything ~1.5x slower than above: nilearn 0.65 s per flip): cold one map
+0.34 s vs warm 0.002 s (target 1.01 s: met; the compiling kernel took 2.6-3.1 s at this load);
+cold 100 flips end to end 3.9 s vs warm 0.38 s (target 2.15 s: not met at this load; 2.7-3.3 s
+in repeated runs, before and after alike: these runs compile); cfx 1000 flips 2.7 s, ``tfce``
+package 4.9 s (1.8x), nilearn 244x (extrapolated). Max-T: cfx 0.57-0.82 s, GEMM float32
+0.23-0.36 s (2.3-2.5x); torch-CPU products 1.0-1.7 s = 1.8-2.0x the numpy path (torch's
+row-wise argmax/argmin on the CPU is ~15x slower than numpy's), which is why ``cfx stats``
+uses numpy on the CPU and torch only on a GPU. No GPU was available: no GPU timing.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ def test_quick_run_times_every_tool_and_agrees_with_nilearn(end_to_end, capsys):
     assert figures["tfce map vs nilearn"] < 1e-10
     assert figures["p_tfce vs nilearn"] == 0.0
     timed = ("cfx", "nilearn", "cold tfce map", "warm tfce map", "cold end to end",
-             "warm end to end", "cfx max-T", "GEMM float32", "GEMM float64")
+             "warm end to end", "cfx max-T", "cfx max-T torch cpu", "GEMM float32",
+             "GEMM float64")
     assert all(np.isfinite(figures[name]) and figures[name] > 0 for name in timed)
     assert "EXTRAPOLATED" in printed and "target >= 50x" in printed
     assert ("tfce package" in printed) and ("target <= 3x" in printed)
