@@ -1,12 +1,14 @@
 """End-to-end validation on a fresh phantom cohort: cfx phantom, train, sweep, stats and audit.
 
-Does a GAN trained with ``cfx train`` recover the effects planted in a fresh phantom cohort,
-judged by ``cfx stats`` and ``cfx audit`` against the exact oracle?
+Does a model trained with ``cfx train`` (the GAN, or ``--arch diffusion``) recover the effects
+planted in a fresh phantom cohort, judged by ``cfx stats`` and ``cfx audit`` against the exact
+oracle?
 
 Run from the repository root with the project's interpreter::
 
     python benchmarks/validation.py [--effects FILE|default] [--quick] [--subjects N] [--seed 0]
-                                    [--train-options='OPTIONS'] [--threads 1] [--out DIR]
+                                    [--arch gan|diffusion] [--train-options='OPTIONS']
+                                    [--sweep-options='OPTIONS'] [--threads 1] [--out DIR]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
 through its typer app in this one process: the command line and the model stack (torch, MONAI,
@@ -16,7 +18,7 @@ command in a shell pays that import per command (about 2 s for ``cfx`` alone, mo
 1. ``cfx phantom``: a training cohort and a held-out cohort (master seeds ``seed`` and
    ``seed + 1``) with the planted effects (``--effects``: a JSON file as ``cfx phantom`` reads it,
    or ``default``); ``planted.json`` summarises them and the contrasts below;
-2. ``cfx train --arch gan --cohort <training cohort>`` for a fixed number of steps;
+2. ``cfx train --arch gan|diffusion --cohort <training cohort>`` for a fixed number of steps;
 3. ``cfx sweep`` of the held-out subjects at noise seeds 0 and 1, with the trained checkpoint and
    with ``phantom-oracle`` (the exact reference), one contrast per attribute with a planted effect
    (categorical: the value with the largest shift against the reference, or against a value
@@ -45,7 +47,9 @@ The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 12
 default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
 ``--subjects N`` trains on N phantom subjects instead (issue 16 asks for 100 and 200);
-``--train-options='--body --edit-weight 5'`` passes more ``cfx train`` options (with ``=``);
+``--arch diffusion`` trains and evaluates the diffusion model (its default channels) instead of
+the GAN; ``--train-options='--body --edit-weight 5'`` and ``--sweep-options='--from-ct'`` pass
+more ``cfx train`` and ``cfx sweep`` options (written with ``=``);
 ``--quick`` (12 and 3 subjects of 32³ voxels of 10 mm, the same 320 mm field of view, a small
 network, 40 steps) runs in under a minute, for CI. Torch runs on ``--threads`` threads, 1 by
 default: on busy shared cores one thread is several times faster than one per core
@@ -81,7 +85,6 @@ from counterfactual.phantom.effects import (
 
 STAGES = ("startup", "phantom", "train", "sweep", "stats", "audit")
 _STACK = ("counterfactual.cli", "counterfactual.training", "counterfactual.sweep.learned")
-MODELS = ("gan", "oracle")
 NUMERIC_CONTRAST = (80, 40)  # value, reference of a numeric attribute (age, years)
 SEEDS = (0, 1)  # noise seeds of every sweep: two give the noise floor
 
@@ -102,7 +105,9 @@ class Size:
     patch: int  # training patch side, voxels
     channels: tuple[int, ...]
     batch_size: int
+    arch: str = "gan"  # cfx train --arch
     train_options: tuple[str, ...] = ()  # more cfx train options, e.g. ("--body",)
+    sweep_options: tuple[str, ...] = ()  # more cfx sweep options of the learned model
 
 
 DEFAULT = Size(train_subjects=40, held_out_subjects=8, shape=64, spacing_mm=5.0, steps=1200,
@@ -320,17 +325,19 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
     _run(validation, "phantom", "held-out cohort",
          ["phantom", "--out", held_out, "--subjects", size.held_out_subjects,
           "--seed", seed + 1, *grid])
-    # 3. the GAN, trained for a fixed number of steps
-    checkpoint = folder / "gan"
-    _run(validation, "train", "gan",
-         ["train", "--arch", "gan", "--cohort", train, "--out", checkpoint, "--steps", size.steps,
-          "--patch", ",".join([str(size.patch)] * 3), "--batch-size", size.batch_size,
-          "--channels", ",".join(map(str, size.channels)), "--seed", seed,
-          "--save-every", size.steps, *size.train_options, "--quiet"])
+    # 3. the model, trained for a fixed number of steps
+    checkpoint = folder / size.arch
+    channels = ["--channels", ",".join(map(str, size.channels))] if size.arch == "gan" else []
+    _run(validation, "train", size.arch,
+         ["train", "--arch", size.arch, "--cohort", train, "--out", checkpoint, "--steps",
+          size.steps, "--patch", ",".join([str(size.patch)] * 3), "--batch-size",
+          size.batch_size, *channels, "--seed", seed, "--save-every", size.steps,
+          *size.train_options, "--quiet"])
     # 4. sweep, stats and audit of every contrast with both models
-    models = {"gan": checkpoint, "oracle": "phantom-oracle"}
+    models = {size.arch: checkpoint, "oracle": "phantom-oracle"}
     for contrast in chosen:
-        for model in MODELS:
+        for model, path in models.items():
+            options = size.sweep_options if model != "oracle" else ()
             what = f"{model} {contrast.name}"
             run = folder / "runs" / f"{model}-{contrast.attribute}"
             seconds = {
@@ -338,8 +345,8 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
                               ["sweep", "--attribute", contrast.attribute, "--values",
                                f"{contrast.value},{contrast.reference}", "--reference",
                                contrast.reference, "--cohort", held_out, "--model",
-                               models[model], "--seeds", ",".join(map(str, SEEDS)), "--out",
-                               run, "--quiet"]),
+                               path, "--seeds", ",".join(map(str, SEEDS)), "--out",
+                               run, *options, "--quiet"]),
                 "stats": _run(validation, "stats", what, ["stats", run, "--quiet"]),
                 "audit": _run(validation, "audit", what,
                               ["audit", run, "--cohort", train, "--quiet"])}
@@ -361,10 +368,13 @@ def table(validation: Validation) -> str:
     """Markdown: the planted effects, the figures per contrast and model, the stage times."""
     size = validation.size
     lines = [f"Phantom cohorts: {size.train_subjects} training, {size.held_out_subjects} held-out "
-             f"subjects of {size.shape}³ voxels of {size.spacing_mm:g} mm; GAN "
-             f"{size.steps} steps (channels {','.join(map(str, size.channels))}, patch "
+             f"subjects of {size.shape}³ voxels of {size.spacing_mm:g} mm; {size.arch} "
+             f"{size.steps} steps (channels "
+             f"{','.join(map(str, size.channels)) if size.arch == 'gan' else 'default'}, patch "
              f"{size.patch}³, batch {size.batch_size}"
-             f"{', ' + ' '.join(size.train_options) if size.train_options else ''}); noise seeds "
+             f"{', ' + ' '.join(size.train_options) if size.train_options else ''})"
+             f"{'; sweep ' + ' '.join(size.sweep_options) if size.sweep_options else ''}; "
+             "noise seeds "
              f"{','.join(map(str, SEEDS))}; torch threads {validation.threads}.", "", "Planted:"]
     lines += [f"- {c.name}: {c.planted}" for c in validation.contrasts]
     lines += ["", "| contrast | model | planted lung Δ (HU) | recovered (HU) | ratio | "
@@ -399,9 +409,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="CI size: tiny cohorts on a 32³ grid, 40 training steps")
     parser.add_argument("--subjects", type=int, default=None, metavar="N",
                         help="training subjects (default 40; 12 with --quick), e.g. 100 or 200")
+    parser.add_argument("--arch", choices=("gan", "diffusion"), default="gan",
+                        help="architecture trained and evaluated")
     parser.add_argument("--train-options", default="", metavar="'OPTIONS'",
-                        help="more cfx train options for the GAN, written with '=', e.g. "
+                        help="more cfx train options, written with '=', e.g. "
                              "--train-options='--body --edit-weight 5'")
+    parser.add_argument("--sweep-options", default="", metavar="'OPTIONS'",
+                        help="more cfx sweep options of the trained model, e.g. "
+                             "--sweep-options='--from-ct --steps 10'")
     parser.add_argument("--seed", type=int, default=0,
                         help="master seed of the training cohort and of training")
     parser.add_argument("--threads", type=int, default=1,
@@ -424,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     size = QUICK if args.quick else DEFAULT
     if args.subjects is not None:
         size = replace(size, train_subjects=args.subjects)
-    size = replace(size, train_options=tuple(shlex.split(args.train_options)))
+    size = replace(size, arch=args.arch, train_options=tuple(shlex.split(args.train_options)),
+                   sweep_options=tuple(shlex.split(args.sweep_options)))
     with tempfile.TemporaryDirectory(prefix="cfx-validation-") as scratch:
         folder = Path(scratch) if args.out is None else args.out.resolve()
         folder.mkdir(parents=True, exist_ok=True)
