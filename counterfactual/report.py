@@ -1,10 +1,11 @@
 """The ``cfx report`` recipe: a self-contained HTML + Markdown report of a run, with figures
 and tables.
 
-Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the GIFs of ``render/``
-when ``cfx render`` made them (else renders the few it shows), and ``audit/audit.json`` when it
-exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV + LaTeX), ``report.md`` and
-``index.html`` into one folder that opens offline. Every number in it comes from the stats outputs.
+Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the panel GIFs of
+``render/`` when ``cfx render`` made them (else draws the few it shows), and
+``audit/audit.json`` when it exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV +
+LaTeX), ``report.md`` and ``index.html`` into one folder that opens offline. Every number in it
+comes from the stats outputs.
 
 Still montages (``ct_montage``, ``difference_montage``) show ``--slices`` axial slices evenly
 spaced through the lungs; each figure has one colour scale (the CT window, or ±the 99th
@@ -41,7 +42,7 @@ from analysis.figures.output import save_figure
 from analysis.figures.paired import paired_values_figure
 from analysis.figures.statmap import stat_map_figure
 from analysis.render.colour import DIFF_CMAP, parse_window
-from analysis.render.gif import ct_frames, symmetric_limit, write_gif
+from analysis.render.gif import symmetric_limit, write_gif
 from analysis.report import (
     BUILTIN,
     TemplateError,
@@ -477,19 +478,14 @@ def _gif(jobs: list, out: Path, existing: Path, name: str, make) -> str:
 
 
 def _gifs(jobs: list, out: Path, run: _View, shown: list[str]) -> dict:
+    """Plan the reference | counterfactual | difference panel GIF of each shown subject and
+    contrast at the first seed: ``cfx render``'s own file when it made one, else drawn the same
+    way (a panel shows both volumes and their difference: no per-volume GIF is needed)."""
     seed = run.seeds[0]
     render = run.root / "render"
     where = str(run.root / "manifest.json")
-    rows, panels = [], []
+    panels = []
     for subject in shown:
-        cells = []
-        for value in run.values:
-            stem = run.folder.ct_path(subject, value, seed).name.removesuffix("_ct.nii.gz")
-            name = f"{stem}_axis-{_AXIS}_ct.gif"
-            path = _gif(jobs, out, subject_dir(render, subject, where) / name, name,
-                        lambda s=subject, v=value: _ct_frames(run.ct(s, seed, v)))
-            cells.append({"value": value, "path": path})
-        rows.append({"subject": subject, "cells": cells})
         for value in run.values:
             if value == run.reference:
                 continue
@@ -501,11 +497,7 @@ def _gifs(jobs: list, out: Path, run: _View, shown: list[str]) -> dict:
             panels.append({"subject": subject, "seed": seed, "value": value, "path": path,
                            "title": f"{value_title(run.attribute, run.reference)} | "
                                     f"{value_title(run.attribute, value)} | difference"})
-    return {"grid": {"columns": run.values, "seed": seed, "rows": rows}, "panels": panels}
-
-
-def _ct_frames(ct) -> np.ndarray:
-    return ct_frames(ct.data, ct.affine, _AXIS, _WINDOW, _SIZE)
+    return {"panels": panels}
 
 
 def _panel_frames(run: _View, subject: str, seed: int, value: str) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -255,13 +256,18 @@ def test_paper_numbers_its_figures_and_every_figure_is_a_still_png_and_pdf(edite
     assert "lung window, W 1500 / L -600 HU" in html
 
 
-def test_summary_reuses_existing_renders_as_gifs(edited, tmp_path):
+def test_summary_reuses_existing_panels_and_links_no_missing_or_unused_gif(edited, tmp_path):
+    """cfx render (default --gifs panels) wrote P000's panels only: the summary report links
+    that file, draws P001's the same way, and holds no per-volume or difference GIF."""
     _ok(["report", str(edited), "--subjects", "2", "--out", str(tmp_path / "s"), "-q"])
-    name = "sub-P000_attr-smoking_val-yes_seed-0_axis-axial_ct.gif"
-    assert (tmp_path / "s" / "figures" / "gifs" / name).read_bytes() == \
-        (edited / "render" / "sub-P000" / name).read_bytes()
-    with Image.open(tmp_path / "s" / "figures" / "gifs" / name.replace("P000", "P001")) as gif:
+    name = "sub-P000_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_panel.gif"
+    gifs = tmp_path / "s" / "figures" / "gifs"
+    assert sorted(p.name for p in gifs.iterdir()) == [name, name.replace("P000", "P001")]
+    assert os.path.samefile(gifs / name, edited / "render" / "sub-P000" / name)
+    with Image.open(gifs / name.replace("P000", "P001")) as gif:
         assert gif.n_frames == 24  # made for the report: one frame per axial slice
+    linked = [src for src in _check_self_contained(tmp_path / "s") if src.endswith(".gif")]
+    assert sorted(linked) == [f"figures/gifs/{n}" for n in sorted(p.name for p in gifs.iterdir())]
 
 
 def test_paper_methods_paragraph_states_the_run_settings(edited):
