@@ -249,7 +249,12 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0,
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write an RGB uint8 image as PNG."""
+    """Write an RGB uint8 image, shape (n_rows, n_cols, 3), as PNG: one grey channel when the
+    three are equal (the same pixels, a third of the bytes to compress), else RGB."""
+    image = np.asarray(image)
+    if image.ndim == 3 and np.array_equal(image[..., 0], image[..., 1]) and \
+            np.array_equal(image[..., 0], image[..., 2]):
+        image = image[..., 0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part.png")

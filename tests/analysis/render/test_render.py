@@ -14,6 +14,7 @@ from analysis.render.gif import (
     panel_frames,
     symmetric_limit,
     write_gif,
+    write_png,
 )
 from analysis.render.slices import mid_slice, slice_stack
 
@@ -141,6 +142,19 @@ def test_mosaic_grid():
     assert tiles.shape == (2 * 10, 4 * 12, 3)
     with pytest.raises(ValueError, match="axis must be one of axial, coronal, sagittal"):
         mosaic(np.zeros((4, 4, 4)), RAS, axis="oblique")
+
+
+def test_png_of_grey_pixels_is_one_channel_and_lossless_and_colour_stays_rgb(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 256, (20, 30), dtype=np.uint8)
+    write_png(tmp_path / "grey.png", np.repeat(grey[..., None], 3, axis=-1))
+    with Image.open(tmp_path / "grey.png") as png:
+        assert png.mode == "L"
+        assert np.array_equal(np.asarray(png), grey)
+    colour = np.stack([grey, grey, 255 - grey], axis=-1)
+    write_png(tmp_path / "colour.png", colour)
+    with Image.open(tmp_path / "colour.png") as png:
+        assert png.mode == "RGB"
+        assert np.array_equal(np.asarray(png), colour)
 
 
 def test_shape_mismatch_and_bad_fps(tmp_path):
