@@ -68,8 +68,8 @@ def test_the_same_figure_gives_the_same_bytes(tmp_path, monkeypatch, fmt):
 
 
 def test_render_twice_gives_the_same_bytes(run):
-    _ok(["render", run, "--size", "32", "-q"])
+    _ok(["render", run, "--size", "32", "--gifs", "all", "-q"])  # every kind of output
     first = {p: p.read_bytes() for p in (run / "render").rglob("*") if p.is_file()}
-    _ok(["render", run, "--size", "32", "-q"])
+    _ok(["render", run, "--size", "32", "--gifs", "all", "-q"])
     second = {p: p.read_bytes() for p in (run / "render").rglob("*") if p.is_file()}
     assert len(first) == 12 and first == second
