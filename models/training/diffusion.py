@@ -33,6 +33,12 @@ from torch.nn import functional as F
 from models.nets.cond_diffusion3d import CondDiffusion3D
 from models.text.cache import RecordConditions
 from models.text.interface import TextEncoder
+from models.training.distributed import (
+    ShardedSource,
+    average_values,
+    data_parallel,
+    shard_rows,
+)
 from models.training.gan import BatchSource
 from models.training.state import (
     load_module,
@@ -129,6 +135,21 @@ class DiffusionTrainer:
         self.step = 0
         self._contexts = RecordConditions(self.network, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
+        self.rows = slice(None)  # this process's rows of each batch (see distribute)
+        self._model = self.network
+        self._distributed = False
+
+    def distribute(self, rank: int, world: int) -> None:
+        """Train as process ``rank`` of ``world`` data-parallel ones (an initialised
+        ``torch.distributed`` process group): this process reads rows ``rows`` of every batch
+        of ``settings.batch_size`` (the global batch), draws the timesteps, noise and condition
+        dropout of the whole batch and keeps its rows, the network runs under
+        ``DistributedDataParallel`` and the reported losses are averaged over the processes
+        (see :mod:`models.training.distributed`)."""
+        self.rows = shard_rows(self.settings.batch_size, rank, world)
+        self.source = ShardedSource(self.source, self.rows)
+        self._model = data_parallel(self.network)
+        self._distributed = world > 1
 
     # -- text ---------------------------------------------------------------------------------
 
@@ -165,16 +186,18 @@ class DiffusionTrainer:
                            model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
         labels = labels.to(self.device)
         clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
-        rows = clean.shape[0]
+        rows, every = clean.shape[0], settings.batch_size  # draws for the whole batch, rows kept
         context = self._context(batch.phrases)
-        noise = torch.randn(clean.shape, generator=self.noise).to(self.device)
-        timesteps = torch.randint(0, model.config["train_timesteps"], (rows,),
-                                  generator=self.noise).to(self.device)
-        dropped = (torch.rand(rows, generator=self.noise) < settings.p_uncond).to(self.device)
+        noise = torch.randn((every, *clean.shape[1:]), generator=self.noise)[self.rows]
+        noise = noise.to(self.device)
+        timesteps = torch.randint(0, model.config["train_timesteps"], (every,),
+                                  generator=self.noise)[self.rows].to(self.device)
+        dropped = torch.rand(every, generator=self.noise)[self.rows] < settings.p_uncond
+        dropped = dropped.to(self.device)
         context = torch.where(dropped[:, None, None], model.null_condition(rows), context)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-            predicted = model(noisy, labels, timesteps, context)
+            predicted = self._model(noisy, labels, timesteps, context)
         target = (noise if model.config["prediction"] == "epsilon"
                   else self.scheduler.get_velocity(clean, noise, timesteps))
         loss = F.mse_loss(predicted.float(), target)
@@ -187,7 +210,8 @@ class DiffusionTrainer:
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), model.parameters(), strict=True):
                 average.lerp_(current, 1 - decay)
-        return {"mse": loss.item(), "grad_norm": norm.item()}
+        losses = {"mse": loss.item(), "grad_norm": norm.item()}
+        return average_values(losses) if self._distributed else losses
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the learning rate of every parameter group by ``factor`` (kept in

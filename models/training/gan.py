@@ -32,6 +32,12 @@ from torch.nn import functional as F
 from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 from models.text.cache import RecordConditions
 from models.text.interface import TextEncoder
+from models.training.distributed import (
+    ShardedSource,
+    average_values,
+    data_parallel,
+    shard_rows,
+)
 from models.training.state import (
     load_module,
     load_optimizer,
@@ -175,6 +181,32 @@ class GANTrainer:
         self.step = 0
         self._conditions = RecordConditions(self.network, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
+        self.rows = slice(None)  # this process's rows of each batch (see distribute)
+        self._generator, self._discriminator = self.network, self.discriminator
+        self._distributed = False
+
+    def distribute(self, rank: int, world: int) -> None:
+        """Train as process ``rank`` of ``world`` data-parallel ones (an initialised
+        ``torch.distributed`` process group): this process reads rows ``rows`` of every batch
+        of ``settings.batch_size`` (the global batch), draws the noise of the whole batch and
+        keeps its rows, both networks run under ``DistributedDataParallel`` (gradients averaged
+        over the processes), and the reported losses are averaged over them. Every process
+        then holds the same weights, EMA, optimiser and random states after each step as one
+        process training on the whole batch (see :mod:`models.training.distributed` for the
+        tolerance); with ``edit_weight > 0`` each row's record is swapped with the previous row
+        of its own process's rows. The discriminator normalises with BatchNorm: on CUDA it is
+        converted to ``SyncBatchNorm`` (statistics of the global batch); on CPU (gloo) each
+        process normalises over its own rows, which is where a CPU run departs from one
+        process on the whole batch (measured in ``tests/models/training/test_distributed.py``).
+        """
+        self.rows = shard_rows(self.settings.batch_size, rank, world)
+        self.source = ShardedSource(self.source, self.rows)
+        self._generator = data_parallel(self.network)
+        if self.device.type == "cuda":  # batch statistics of the global batch (NCCL only)
+            self.discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(
+                self.discriminator)
+        self._discriminator = data_parallel(self.discriminator)
+        self._distributed = world > 1
 
     # -- text ---------------------------------------------------------------------------------
 
@@ -208,7 +240,7 @@ class GANTrainer:
     def _discriminate(self, image: torch.Tensor, labels: torch.Tensor,
                       condition: TextCondition) -> list[torch.Tensor]:
         text = condition.pooled[:, :, None, None, None].expand(-1, -1, *image.shape[2:])
-        return self.discriminator(torch.cat([image, labels, text], dim=1))[-1:]
+        return self._discriminator(torch.cat([image, labels, text], dim=1))[-1:]
 
     def train_step(self) -> dict[str, float]:
         """One discriminator and one generator update.
@@ -227,12 +259,14 @@ class GANTrainer:
         labels = labels.to(self.device)
         real = generator.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
         condition = self._condition(batch.phrases)
-        noise = torch.randn(real.shape, generator=self.noise).to(self.device)
-        vector = torch.randn(real.shape[0], generator.noise_dims,
-                             generator=self.noise).to(self.device)
+        rows = settings.batch_size  # noise is drawn for the whole batch, this process's rows kept
+        noise = torch.randn((rows, *real.shape[1:]), generator=self.noise)[self.rows]
+        noise = noise.to(self.device)
+        vector = torch.randn(rows, generator.noise_dims,
+                             generator=self.noise)[self.rows].to(self.device)
         adversarial = settings.adversarial_weight > 0
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-            fake = generator(labels, noise, condition, vector)
+            fake = self._generator(labels, noise, condition, vector)
         if adversarial:
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self._autocast):
@@ -250,7 +284,7 @@ class GANTrainer:
             loss_g = settings.l1_weight * loss_l1
             if settings.edit_weight > 0:
                 swapped = condition.select(torch.roll(torch.arange(len(condition)), 1))
-                loss_edit = (generator(labels, noise, swapped, vector).float()
+                loss_edit = (self._generator(labels, noise, swapped, vector).float()
                              - fake.float()).abs().mean()
                 loss_g = loss_g + settings.edit_weight * loss_edit
             if adversarial:
@@ -273,7 +307,7 @@ class GANTrainer:
         if adversarial:
             losses.update(adversarial_g=loss_adv.item(), adversarial_d=loss_d.item(),
                           grad_norm_d=norm_d.item())
-        return losses
+        return average_values(losses) if self._distributed else losses
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the learning rate of every parameter group of both optimisers by
