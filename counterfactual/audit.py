@@ -284,7 +284,8 @@ def _regenerator(run: RunFolder, cohort: Cohort, config: AuditConfig):
         generator = resolve_generator(where, cohort, None if sampling is None else
                                       SamplingOptions(sampling["guidance"], sampling["steps"],
                                                       sampling["from_ct"], sampling["strength"],
-                                                      sampling["eta"]))
+                                                      sampling["eta"],
+                                                      sampling.get("keep_outside")))
         generator.check(cohort, run.attribute)
     except UserInputError as exc:
         if config.model is not None:  # the model the user named must serve, or nothing runs
@@ -525,6 +526,12 @@ def _minimality(run: RunFolder, parts: list, rows: list[dict], specificity_ratio
                                  [c.mean_inside for c in per_contrast], specificity_ratio)
     shares = [r["share_inside"] for r in rows if not math.isnan(r["share_inside"])]
     notes = []
+    held = (run.sampling or {}).get("keep_outside")
+    if held is not None:  # measured, but no evidence: the sweep held the outside to the CT
+        verdict = not_applicable(f"by construction: the sweep held every voxel outside {held!r} "
+                                 f"to the subject's CT (--keep-outside {held}), so the change "
+                                 "outside it is 0 by design, not a finding")
+        notes.append(f"--keep-outside {held}: minimality holds by construction")
     if len(shares) < len(rows):
         notes.append(f"{len(rows) - len(shares)} of {len(rows)} difference maps are all zero "
                      "(the model changed nothing): no share of change to locate")

@@ -534,6 +534,7 @@ def _methods(manifest: dict, summary: dict, info: _View) -> dict:
         "tfce": any("tfce" in " ".join(v.get("maps", [])) for v in voxelwise),
         "alpha": _ALPHA, "specificity_ratio": summary["specificity_ratio"],
         "control_regions": [r for r in summary.get("control_regions", {}) if r != "whole"],
+        "held": sampling.get("keep_outside"),  # --keep-outside: the controls held to the CT
         "laa_threshold": LAA_THRESHOLD,
     }
 

@@ -265,8 +265,9 @@ def run_stats(config: StatsConfig, note: Callable[[str], None] | None = None) ->
         try:
             table, control_table = _run_tables(folder, run_reference, regions, zone_regions,
                                                config.quiet)
-            effects, control_effects = specificity_table(table, control_table, run_reference,
-                                                         ratio=config.specificity_ratio)
+            effects, control_effects = specificity_table(
+                table, control_table, run_reference, ratio=config.specificity_ratio,
+                held="keep_outside" in (folder.sampling or {}))
             dose = _dose_response(table, control_table, attribute, list(folder.values),
                                   config.specificity_ratio)
         except ValueError as exc:

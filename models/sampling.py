@@ -33,6 +33,13 @@ From a CT (real-scan counterfactuals)
     same strength isolates the attribute from the reconstruction error. Without a CT, sampling
     starts from the noise at ``t_start = T - 1``.
 
+Held voxels (keep-mask editing)
+    With ``keep`` (True where the CT must stay), after every step the held voxels of the sample
+    are replaced by the CT noised to that step's next timestep with the shared noise (the
+    RePaint scheme, as RadEdit edits 2-D images), and the last sample holds the CT itself there:
+    the edit acts only outside ``keep``, every row is exactly the CT there, and the region where
+    the record may act sees the held voxels as its context at every step.
+
 Whole volumes
     The UNet normalises over space and attends over every voxel of its input, so a window's output
     depends on the whole window. A volume up to ``roi`` is denoised in one window (padded by
@@ -108,7 +115,8 @@ def check_sampling(train_timesteps: int, steps: int, guidance: float,
 
 def _check_inputs(model: CondDiffusion3D, labels: torch.Tensor, context: torch.Tensor,
                   noise: DiffusionNoise, steps: int, guidance: float, ct: torch.Tensor | None,
-                  strength: float, roi: Sequence[int] | None, overlap: float) -> None:
+                  strength: float, roi: Sequence[int] | None, overlap: float,
+                  keep: torch.Tensor | None) -> None:
     grid = tuple(labels.shape[2:])
     if labels.ndim != 5 or labels.shape[0] != 1 or noise.initial.shape != (1, 1, *grid):
         raise ValueError(f"labels (1, C, X, Y, Z) and noise.initial (1, 1, X, Y, Z) must share "
@@ -122,6 +130,12 @@ def _check_inputs(model: CondDiffusion3D, labels: torch.Tensor, context: torch.T
     if ct is not None and ct.shape != (1, 1, *grid):
         raise ValueError(f"ct: expected shape (1, 1, {', '.join(map(str, grid))}), got "
                          f"{tuple(ct.shape)}")
+    if keep is not None and (ct is None or keep.shape != (1, 1, *grid)
+                             or keep.dtype != torch.bool):
+        raise ValueError(f"keep: expected a bool mask of shape (1, 1, "
+                         f"{', '.join(map(str, grid))}) with a ct to hold, got "
+                         f"{tuple(keep.shape)} {keep.dtype}" + ("" if ct is not None
+                                                                else " and no ct"))
     if roi is not None and (len(roi) != 3 or any(r < 1 or r % model.multiple for r in roi)):
         raise ValueError(f"roi: need 3 positive multiples of {model.multiple}, got {tuple(roi)}")
     if not 0 <= overlap < 1:
@@ -171,7 +185,8 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
                    noise: DiffusionNoise, steps: int = 20, guidance: float = 1.0,
                    ct: torch.Tensor | None = None, strength: float = 1.0,
                    roi: Sequence[int] | None = None, overlap: float = OVERLAP,
-                   window_batch: int = 1, sampler: Sampler | None = None) -> torch.Tensor:
+                   window_batch: int = 1, sampler: Sampler | None = None,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
     """One CT per context row, all from the same label map and noise.
 
     Parameters
@@ -202,6 +217,8 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     sampler : Sampler, optional
         Built on ``model.noise_schedule`` (:func:`~models.samplers.make_sampler`); default
         deterministic DDIM. Its timesteps are set here.
+    keep : Tensor of bool, shape (1, 1, X, Y, Z), optional
+        Voxels held to ``ct`` (see the module docstring); needs ``ct``.
 
     Returns
     -------
@@ -214,7 +231,8 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
         Mismatched shapes or an argument out of range.
     """
     # 1. check inputs and set the timesteps
-    _check_inputs(model, labels, context, noise, steps, guidance, ct, strength, roi, overlap)
+    _check_inputs(model, labels, context, noise, steps, guidance, ct, strength, roi, overlap,
+                  keep)
     if sampler is None:
         sampler = make_sampler(DEFAULT_SAMPLER, model.noise_schedule)
     sampler.set_timesteps(steps, strength)
@@ -225,7 +243,10 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     # 2. the shared start: the noise, or the CT noised to the first timestep
     start = noise.initial.to(device)
     if ct is not None:
-        start = sampler.add_noise(model.from_hu(ct.to(device).float()), start, timesteps[:1])
+        clean = model.from_hu(ct.to(device).float())
+        start = sampler.add_noise(clean, start, timesteps[:1])
+    if keep is not None:
+        keep = keep.to(device)
     # 3. denoise each record from that start, every step drawing from the same generator state;
     #    one input buffer (its first channel rewritten with each step's sample) and one output
     out = torch.empty((context.shape[0], *labels.shape[2:]), dtype=torch.float32, device=device)
@@ -239,6 +260,10 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
             generator = torch.Generator(device=device).manual_seed(
                 step_noise_seed(noise.step_seed, k))
             sample = sampler.step(predicted, t, sample, generator)
+            if keep is not None:  # the held voxels: the CT at the next timestep, or itself
+                held = (clean if k + 1 == len(timesteps) else sampler.add_noise(
+                    clean, noise.initial.to(device), timesteps[k + 1:k + 2]))
+                sample = torch.where(keep, held, sample)
             del predicted
         out[row] = model.to_hu(sample)[0, 0]
     return out

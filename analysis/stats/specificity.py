@@ -25,6 +25,9 @@ n/a              a CI is undefined, or the metric is not in HU: a size (``n_voxe
                  ``volume``) the generator cannot change, or a share of voxels past a lung
                  threshold (``laa950``, ``band900_750``), which means something else in air
                  at -1000 HU or in soft tissue; judge those rows by the HU rows of the region
+by construction  what would be ``specific`` when the controls were *held* to the input while
+                 generating (keep-mask editing, ``held=True``): their Δ is 0 by design, so it
+                 is no evidence that the effect stays where the attribute acts
 ================ ============================================================================
 
 The *shift-adjusted* effect is the paired statistic of the per-subject difference
@@ -54,7 +57,7 @@ __all__ = [
 
 DEFAULT_RATIO = 0.25
 CONTROLS_JUDGED = ("outside-body", "body")
-VERDICTS = ("specific", "global shift", "leaky", "no effect", "n/a")
+VERDICTS = ("specific", "global shift", "leaky", "no effect", "n/a", "by construction")
 JUDGED_UNITS = ("HU",)
 _ADJUSTED_BY = "body"
 
@@ -134,6 +137,7 @@ def specificity_table(
     confidence: float = 0.95,
     n_bootstrap: int = 2000,
     random_state: int = 0,
+    held: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Target effects with their controls' Δ, a verdict and the shift-adjusted Δ.
 
@@ -152,6 +156,9 @@ def specificity_table(
         Specificity ratio ``r`` of the verdict, in (0, 1).
     confidence, n_bootstrap, random_state
         As in :func:`analysis.stats.effects.effect_table`.
+    held : bool
+        The judged controls were held to the input while generating: ``specific`` reads
+        ``by construction``.
 
     Returns
     -------
@@ -180,6 +187,8 @@ def specificity_table(
     effects = effects.merge(adjusted[[*keys, *shown]].rename(
         columns={c: "adjusted_" + c for c in shown}), on=keys, how="left")
     effects["specificity_ratio"] = ratio
+    if held:
+        effects["verdict"] = effects["verdict"].replace("specific", "by construction")
     return effects, control_effects
 
 

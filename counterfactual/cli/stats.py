@@ -186,6 +186,10 @@ def _effects_table(effects: pd.DataFrame, attribute: str,
     ratio = rows["specificity_ratio"].iloc[0]
     caption = (f"verdict: specific = body and outside air stay below {ratio:.0%} of Δ "
                "(table below)\n")
+    if (rows["verdict"] == "by construction").any():
+        caption += ("verdict: by construction = the sweep held every voxel outside the edit "
+                    "region to the subject's CT (--keep-outside): the controls are 0 by design, "
+                    "no evidence of specificity\n")
     caption += ("noise floor: seed-vs-seed Δ at equal value, ± half its 95 % CI" if n_seeds > 1
                 else "noise floor: the run has one seed; sweep with --seeds 0,1,... to measure it")
     noted = int((rows["note"] != "").sum())

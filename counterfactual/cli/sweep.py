@@ -113,6 +113,12 @@ def sweep(
     strength: float | None = typer.Option(None, "--strength", metavar="S",
                                           help="With --from-ct: how far the CT is noised, in "
                                                "(0, 1]; small keeps more of it (default: 0.6)."),
+    keep_outside: str | None = typer.Option(None, "--keep-outside", metavar="REGION",
+                                            help="With --from-ct: hold every voxel outside "
+                                                 "REGION (e.g. lung) to the subject's CT while "
+                                                 "sampling, so the edit acts only inside it; "
+                                                 "nothing outside can then count as evidence "
+                                                 "of specificity."),
     eta: float | None = typer.Option(None, "--eta", metavar="E",
                                      help="Diffusion: DDIM stochasticity in [0, 1]; every value "
                                           "shares each step's noise (default: the "
@@ -141,7 +147,7 @@ def sweep(
     check_writable(config.out, "--out")
     claim_new(config.out)  # a failed sweep into a new folder removes it whole
     generator = resolve_generator(model, table, SamplingOptions(guidance, steps, from_ct,
-                                                                strength, eta))
+                                                                strength, eta, keep_outside))
     result = run_sweep(config, table, generator,
                        recorded.template,
                        resolve_executor(executor))

@@ -287,6 +287,16 @@ class LearnedDiffusionGenerator(LearnedModel):
         strength = None
         if options.from_ct:
             strength = DEFAULT_STRENGTH if options.strength is None else options.strength
+        held = {}
+        if options.keep_outside is not None:
+            if not options.from_ct:
+                raise UserInputError("--keep-outside: holds voxels to each subject's CT; add "
+                                     "--from-ct")
+            try:
+                self.vocabulary.region_labels(options.keep_outside)
+            except UserInputError as exc:
+                raise UserInputError(f"--keep-outside: {exc}") from None
+            held = {"keep_outside": options.keep_outside}
         try:  # the one check of the options: where the model samples
             check_sampling(self.model.config["train_timesteps"], steps, guidance,
                            1.0 if strength is None else strength)
@@ -296,7 +306,7 @@ class LearnedDiffusionGenerator(LearnedModel):
         # a DDIM run records no sampler name, as runs did before samplers were named
         named = {} if self.sampler == DEFAULT_SAMPLER else {"sampler": self.sampler}
         self.sampling = {**named, "steps": int(steps), "guidance": float(guidance), **own,
-                         "from_ct": options.from_ct, "strength": strength}
+                         "from_ct": options.from_ct, "strength": strength, **held}
         self._options = own
 
     def _runner(self):
@@ -321,7 +331,8 @@ class LearnedDiffusionGenerator(LearnedModel):
         """One float32 HU volume on the mask's grid per request, all from one noise draw (and,
         with ``--from-ct``, from the subject's CT: ``ct`` when given, already on the mask's
         grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read; a model
-        reading the body takes it from that CT too)."""
+        reading the body takes it from that CT too; with ``--keep-outside REGION`` every
+        voxel outside REGION stays the CT's)."""
         # 1. each request's context, its phrases encoded once each
         records = self._records()
         runner = self._runner()
@@ -332,9 +343,14 @@ class LearnedDiffusionGenerator(LearnedModel):
         if ct is not None:
             check_same_grid(mask, ct)
         labels = self._labels(mask, subject, ct)
-        start = (torch.from_numpy(ct.data)[None, None].to(self.device)
-                 if self.sampling["from_ct"] else None)
+        start = keep = None
+        if self.sampling["from_ct"]:
+            start = torch.from_numpy(ct.data)[None, None].to(self.device)
+        if "keep_outside" in self.sampling:
+            inside = np.isin(mask.data, self.vocabulary.region_labels(
+                self.sampling["keep_outside"]))
+            keep = torch.from_numpy(~inside)[None, None].to(self.device)
         # 3. every request from the noise of this seed
         volumes = runner.run(labels, context, mask.shape, seed, self.roi, self.window_batch,
-                             ct=start)
+                             ct=start, keep=keep)
         return [v.cpu().numpy().astype(np.float32, copy=False) for v in volumes]

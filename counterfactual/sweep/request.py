@@ -53,6 +53,9 @@ class SamplingOptions:
     eta : float or None
         DDIM stochasticity in [0, 1]; 0 is deterministic (the noise of each step, when any, is
         shared by every value too). An option of the ``ddim`` sampler only.
+    keep_outside : str or None
+        With ``from_ct``: a region of the label vocabulary; every voxel outside it is held to
+        the CT while sampling (:func:`models.sampling.sample_volumes` ``keep``).
     """
 
     guidance: float | None = None
@@ -60,12 +63,14 @@ class SamplingOptions:
     from_ct: bool = False
     strength: float | None = None
     eta: float | None = None
+    keep_outside: str | None = None
 
     def given(self) -> list[str]:
         """The options set, as command-line flags."""
         flags = [("--guidance", self.guidance is not None), ("--steps", self.steps is not None),
                  ("--from-ct", self.from_ct), ("--strength", self.strength is not None),
-                 ("--eta", self.eta is not None)]
+                 ("--eta", self.eta is not None),
+                 ("--keep-outside", self.keep_outside is not None)]
         return [flag for flag, given in flags if given]
 
     def refuse(self, model: str, kind: str) -> None:

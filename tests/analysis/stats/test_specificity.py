@@ -109,3 +109,19 @@ def test_body_control_is_required():
     table, controls = _tables()
     with pytest.raises(ValueError, match="body"):
         specificity_table(table, controls[controls.region != "body"], "no")
+
+
+def test_held_controls_turn_specific_into_by_construction_only():
+    """Controls held to the input (keep-mask editing) are no evidence: what would be specific
+    reads "by construction"; a leaky or null row keeps its verdict."""
+    table, controls = _tables()
+    held, _ = specificity_table(table, controls, "no", n_bootstrap=200, held=True)
+    plain, _ = specificity_table(table, controls, "no", n_bootstrap=200)
+    assert plain.iloc[0].verdict == "specific" and held.iloc[0].verdict == "by construction"
+    assert held.drop(columns="verdict").equals(plain.drop(columns="verdict"))
+    table, controls = _tables(target=20.0, outside=9.0)
+    assert specificity_table(table, controls, "no", n_bootstrap=200,
+                             held=True)[0].iloc[0].verdict == "leaky"
+    table, controls = _tables(target=0.0)
+    assert specificity_table(table, controls, "no", n_bootstrap=200,
+                             held=True)[0].iloc[0].verdict == "no effect"
