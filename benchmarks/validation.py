@@ -7,7 +7,8 @@ oracle?
 Run from the repository root with the project's interpreter::
 
     python benchmarks/validation.py [--effects FILE|default] [--quick] [--subjects N] [--seed 0]
-                                    [--arch gan|diffusion] [--train-options='OPTIONS']
+                                    [--shape N] [--steps N] [--arch gan|diffusion]
+                                    [--train-options='OPTIONS']
                                     [--sweep-options='OPTIONS'] [--threads 1] [--out DIR]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
@@ -47,6 +48,7 @@ The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 12
 default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
 ``--subjects N`` trains on N phantom subjects instead (issue 16 asks for 100 and 200);
+``--shape N`` and ``--steps N`` change the grid (same field of view) and the training length;
 ``--arch diffusion`` trains and evaluates the diffusion model (its default channels) instead of
 the GAN; ``--train-options='--body --edit-weight 5'`` and ``--sweep-options='--from-ct'`` pass
 more ``cfx train`` and ``cfx sweep`` options (written with ``=``);
@@ -417,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-options", default="", metavar="'OPTIONS'",
                         help="more cfx sweep options of the trained model, e.g. "
                              "--sweep-options='--from-ct --steps 10'")
+    parser.add_argument("--shape", type=int, default=None, metavar="N",
+                        help="phantom grid N³ over the same 320 mm field of view (default 64; "
+                             "32 with --quick)")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="training steps (default 1200; 40 with --quick)")
     parser.add_argument("--seed", type=int, default=0,
                         help="master seed of the training cohort and of training")
     parser.add_argument("--threads", type=int, default=1,
@@ -439,6 +446,18 @@ def main(argv: list[str] | None = None) -> int:
     size = QUICK if args.quick else DEFAULT
     if args.subjects is not None:
         size = replace(size, train_subjects=args.subjects)
+    if args.shape is not None:
+        if args.shape < 16 or args.shape % 8:
+            print(f"--shape: got {args.shape}; give a multiple of 8, 16 or more",
+                  file=sys.stderr)
+            return 2
+        size = replace(size, shape=args.shape, spacing_mm=320.0 / args.shape,
+                       patch=min(size.patch, args.shape))
+    if args.steps is not None:
+        if args.steps < 1:
+            print(f"--steps: got {args.steps}; give 1 or more", file=sys.stderr)
+            return 2
+        size = replace(size, steps=args.steps)
     size = replace(size, arch=args.arch, train_options=tuple(shlex.split(args.train_options)),
                    sweep_options=tuple(shlex.split(args.sweep_options)))
     with tempfile.TemporaryDirectory(prefix="cfx-validation-") as scratch:
