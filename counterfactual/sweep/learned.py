@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from analysis.controls import body_outline, synthetic_body
 from counterfactual.checkpoint_fields import check_served_config
@@ -206,8 +205,10 @@ class LearnedModel:
                     if ct is not None else
                     synthetic_body(mask.data, mask.spacing, margin_mm=self.body["margin_mm"]))
             channels = with_body(channels, body, self.vocabulary)
-        labels = F.one_hot(torch.from_numpy(channels), self.model.config["label_channels"])
-        return labels.permute(3, 0, 1, 2)[None].float().to(self.device)
+        # float32 from the start: an int64 one-hot is 2.7 GB at 512² x 320 before conversion
+        labels = torch.zeros((1, self.model.config["label_channels"], *channels.shape))
+        labels[0].scatter_(0, torch.from_numpy(channels)[None], 1.0)
+        return labels.to(self.device)
 
 
 class LearnedGenerator(LearnedModel):
