@@ -23,11 +23,19 @@ confirmed good are saved; the config's ``training.steps`` is the step of the sav
 ``training.guard`` the rule and the rollbacks. Its ``grid`` block records the training volumes'
 spacing, orientation, field of view, the patch and the HU window (:class:`counterfactual.grid.
 ModelGrid`), which the sweep resamples each subject to.
+
+A cohort folder is streamed (:mod:`counterfactual.training_stream`): each subject is resampled
+onto the training grid once and cached on disk (``--cache``, default :func:`default_cache`), and
+``--workers`` processes read the patches. ``--ddp`` runs one process of a ``torchrun`` launch
+(``torchrun --nproc-per-node N --no-python cfx train --ddp ...``; NCCL on CUDA, gloo on CPU):
+the global batch ``--batch-size`` is split over the processes (:mod:`models.training.
+distributed`), and rank 0 prepares the cache, prints and saves; ``--resume`` works the same.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +44,7 @@ from types import ModuleType
 import nibabel as nib
 import numpy as np
 import torch
+from torch import distributed as dist
 
 from analysis.controls import BODY_MARGIN_MM
 from counterfactual import __version__
@@ -48,7 +57,8 @@ from counterfactual.phantom.anatomy import MIN_SIZE
 from counterfactual.progress import console, track
 from counterfactual.prompts import DEFAULT_TEMPLATE
 from counterfactual.training_cards import model_card
-from counterfactual.training_data import CohortSource, PhantomSource
+from counterfactual.training_data import PhantomSource
+from counterfactual.training_stream import StreamingCohortSource
 from counterfactual.vocabularies import Vocabularies
 from counterfactual.volume import read_geometry
 from models.architectures import (
@@ -118,8 +128,10 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _source(arguments: dict, quiet: bool):
-    """The batch source named by ``arguments["cohort"]``."""
+def _source(arguments: dict, quiet: bool, cache: Path, workers: int, geometry: tuple):
+    """The batch source named by ``arguments["cohort"]``: phantom subjects, or a cohort folder
+    streamed from the disk cache ``cache`` on the training grid ``geometry`` (spacing,
+    orientation, field of view; read by ``workers``)."""
     spec, patch = arguments["cohort"], tuple(arguments["patch"])
     if spec == "phantom" or spec.startswith("phantom:"):
         count = spec.partition(":")[2]
@@ -132,10 +144,11 @@ def _source(arguments: dict, quiet: bool):
                              arguments["seed"], drop_rate=arguments["drop_rate"],
                              body=arguments.get("body", False))
     cohort = load_cohort(spec)
-    return CohortSource(cohort, patch, DEFAULT_VOCABULARY, DEFAULT_TEMPLATE,
-                        arguments["drop_rate"],
-                        progress=lambda items, what: track(items, what, quiet=quiet),
-                        body=arguments.get("body", False))
+    grid = ModelGrid(geometry[0], geometry[1], patch, geometry[2], (0.0, 0.0))
+    return StreamingCohortSource(cohort, patch, grid, cache, DEFAULT_VOCABULARY,
+                                 DEFAULT_TEMPLATE, arguments["drop_rate"],
+                                 arguments.get("body", False), workers,
+                                 progress=lambda items, what: track(items, what, quiet=quiet))
 
 
 def _fit_phrases(source, seed: int) -> dict[str, list[str]]:
@@ -149,16 +162,21 @@ def _fit_phrases(source, seed: int) -> dict[str, list[str]]:
     return {field: list(phrases) for field, phrases in seen.items() if len(phrases) > 1}
 
 
-def _training_geometry(arguments: dict, source) -> tuple[tuple, str, tuple]:
+def _training_geometry(arguments: dict) -> tuple[tuple, str, tuple]:
     """Spacing (mm), orientation (axis codes) and field of view (mm) of the training volumes:
     the phantom's, or over a cohort's masks the median spacing, the commonest orientation and
     the largest extent per array axis."""
-    summary = source.summary()
-    if summary["kind"] == "phantom":
-        spacing = tuple(float(s) for s in summary["spacing"])
-        return spacing, "RAS", tuple(n * s for n, s in zip(summary["shape"], spacing,
-                                                             strict=True))
-    grids = [read_geometry(subject.mask) for subject in load_cohort(arguments["cohort"])]
+    if arguments["cohort"].startswith("phantom"):
+        shape = arguments["phantom_shape"]
+        spacing = tuple(PHANTOM_FOV_MM / n for n in shape)
+        return spacing, "RAS", tuple(n * s for n, s in zip(shape, spacing, strict=True))
+    return _cohort_geometry(load_cohort(arguments["cohort"]))
+
+
+def _cohort_geometry(cohort) -> tuple[tuple, str, tuple]:
+    """Median spacing (mm), commonest orientation and largest extent (mm) of a cohort's masks:
+    the grid it is trained on."""
+    grids = [read_geometry(subject.mask) for subject in cohort]
     spacings = np.array([np.linalg.norm(affine[:3, :3], axis=0) for _, affine in grids])
     extents = np.array([np.multiply(shape, s) for (shape, _), s in zip(grids, spacings,
                                                                         strict=True)])
@@ -171,7 +189,7 @@ def _training_geometry(arguments: dict, source) -> tuple[tuple, str, tuple]:
 def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
               encoder: HFTextEncoder, source, arguments: dict, fitted_on: dict[str, int],
               steps: int, elapsed: float, device: torch.device, guard: dict,
-              geometry: tuple) -> dict:
+              geometry: tuple, processes: int = 1) -> dict:
     normalisation = {
         "method": "per field: phrase alone, centre + PCA-whitening",
         "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
@@ -191,7 +209,8 @@ def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
         "grid": ModelGrid(geometry[0], geometry[1], tuple(arguments["patch"]), geometry[2],
                           tuple(generator.hu_window)).to_json(),
         "training": {"command": arguments["command"], "arguments": arguments, "steps": steps,
-                     "elapsed_s": round(elapsed, 1), "device": str(device), "guard": guard},
+                     "elapsed_s": round(elapsed, 1), "device": str(device),
+                     "processes": processes, "guard": guard},
         "cfx_version": __version__,
         **architecture.served(arguments),
     }
@@ -308,16 +327,64 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  fusion_lr_scale: float | None = None, l1_weight: float | None = None,
                  adversarial_weight: float | None = None, p_uncond: float | None = None,
                  sampling_steps: int | None = None, body: bool = False,
-                 edit_weight: float | None = None) -> None:
+                 edit_weight: float | None = None, workers: int = 2,
+                 cache: Path | None = None, ddp: bool = False) -> None:
     """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
 
     Options left as None take the architecture's default on a new run; ``channels`` and ``lr``
     default per architecture. On resume the run's architecture and settings are kept;
     ``l1_weight`` and ``adversarial_weight`` (GAN) given then apply from this step on and are
     recorded in the checkpoint's ``training.arguments``. An option of the other architecture
-    is a user error.
+    is a user error. A cohort folder is streamed from ``cache`` (default
+    :func:`default_cache`) by ``workers`` reader processes. ``ddp``: this is one process of a
+    ``torchrun`` launch; the global batch ``batch_size`` is split over the processes
+    (:mod:`models.training.distributed`), rank 0 prepares the cache, prints and saves.
     """
+    options = dict(locals())
+    del options["ddp"]
+    if not ddp:
+        _run_training(**options, rank=0, world=1, target=_device(device))
+        return
+    rank, world, target = _start_distributed(device)
+    try:
+        _run_training(**{**options, "quiet": quiet or rank > 0}, rank=rank, world=world,
+                      target=target)
+    finally:
+        dist.destroy_process_group()
+
+
+def default_cache() -> Path:
+    """The training cache: ``$XDG_CACHE_HOME/cfx/training`` (``~/.cache/cfx/training``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cfx" / "training"
+
+
+def _start_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Join the ``torchrun`` process group: (rank, world size, this process's device)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise UserInputError("--ddp: RANK and WORLD_SIZE are not set; launch with torchrun "
+                             "--nproc-per-node N --no-python cfx train --ddp ...")
     target = _device(device)
+    if target.type == "cuda":
+        target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(target)
+    dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), target
+
+
+def barrier() -> None:
+    """Wait for every process of the group."""
+    dist.barrier()
+
+
+def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: str,
+                  batch_size: int, text_encoder: str, channels: str | None, phantom_shape: str,
+                  drop_rate: float, lr: float | None, seed: int, save_every: int,
+                  log_every: int, device: str, resume: bool, quiet: bool, fusion: str | None,
+                  fusion_lr_scale: float | None, l1_weight: float | None,
+                  adversarial_weight: float | None, p_uncond: float | None,
+                  sampling_steps: int | None, body: bool, edit_weight: float | None,
+                  workers: int, cache: Path | None, rank: int, world: int,
+                  target: torch.device) -> None:
     options = {"fusion": fusion, "l1_weight": l1_weight, "edit_weight": edit_weight,
                "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
                "sampling_steps": sampling_steps}
@@ -356,10 +423,18 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         arguments = _new_arguments(cohort, out, architecture, steps, patch, batch_size,
                                    text_encoder, channels, phantom_shape, drop_rate, lr, seed,
                                    fusion_lr_scale, body, options, given)
-    source = _source(arguments, quiet)
-    geometry = _training_geometry(arguments, source)
+    geometry = _training_geometry(arguments)
     if resume:  # the cohort must still be on the grid the checkpoint was trained on
         check_resumed_grid(config, geometry[0], geometry[1], str(out / "config.json"))
+    if world > 1 and arguments["batch_size"] % world:
+        raise UserInputError(f"--batch-size: {arguments['batch_size']} rows cannot be split "
+                             f"evenly over {world} processes; give a multiple of {world}")
+    cache = default_cache() if cache is None else Path(cache)
+    if rank > 0:  # rank 0 prepares the cohort's cache; the others then find it complete
+        barrier()
+    source = _source(arguments, quiet, cache, workers, geometry)
+    if rank == 0 and world > 1:
+        barrier()
     try:
         encoder = HFTextEncoder(arguments["text_encoder"], max_length=TEXT_MAX_LENGTH,
                                 device=target)
@@ -369,9 +444,11 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     # 1. the network: from the checkpoint on resume, else new with whitening fitted
     trainer, fitted_on, elapsed, resumed = _trainer(architecture, arguments, config, out,
                                                     encoder, source, target)
+    if world > 1:
+        trainer.distribute(rank, world)
 
     subjects = source.summary()["subjects"]
-    if isinstance(subjects, int) and subjects < SMALL_COHORT:
+    if isinstance(subjects, int) and subjects < SMALL_COHORT and rank == 0:
         console.print(f"warning: {subjects} training subjects; on phantoms, GANs trained on 50-200 "
                       "subjects changed the body outside the lungs by 11-13 HU per attribute edit "
                       "(4-6 HU with thousands); judge this model with cfx audit", soft_wrap=True)
@@ -384,10 +461,12 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     clip_norm = trainer.settings.clip_norm
 
     def save(snapshot: Snapshot, stopped: str | None = None) -> None:
+        if rank > 0:  # every process holds the same state; rank 0 writes it
+            return
         spent = elapsed + time.perf_counter() - clock
         _save(out, architecture, trainer, snapshot, _metadata(
             out, module, network, encoder, source, arguments, fitted_on, snapshot.step, spent,
-            target, _guard_metadata(snapshot, clip_norm, stopped), geometry))
+            target, _guard_metadata(snapshot, clip_norm, stopped), geometry, world))
 
     totals: dict[str, float] = {}
     count = 0
@@ -395,7 +474,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
         for outcome in track(guard.run(steps, save_every), "train",
                              total=steps - trainer.step + 1, quiet=quiet):
             if outcome.rollback is not None:
-                console.print(outcome.rollback.message(), soft_wrap=True)
+                if rank == 0:
+                    console.print(outcome.rollback.message(), soft_wrap=True)
                 totals.clear()
                 count = 0
                 continue

@@ -6,14 +6,35 @@ from __future__ import annotations
 
 from types import ModuleType
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "GPU_RECIPE"]
+
+GPU_RECIPE = """
+## Training on real chest CT (GPU recipe)
+Not run here: no GPU was available to the developers, so every GPU figure below is an
+**estimate**; the CPU figures are **measured** (`benchmarks/training_memory.py`).
+- data: masks + CTs as a cohort folder; `cfx train` resamples each subject once onto the
+  cohort's median spacing and caches it (`--cache`, about 5 bytes per voxel: a 512x512x300 CT
+  at 0.7 x 0.7 x 1 mm is ~390 MB, 500 of them ~200 GB of disk; resample the cohort to
+  1.5 mm first to cut that ~10x and see the chest in a 128^3 patch)
+- GAN: `--patch 128,128,128 --batch-size 8 --channels 16,32,64,64 --steps 50000 --workers 6`;
+  estimated ~0.25 s/step on one 80 GB-class GPU with bf16 autocast (from the CPU fwd+bwd cost of
+  0.38 s at 64^3 and ~100x CPU-to-GPU), i.e. ~3.5 h, and 20-30 GB of GPU memory
+- diffusion: `--arch diffusion --patch 96,96,96 --batch-size 8 --steps 100000`; estimated
+  ~0.5 s/step, ~14 h, 40-60 GB
+- several GPUs: `torchrun --nproc-per-node N --no-python cfx train --ddp ...` with the global
+  `--batch-size` a multiple of N (measured on CPU with 2 gloo processes: equal to one process
+  on the whole batch to 1e-5, except through the GAN discriminator's BatchNorm, which is
+  SyncBatchNorm on CUDA); time per step falls ~N-fold (estimate)
+- host memory (measured on CPU, streamed): see `benchmarks/training_memory.py`; it does not
+  grow with the number of subjects
+"""
 
 
 def model_card(config: dict, architecture: ModuleType) -> str:
     """The Markdown card of a checkpoint whose ``config.json`` is ``config``, written by the
     implementation module ``architecture``."""
     what, loss, tail = architecture.card(config, config["generator"])
-    return _card_head(config, what, loss) + tail
+    return _card_head(config, what, loss) + tail + GPU_RECIPE
 
 
 def _card_head(config: dict, what: str, loss: str = "") -> str:
@@ -35,7 +56,7 @@ for real scans says nothing about real patients.
 - command: `{training["command"]}`
 - steps: {training["steps"]} (batch {arguments["batch_size"]}, patch
   {"x".join(map(str, arguments["patch"]))} voxels), wall time {minutes:.1f} min on
-  {training["device"]}
+  {training["device"]}{_processes(training)}
 {loss}- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
   reading each field of the record written alone by the prompt template, its pooled
   embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
@@ -44,6 +65,11 @@ for real scans says nothing about real patients.
 - saved model: {_saved_line(training)}
 - cfx {config["cfx_version"]}
 """
+
+
+def _processes(training: dict) -> str:
+    count = training.get("processes", 1)
+    return f" x {count} data-parallel processes" if count > 1 else ""
 
 
 def _saved_line(training: dict) -> str:

@@ -5,7 +5,9 @@
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
 ``--cohort phantom:N`` fixes ``N`` phantom subjects with one CT each. The checkpoint folder is
 saved every ``--save-every`` steps and at the end, with what ``--resume`` needs to continue
-exactly where it stopped. A diverged step (non-finite or spiking loss or gradient norm) is
+exactly where it stopped. A cohort folder is resampled onto the training grid once, cached
+on disk (``--cache``) and streamed by ``--workers`` processes; ``--ddp`` trains with several
+processes launched by ``torchrun``. A diverged step (non-finite or spiking loss or gradient norm) is
 rolled back to the last good state and training goes on at half the learning rate, up to three
 times, then the run stops with one line naming the step; only states confirmed good are saved,
 and the output, ``config.json`` (``training.steps``, ``training.guard``) and the model card say
@@ -86,6 +88,15 @@ def train(
                                       help="GAN: weight of the minimal-edit loss, the L1 change "
                                            "between one draw read with two records "
                                            "(default: 0, off)."),
+    workers: int = typer.Option(2, "--workers", callback=at_least(0),
+                                help="Processes reading a cohort's training patches from its "
+                                     "disk cache (0: read in the training process)."),
+    cache: Path = typer.Option(None, "--cache", show_default=False,
+                               help="Folder of a cohort's subjects prepared on the training grid "
+                                    "(default: $XDG_CACHE_HOME/cfx/training)."),
+    ddp: bool = typer.Option(False, "--ddp", help="One process of a torchrun launch: "
+                             "torchrun --nproc-per-node N --no-python cfx train --ddp ...; "
+                             "--batch-size is the global batch, split over the processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, noise and initial weights."),
     save_every: int = typer.Option(250, "--save-every", callback=at_least(1)),
     log_every: int = typer.Option(50, "--log-every", callback=at_least(1)),
