@@ -28,6 +28,20 @@ def oracle_run(root: Path, subjects: int = 2, seeds: str = "0") -> Path:
     return root / "run"
 
 
+def cli_error(args: list[str]) -> str:
+    """Run ``cfx ARGS``, which must fail as a user error: exit 2 and one ``cfx: error:`` line on
+    stderr, returned."""
+    from typer.testing import CliRunner
+
+    from counterfactual.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
+    return lines[0]
+
+
 def load_benchmark(name: str):
     """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")

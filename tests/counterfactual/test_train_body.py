@@ -13,6 +13,7 @@ from counterfactual.cli import app
 from counterfactual.cohort import load_cohort
 from counterfactual.sweep.learned import LearnedGenerator
 from counterfactual.volume import read_labels, read_volume
+from tests.conftest import cli_error
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -84,19 +85,11 @@ def test_a_body_model_sweeps_a_cohort_on_another_grid(body_model, tmp_path):
     assert len(written) == 4 and read_volume(written[0]).shape == (32, 32, 32)
 
 
-def _error(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
-    return lines[0]
-
-
 def test_body_cannot_be_added_on_resume(tmp_path, bert):
     out = tmp_path / "plain"
     assert _train(out, bert).exit_code == 0
     before = (out / "model.safetensors").read_bytes()
-    line = _error(["train", "--out", str(out), "--steps", "4", "--resume", "--body",
+    line = cli_error(["train", "--out", str(out), "--steps", "4", "--resume", "--body",
                    "--device", "cpu"])
     assert "--body: " in line and "trained without the body channel" in line
     assert (out / "model.safetensors").read_bytes() == before
@@ -109,7 +102,7 @@ def test_body_cannot_be_added_on_resume(tmp_path, bert):
 ])
 def test_edit_weight_errors(tmp_path, bert, extra, message):
     out = tmp_path / "out"
-    assert message in _error(["train", "--cohort", "phantom:4", "--out", str(out), "--steps",
+    assert message in cli_error(["train", "--cohort", "phantom:4", "--out", str(out), "--steps",
                               "2", "--patch", "16", "--phantom-shape", "16", "--text-encoder",
                               bert, *extra])
     assert not out.exists()

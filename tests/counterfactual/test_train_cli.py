@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from counterfactual.cli import app
+from tests.conftest import cli_error
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -73,14 +74,6 @@ def test_cross_attention_run(tmp_path, bert):
     assert [g["lr"] for g in state["optimizer_g"]] == [5e-4, 5e-3]
 
 
-def _error(args, tmp_path):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("extra, message", [
     (["--patch", "17"], "--patch: got '17'; with 2 levels every side must be a multiple of 2"),
     (["--patch", "a,b"], "--patch: got 'a,b'; give X,Y,Z"),
@@ -100,7 +93,7 @@ def test_user_errors(tmp_path, bert, extra, message):
     args = ["train", "--cohort", "phantom:4", "--out", str(out), "--steps", "2", "--patch",
             "16", "--phantom-shape", "16", "--channels", "4,8", "--text-encoder", bert,
             "--device", "cpu", *extra]
-    assert message in _error(args, tmp_path)
+    assert message in cli_error(args)
     assert not out.exists()
 
 
@@ -108,35 +101,33 @@ def test_out_not_empty_without_resume(tmp_path, bert):
     out = tmp_path / "out"
     out.mkdir()
     (out / "x").write_text("keep")
-    line = _error(["train", "--cohort", "phantom:4", "--out", str(out), "--text-encoder",
-                   bert], tmp_path)
+    line = cli_error(["train", "--cohort", "phantom:4", "--out", str(out), "--text-encoder",
+                   bert])
     assert "--out: " in line and "exists and is not empty; give a new folder or add --resume" \
         in line
     assert [p.name for p in out.iterdir()] == ["x"]
 
 
 def test_resume_errors(tmp_path, bert):
-    line = _error(["train", "--out", str(tmp_path / "none"), "--resume"], tmp_path)
+    line = cli_error(["train", "--out", str(tmp_path / "none"), "--resume"])
     assert "--resume: " in line and "not a checkpoint folder" in line
     assert _train(tmp_path / "done", bert, steps=2).exit_code == 0
-    line = _error(["train", "--out", str(tmp_path / "done"), "--resume", "--steps", "2"],
-                  tmp_path)
+    line = cli_error(["train", "--out", str(tmp_path / "done"), "--resume", "--steps", "2"])
     assert "--steps: " in line and "already has 2 steps; give a larger total" in line
     (tmp_path / "done" / "training_state.json").unlink()
-    line = _error(["train", "--out", str(tmp_path / "done"), "--resume", "--steps", "4"],
-                  tmp_path)
+    line = cli_error(["train", "--out", str(tmp_path / "done"), "--resume", "--steps", "4"])
     assert "has no training state to continue from" in line
 
 
 def test_missing_cohort(tmp_path):
-    line = _error(["train", "--out", str(tmp_path / "o")], tmp_path)
+    line = cli_error(["train", "--out", str(tmp_path / "o")])
     assert "--cohort: missing; give a cohort folder, 'phantom' or 'phantom:N'" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
 def test_cuda_without_a_gpu(tmp_path):
-    line = _error(["train", "--cohort", "phantom", "--out", str(tmp_path / "o"), "--device",
-                   "cuda"], tmp_path)
+    line = cli_error(["train", "--cohort", "phantom", "--out", str(tmp_path / "o"), "--device",
+                   "cuda"])
     assert "--device: cuda asked for but no CUDA device is visible" in line
 
 
@@ -170,7 +161,7 @@ def test_a_cohort_without_cts_is_refused(tmp_path, bert, cohort_folder):
     copy = tmp_path / "noct"
     shutil.copytree(cohort_folder, copy)
     shutil.rmtree(copy / "ct")
-    line = _error(["train", "--cohort", str(copy), "--out", str(tmp_path / "o"),
-                   "--text-encoder", bert], tmp_path)
+    line = cli_error(["train", "--cohort", str(copy), "--out", str(tmp_path / "o"),
+                   "--text-encoder", bert])
     assert "subject P000 has no CT; cfx train needs a CT for every subject" in line
     assert not (tmp_path / "o").exists()

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from counterfactual.cli import app
+from tests.conftest import cli_error
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -71,14 +72,6 @@ def test_resume_continues_exactly(tmp_path, bert):
     assert "--steps 4" in config["training"]["command"]
 
 
-def _error(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cfx: error: "), result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("extra, message", [
     (["--fusion", "affine"], "--fusion: applies to --arch gan only; this run is --arch "
                              "diffusion"),
@@ -92,7 +85,7 @@ def _error(args):
 ])
 def test_user_errors(tmp_path, bert, extra, message):
     out = tmp_path / "out"
-    assert message in _error(_args(out, bert, *extra))
+    assert message in cli_error(_args(out, bert, *extra))
     assert not out.exists()
 
 
@@ -104,7 +97,7 @@ def test_user_errors(tmp_path, bert, extra, message):
 def test_diffusion_options_are_refused_for_the_gan(tmp_path, bert, extra, message):
     out = tmp_path / "out"
     args = ["train", "--cohort", "phantom:4", "--out", str(out), "--text-encoder", bert, *extra]
-    assert message in _error(args)
+    assert message in cli_error(args)
     assert not out.exists()
 
 
@@ -112,6 +105,6 @@ def test_resume_keeps_the_architecture_and_refuses_gan_options(tmp_path, bert):
     out = tmp_path / "ckpt"
     assert runner.invoke(app, _args(out, bert)).exit_code == 0
     before = (out / "model.safetensors").read_bytes()
-    line = _error(["train", "--out", str(out), "--resume", "--steps", "4", "--l1-weight", "1"])
+    line = cli_error(["train", "--out", str(out), "--resume", "--steps", "4", "--l1-weight", "1"])
     assert "--l1-weight: applies to --arch gan only; this run is --arch diffusion" in line
     assert (out / "model.safetensors").read_bytes() == before
