@@ -42,9 +42,9 @@ COMMANDS = {
     "stats": ("counterfactual.cli.stats", "Region metrics, paired effects of each value vs the "
               "reference beside the noise floor, voxelwise FWE maps, and observational tests of "
               "real CTs with their concordance."),
-    "render": ("counterfactual.cli.render", "Write a GIF per volume, a difference GIF and a "
-               "reference | counterfactual | difference panel per contrast, and a mosaic PNG per "
-               "volume, under RUN/render/."),
+    "render": ("counterfactual.cli.render", "Write, under RUN/render/, a reference | "
+               "counterfactual | difference panel GIF per contrast and a mosaic PNG per volume; "
+               "--gifs all adds a GIF per volume and a difference GIF."),
     "report": ("counterfactual.cli.report", "Write index.html, report.md, figures/ and tables/ "
                "for a run with statistics."),
     "audit": ("counterfactual.cli.audit", "Audit a run's counterfactuals: null intervention, "
