@@ -173,7 +173,7 @@ def _checkpoint(work, change):
     (lambda c: c.pop("text_encoder"), "config.json: text_encoder.name is missing"),
     (lambda c: c["training"]["arguments"].update(patch=[24, 24]),
      "config.json: training.arguments.patch is [24, 24]; it must be three positive integers"),
-    (lambda c: c.update(labels=5), "config.json: labels.labels is missing"),
+    (lambda c: c.update(labels=5), "config.json: labels is not a label vocabulary"),
     (lambda c: c.update(hu_window=[1024, -1024]), "config.json: hu_window is [1024, -1024]"),
     (lambda c: c.pop("generator"), "config.json: generator is missing"),
 ])
