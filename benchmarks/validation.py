@@ -8,7 +8,7 @@ Run from the repository root with the project's interpreter::
 
     python benchmarks/validation.py [--effects FILE|default] [--quick] [--subjects N] [--seed 0]
                                     [--shape N] [--steps N] [--arch gan|diffusion]
-                                    [--train-options='OPTIONS']
+                                    [--train-options='OPTIONS'] [--checkpoint DIR]
                                     [--sweep-options='OPTIONS'] [--threads 1] [--out DIR]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
@@ -49,6 +49,7 @@ default network) should take about 22 minutes on a 2-core CPU that other work ke
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
 ``--subjects N`` trains on N phantom subjects instead (issue 16 asks for 100 and 200);
 ``--shape N`` and ``--steps N`` change the grid (same field of view) and the training length;
+``--checkpoint DIR`` evaluates a model trained before on the same training cohort;
 ``--arch diffusion`` trains and evaluates the diffusion model (its default channels) instead of
 the GAN; ``--train-options='--body --edit-weight 5'`` and ``--sweep-options='--from-ct'`` pass
 more ``cfx train`` and ``cfx sweep`` options (written with ``=``);
@@ -110,6 +111,7 @@ class Size:
     arch: str = "gan"  # cfx train --arch
     train_options: tuple[str, ...] = ()  # more cfx train options, e.g. ("--body",)
     sweep_options: tuple[str, ...] = ()  # more cfx sweep options of the learned model
+    checkpoint: str | None = None  # a model trained before, evaluated instead of training one
 
 
 DEFAULT = Size(train_subjects=40, held_out_subjects=8, shape=64, spacing_mm=5.0, steps=1200,
@@ -330,11 +332,14 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
     # 3. the model, trained for a fixed number of steps
     checkpoint = folder / size.arch
     channels = ["--channels", ",".join(map(str, size.channels))] if size.arch == "gan" else []
-    _run(validation, "train", size.arch,
-         ["train", "--arch", size.arch, "--cohort", train, "--out", checkpoint, "--steps",
-          size.steps, "--patch", ",".join([str(size.patch)] * 3), "--batch-size",
-          size.batch_size, *channels, "--seed", seed, "--save-every", size.steps,
-          *size.train_options, "--quiet"])
+    if size.checkpoint is not None:
+        checkpoint = Path(size.checkpoint).resolve()
+    else:
+        _run(validation, "train", size.arch,
+             ["train", "--arch", size.arch, "--cohort", train, "--out", checkpoint, "--steps",
+              size.steps, "--patch", ",".join([str(size.patch)] * 3), "--batch-size",
+              size.batch_size, *channels, "--seed", seed, "--save-every", size.steps,
+              *size.train_options, "--quiet"])
     # 4. sweep, stats and audit of every contrast with both models
     models = {size.arch: checkpoint, "oracle": "phantom-oracle"}
     for contrast in chosen:
@@ -369,9 +374,10 @@ def _signed(value: float) -> str:
 def table(validation: Validation) -> str:
     """Markdown: the planted effects, the figures per contrast and model, the stage times."""
     size = validation.size
+    trained = (f"{size.arch} checkpoint {size.checkpoint}" if size.checkpoint is not None
+               else f"{size.arch} {size.steps} steps")
     lines = [f"Phantom cohorts: {size.train_subjects} training, {size.held_out_subjects} held-out "
-             f"subjects of {size.shape}³ voxels of {size.spacing_mm:g} mm; {size.arch} "
-             f"{size.steps} steps (channels "
+             f"subjects of {size.shape}³ voxels of {size.spacing_mm:g} mm; {trained} (channels "
              f"{','.join(map(str, size.channels)) if size.arch == 'gan' else 'default'}, patch "
              f"{size.patch}³, batch {size.batch_size}"
              f"{', ' + ' '.join(size.train_options) if size.train_options else ''})"
@@ -424,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
                              "32 with --quick)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="training steps (default 1200; 40 with --quick)")
+    parser.add_argument("--checkpoint", metavar="DIR",
+                        help="evaluate this checkpoint (of --arch, trained on the same training "
+                             "cohort: same --subjects, --shape and --seed) instead of training")
     parser.add_argument("--seed", type=int, default=0,
                         help="master seed of the training cohort and of training")
     parser.add_argument("--threads", type=int, default=1,
@@ -458,7 +467,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--steps: got {args.steps}; give 1 or more", file=sys.stderr)
             return 2
         size = replace(size, steps=args.steps)
-    size = replace(size, arch=args.arch, train_options=tuple(shlex.split(args.train_options)),
+    if args.checkpoint is not None and not (Path(args.checkpoint) / "config.json").is_file():
+        print(f"--checkpoint: {args.checkpoint} holds no config.json; give a cfx train "
+              "checkpoint folder", file=sys.stderr)
+        return 2
+    size = replace(size, checkpoint=args.checkpoint, arch=args.arch,
+                   train_options=tuple(shlex.split(args.train_options)),
                    sweep_options=tuple(shlex.split(args.sweep_options)))
     with tempfile.TemporaryDirectory(prefix="cfx-validation-") as scratch:
         folder = Path(scratch) if args.out is None else args.out.resolve()
