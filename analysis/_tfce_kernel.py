@@ -1,4 +1,5 @@
-"""Compiled kernel of :mod:`analysis.tfce`: one union-find sweep per map, from the top level down.
+"""Compiled kernel of :mod:`cfx.analysis.tfce`: one union-find sweep per map, from the top level
+down.
 
 Voxels enter in decreasing level order; a component's score grows lazily: its size is constant
 between two events (a voxel joining, two components merging), so at each event the levels since

@@ -1,10 +1,10 @@
 """TFCE by labelling at every threshold (scipy), for the first small call of a cold process.
 
-The statistic of :mod:`analysis.tfce`, computed as nilearn and fslmaths do: at each threshold
+The statistic of :mod:`cfx.analysis.tfce`, computed as nilearn and fslmaths do: at each threshold
 ``h_j`` the clusters of ``{t >= h_j}`` are labelled with :func:`scipy.ndimage.label` and every
 voxel of a cluster of ``size`` voxels gains ``size ** E * h_j ** H``. It needs no compiled code,
-so where the numba kernel of :mod:`analysis._tfce_kernel` is neither compiled in this process nor
-in its cache (the first call after an install, or a read-only install), one 50^3 map takes
+so where the numba kernel of :mod:`cfx.analysis._tfce_kernel` is neither compiled in this process
+nor in its cache (the first call after an install, or a read-only install), one 50^3 map takes
 ~0.3 s here instead of ~1.3 s of compiling. It agrees with the kernel to ~1e-15 relative
 (summation order).
 """

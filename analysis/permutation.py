@@ -25,7 +25,7 @@ its negative give the same maxima (|t| and |TFCE| are unchanged by negating ever
 no smaller than ``1 / n_flips``; ``PermutationResult.exhaustive`` says so (FSL randomise does
 the same). Random draws would only repeat flips.
 
-Tail approximation (``tail="gpd"`` or ``"gamma"``, :mod:`analysis.permutation_tail`): a model
+Tail approximation (``tail="gpd"`` or ``"gamma"``, :mod:`cfx.analysis.permutation_tail`): a model
 fitted to the null maxima gives the p-values above its threshold, resolving p below
 ``1 / (1 + n_permutations)``; counted p-values are kept below the threshold and wherever the
 fit fails its goodness-of-fit check. Not used in exhaustive mode (the p-values are exact).
@@ -36,7 +36,7 @@ t-map comes from one matrix product ``signs @ normalised_data``, computed in flo
 of at most 32 MiB; only the maximum over voxels is kept for each draw, recomputed in float64 at
 its voxel. Memory stays bounded by the chunk size whatever the number of voxels. With ``device``
 (a torch device, e.g. ``"cuda"``) the products and the max reductions run in torch there
-(:mod:`analysis.permutation_torch`, torch imported only then); the float64 recompute stays here.
+(:mod:`cfx.analysis.permutation_torch`, torch imported only then); the float64 recompute stays here.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analysis.permutation_tail import TAIL_METHODS, TailFit, fit_tail, tail_p_values
-from analysis.tfce import tfce as tfce_transform
+from cfx.analysis.permutation_tail import TAIL_METHODS, TailFit, fit_tail, tail_p_values
+from cfx.analysis.tfce import tfce as tfce_transform
 
 __all__ = ["PermutationResult", "one_sample_permutation", "ALTERNATIVES"]
 
@@ -164,13 +164,13 @@ def one_sample_permutation(
         draws); ``random_state`` is then unused and the mode is never exhaustive.
     tail : {"none", "gpd", "gamma"}, default "none"
         Tail approximation of the max-T (and max-TFCE) null distribution for the p-values
-        above its threshold (:mod:`analysis.permutation_tail`); needs at least 100 flips and
+        above its threshold (:mod:`cfx.analysis.permutation_tail`); needs at least 100 flips and
         is skipped when exhaustive.
     device : str, optional
         None (default): the max-T products run in numpy. A torch device (``"cuda"``,
         ``"cuda:1"``, ``"cpu"``): the flips x data products and the max reductions of the max-T
         null run in torch there, float32 like numpy, each draw's maximum recomputed in float64
-        at its voxel (:mod:`analysis.permutation_torch`); the maxima equal the numpy path's
+        at its voxel (:mod:`cfx.analysis.permutation_torch`); the maxima equal the numpy path's
         except where two voxels tie within float32 rounding (then within ~1e-6 relative). TFCE
         runs on the CPU either way.
 
@@ -190,7 +190,7 @@ def one_sample_permutation(
     values = np.asarray(data, dtype=np.float64)
     _check_inputs(values, n_permutations, tfce, alternative, tail)
     if device is not None:
-        from analysis.permutation_torch import check_torch_device
+        from cfx.analysis.permutation_torch import check_torch_device
 
         check_torch_device(device)
     tested = _sanitize_mask(mask, values.shape[1:])
@@ -384,7 +384,7 @@ def _max_t_null(flips, normalised, alternative, device=None):
     """Per draw, the maximum over voxels of the oriented permuted t; shape (n_permutations,).
 
     The products run in float32 (4x faster), in numpy (``device`` None) or in torch on
-    ``device`` (:mod:`analysis.permutation_torch`); the winning voxel of each draw is then
+    ``device`` (:mod:`cfx.analysis.permutation_torch`); the winning voxel of each draw is then
     recomputed in float64 here, so the maxima are float64 values of the data (the winner can
     only differ from the float64 one when two voxels tie to within float32 precision, ~1e-6
     relative).
@@ -393,7 +393,7 @@ def _max_t_null(flips, normalised, alternative, device=None):
     if device is None:
         chunks = _winners(flips, normalised, alternative)
     else:
-        from analysis.permutation_torch import winners_torch
+        from cfx.analysis.permutation_torch import winners_torch
 
         chunks = winners_torch(flips, normalised, alternative, device)
     best = np.full(flips.shape[0], -np.inf)

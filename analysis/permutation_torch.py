@@ -1,6 +1,6 @@
 """The max-T sign-flip null in torch: the flips x data products and the max reduction on a GPU.
 
-:func:`analysis.permutation.one_sample_permutation` with ``device="cuda"`` (or any torch device,
+:func:`cfx.analysis.permutation.one_sample_permutation` with ``device="cuda"`` (or any torch device,
 ``"cpu"`` included) calls :func:`winners_torch` instead of its numpy loop. The algorithm
 is the numpy one, step for step: per voxel chunk, the float32 product ``flips @ normalised`` gives
 ``r = s . x / |x|`` for every draw, the winning voxel of each draw is found by a max (and min,

@@ -1,6 +1,6 @@
 """Viewer-ready statistic maps of a sign-flip test: finite values, NIfTI intents, sidecars.
 
-:func:`stat_maps` turns a :class:`~analysis.permutation.PermutationResult` into the maps a
+:func:`stat_maps` turns a :class:`~cfx.analysis.permutation.PermutationResult` into the maps a
 viewer (FSLeyes, ITK-SNAP, nilearn's ``plot_stat_map``) opens right, each with what its NIfTI
 header and its JSON sidecar should say. Writing them is the caller's job (arrays in, arrays
 out).
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.permutation import PermutationResult
+from cfx.analysis.permutation import PermutationResult
 
 __all__ = ["StatMap", "stat_maps", "FLOAT32_HU_RESOLUTION"]
 
@@ -78,7 +78,7 @@ def stat_maps(result: PermutationResult, tested, *, units: str = "HU", descripti
     Parameters
     ----------
     result : PermutationResult
-        From :func:`analysis.permutation.one_sample_permutation`, on 4-D data (maps of shape
+        From :func:`cfx.analysis.permutation.one_sample_permutation`, on 4-D data (maps of shape
         ``tested.shape``) or on the tested voxels only (maps of shape ``(n_tested,)``).
     tested : array_like of bool, shape (n_x, n_y, n_z)
         The tested voxels.

@@ -15,7 +15,7 @@ summation order (relative differences ~1e-12).
 Instead of labelling the whole volume at every threshold (``n_steps`` calls of
 ``scipy.ndimage.label`` per sign, what nilearn does), one union-find sweep per map adds voxels
 from the top level down, both signs at once (a cluster never mixes signs), crediting each
-component lazily between events (see :mod:`analysis._tfce_kernel`, compiled with numba); a batch
+component lazily between events (see :mod:`cfx.analysis._tfce_kernel`, compiled with numba); a batch
 of maps is spread over threads. Measured on a 2-core CPU at 50^3
 (``benchmarks/tfce_vs_nilearn.py``): nilearn ~240-310 ms per map, one map ~15 ms, a batch of 4
 ~11.5 ms per map (~27x).
@@ -25,7 +25,7 @@ is not writable, in the user's cache folder, ``~/.cache/numba``), so only the fi
 an install pays ~1.0-1.5 s on 2 CPU cores (~0.4 s of it numba initialising its compiler, which a
 cached kernel pays too); later processes load it in ~0.3 s. A call that would have to compile
 and is small (at most ``3e7`` voxel-thresholds: one 50^3 map) labels the clusters at every
-threshold with scipy instead (:mod:`analysis._tfce_label`, nilearn's method, ~0.3 s for that
+threshold with scipy instead (:mod:`cfx.analysis._tfce_label`, nilearn's method, ~0.3 s for that
 map), so one map in a cold process, or wherever the cache cannot be written, does not wait for
 the compiler; larger calls compile. Both routes agree to ~1e-15 relative.
 ``benchmarks/tfce_cold_start.py`` measures where a fresh process spends its time.
@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis._tfce_kernel import kernel_ready, tfce_maps
-from analysis._tfce_label import tfce_maps_labelled
+from cfx.analysis._tfce_kernel import kernel_ready, tfce_maps
+from cfx.analysis._tfce_label import tfce_maps_labelled
 
 __all__ = ["tfce", "CONNECTIVITIES"]
 

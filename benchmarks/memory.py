@@ -1,7 +1,7 @@
 """Peak memory and time of whole-volume sweeps at real CT sizes, beside the network's own cost.
 
 Each case is one subject swept over two values of ``smoking`` at one seed (``cfx sweep``'s
-engine, :func:`counterfactual.sweep.engine.run_sweep`: read and check the mask and CT, fit them
+engine, :func:`cfx.counterfactual.sweep.engine.run_sweep`: read and check the mask and CT, fit them
 to the model's training grid, generate, resample the outputs back onto the subject's grid, write
 the CTs and the difference map), run in a child process of its own so that cases do not share
 a peak. The subject is the bundled demo cohort's P000 (mask nearest-neighbour, CT linearly)
@@ -59,9 +59,9 @@ def _rss_mb() -> float:
 def make_cohort(folder: Path, size: str) -> Path:
     """A one-subject cohort (mask, CT, clinical.csv) on the grid of ``size``, from the demo
     cohort's first subject; returns the cohort folder."""
-    from counterfactual.data import DEMO_COHORT
-    from counterfactual.grid import resample
-    from counterfactual.volume import read_labels, read_volume, write_volume
+    from cfx.counterfactual.data import DEMO_COHORT
+    from cfx.counterfactual.grid import resample
+    from cfx.counterfactual.volume import read_labels, read_volume, write_volume
 
     shape, spacing = SIZES[size]
     mask = read_labels(DEMO_COHORT / "masks" / f"{_SUBJECT}.nii.gz")
@@ -85,10 +85,10 @@ def _forward_cost(generator, grid: tuple[int, ...]) -> tuple[int, float]:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from models.samplers import make_sampler
+    from cfx.models.samplers import make_sampler
 
     model, gan = generator.model, generator.architecture.checkpoint == "cond_gan3d"
-    # the windows models.inference / models.sampling run: the GAN's roi (a smaller volume is
+    # the windows cfx.models.inference / cfx.models.sampling run: the GAN's roi (a smaller volume is
     # padded to it), the diffusion roi capped at the grid rounded up to the network's multiple
     window = tuple(generator.roi) if gan else tuple(
         min(r, -(-n // model.multiple) * model.multiple)
@@ -142,9 +142,9 @@ def run_case(cohort: Path, kind: str, steps: int, out: Path) -> dict:
     """One case in this process: the sweep, then the network's own cost; a JSON-able dict."""
     import torch
 
-    from counterfactual.cohort import load_cohort
-    from counterfactual.sweep.engine import SweepConfig, run_sweep
-    from counterfactual.sweep.generators import SamplingOptions, resolve_generator
+    from cfx.counterfactual.cohort import load_cohort
+    from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+    from cfx.counterfactual.sweep.generators import SamplingOptions, resolve_generator
 
     torch.set_num_threads(1)
     table = load_cohort(cohort)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_MB = 25.0
-_CFX = "import sys; from counterfactual.cli import app; sys.argv[0] = 'cfx'; app()"
+_CFX = "import sys; from cfx.counterfactual.cli import app; sys.argv[0] = 'cfx'; app()"
 
 
 def _cfx(args: list[str], cwd: Path, source: Path) -> tuple[float, float]:

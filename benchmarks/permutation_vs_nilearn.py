@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from analysis.permutation import one_sample_permutation
+from cfx.analysis.permutation import one_sample_permutation
 
 N_SUBJECTS, N_VOXELS, N_PERMUTATIONS, SEED = 40, 100_000, 1_000, 0
 

@@ -30,7 +30,7 @@ CASES = {
 def _child(name: str) -> None:
     """Run one case in this process and print its figures as JSON."""
     start = time.perf_counter()
-    from counterfactual.cli import app
+    from cfx.counterfactual.cli import app
 
     args = CASES[name]
     if args is not None:

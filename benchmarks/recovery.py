@@ -8,7 +8,7 @@ Run from the repository root with the project's interpreter::
 
 ``MODEL`` is a bundled model name or a checkpoint folder written by ``cfx train``, GAN or
 diffusion: the generator is the one ``cfx sweep --model MODEL`` builds
-(:func:`~counterfactual.sweep.learned.learned_generator`), so ``--guidance``, ``--steps``,
+(:func:`~cfx.counterfactual.sweep.learned.learned_generator`), so ``--guidance``, ``--steps``,
 ``--from-ct`` and ``--strength`` are the sweep's diffusion options, with its defaults (the
 checkpoint's), its range checks and its one-line refusal for a GAN.
 
@@ -48,26 +48,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from counterfactual.cohort import Subject
-from counterfactual.errors import UserInputError
-from counterfactual.phantom import (
+from cfx.counterfactual.cohort import Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom import (
     PhantomOracle,
     PhantomSettings,
     make_truth,
     score_difference,
     write_phantom,
 )
-from counterfactual.phantom.anatomy import MIN_SIZE
-from counterfactual.prompts import DEFAULT_TEMPLATE
-from counterfactual.sweep.generators import Request, SamplingOptions
-from counterfactual.sweep.learned import (
+from cfx.counterfactual.phantom.anatomy import MIN_SIZE
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
+from cfx.counterfactual.sweep.generators import Request, SamplingOptions
+from cfx.counterfactual.sweep.learned import (
     LearnedGenerator,
     bundled_models,
     find_checkpoint,
     learned_generator,
 )
-from counterfactual.training import PHANTOM_FOV_MM
-from counterfactual.volume import Volume
+from cfx.counterfactual.training import PHANTOM_FOV_MM
+from cfx.counterfactual.volume import Volume
 
 EVAL_SEED = 90_001  # master seed of the held-out phantom cohort
 DEFAULT_SIDE = 64  # voxels per axis of the held-out grid for a model not trained on phantoms

@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage
 
-from analysis.render.gif import ct_frames, diff_frames, write_gif
+from cfx.analysis.render.gif import ct_frames, diff_frames, write_gif
 
 
 def _volume(shape=(256, 256, 128)) -> np.ndarray:

@@ -51,7 +51,7 @@ def _chromium() -> str | None:
 
 
 def _cfx(*args: str) -> None:
-    code = "from counterfactual.cli import app; app()"
+    code = "from cfx.counterfactual.cli import app; app()"
     subprocess.run([sys.executable, "-c", code, *args], check=True)
 
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-_CFX = "import sys; from counterfactual.cli import app; sys.argv[0] = 'cfx'; app()"
+_CFX = "import sys; from cfx.counterfactual.cli import app; sys.argv[0] = 'cfx'; app()"
 COMMANDS = {"python -c pass": (["-c", "pass"], None),
             "cfx --help": (["-c", _CFX, "--help"], 0.5),
             "cfx models list": (["-c", _CFX, "models", "list"], 1.0)}

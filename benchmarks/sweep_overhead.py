@@ -33,11 +33,11 @@ _BIG = ("--subjects", "1", "--shape", "256,256,128", "--spacing", "1.5,1.5,2.5")
 
 
 def _overhead(model: str, cohort_path: Path, seeds: tuple[int, ...], repeats: int) -> dict:
-    from counterfactual.cohort import load_cohort
-    from counterfactual.prompts import DEFAULT_TEMPLATE
-    from counterfactual.sweep.engine import SweepConfig, _plan, noise_seed, run_sweep
-    from counterfactual.sweep.generators import resolve_generator
-    from counterfactual.volume import read_labels
+    from cfx.counterfactual.cohort import load_cohort
+    from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
+    from cfx.counterfactual.sweep.engine import SweepConfig, _plan, noise_seed, run_sweep
+    from cfx.counterfactual.sweep.generators import resolve_generator
+    from cfx.counterfactual.volume import read_labels
 
     cohort = load_cohort(cohort_path)
     generator = resolve_generator(model, cohort)
@@ -72,12 +72,12 @@ def _per_volume(start: tuple[float, float], volumes: int) -> tuple[float, float]
 def _child(case: str, folder: str) -> None:
     """Run one memory case in this process and print its figures as JSON."""
     start = time.perf_counter()
-    from counterfactual.cohort import load_cohort
-    from counterfactual.sweep.engine import SweepConfig, run_sweep
-    from counterfactual.sweep.generators import resolve_generator
+    from cfx.counterfactual.cohort import load_cohort
+    from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+    from cfx.counterfactual.sweep.generators import resolve_generator
 
     if case == "phantom":
-        from counterfactual.cli import app
+        from cfx.counterfactual.cli import app
 
         app(["phantom", "--out", folder, "--quiet", *_BIG], standalone_mode=False)
     if case == "sweep":
@@ -116,7 +116,7 @@ def main() -> None:
         _child(*args.child)
         return
     memory = _memory()
-    from counterfactual.data import DEMO_COHORT
+    from cfx.counterfactual.data import DEMO_COHORT
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
     figures = _overhead(args.model, args.cohort or DEMO_COHORT, seeds, args.repeats)

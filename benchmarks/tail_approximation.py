@@ -29,7 +29,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from analysis.permutation import one_sample_permutation
+from cfx.analysis.permutation import one_sample_permutation
 
 N_SUBJECTS, FEW, MANY, SEED = 20, 500, 10_000, 0
 PEAK = {"max-T": 2.0, "TFCE": 1.2}  # sd at the centre of the planted sphere

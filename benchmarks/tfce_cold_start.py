@@ -3,12 +3,12 @@
 Each case runs in its own fresh process with ``NUMBA_CACHE_DIR`` pointed at a folder of its own,
 on the t-map of ``benchmarks/voxelwise_end_to_end.py`` (40 subjects, 50^3, 11,710 lung voxels):
 
-- ``cold, compiled``: empty cache, the kernel forced (``analysis.tfce._LABEL_BUDGET = 0``): what
+- ``cold, compiled``: empty cache, the kernel forced (``cfx.analysis.tfce._LABEL_BUDGET = 0``): what
   every first call cost before small cold calls were labelled;
 - ``cold``: empty cache, as shipped: one map is labelled with scipy, nothing compiles;
 - ``cached``: the cache written by a process before it (the kernel loads).
 
-Per case: ``import numpy``, ``import analysis.tfce`` (numba and scipy), numba's compiler start
+Per case: ``import numpy``, ``import cfx.analysis.tfce`` (numba and scipy), numba's compiler start
 (only when a case compiles or loads: timed apart by asking for the kernel's signature first),
 the first ``tfce`` call, a second call, and the process's total from its start. Target (issue 21):
 the first map of a cold process under 1.0 s. Run: ``python benchmarks/tfce_cold_start.py
@@ -16,7 +16,7 @@ the first map of a cold process under 1.0 s. Run: ``python benchmarks/tfce_cold_
 
 Measured on the 2-core CPU shared with other jobs (load 4.6-6), medians of 3, seconds:
 
-    case              numpy  analysis.tfce  compiler  1st call  2nd call  process
+    case              numpy  cfx.analysis.tfce  compiler  1st call  2nd call  process
     cold, compiled    0.12       0.50         0.28      1.30      0.00      2.64
     cold              0.16       0.63          -        0.32      0.25      1.48
     cached            0.18       0.75         0.36      0.02      0.00      1.36
@@ -24,7 +24,7 @@ Measured on the 2-core CPU shared with other jobs (load 4.6-6), medians of 3, se
 Before (every cold first call compiled): 0.28 s of numba starting its compiler (``refresh`` of its
 target context: importing its implementations, initialising its runtime; a cached kernel pays it
 too) + 1.30 s compiling = 1.6 s. After: the map is labelled in 0.32 s and nothing compiles.
-``import analysis.tfce`` (0.5-0.75 s under this load) is mostly numba and scipy being imported.
+``import cfx.analysis.tfce`` (0.5-0.75 s under this load) is mostly numba and scipy being imported.
 The same load, ``voxelwise_end_to_end.py``'s cold children: one map 2.6-3.1 s before, 0.30-0.37 s
 after; 100 flips end to end 3.3 s before, 2.7-2.9 s after (that run compiles).
 """
@@ -53,8 +53,8 @@ start = float(sys.argv[3])
 t0 = time.perf_counter()
 import numpy as np
 t1 = time.perf_counter()
-import analysis.tfce as tfce_module
-from analysis import _tfce_kernel
+import cfx.analysis.tfce as tfce_module
+from cfx.analysis import _tfce_kernel
 t2 = time.perf_counter()
 if sys.argv[2] == "forced":
     tfce_module._LABEL_BUDGET = 0
@@ -68,7 +68,7 @@ tfce_module.tfce(stat_map)
 t4 = time.perf_counter()
 tfce_module.tfce(stat_map)
 t5 = time.perf_counter()
-print(json.dumps({"numpy": t1 - t0, "analysis.tfce": t2 - t1, "compiler": compiler,
+print(json.dumps({"numpy": t1 - t0, "cfx.analysis.tfce": t2 - t1, "compiler": compiler,
                   "1st call": t4 - t3, "2nd call": t5 - t4, "process": time.time() - start}))
 """
 

@@ -1,4 +1,4 @@
-"""TFCE speed: ``analysis.tfce.tfce`` vs nilearn's ``calculate_tfce`` on the same 50^3 t-maps.
+"""TFCE speed: ``cfx.analysis.tfce.tfce`` vs nilearn's ``calculate_tfce`` on the same 50^3 t-maps.
 
 Target (issue 7): TFCE per permutation at ~125,000 voxels at least 20x faster than nilearn, with
 the same statistic (E = 0.5, H = 2, 6-connectivity, 100 steps). The maps are sign-flipped null
@@ -12,7 +12,7 @@ import numpy as np
 from nilearn.mass_univariate._utils import calculate_tfce
 from scipy import ndimage
 
-from analysis.tfce import tfce
+from cfx.analysis.tfce import tfce
 
 SHAPE, N_SUBJECTS, N_MAPS_NILEARN, N_MAPS_OURS, SEED = (50, 50, 50), 40, 4, 16, 0
 

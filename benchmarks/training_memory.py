@@ -1,8 +1,8 @@
 """Peak memory and speed of GAN training on a real-size cohort: streamed from disk vs in memory.
 
 Each path runs in a fresh child process: it builds the batch source (``stream``:
-:class:`counterfactual.training_stream.StreamingCohortSource`, preparing the disk cache on the
-first run; ``memory``: :class:`counterfactual.training_data.CohortSource`, every CT read into
+:class:`cfx.counterfactual.training_stream.StreamingCohortSource`, preparing the disk cache on the
+first run; ``memory``: :class:`cfx.counterfactual.training_data.CohortSource`, every CT read into
 memory), builds the GAN trainer as ``cfx train`` does (bundled MiniLM text encoder, default
 channels) and times a few training steps. Peak RSS comes from ``resource.getrusage``: the
 training process itself, and the largest of its children (the ``DataLoader`` workers; the
@@ -42,13 +42,13 @@ def _child(mode: str, cohort: str, cache: str, patch: int, batch: int, steps: in
     import numpy as np
     import torch
 
-    from counterfactual import training
-    from counterfactual.cohort import load_cohort
-    from counterfactual.grid import ModelGrid
-    from counterfactual.training_data import CohortSource
-    from counterfactual.training_stream import StreamingCohortSource
-    from models.architectures import implementation, look_up
-    from models.text import HFTextEncoder
+    from cfx.counterfactual import training
+    from cfx.counterfactual.cohort import load_cohort
+    from cfx.counterfactual.grid import ModelGrid
+    from cfx.counterfactual.training_data import CohortSource
+    from cfx.counterfactual.training_stream import StreamingCohortSource
+    from cfx.models.architectures import implementation, look_up
+    from cfx.models.text import HFTextEncoder
 
     torch.set_num_threads(1)
     start = time.perf_counter()

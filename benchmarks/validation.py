@@ -76,9 +76,9 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from counterfactual.errors import UserInputError
-from counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES
-from counterfactual.phantom.effects import (
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES
+from cfx.counterfactual.phantom.effects import (
     BASELINE,
     CategoricalEffect,
     Effects,
@@ -87,7 +87,11 @@ from counterfactual.phantom.effects import (
 )
 
 STAGES = ("startup", "phantom", "train", "sweep", "stats", "audit")
-_STACK = ("counterfactual.cli", "counterfactual.training", "counterfactual.sweep.learned")
+_STACK = (
+    "cfx.counterfactual.cli",
+    "cfx.counterfactual.training",
+    "cfx.counterfactual.sweep.learned",
+)
 NUMERIC_CONTRAST = (80, 40)  # value, reference of a numeric attribute (age, years)
 SEEDS = (0, 1)  # noise seeds of every sweep: two give the noise floor
 
@@ -233,7 +237,7 @@ def _startup(validation: Validation, threads: int) -> None:
 def _run(validation: Validation, stage: str, what: str, args: list) -> float:
     """Run ``cfx ARGS`` through the CLI's typer app and record its wall time (s) under ``stage``."""
     args = [str(a) for a in args]
-    app = importlib.import_module("counterfactual.cli").app
+    app = importlib.import_module("cfx.counterfactual.cli").app
     start = time.perf_counter()
     try:
         code = app(args, prog_name="cfx", standalone_mode=False)

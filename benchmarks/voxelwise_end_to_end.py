@@ -2,11 +2,11 @@
 
 Issue 21, item 3. Data: 40 subjects of smooth noise (sigma 1 voxel, unit sd) on a 50^3 grid, a
 planted 0.8 sd effect in the upper left lung, tested inside the lungs of one phantom anatomy
-(labels 1 and 2 of ``counterfactual.phantom.anatomy.build_anatomy``). One set of 1000 sign flips
+(labels 1 and 2 of ``cfx.counterfactual.phantom.anatomy.build_anatomy``). One set of 1000 sign flips
 (nilearn's own draws, reproduced from its seed) goes to every tool, warm (each tool has run once
 before it is timed):
 
-- cfx: ``analysis.permutation.one_sample_permutation(..., tfce=True)``, everything included
+- cfx: ``cfx.analysis.permutation.one_sample_permutation(..., tfce=True)``, everything included
   (t-map, max-T, TFCE of the data and of every flip, FWE p-values);
 - nilearn: ``permuted_ols(..., tfce=True)``, ``n_jobs=1``; its TFCE labels the volume at 100
   thresholds, ~1 s per flip, so it runs only the first ``--nilearn-flips`` flips and its time for
@@ -72,9 +72,9 @@ import numpy as np
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
 
-from analysis.permutation import one_sample_permutation
-from analysis.tfce import tfce as cfx_tfce
-from counterfactual.phantom.anatomy import LEFT_LUNG, RIGHT_LUNG, build_anatomy
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.tfce import tfce as cfx_tfce
+from cfx.counterfactual.phantom.anatomy import LEFT_LUNG, RIGHT_LUNG, build_anatomy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from permutation_vs_nilearn import nilearn_sign_flips  # noqa: E402

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "staged_dir", "current_umask",
            "undo_on_failure", "make_dirs", "claim_new", "check_writable", "TEMP_MARGIN"]

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = [
     "CategoricalAttribute",

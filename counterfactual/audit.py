@@ -40,11 +40,11 @@ ICLR 2023), adapted to mask-conditioned 3D generation, :func:`run_audit` reads a
       "files": [str]
     }
 
-Verdicts (thresholds and why: :mod:`analysis.audit.verdicts`): a ``measured`` criterion is judged
-on its key metric (``thresholds[0]``; a value at least as good as ``pass`` passes, one strictly
-worse than ``fail`` fails, else it warns; ``fail`` null: it never fails); a ``skipped`` one warns
-(the audit could not look; its last note is the reason); a ``not applicable`` one is left out of
-the overall ``verdict``: ``fail`` if any criterion fails, else ``warn`` if any warns, else
+Verdicts (thresholds and why: :mod:`cfx.analysis.audit.verdicts`): a ``measured`` criterion is
+judged on its key metric (``thresholds[0]``; a value at least as good as ``pass`` passes, one
+strictly worse than ``fail`` fails, else it warns; ``fail`` null: it never fails); a ``skipped`` one
+warns (the audit could not look; its last note is the reason); a ``not applicable`` one is left out
+of the overall ``verdict``: ``fail`` if any criterion fails, else ``warn`` if any warns, else
 ``pass``. ``cfx-audit/1`` had no verdicts and a ``bar`` beside two minimality metrics instead.
 
 Criteria and their metrics (``null`` where undefined, with a note saying why):
@@ -67,7 +67,7 @@ composition                  null intervention: each subject regenerated alone a
   subjects_at_reference      the reference
 effectiveness                an attribute predictor (ridge logistic for a categorical
                              attribute, ridge linear for a numeric one, on the 24 lung HU
-                             features of :mod:`analysis.audit.features`) trained on the real
+                             features of :mod:`cfx.analysis.audit.features`) trained on the real
                              CTs of the predictor cohort predicts the *intervened* value of
                              every counterfactual CT of the run
   accuracy, auc (1)          categorical, with ``chance`` (commonest value's share; 0.5);
@@ -104,7 +104,7 @@ reversibility                runs edited from real CTs (``cfx sweep --from-ct``)
                              the key metric
 oracle_agreement             on a phantom cohort (``truth.json``): every difference map
                              against the exact oracle map of the same change
-                             (:func:`counterfactual.phantom.score_difference`, lungs as the
+                             (:func:`cfx.counterfactual.phantom.score_difference`, lungs as the
                              region, whole volume for RMSE and correlation)
   relative_region_error (1)  the key metric: region_mean_abs_error / oracle_region_mean_abs
                              (null when nothing was planted; region_mean_abs_error is judged)
@@ -133,7 +133,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.audit import (
+from cfx.analysis.audit import (
     DEFAULT_SPECIFICITY_RATIO,
     Verdict,
     change_locality,
@@ -156,23 +156,23 @@ from analysis.audit import (
     reversibility_verdict,
     volume_distance,
 )
-from counterfactual import __version__
-from counterfactual.atomic import staged_dir
-from counterfactual.attributes import AttributeVocabulary, NumericAttribute
-from counterfactual.attributes import edit as edit_record
-from counterfactual.cohort import Cohort, load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.grid import fit_run_generator
-from counterfactual.labels import LabelVocabulary
-from counterfactual.phantom import PhantomOracle, score_difference
-from counterfactual.phantom.oracle import TRUTH_FILE
-from counterfactual.progress import track
-from counterfactual.prompts import PromptTemplate
-from counterfactual.run_folder import RunFolder
-from counterfactual.sweep.executors import DEVICES, configure
-from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
-from counterfactual.sweep.manifest import write_json
-from counterfactual.volume import check_same_grid, read_labels, read_volume, write_volume
+from cfx.counterfactual import __version__
+from cfx.counterfactual.atomic import staged_dir
+from cfx.counterfactual.attributes import AttributeVocabulary, NumericAttribute
+from cfx.counterfactual.attributes import edit as edit_record
+from cfx.counterfactual.cohort import Cohort, load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.grid import fit_run_generator
+from cfx.counterfactual.labels import LabelVocabulary
+from cfx.counterfactual.phantom import PhantomOracle, score_difference
+from cfx.counterfactual.phantom.oracle import TRUTH_FILE
+from cfx.counterfactual.progress import track
+from cfx.counterfactual.prompts import PromptTemplate
+from cfx.counterfactual.run_folder import RunFolder
+from cfx.counterfactual.sweep.executors import DEVICES, configure
+from cfx.counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
+from cfx.counterfactual.sweep.manifest import write_json
+from cfx.counterfactual.volume import check_same_grid, read_labels, read_volume, write_volume
 
 __all__ = ["AUDIT_FORMAT", "AUDIT_FOLDER", "CRITERIA", "AuditConfig", "run_audit"]
 

@@ -1,6 +1,6 @@
 """The fields of a checkpoint's ``config.json`` that serving it reads, checked in one place.
 
-:func:`models.checkpoint_files.read_config` checks the format and architecture; the sweep and
+:func:`cfx.models.checkpoint_files.read_config` checks the format and architecture; the sweep and
 ``cfx models show`` also read the text encoder, the labels, the training patch and the generator
 settings. A missing or malformed one is one line naming the field, not a ``KeyError`` deep in
 the generator.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = ["check_served_config"]
 

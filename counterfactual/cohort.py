@@ -9,7 +9,7 @@ A cohort is either a folder::
 or a CSV file with columns ``subject``, ``mask``, optional ``ct`` (paths relative to the CSV,
 files or DICOM series folders) and one column per clinical attribute. A DICOM series is read by
 SimpleITK (rescale slope and intercept applied, geometry from its headers, converted to RAS):
-see :func:`counterfactual.volume.read_volume`.
+see :func:`cfx.counterfactual.volume.read_volume`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from counterfactual.errors import UserInputError
-from counterfactual.sweep.naming import check_subject_id
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.sweep.naming import check_subject_id
 
 __all__ = ["Subject", "Cohort", "load_cohort", "cohort_from_masks", "check_subject_id",
            "MASK_SUFFIXES"]

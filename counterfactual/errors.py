@@ -18,7 +18,7 @@ class UserInputError(ValueError):
 class KeptOutputError(UserInputError):
     """A user error raised after a command deliberately kept what it wrote: a training run that
     stopped on divergence keeps its last good checkpoint. The CLI does not undo the command's
-    writes for it (see :func:`counterfactual.atomic.undo_on_failure`)."""
+    writes for it (see :func:`cfx.counterfactual.atomic.undo_on_failure`)."""
 
 
 _WHAT_TO_DO = {

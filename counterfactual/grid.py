@@ -27,10 +27,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from counterfactual.cohort import Cohort, Subject
-from counterfactual.errors import UserInputError
-from counterfactual.labels import LabelVocabulary
-from counterfactual.volume import (
+from cfx.counterfactual.cohort import Cohort, Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import LabelVocabulary
+from cfx.counterfactual.volume import (
     AFFINE_TOLERANCE_MM,
     Volume,
     check_same_grid,
@@ -467,7 +467,7 @@ def check_resumed_grid(config: dict, spacing: Sequence[float], orientation: str,
     Raises
     ------
     UserInputError
-        Spacing differing by more than :data:`~counterfactual.volume.AFFINE_TOLERANCE_MM` in an
+        Spacing differing by more than :data:`~cfx.counterfactual.volume.AFFINE_TOLERANCE_MM` in an
         axis, or another orientation (one line, with both grids).
     """
     if "grid" not in config:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = ["LabelVocabulary", "DEFAULT_VOCABULARY", "load_vocabulary"]
 

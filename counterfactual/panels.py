@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.render.gif import panel_frames, symmetric_limit
-from counterfactual.volume import Volume
+from cfx.analysis.render.gif import panel_frames, symmetric_limit
+from cfx.counterfactual.volume import Volume
 
 __all__ = ["value_title", "contrast_panel"]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from analysis.report import MemoryLimits
-from counterfactual.errors import UserInputError
+from cfx.analysis.report import MemoryLimits
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = ["PromptTemplate", "DEFAULT_TEMPLATE", "DEFAULT_TEMPLATE_TEXT", "load_template"]
 

@@ -1,8 +1,8 @@
 """The ``cfx render`` recipe: GIFs and still mosaics of a sweep's volumes and difference maps.
 
-Reads the run through :class:`~counterfactual.run_folder.RunFolder` (every volume checked against
-the sha256 its manifest recorded, before the first write) and writes under ``RUN/render/sub-<id>/``,
-per subject, seed and value:
+Reads the run through :class:`~cfx.counterfactual.run_folder.RunFolder` (every volume checked
+against the sha256 its manifest recorded, before the first write) and writes under
+``RUN/render/sub-<id>/``, per subject, seed and value:
 
 - always: a mosaic PNG per volume (``..._axis-<axis>_mosaic.png``, the still) and, per contrast,
   the reference | counterfactual | difference panel GIF (``..._axis-<axis>_panel.gif``), which
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.render.colour import parse_window
-from analysis.render.gif import (
+from cfx.analysis.render.colour import parse_window
+from cfx.analysis.render.gif import (
     ct_frames,
     diff_frames,
     mosaic,
@@ -33,14 +33,14 @@ from analysis.render.gif import (
     write_gif,
     write_png,
 )
-from analysis.render.slices import AXES, mid_slice
-from counterfactual.atomic import atomic_path, check_writable, claim_new
-from counterfactual.errors import UserInputError
-from counterfactual.labels import LabelVocabulary
-from counterfactual.panels import contrast_panel
-from counterfactual.progress import track
-from counterfactual.run_folder import RunFolder
-from counterfactual.sweep.naming import inside, subject_dir
+from cfx.analysis.render.slices import AXES, mid_slice
+from cfx.counterfactual.atomic import atomic_path, check_writable, claim_new
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import LabelVocabulary
+from cfx.counterfactual.panels import contrast_panel
+from cfx.counterfactual.progress import track
+from cfx.counterfactual.run_folder import RunFolder
+from cfx.counterfactual.sweep.naming import inside, subject_dir
 
 __all__ = ["GIF_SETS", "RenderConfig", "check_render_options", "run_render"]
 

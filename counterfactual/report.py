@@ -31,19 +31,19 @@ import pandas as pd
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from analysis.figures._common import pick_slices
-from analysis.figures.difference import difference_figure
-from analysis.figures.dose_response import dose_response_figure
-from analysis.figures.forest import forest_figure
-from analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure
-from analysis.figures.montage import montage_figure
-from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
-from analysis.figures.output import save_figure
-from analysis.figures.paired import paired_values_figure
-from analysis.figures.statmap import stat_map_figure
-from analysis.render.colour import DIFF_CMAP, parse_window
-from analysis.render.gif import symmetric_limit, write_gif
-from analysis.report import (
+from cfx.analysis.figures._common import pick_slices
+from cfx.analysis.figures.difference import difference_figure
+from cfx.analysis.figures.dose_response import dose_response_figure
+from cfx.analysis.figures.forest import forest_figure
+from cfx.analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure
+from cfx.analysis.figures.montage import montage_figure
+from cfx.analysis.figures.noise import NOISE_LABEL, delta_noise_figure
+from cfx.analysis.figures.output import save_figure
+from cfx.analysis.figures.paired import paired_values_figure
+from cfx.analysis.figures.statmap import stat_map_figure
+from cfx.analysis.render.colour import DIFF_CMAP, parse_window
+from cfx.analysis.render.gif import symmetric_limit, write_gif
+from cfx.analysis.report import (
     BUILTIN,
     TemplateError,
     check_template,
@@ -51,16 +51,16 @@ from analysis.report import (
     key_values,
     render_report,
 )
-from analysis.stats.grid import SweepGrid
-from counterfactual.atomic import staged_dir
-from counterfactual.errors import UserInputError
-from counterfactual.labels import LabelVocabulary
-from counterfactual.panels import contrast_panel, value_title
-from counterfactual.progress import track
-from counterfactual.run_folder import RunFolder
-from counterfactual.sweep.generators import KNOWN_MODELS
-from counterfactual.sweep.naming import subject_dir, value_label
-from counterfactual.volume import Volume
+from cfx.analysis.stats.grid import SweepGrid
+from cfx.counterfactual.atomic import staged_dir
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import LabelVocabulary
+from cfx.counterfactual.panels import contrast_panel, value_title
+from cfx.counterfactual.progress import track
+from cfx.counterfactual.run_folder import RunFolder
+from cfx.counterfactual.sweep.generators import KNOWN_MODELS
+from cfx.counterfactual.sweep.naming import subject_dir, value_label
+from cfx.counterfactual.volume import Volume
 
 __all__ = ["ReportConfig", "run_report"]
 
@@ -171,7 +171,7 @@ def _model_card(model: str) -> str | None:
     """The model's checkpoint README.md (its model card, Markdown), if there is one."""
     if model in KNOWN_MODELS:
         return None
-    from counterfactual.sweep.learned import find_checkpoint  # imports torch: only when needed
+    from cfx.counterfactual.sweep.learned import find_checkpoint  # imports torch: only when needed
 
     folder = find_checkpoint(model)
     card = None if folder is None else folder / "README.md"
@@ -193,8 +193,8 @@ def _audit(run: Path) -> dict | None:
     ``status``, ``verdict``, ``reason``, ``metric``, ``value``, ``unit``, ``threshold``, ``others``
     (the other thresholds as text)) and, for a file of another format (no verdicts), ``note`` and
     ``rows`` (its flattened key/value pairs) instead of ``criteria``."""
-    from analysis.audit import Threshold
-    from counterfactual.audit import AUDIT_FORMAT
+    from cfx.analysis.audit import Threshold
+    from cfx.counterfactual.audit import AUDIT_FORMAT
 
     path = run / "audit" / "audit.json"
     if not path.is_file():

@@ -23,14 +23,14 @@ from pathlib import Path, PurePosixPath
 import nibabel as nib
 import pandas as pd
 
-from counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.prompts import PromptTemplate
-from counterfactual.sweep.manifest import MANIFEST, read_manifest, recorded_files, sha256
-from counterfactual.sweep.naming import check_label, check_seed, diff_name, value_label
-from counterfactual.vocabularies import resolve_template, resolve_vocabularies
-from counterfactual.volume import Volume, read_labels, read_volume
+from cfx.counterfactual.attributes import DEFAULT_ATTRIBUTES, AttributeVocabulary
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.prompts import PromptTemplate
+from cfx.counterfactual.sweep.manifest import MANIFEST, read_manifest, recorded_files, sha256
+from cfx.counterfactual.sweep.naming import check_label, check_seed, diff_name, value_label
+from cfx.counterfactual.vocabularies import resolve_template, resolve_vocabularies
+from cfx.counterfactual.volume import Volume, read_labels, read_volume
 
 __all__ = ["RunFolder", "load_run", "NOT_VERIFIED"]
 

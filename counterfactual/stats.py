@@ -11,9 +11,9 @@ specificity, dose-response, permutation maps, observational tests); this module 
 streams volumes into them and writes their outputs.
 
 Every paired effect goes out beside the same statistic in the negative-control regions of
-:mod:`analysis.controls` (body, air outside the body, whole volume), a specificity verdict and the
-body-adjusted effect: ``effects.csv``, ``summary.json``; ``controls.csv`` holds the controls' full
-statistics and ``control_regions.csv`` their per-volume metrics.
+:mod:`cfx.analysis.controls` (body, air outside the body, whole volume), a specificity verdict and
+the body-adjusted effect: ``effects.csv``, ``summary.json``; ``controls.csv`` holds the controls'
+full statistics and ``control_regions.csv`` their per-volume metrics.
 """
 
 from __future__ import annotations
@@ -27,24 +27,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.controls import CONTROL_REGIONS, control_labels
-from analysis.permutation import one_sample_permutation
-from analysis.regions import RegionItem, region_table
-from analysis.statmaps import FLOAT32_HU_RESOLUTION, StatMap, stat_maps
-from analysis.stats.dose_response import PER_DECADE, dose_response
-from analysis.stats.observational import cohort_effects, concordance_by_value
-from analysis.stats.specificity import DEFAULT_RATIO, beside_controls, specificity_table
-from counterfactual.atomic import check_writable, staged_dir
-from counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
-from counterfactual.cohort import Cohort, Subject, load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.progress import track
-from counterfactual.run_folder import RunFolder
-from counterfactual.sweep.executors import DEVICES, resolve_device
-from counterfactual.sweep.manifest import write_json
-from counterfactual.sweep.naming import value_label
-from counterfactual.volume import (
+from cfx.analysis.controls import CONTROL_REGIONS, control_labels
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.regions import RegionItem, region_table
+from cfx.analysis.statmaps import FLOAT32_HU_RESOLUTION, StatMap, stat_maps
+from cfx.analysis.stats.dose_response import PER_DECADE, dose_response
+from cfx.analysis.stats.observational import cohort_effects, concordance_by_value
+from cfx.analysis.stats.specificity import DEFAULT_RATIO, beside_controls, specificity_table
+from cfx.counterfactual.atomic import check_writable, staged_dir
+from cfx.counterfactual.attributes import DEFAULT_ATTRIBUTES, canonicalize_record
+from cfx.counterfactual.cohort import Cohort, Subject, load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.progress import track
+from cfx.counterfactual.run_folder import RunFolder
+from cfx.counterfactual.sweep.executors import DEVICES, resolve_device
+from cfx.counterfactual.sweep.manifest import write_json
+from cfx.counterfactual.sweep.naming import value_label
+from cfx.counterfactual.volume import (
     Volume,
     check_same_grid,
     read_labels,
@@ -452,7 +452,7 @@ def _voxelwise(run: RunFolder, out: Path, regions: dict, reference, n_permutatio
 
     Subjects are streamed: one volume is read at a time and only the tested voxels of each
     subject's seed-averaged difference are kept. Each map is written viewer-ready with its
-    NIfTI intent and a JSON sidecar (:mod:`analysis.statmaps`: NaN t plus an ``exact`` map where
+    NIfTI intent and a JSON sidecar (:mod:`cfx.analysis.statmaps`: NaN t plus an ``exact`` map where
     t is infinite, -log10 p maps).
     """
     attribute, subjects, seeds = run.attribute, list(run.subjects), run.seeds

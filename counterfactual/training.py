@@ -1,9 +1,9 @@
 """Training the mask + text conditional generators for ``cfx train`` (kept out of the CLI module,
 which loads without torch and MONAI).
 
-``--arch gan`` trains the GAN (:mod:`models.training.gan`), ``--arch diffusion`` the diffusion
-model (:mod:`models.training.diffusion`); both read the same batch sources, fit the same per-field
-text whitening and write the same checkpoint folder (config, weights, model card).
+``--arch gan`` trains the GAN (:mod:`cfx.models.training.gan`), ``--arch diffusion`` the diffusion
+model (:mod:`cfx.models.training.diffusion`); both read the same batch sources, fit the same
+per-field text whitening and write the same checkpoint folder (config, weights, model card).
 
 ``--cohort DIR`` reads a cohort with CTs and trains on lung-centred patches; ``--cohort
 phantom`` draws a new phantom subject for every training sample (an unlimited cohort), and
@@ -15,20 +15,20 @@ loss weights; given with ``--resume`` they change them from that step on (e.g.
 ``--p-uncond`` (the share of rows trained without any record, for classifier-free guidance) and
 ``--sampling-steps`` (the DDIM steps the sweep uses by default) are the diffusion model's.
 
-Both run under :class:`models.training.guard.TrainingGuard` with the settings :data:`GUARD`: a
+Both run under :class:`cfx.models.training.guard.TrainingGuard` with the settings :data:`GUARD`: a
 diverged step (non-finite loss or gradient norm, or a loss or gradient-norm spike over its
 running mean) is rolled back to the last good state at a lower learning rate, and after the last
 allowed rollback the run stops with a one-line error naming the step. Only states the next step
 confirmed good are saved; the config's ``training.steps`` is the step of the saved model and
 ``training.guard`` the rule and the rollbacks. Its ``grid`` block records the training volumes'
-spacing, orientation, field of view, the patch and the HU window (:class:`counterfactual.grid.
+spacing, orientation, field of view, the patch and the HU window (:class:`cfx.counterfactual.grid.
 ModelGrid`), which the sweep resamples each subject to.
 
-A cohort folder is streamed (:mod:`counterfactual.training_stream`): each subject is resampled
+A cohort folder is streamed (:mod:`cfx.counterfactual.training_stream`): each subject is resampled
 onto the training grid once and cached on disk (``--cache``, default :func:`default_cache`), and
 ``--workers`` processes read the patches. ``--ddp`` runs one process of a ``torchrun`` launch
 (``torchrun --nproc-per-node N --no-python cfx train --ddp ...``; NCCL on CUDA, gloo on CPU):
-the global batch ``--batch-size`` is split over the processes (:mod:`models.training.
+the global batch ``--batch-size`` is split over the processes (:mod:`cfx.models.training.
 distributed`), and rank 0 prepares the cache, prints and saves; ``--resume`` works the same.
 """
 
@@ -46,38 +46,38 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
-from analysis.controls import BODY_MARGIN_MM
-from counterfactual import __version__
-from counterfactual.attributes import DEFAULT_ATTRIBUTES
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import KeptOutputError, UserInputError
-from counterfactual.grid import ModelGrid, check_resumed_grid
-from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.phantom.anatomy import MIN_SIZE
-from counterfactual.progress import console, track
-from counterfactual.prompts import DEFAULT_TEMPLATE
-from counterfactual.training_cards import model_card
-from counterfactual.training_data import PhantomSource
-from counterfactual.training_stream import StreamingCohortSource
-from counterfactual.vocabularies import Vocabularies
-from counterfactual.volume import read_geometry
-from models.architectures import (
+from cfx.analysis.controls import BODY_MARGIN_MM
+from cfx.counterfactual import __version__
+from cfx.counterfactual.attributes import DEFAULT_ATTRIBUTES
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import KeptOutputError, UserInputError
+from cfx.counterfactual.grid import ModelGrid, check_resumed_grid
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY
+from cfx.counterfactual.phantom.anatomy import MIN_SIZE
+from cfx.counterfactual.progress import console, track
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
+from cfx.counterfactual.training_cards import model_card
+from cfx.counterfactual.training_data import PhantomSource
+from cfx.counterfactual.training_stream import StreamingCohortSource
+from cfx.counterfactual.vocabularies import Vocabularies
+from cfx.counterfactual.volume import read_geometry
+from cfx.models.architectures import (
     ARCHITECTURES,
     Architecture,
     by_checkpoint,
     implementation,
     look_up,
 )
-from models.checkpoint import (
+from cfx.models.checkpoint import (
     CheckpointError,
     has_training_state,
     read_config,
     save_checkpoint,
     save_training_state,
 )
-from models.text import HFTextEncoder, TextEncoderLoadError
-from models.training.guard import DivergenceError, GuardSettings, Snapshot, TrainingGuard
-from models.training.state import load_module
+from cfx.models.text import HFTextEncoder, TextEncoderLoadError
+from cfx.models.training.guard import DivergenceError, GuardSettings, Snapshot, TrainingGuard
+from cfx.models.training.state import load_module
 
 PHANTOM_FOV_MM = 320.0  # field of view of on-the-fly phantom subjects (64 voxels at 5 mm)
 TEXT_MAX_LENGTH = 64  # tokens; the default template's longest prompt has 55
@@ -89,9 +89,9 @@ GUARD = GuardSettings()  # divergence rule, rollbacks and learning-rate cuts of 
 BODY_CHANNEL = {  # config.json's "body" block of a model trained with --body
     "channel": len(DEFAULT_VOCABULARY.labels) + 1,
     "rule": "unlabelled voxels inside the body outline: not air below air_hu connected to a "
-            "face of the volume (analysis.controls.body_outline) of the subject's CT; without "
+            "face of the volume (cfx.analysis.controls.body_outline) of the subject's CT; without "
             "a CT, the lungs' axial convex hull grown by margin_mm on every slice "
-            "(analysis.controls.synthetic_body)",
+            "(cfx.analysis.controls.synthetic_body)",
     "air_hu": -500.0, "margin_mm": BODY_MARGIN_MM}
 
 
@@ -199,7 +199,8 @@ def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
     metadata = {
         "name": out.name,
         "hu_window": list(generator.hu_window),
-        # attributes, labels and template the records were read with (counterfactual.vocabularies)
+        # attributes, labels and template the records were read with
+        # (cfx.counterfactual.vocabularies)
         **Vocabularies(DEFAULT_ATTRIBUTES, source.vocabulary, source.template).to_json(),
         **({"body": BODY_CHANNEL} if arguments.get("body") else {}),
         "text_encoder": {"name": encoder.name, "identifier": encoder.identifier,
@@ -338,7 +339,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
     is a user error. A cohort folder is streamed from ``cache`` (default
     :func:`default_cache`) by ``workers`` reader processes. ``ddp``: this is one process of a
     ``torchrun`` launch; the global batch ``batch_size`` is split over the processes
-    (:mod:`models.training.distributed`), rank 0 prepares the cache, prints and saves.
+    (:mod:`cfx.models.training.distributed`), rank 0 prepares the cache, prints and saves.
     """
     options = dict(locals())
     del options["ddp"]
@@ -454,7 +455,7 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
                       "(4-6 HU with thousands); judge this model with cfx audit", soft_wrap=True)
 
     # 2. train under the guard: log accepted steps, save each kept state once the step after
-    #    it confirmed it good, roll diverged steps back (models.training.guard)
+    #    it confirmed it good, roll diverged steps back (cfx.models.training.guard)
     guard = TrainingGuard(trainer, GUARD, resumed)
     clock, saved = time.perf_counter(), trainer.step
     network = trainer.network

@@ -1,6 +1,6 @@
 """Model cards of ``cfx train`` checkpoints: what every card shares (title, intended use, how
 it was trained, which step was saved), with the architecture's own description, loss bullet and
-closing sections (its ``card``, :mod:`models.architectures`)."""
+closing sections (its ``card``, :mod:`cfx.models.architectures`)."""
 
 from __future__ import annotations
 

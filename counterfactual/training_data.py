@@ -1,7 +1,7 @@
 """Training batches for ``cfx train``: on-the-fly phantom subjects or patches of a real cohort.
 
 Both sources are callables ``(numpy Generator, batch_size) -> TrainingBatch`` (the contract of
-:mod:`models.training.gan`), so all their randomness comes from the trainer's generator and a
+:mod:`cfx.models.training.gan`), so all their randomness comes from the trainer's generator and a
 resumed run draws the same batches.
 
 - :class:`PhantomSource`: each subject is drawn with the phantom's own rendering functions:
@@ -16,7 +16,7 @@ reach the body wall and the air around it (a generator never trained there would
 regions unconstrained, and an attribute would move them).
 
 With ``body=True`` the label map gains one channel after the vocabulary's: the unlabelled voxels
-inside the body outline of the training CT (:func:`analysis.controls.body_outline`), so the
+inside the body outline of the training CT (:func:`cfx.analysis.controls.body_outline`), so the
 generator is told where the body ends and need not guess it from the lungs (a guess the record
 would otherwise move).
 
@@ -31,18 +31,18 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from analysis.controls import body_outline
-from counterfactual.cohort import Cohort
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.phantom.anatomy import build_anatomy
-from counterfactual.phantom.clinical import CATEGORIES
-from counterfactual.phantom.effects import DEFAULT_EFFECTS, Effects
-from counterfactual.phantom.patterns import LungPatterns
-from counterfactual.phantom.render import render
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from counterfactual.volume import check_same_grid, read_labels, read_volume
-from models.training.gan import TrainingBatch
+from cfx.analysis.controls import body_outline
+from cfx.counterfactual.cohort import Cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.phantom.anatomy import build_anatomy
+from cfx.counterfactual.phantom.clinical import CATEGORIES
+from cfx.counterfactual.phantom.effects import DEFAULT_EFFECTS, Effects
+from cfx.counterfactual.phantom.patterns import LungPatterns
+from cfx.counterfactual.phantom.render import render
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from cfx.counterfactual.volume import check_same_grid, read_labels, read_volume
+from cfx.models.training.gan import TrainingBatch
 
 __all__ = ["PhantomSource", "CohortSource", "label_channels", "with_body", "uniform_attributes",
            "drop_fields", "AGE_RANGE", "PATCHES_PER_SUBJECT"]

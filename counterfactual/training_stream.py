@@ -1,11 +1,12 @@
 """Training patches of a cohort streamed from disk: real-size cohorts train in bounded memory.
 
 :class:`StreamingCohortSource` is a batch source (``(numpy Generator, batch_size) ->
-TrainingBatch``, the contract of :mod:`models.training.gan`) that never holds a cohort in memory:
+TrainingBatch``, the contract of :mod:`cfx.models.training.gan`) that never holds a cohort in
+memory:
 
 1. **Prepared once, cached.** Each subject's mask and CT are read, checked, resampled onto the
    training grid (the cohort's median spacing and commonest orientation; the mask by nearest
-   neighbour, the CT linearly, by :func:`counterfactual.grid.resample`, only where the subject's
+   neighbour, the CT linearly, by :func:`cfx.counterfactual.grid.resample`, only where the subject's
    grid differs), turned into generator channels (with the body channel under ``body=True``) and
    written as uncompressed ``.npy`` arrays: ``channels.npy`` (uint8), ``ct.npy`` (float32, HU)
    and ``lung.npy`` (flat indices of the lung voxels). The cache key hashes the files' paths,
@@ -17,7 +18,7 @@ TrainingBatch``, the contract of :mod:`models.training.gan`) that never holds a 
    ``.npy`` file is memory-mapped and a crop reads only the pages it covers.
 2. **Drawn from the trainer's generator.** Every random choice is made in the calling process
    from the trainer's numpy generator, in the same order and with the same rule as
-   :class:`counterfactual.training_data.CohortSource` (a subject, a random lung voxel, a random
+   :class:`cfx.counterfactual.training_data.CohortSource` (a subject, a random lung voxel, a random
    patch corner holding that voxel anywhere inside it, the record's fields dropped at random),
    so on a cohort already on the training grid both sources give identical batches for the same
    generator state and a resumed run continues exactly.
@@ -43,13 +44,13 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from analysis.controls import body_outline
-from counterfactual.cohort import Cohort, Subject
-from counterfactual.errors import UserInputError
-from counterfactual.grid import ModelGrid, fit_subject, resample
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from counterfactual.training_data import (
+from cfx.analysis.controls import body_outline
+from cfx.counterfactual.cohort import Cohort, Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.grid import ModelGrid, fit_subject, resample
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from cfx.counterfactual.training_data import (
     _AIR_HU,
     _crop,
     _patch_start,
@@ -57,8 +58,8 @@ from counterfactual.training_data import (
     label_channels,
     with_body,
 )
-from counterfactual.volume import check_same_grid, read_labels, read_volume
-from models.training.gan import TrainingBatch
+from cfx.counterfactual.volume import check_same_grid, read_labels, read_volume
+from cfx.models.training.gan import TrainingBatch
 
 __all__ = ["StreamingCohortSource", "CropRequest", "CACHE_VERSION"]
 
@@ -202,7 +203,7 @@ class StreamingCohortSource:
     drop_rate : float
         Probability of dropping each prompt field.
     body : bool
-        Add the body channel (see :mod:`counterfactual.training_data`).
+        Add the body channel (see :mod:`cfx.counterfactual.training_data`).
     workers : int
         ``DataLoader`` worker processes reading the crops (0: read in this process).
     progress : callable
@@ -277,7 +278,7 @@ class StreamingCohortSource:
     def read_rows(self, rng: np.random.Generator, batch_size: int, rows: slice
                   ) -> TrainingBatch:
         """Draw a whole batch of ``batch_size`` rows, read only ``rows`` of it (one process's
-        share under data-parallel training, :mod:`models.training.distributed`)."""
+        share under data-parallel training, :mod:`cfx.models.training.distributed`)."""
         return self.read(self.draw(rng, batch_size)[rows])
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:

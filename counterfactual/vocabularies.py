@@ -30,16 +30,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from counterfactual.attributes import (
+from cfx.counterfactual.attributes import (
     DEFAULT_ATTRIBUTES,
     AttributeVocabulary,
     attributes_from_json,
 )
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
-from counterfactual.sweep.catalog import find_checkpoint
-from models.checkpoint_files import CheckpointError, read_config
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate, load_template
+from cfx.counterfactual.sweep.catalog import find_checkpoint
+from cfx.models.checkpoint_files import CheckpointError, read_config
 
 __all__ = ["Vocabularies", "DEFAULT_VOCABULARIES", "resolve_vocabularies", "resolve_template",
            "model_vocabularies"]

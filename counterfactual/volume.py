@@ -17,9 +17,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.openers import Opener
 
-from counterfactual.atomic import atomic_path
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.atomic import atomic_path
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
 
 __all__ = [
     "Volume",

@@ -1,9 +1,9 @@
 """Checkpoint folders: ``config.json`` + ``model.safetensors`` + ``README.md``, never pickle.
 Writing folders and loading weights (torch) live here; reading a folder's layout, config and hash
-without torch lives in :mod:`models.checkpoint_files`, re-exported here.
+without torch lives in :mod:`cfx.models.checkpoint_files`, re-exported here.
 
 ``architecture`` names the network class through the architecture registry
-(:mod:`models.architectures`, :func:`network_class`): ``cond_gan3d`` (the GAN's generator) or
+(:mod:`cfx.models.architectures`, :func:`network_class`): ``cond_gan3d`` (the GAN's generator) or
 ``cond_diffusion3d`` (the diffusion model's noise-predicting UNet, whose kwargs include its noise
 schedule).
 
@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.architectures import by_checkpoint, implementation
-from models.checkpoint_files import (
+from cfx.models.architectures import by_checkpoint, implementation
+from cfx.models.checkpoint_files import (
     CARD_FILE,
     CONFIG_FILE,
     FORMAT,

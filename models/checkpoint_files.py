@@ -1,5 +1,5 @@
 """Checkpoint folders read without torch: the layout, the format check, ``config.json``, the
-content hash and the sampling block. :mod:`models.checkpoint` (which needs torch) writes
+content hash and the sampling block. :mod:`cfx.models.checkpoint` (which needs torch) writes
 folders and loads weights, and re-exports all of this.
 
 ::
@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from models.architectures import checkpoint_names
+from cfx.models.architectures import checkpoint_names
 
 __all__ = ["CheckpointError", "read_config", "content_hash", "has_training_state",
            "sampling_block", "FORMAT", "CONFIG_FILE", "WEIGHTS_FILE",
@@ -35,7 +35,7 @@ STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 DEFAULT_SAMPLER = "ddim"
 """The sampler of a ``sampling`` block that names none (checkpoints written before samplers
-were named); :data:`models.samplers.DEFAULT_SAMPLER` (a test keeps them equal)."""
+were named); :data:`cfx.models.samplers.DEFAULT_SAMPLER` (a test keeps them equal)."""
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
 

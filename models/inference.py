@@ -20,7 +20,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers import sliding_window_inference
 
-from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 
 __all__ = ["draw_noise", "generate_volumes", "count_windows", "time_window", "OVERLAP"]
 

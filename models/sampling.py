@@ -1,10 +1,10 @@
-"""Sampling of :class:`models.nets.cond_diffusion3d.CondDiffusion3D` with any
-:class:`~models.samplers.base.Sampler` (DDIM by default): paired counterfactuals that share all
+"""Sampling of :class:`cfx.models.nets.cond_diffusion3d.CondDiffusion3D` with any
+:class:`~cfx.models.samplers.base.Sampler` (DDIM by default): paired counterfactuals that share all
 their noise, classifier-free guidance, and edits of a real CT.
 
 Guidance
     With ``W = guidance``, the network's prediction (velocity or noise, see
-    :class:`~models.nets.cond_diffusion3d.CondDiffusion3D`) is ``p = p_u + W * (p_c - p_u)``,
+    :class:`~cfx.models.nets.cond_diffusion3d.CondDiffusion3D`) is ``p = p_u + W * (p_c - p_u)``,
     where ``p_c`` reads the record and ``p_u`` the record with every field missing. Both are
     linear in the clean-image estimate at a given noisy image, so W acts alike on either. ``W = 0``
     ignores the text (every record gives the same volume), ``W = 1`` is the plain conditional
@@ -56,9 +56,9 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from models.inference import count_windows
-from models.nets.cond_diffusion3d import CondDiffusion3D
-from models.samplers import DEFAULT_SAMPLER, Sampler, check_request, make_sampler
+from cfx.models.inference import count_windows
+from cfx.models.nets.cond_diffusion3d import CondDiffusion3D
+from cfx.models.samplers import DEFAULT_SAMPLER, Sampler, check_request, make_sampler
 
 __all__ = ["DiffusionNoise", "draw_diffusion_noise", "step_noise_seed", "check_sampling",
            "sample_volumes", "count_passes", "OVERLAP"]
@@ -99,7 +99,7 @@ def step_noise_seed(step_seed: int, step: int) -> int:
 def check_sampling(train_timesteps: int, steps: int, guidance: float,
                    strength: float = 1.0) -> None:
     """The one check of the sampling options (a sampler's own options are checked when it is
-    made, :func:`~models.samplers.make_sampler`).
+    made, :func:`~cfx.models.samplers.make_sampler`).
 
     Raises
     ------
@@ -215,7 +215,7 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     window_batch : int
         Windows per forward pass.
     sampler : Sampler, optional
-        Built on ``model.noise_schedule`` (:func:`~models.samplers.make_sampler`); default
+        Built on ``model.noise_schedule`` (:func:`~cfx.models.samplers.make_sampler`); default
         deterministic DDIM. Its timesteps are set here.
     keep : Tensor of bool, shape (1, 1, X, Y, Z), optional
         Voxels held to ``ct`` (see the module docstring); needs ``ct``.

@@ -16,7 +16,7 @@ def oracle_run(root: Path, subjects: int = 2, seeds: str = "0") -> Path:
     with the phantom oracle, and its statistics, all through the CLI; returns ``root/run``."""
     from typer.testing import CliRunner
 
-    from counterfactual.cli import app
+    from cfx.counterfactual.cli import app
 
     for args in (["phantom", "--out", root / "phantom", "--subjects", subjects, "--shape",
                   "16,16,16", "-q"],
@@ -33,7 +33,7 @@ def cli_error(args: list[str]) -> str:
     stderr, returned."""
     from typer.testing import CliRunner
 
-    from counterfactual.cli import app
+    from cfx.counterfactual.cli import app
 
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 2, result.output

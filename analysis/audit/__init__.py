@@ -15,27 +15,27 @@ scores
 verdicts
     Pass / warn / fail / not applicable of each criterion against stated thresholds.
 
-Nothing here reads files: :mod:`counterfactual.audit` feeds it arrays from a run folder.
+Nothing here reads files: :mod:`cfx.counterfactual.audit` feeds it arrays from a run folder.
 """
 
-from analysis.audit.composition import VolumeDistance, volume_distance
-from analysis.audit.features import FEATURE_METRICS, feature_names, lung_features
-from analysis.audit.locality import ChangeLocality, change_locality, pool_locality
-from analysis.audit.predictors import (
+from cfx.analysis.audit.composition import VolumeDistance, volume_distance
+from cfx.analysis.audit.features import FEATURE_METRICS, feature_names, lung_features
+from cfx.analysis.audit.locality import ChangeLocality, change_locality, pool_locality
+from cfx.analysis.audit.predictors import (
     LinearPredictor,
     LogisticPredictor,
     cross_validated,
     fit_linear,
     fit_logistic,
 )
-from analysis.audit.scores import (
+from cfx.analysis.audit.scores import (
     ClassificationScores,
     RegressionScores,
     classification_scores,
     regression_scores,
     roc_auc,
 )
-from analysis.audit.verdicts import (
+from cfx.analysis.audit.verdicts import (
     DEFAULT_SPECIFICITY_RATIO,
     FAIL,
     NOT_APPLICABLE,

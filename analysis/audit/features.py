@@ -1,6 +1,6 @@
 """Lung HU features of one CT: what the attribute predictor of the effectiveness check reads.
 
-The features are the intensity metrics of :mod:`analysis.regions` (``mean``, ``median``, ``sd``,
+The features are the intensity metrics of :mod:`cfx.analysis.regions` (``mean``, ``median``, ``sd``,
 ``pd15`` in HU; ``laa950``, ``band900_750`` in %) of the lung and of its upper, middle and lower
 thirds: 6 metrics x 4 regions = 24 numbers. Size metrics (voxel count, volume) are left out on
 purpose: a counterfactual keeps its mask, so they cannot carry an intervention.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.regions import ZONES, region_metrics, zone_masks
+from cfx.analysis.regions import ZONES, region_metrics, zone_masks
 
 __all__ = ["FEATURE_METRICS", "feature_names", "lung_features"]
 
@@ -44,8 +44,8 @@ def lung_features(ct: np.ndarray, lung: np.ndarray, affine: np.ndarray) -> np.nd
     Raises
     ------
     ValueError
-        As :func:`analysis.regions.region_metrics` and :func:`analysis.regions.zone_masks`, and
-        when the lung spans fewer than three slices (a zone would be empty).
+        As :func:`cfx.analysis.regions.region_metrics` and :func:`cfx.analysis.regions.zone_masks`,
+        and when the lung spans fewer than three slices (a zone would be empty).
     """
     affine = np.asarray(affine, dtype=np.float64)
     zones = zone_masks(lung, affine)

@@ -66,7 +66,7 @@ planted effect             (HU)                                stay within round
                                                                than 5 HU is an invented effect.
 ========================== ======================= ===== ===== ===================================
 
-Everything here takes plain numbers; :mod:`counterfactual.audit` measures them on a run.
+Everything here takes plain numbers; :mod:`cfx.counterfactual.audit` measures them on a run.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.stats.specificity import DEFAULT_RATIO
+from cfx.analysis.stats.specificity import DEFAULT_RATIO
 
 __all__ = ["PASS", "WARN", "FAIL", "NOT_APPLICABLE", "VERDICTS", "DEFAULT_SPECIFICITY_RATIO",
            "OFF_LUNG_BAR_HU", "Threshold", "Verdict", "overall_verdict", "not_applicable",

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.render.slices import to_ras
+from cfx.analysis.render.slices import to_ras
 
 
 def check_columns(table: pd.DataFrame, name: str, required: tuple[str, ...]) -> None:
@@ -61,14 +61,14 @@ def mean_ci(data: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray
     return means, np.where(n > 1, quantile * sem, np.nan)
 
 
-# The RAS axis each view slices (as in analysis.render.slices).
+# The RAS axis each view slices (as in cfx.analysis.render.slices).
 RAS_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
 def pick_slices(mask: np.ndarray, affine: np.ndarray, axis: str, n_slices: int) -> np.ndarray:
     """``n_slices`` evenly spaced RAS slice positions along ``axis`` within ``mask``'s extent.
 
-    Returns positions for :func:`analysis.render.slices.slice_stack`, inferior -> superior
+    Returns positions for :func:`cfx.analysis.render.slices.slice_stack`, inferior -> superior
     (posterior -> anterior, left -> right); the whole axis when ``mask`` is empty.
     """
     if axis not in RAS_AXIS:

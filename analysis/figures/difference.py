@@ -7,11 +7,11 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis.figures._common import check_affine, check_volume, pick_slices
-from analysis.figures.output import new_figure
-from analysis.render.colour import DIFF_CMAP
-from analysis.render.gif import symmetric_limit
-from analysis.render.slices import slice_stack
+from cfx.analysis.figures._common import check_affine, check_volume, pick_slices
+from cfx.analysis.figures.output import new_figure
+from cfx.analysis.render.colour import DIFF_CMAP
+from cfx.analysis.render.gif import symmetric_limit
+from cfx.analysis.render.slices import slice_stack
 
 __all__ = ["difference_figure"]
 
@@ -22,7 +22,7 @@ def difference_figure(diffs: Mapping, affine: np.ndarray, mask: np.ndarray | Map
     """Rows of difference maps on one diverging scale centred on 0 HU.
 
     Every row shows the same slices (evenly spaced over ``mask``'s extent, radiological view
-    from :func:`analysis.render.slices.slice_stack`) of one map, so rows compare directly:
+    from :func:`cfx.analysis.render.slices.slice_stack`) of one map, so rows compare directly:
     subjects, seeds or the cohort mean.
 
     Parameters
@@ -35,7 +35,7 @@ def difference_figure(diffs: Mapping, affine: np.ndarray, mask: np.ndarray | Map
         Region whose outline is drawn (e.g. the lungs): one for every row, or one per row label
         (each subject's own). The slices span the extent of all of them.
     limit : float, optional
-        Colours saturate at ±limit HU; by default :func:`analysis.render.gif.symmetric_limit`
+        Colours saturate at ±limit HU; by default :func:`cfx.analysis.render.gif.symmetric_limit`
         of all maps pooled (within ``mask``).
     axis : {"axial", "coronal", "sagittal"}
     n_slices : int

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.figures._common import mean_ci
-from analysis.figures.output import new_figure
-from analysis.figures.paired import per_subject_values
-from analysis.stats.dose_response import numeric_value
+from cfx.analysis.figures._common import mean_ci
+from cfx.analysis.figures.output import new_figure
+from cfx.analysis.figures.paired import per_subject_values
+from cfx.analysis.stats.dose_response import numeric_value
 
 __all__ = ["NOISE_BAND_LABEL", "SLOPE_LABEL", "dose_response_figure"]
 
@@ -38,13 +38,13 @@ def dose_response_figure(
     """A region metric against a numeric attribute, per subject and for the cohort.
 
     The x axis is numeric: values are placed at their true spacing. Each subject's seed-averaged
-    metric (:func:`~analysis.figures.paired.per_subject_values`) is one grey line; black markers
+    metric (:func:`~cfx.analysis.figures.paired.per_subject_values`) is one grey line; black markers
     give each value's mean with its two-sided Student-t interval over subjects.
 
     Parameters
     ----------
     table : DataFrame
-        Tidy region metrics (:func:`analysis.regions.region_table`): columns ``subject``,
+        Tidy region metrics (:func:`cfx.analysis.regions.region_table`): columns ``subject``,
         ``value`` (numbers, or strings that parse as numbers), ``seed``, ``region``, ``metric``,
         ``estimate``; a ``unit`` column, when present, labels the y axis.
     region, metric : str
@@ -62,7 +62,7 @@ def dose_response_figure(
         The value the band is anchored at; the lowest value by default.
     slope : float, optional
         The cohort slope in the metric's unit per attribute unit (``slope / per`` of
-        :func:`analysis.stats.dose_response.dose_response`), drawn dashed through the mean value
+        :func:`cfx.analysis.stats.dose_response.dose_response`), drawn dashed through the mean value
         and the grand mean of the cohort means (where the random-intercept fit passes on a
         complete sweep).
     unit : str, optional

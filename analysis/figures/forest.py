@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.figures._common import check_columns
-from analysis.figures.output import new_figure
+from cfx.analysis.figures._common import check_columns
+from cfx.analysis.figures.output import new_figure
 
 __all__ = ["forest_rows", "forest_figure"]
 
@@ -24,7 +24,7 @@ def forest_rows(effects: pd.DataFrame, metrics: Sequence[str] | None = None,
     Parameters
     ----------
     effects : DataFrame
-        The effect table (:func:`analysis.stats.effects.effect_table`, ``stats/effects.csv``):
+        The effect table (:func:`cfx.analysis.stats.effects.effect_table`, ``stats/effects.csv``):
         columns ``value``, ``reference``, ``region``, ``metric``, ``estimate``, ``ci_low``,
         ``ci_high``; optionally ``attribute``, ``unit``, ``noise_ci_low``, ``noise_ci_high``.
     metrics, regions : sequence of str, optional

@@ -8,7 +8,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from analysis.figures.output import new_figure
+from cfx.analysis.figures.output import new_figure
 
 __all__ = ["LAA_THRESHOLD", "shared_bins", "hu_histogram_figure"]
 

@@ -9,9 +9,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from nibabel.orientations import inv_ornt_aff, io_orientation
 
-from analysis.figures._common import RAS_AXIS, check_affine, check_volume
-from analysis.figures.output import new_figure
-from analysis.render.slices import slice_stack
+from cfx.analysis.figures._common import RAS_AXIS, check_affine, check_volume
+from cfx.analysis.figures.output import new_figure
+from cfx.analysis.render.slices import slice_stack
 
 __all__ = ["display_letters", "slice_mm", "montage_figure"]
 
@@ -22,7 +22,7 @@ _IN_PLANE = {"axial": (0, 1), "coronal": (0, 2), "sagittal": (1, 2)}
 
 
 def _ras_affine(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The affine of the array :func:`analysis.render.slices.to_ras` returns."""
+    """The affine of the array :func:`cfx.analysis.render.slices.to_ras` returns."""
     ornt = io_orientation(affine)
     return affine @ inv_ornt_aff(ornt, shape)
 
@@ -108,7 +108,7 @@ def montage_figure(rows: Mapping[str, np.ndarray], affine: np.ndarray, indices,
     affine : ndarray of float, shape (4, 4)
         Voxel index -> RAS mm.
     indices : array_like of int, shape (n_slices,)
-        Slice positions along the RAS axis (see :func:`analysis.figures._common.pick_slices`).
+        Slice positions along the RAS axis (see :func:`cfx.analysis.figures._common.pick_slices`).
     clim : (float, float)
         Colour limits of every panel (a CT window's ends, or ±limit for a difference).
     cmap : str

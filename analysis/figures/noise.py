@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis.figures._common import mean_ci
-from analysis.figures.output import new_figure
+from cfx.analysis.figures._common import mean_ci
+from cfx.analysis.figures.output import new_figure
 
 __all__ = ["NOISE_LABEL", "delta_noise_figure"]
 
@@ -45,10 +45,10 @@ def delta_noise_figure(deltas: Mapping, noise, intervals: Mapping | None = None,
     ----------
     deltas : mapping of str to ndarray of float, shape (n_subjects,)
         Per contrast (e.g. ``"yes - no"``), each subject's seed-averaged Δ (value minus
-        reference), in the metric's unit (:meth:`analysis.stats.grid.SweepGrid.deltas`).
+        reference), in the metric's unit (:meth:`cfx.analysis.stats.grid.SweepGrid.deltas`).
     noise : ndarray of float, shape (n_subjects,), or None
         Each subject's seed-vs-seed Δ at equal value
-        (:meth:`analysis.stats.grid.SweepGrid.seed_deltas`); None for a single-seed sweep
+        (:meth:`cfx.analysis.stats.grid.SweepGrid.seed_deltas`); None for a single-seed sweep
         (no noise floor column or band).
     intervals : mapping of str to (float, float, float), optional
         ``(estimate, ci_low, ci_high)`` per contrast label and for :data:`NOISE_LABEL`, as in the

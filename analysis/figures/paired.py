@@ -9,8 +9,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from analysis.figures._common import check_columns, mean_ci, select
-from analysis.figures.output import new_figure
+from cfx.analysis.figures._common import check_columns, mean_ci, select
+from cfx.analysis.figures.output import new_figure
 
 __all__ = ["per_subject_values", "paired_values_figure"]
 
@@ -24,7 +24,7 @@ def per_subject_values(table: pd.DataFrame, region: str = "lung", metric: str = 
     Parameters
     ----------
     table : DataFrame
-        Tidy region metrics (:func:`analysis.regions.region_table`, ``stats/regions.csv``):
+        Tidy region metrics (:func:`cfx.analysis.regions.region_table`, ``stats/regions.csv``):
         columns ``subject``, ``value``, ``seed``, ``region``, ``metric``, ``estimate``.
     region, metric : str
         The rows to use.

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis.figures._common import RAS_AXIS, check_affine, check_volume, pick_slices
-from analysis.figures.montage import display_letters, slice_mm
-from analysis.figures.output import new_figure
-from analysis.render.colour import parse_window
-from analysis.render.slices import slice_stack
+from cfx.analysis.figures._common import RAS_AXIS, check_affine, check_volume, pick_slices
+from cfx.analysis.figures.montage import display_letters, slice_mm
+from cfx.analysis.figures.output import new_figure
+from cfx.analysis.render.colour import parse_window
+from cfx.analysis.render.slices import slice_stack
 
 __all__ = ["stat_map_figure"]
 
@@ -28,7 +28,7 @@ def stat_map_figure(stat: np.ndarray, affine: np.ndarray, p_fwe: np.ndarray | No
                     label: str = "t", columns: int = 6, panel: float = 1.2) -> Figure:
     """Slices of a statistic map on a diverging scale centred on 0, in radiological view.
 
-    Slices come from :func:`analysis.render.slices.slice_stack` (patient's right on the image's
+    Slices come from :func:`cfx.analysis.render.slices.slice_stack` (patient's right on the image's
     left, anterior/superior up, square pixels), evenly spaced over the mask's extent. Voxels
     outside ``mask`` are transparent over the optional background CT. With ``p_fwe``, only the
     voxels with ``p_fwe < alpha`` are coloured (the figure a paper shows: the mean Δ where it

@@ -9,7 +9,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from analysis.render.colour import DIFF_CMAP, LUT_SIZE
+from cfx.analysis.render.colour import DIFF_CMAP, LUT_SIZE
 
 __all__ = ["title_strip", "colorbar_strip"]
 
@@ -34,7 +34,7 @@ def colorbar_strip(limit: float, height: int, width: int = 64,
     """A vertical colour bar for ±``limit`` HU with labelled ticks, ``(height, width, 3)``.
 
     Drawn by matplotlib's colorbar on the frames' own lookup table (the same 255 colours as
-    :func:`~analysis.render.colour.diverging`); about 20 ms, once per GIF.
+    :func:`~cfx.analysis.render.colour.diverging`); about 20 ms, once per GIF.
     """
     fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="black")
     bar_w = max(6, width // 5)

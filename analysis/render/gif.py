@@ -17,9 +17,9 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
-from analysis.render.annotate import colorbar_strip, title_strip
-from analysis.render.colour import blend, diverging, draw_contour, window_gray
-from analysis.render.slices import _SLICED, slice_stack, to_ras
+from cfx.analysis.render.annotate import colorbar_strip, title_strip
+from cfx.analysis.render.colour import blend, diverging, draw_contour, window_gray
+from cfx.analysis.render.slices import _SLICED, slice_stack, to_ras
 
 __all__ = ["ct_frames", "diff_frames", "panel_frames", "mosaic", "write_gif", "write_png",
            "symmetric_limit", "grey_levels"]

@@ -35,7 +35,7 @@ Linearity
 Exact data: an exact oracle gives metrics that are linear in the value with one common slope and
 no residual at all. The mixed model is then singular (statsmodels fails, or returns p-values like
 1e-73 from rounding noise), so this case is detected first: when the root-mean-square residual of
-the within-subject linear fit is at most :data:`~analysis.stats.paired.CONSTANT_RTOL` times the
+the within-subject linear fit is at most :data:`~cfx.analysis.stats.paired.CONSTANT_RTOL` times the
 largest within-subject deviation, or at floating-point rounding level (``1e-12`` times the largest
 absolute metric: a null attribute on an exact oracle leaves only rounding), the slope is the exact
 one, its CI has width 0, every p-value
@@ -53,9 +53,9 @@ import pandas as pd
 from scipy import stats
 from statsmodels.regression.mixed_linear_model import MixedLM
 
-from analysis.stats.grid import REQUIRED_COLUMNS, SweepGrid
-from analysis.stats.mixed import EXACT_NOTE, fit_quietly
-from analysis.stats.paired import CONSTANT_RTOL
+from cfx.analysis.stats.grid import REQUIRED_COLUMNS, SweepGrid
+from cfx.analysis.stats.mixed import EXACT_NOTE, fit_quietly
+from cfx.analysis.stats.paired import CONSTANT_RTOL
 
 __all__ = ["DOSE_RESPONSE_COLUMNS", "EXACT_NOTE", "PER_DECADE", "dose_response",
            "numeric_value", "subject_slopes"]
@@ -85,7 +85,7 @@ def dose_response(
     Parameters
     ----------
     table : DataFrame
-        Tidy region metrics, as :func:`analysis.regions.region_table` returns: columns
+        Tidy region metrics, as :func:`cfx.analysis.regions.region_table` returns: columns
         ``subject``, ``value`` (numbers, or strings that parse as numbers), ``seed``, ``region``,
         ``metric``, ``estimate`` and optionally ``unit``. Every subject must have every value at
         every seed (see :meth:`SweepGrid.from_table`).
@@ -199,7 +199,7 @@ def _prepare(table, values, region_metrics):
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"table: missing column(s) {missing}; expected "
-                         f"{list(REQUIRED_COLUMNS)}, as analysis.regions.region_table returns")
+                         f"{list(REQUIRED_COLUMNS)}, as cfx.analysis.regions.region_table returns")
     keys = list(pd.unique(table["value"])) if values is None else list(values)
     numbers = [numeric_value(key, "value", keys) for key in keys]
     if len(set(numbers)) != len(numbers) or len(numbers) < 3:

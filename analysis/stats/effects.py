@@ -4,7 +4,7 @@ One call from the tidy region table to the headline table: paired statistics of 
 Delta (value - reference at the same seed, averaged over seeds), Holm and Benjamini-Hochberg
 corrections across the whole family (all values x regions x metrics), and, when the sweep has
 several seeds, the mixed model of the paired differences (subject random intercept,
-:mod:`analysis.stats.mixed`) and the noise floor beside every effect.
+:mod:`cfx.analysis.stats.mixed`) and the noise floor beside every effect.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Hashable, Sequence
 
 import pandas as pd
 
-from analysis.stats.correction import adjust_pvalues
-from analysis.stats.grid import REQUIRED_COLUMNS, SweepGrid
-from analysis.stats.mixed import mixed_effects
-from analysis.stats.noise_floor import noise_floor
-from analysis.stats.paired import paired_tests
+from cfx.analysis.stats.correction import adjust_pvalues
+from cfx.analysis.stats.grid import REQUIRED_COLUMNS, SweepGrid
+from cfx.analysis.stats.mixed import mixed_effects
+from cfx.analysis.stats.noise_floor import noise_floor
+from cfx.analysis.stats.paired import paired_tests
 
 __all__ = ["effect_table", "NOISE_COLUMNS"]
 
@@ -40,7 +40,7 @@ def effect_table(
     Parameters
     ----------
     table : DataFrame
-        Tidy region metrics, as :func:`analysis.regions.region_table` returns (columns
+        Tidy region metrics, as :func:`cfx.analysis.regions.region_table` returns (columns
         ``subject``, ``value``, ``seed``, ``region``, ``metric``, ``estimate``, optionally
         ``unit``). Every subject must have every compared value at every seed.
     reference : hashable
@@ -91,7 +91,7 @@ def effect_table(
         ================================= ========================================================
 
         Undefined statistics are NaN with the reason in ``note`` (see
-        :mod:`analysis.stats.paired`); they are left out of the corrections.
+        :mod:`cfx.analysis.stats.paired`); they are left out of the corrections.
 
     Raises
     ------

@@ -2,9 +2,9 @@
 
 A paired comparison needs every subject at every seed for every value compared, for every region
 and metric. :meth:`SweepGrid.from_table` turns the tidy table of
-:func:`analysis.regions.region_table` into dense arrays and refuses a table with holes or repeats
-(a subject missing a value, a seed missing for one subject), naming what is missing, rather than
-silently dropping pairs.
+:func:`cfx.analysis.regions.region_table` into dense arrays and refuses a table with holes or
+repeats (a subject missing a value, a seed missing for one subject), naming what is missing, rather
+than silently dropping pairs.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class SweepGrid:
         table : DataFrame
             Columns ``subject``, ``value``, ``seed``, ``region``, ``metric``, ``estimate``
             (float, finite) and optionally ``unit``; one row per subject x value x seed x region x
-            metric, as :func:`analysis.regions.region_table` returns. Rows of other values are
+            metric, as :func:`cfx.analysis.regions.region_table` returns. Rows of other values are
             ignored.
         values : sequence of hashable
             The attribute values to hold, at least one, all distinct.
@@ -77,7 +77,8 @@ class SweepGrid:
         missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"table: missing column(s) {missing}; expected "
-                             f"{list(REQUIRED_COLUMNS)}, as analysis.regions.region_table returns")
+                             f"{list(REQUIRED_COLUMNS)}, as cfx.analysis.regions.region_table "
+                             "returns")
         values = list(values)
         if not values or len(set(values)) != len(values):
             raise ValueError(f"values: expected one or more distinct values, got {values}")

@@ -46,8 +46,8 @@ from scipy import stats
 from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.tools.sm_exceptions import ModelWarning
 
-from analysis.stats.grid import SweepGrid
-from analysis.stats.paired import CONSTANT_RTOL
+from cfx.analysis.stats.grid import SweepGrid
+from cfx.analysis.stats.paired import CONSTANT_RTOL
 
 __all__ = ["MixedEffect", "mixed_effect", "mixed_effects", "fit_quietly", "EXACT_NOTE"]
 

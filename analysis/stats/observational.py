@@ -19,7 +19,7 @@ import statsmodels.formula.api as smf
 from scipy import special, stats
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
-from analysis.stats.correction import adjust_pvalues
+from cfx.analysis.stats.correction import adjust_pvalues
 
 __all__ = [
     "group_tests",
@@ -227,7 +227,7 @@ def cohort_effects(
     table : DataFrame
         Tidy region metrics, one row per subject x region x metric: columns ``subject``,
         ``region``, ``metric``, ``estimate`` and optionally ``unit`` (as
-        :func:`analysis.regions.region_table` returns, one volume per subject).
+        :func:`cfx.analysis.regions.region_table` returns, one volume per subject).
     clinical : DataFrame
         One row per subject: column ``subject``, ``attribute`` and the ``covariates``.
     attribute : str
@@ -373,7 +373,7 @@ def concordance(
     ----------
     counterfactual, observational : DataFrame
         Each with columns ``estimate``, ``ci_low``, ``ci_high`` (the same confidence level,
-        the same unit), e.g. rows of :func:`analysis.stats.effects.effect_table` and of
+        the same unit), e.g. rows of :func:`cfx.analysis.stats.effects.effect_table` and of
         :func:`ols_effect`.
     confidence : float
         The level of both input CIs, used to recover standard errors, in (0, 1).
@@ -458,7 +458,7 @@ def concordance_by_value(effects: pd.DataFrame, observed: pd.DataFrame) -> pd.Da
     effects : DataFrame
         Paired counterfactual effects, one row per value x region x metric: columns ``value``,
         ``reference``, ``region``, ``metric``, ``unit``, ``estimate``, ``ci_low``, ``ci_high``
-        (e.g. :func:`analysis.stats.specificity.specificity_table`).
+        (e.g. :func:`cfx.analysis.stats.specificity.specificity_table`).
     observed : DataFrame
         Rows of :func:`cohort_effects`: ``level`` (NaN for a numeric attribute), ``region``,
         ``metric``, the adjusted and ``naive_`` estimates with their 95 % CIs.

@@ -2,7 +2,7 @@
 
 A learned edit can move the whole image (a global darkening) and still give a lung Δ with a tiny
 p-value. Every target effect is therefore reported with the same statistic in the control
-regions of :mod:`analysis.controls`, a verdict, and a shift-adjusted effect.
+regions of :mod:`cfx.analysis.controls`, a verdict, and a shift-adjusted effect.
 
 Verdict
 -------
@@ -42,7 +42,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.stats.effects import effect_table
+from cfx.analysis.stats.effects import effect_table
 
 __all__ = [
     "CONTROLS_JUDGED",
@@ -107,7 +107,7 @@ def adjusted_table(table: pd.DataFrame, controls: pd.DataFrame,
     Parameters
     ----------
     table : DataFrame
-        Tidy target-region metrics (columns of :data:`analysis.regions.TABLE_COLUMNS`).
+        Tidy target-region metrics (columns of :data:`cfx.analysis.regions.TABLE_COLUMNS`).
     controls : DataFrame
         Tidy control-region metrics of the same subjects, values and seeds.
     by : str
@@ -144,10 +144,10 @@ def specificity_table(
     Parameters
     ----------
     table : DataFrame
-        Tidy target-region metrics, as :func:`analysis.regions.region_table` returns.
+        Tidy target-region metrics, as :func:`cfx.analysis.regions.region_table` returns.
     controls : DataFrame
         Tidy metrics of the control regions of the same subjects, values and seeds, e.g. from
-        :func:`analysis.controls.control_labels` label maps: ``body`` (required) and any of
+        :func:`cfx.analysis.controls.control_labels` label maps: ``body`` (required) and any of
         ``outside-body`` and ``whole``. The verdict judges the :data:`CONTROLS_JUDGED` that are
         present (a volume cropped inside the body has no outside-body air).
     reference : hashable
@@ -155,7 +155,7 @@ def specificity_table(
     ratio : float
         Specificity ratio ``r`` of the verdict, in (0, 1).
     confidence, n_bootstrap, random_state
-        As in :func:`analysis.stats.effects.effect_table`.
+        As in :func:`cfx.analysis.stats.effects.effect_table`.
     held : bool
         The judged controls were held to the input while generating: ``specific`` reads
         ``by construction``.
@@ -163,13 +163,13 @@ def specificity_table(
     Returns
     -------
     effects : DataFrame
-        :func:`~analysis.stats.effects.effect_table` of ``table`` (corrections over the target
+        :func:`~cfx.analysis.stats.effects.effect_table` of ``table`` (corrections over the target
         family only), then for each control region ``c`` (hyphens written as underscores):
         ``<c>_estimate``, ``<c>_ci_low``, ``<c>_ci_high`` (mean Δ and CI, in the metric's unit),
         ``adjusted_estimate``, ``adjusted_ci_low``, ``adjusted_ci_high`` (Δ target − Δ body),
         ``verdict`` (one of :data:`VERDICTS`) and ``specificity_ratio``.
     control_effects : DataFrame
-        :func:`~analysis.stats.effects.effect_table` of ``controls`` (every statistic of the
+        :func:`~cfx.analysis.stats.effects.effect_table` of ``controls`` (every statistic of the
         control regions, corrected over their own family).
     """
     if not 0 < ratio < 1:

@@ -1,6 +1,6 @@
 """The ``cfx`` command line: each module in this package adds one subcommand, imported when it
-runs (:data:`counterfactual.cli.app.COMMANDS`)."""
+runs (:data:`cfx.counterfactual.cli.app.COMMANDS`)."""
 
-from counterfactual.cli.app import app
+from cfx.counterfactual.cli.app import app
 
 __all__ = ["app"]

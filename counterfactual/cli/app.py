@@ -18,36 +18,36 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from counterfactual import __version__
-from counterfactual.atomic import undo_on_failure
-from counterfactual.errors import KeptOutputError, UserInputError, describe_os_error
-from counterfactual.progress import console
+from cfx.counterfactual import __version__
+from cfx.counterfactual.atomic import undo_on_failure
+from cfx.counterfactual.errors import KeptOutputError, UserInputError, describe_os_error
+from cfx.counterfactual.progress import console
 
 __all__ = ["app", "COMMANDS", "load_command"]
 
 _state = {"verbose": False}
 
 COMMANDS = {
-    "phantom": ("counterfactual.cli.phantom", "Write a synthetic chest-CT cohort: masks, CTs, "
+    "phantom": ("cfx.counterfactual.cli.phantom", "Write a synthetic chest-CT cohort: masks, CTs, "
                 "clinical.csv and truth.json."),
-    "validate": ("counterfactual.cli.validate", "Check a cohort: every mask against the label "
+    "validate": ("cfx.counterfactual.cli.validate", "Check a cohort: every mask against the label "
                  "vocabulary, every CT against its mask."),
-    "prompts": ("counterfactual.cli.prompts", "Print each subject's prompt; with "
+    "prompts": ("cfx.counterfactual.cli.prompts", "Print each subject's prompt; with "
                 "--attribute/--values, one row per subject and value."),
-    "train": ("counterfactual.cli.train", "Train the mask + text conditional GAN or diffusion "
+    "train": ("cfx.counterfactual.cli.train", "Train the mask + text conditional GAN or diffusion "
               "model and save a checkpoint folder (no pickle)."),
-    "models": ("counterfactual.cli.models", "List and describe generator checkpoints."),
-    "sweep": ("counterfactual.cli.sweep", "Generate every subject under each value of one "
+    "models": ("cfx.counterfactual.cli.models", "List and describe generator checkpoints."),
+    "sweep": ("cfx.counterfactual.cli.sweep", "Generate every subject under each value of one "
               "attribute, pairs sharing their noise."),
-    "stats": ("counterfactual.cli.stats", "Region metrics, paired effects of each value vs the "
+    "stats": ("cfx.counterfactual.cli.stats", "Region metrics, paired effects of each value vs the "
               "reference beside the noise floor, voxelwise FWE maps, and observational tests of "
               "real CTs with their concordance."),
-    "render": ("counterfactual.cli.render", "Write, under RUN/render/, a reference | "
+    "render": ("cfx.counterfactual.cli.render", "Write, under RUN/render/, a reference | "
                "counterfactual | difference panel GIF per contrast and a mosaic PNG per volume; "
                "--gifs all adds a GIF per volume and a difference GIF."),
-    "report": ("counterfactual.cli.report", "Write index.html, report.md, figures/ and tables/ "
+    "report": ("cfx.counterfactual.cli.report", "Write index.html, report.md, figures/ and tables/ "
                "for a run with statistics."),
-    "audit": ("counterfactual.cli.audit", "Audit a run's counterfactuals: null intervention, "
+    "audit": ("cfx.counterfactual.cli.audit", "Audit a run's counterfactuals: null intervention, "
               "effectiveness, locality, oracle agreement, each with a verdict against stated "
               "thresholds and an overall verdict; writes RUN/audit/audit.json and per-item "
               "tables. With --strict, exits 1 on any failing criterion."),

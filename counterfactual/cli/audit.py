@@ -11,11 +11,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from analysis.audit import DEFAULT_SPECIFICITY_RATIO, FAIL, PASS, WARN, Threshold
-from counterfactual.atomic import check_writable
-from counterfactual.audit import CRITERIA, AuditConfig, run_audit
-from counterfactual.cli.app import app
-from counterfactual.cli.params import (
+from cfx.analysis.audit import DEFAULT_SPECIFICITY_RATIO, FAIL, PASS, WARN, Threshold
+from cfx.counterfactual.atomic import check_writable
+from cfx.counterfactual.audit import CRITERIA, AuditConfig, run_audit
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import (
     attributes_option,
     device_option,
     given_attributes,
@@ -24,9 +24,9 @@ from counterfactual.cli.params import (
     no_verify_option,
     quiet_option,
 )
-from counterfactual.progress import console, stdout_console
-from counterfactual.prompts import load_template
-from counterfactual.run_folder import NOT_VERIFIED
+from cfx.counterfactual.progress import console, stdout_console
+from cfx.counterfactual.prompts import load_template
+from cfx.counterfactual.run_folder import NOT_VERIFIED
 
 
 @app.command()

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from counterfactual.cli.app import app
-from counterfactual.errors import UserInputError
-from counterfactual.sweep.catalog import bundled_models, find_checkpoint
-from models.checkpoint_files import (
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.sweep.catalog import bundled_models, find_checkpoint
+from cfx.models.checkpoint_files import (
     WEIGHTS_FILE,
     CheckpointError,
     content_hash,

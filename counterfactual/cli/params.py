@@ -125,26 +125,26 @@ def no_verify_option(help: str = "Read the run's volumes without checking them a
 
 
 def label_vocabulary(path: Path | None):
-    """The :class:`~counterfactual.labels.LabelVocabulary` of ``--labels``, or None when it is
-    not given: a run or checkpoint then supplies its own (:mod:`counterfactual.vocabularies`),
+    """The :class:`~cfx.counterfactual.labels.LabelVocabulary` of ``--labels``, or None when it is
+    not given: a run or checkpoint then supplies its own (:mod:`cfx.counterfactual.vocabularies`),
     anything else the built-in one."""
-    from counterfactual.labels import load_vocabulary
+    from cfx.counterfactual.labels import load_vocabulary
 
     return None if path is None else load_vocabulary(path)
 
 
 def attribute_vocabulary(path: Path | None):
-    """The :class:`~counterfactual.attributes.AttributeVocabulary` of ``--attributes`` (the
+    """The :class:`~cfx.counterfactual.attributes.AttributeVocabulary` of ``--attributes`` (the
     built-in one when it is not given) added to the built-in one: for commands that read no
     run or checkpoint."""
-    from counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
+    from cfx.counterfactual.attributes import DEFAULT_ATTRIBUTES, load_attributes
 
     return DEFAULT_ATTRIBUTES if path is None else load_attributes(path)
 
 
 def given_attributes(path: Path | None):
     """The attributes of the ``--attributes`` file alone, or None when it is not given: for
-    commands whose run or checkpoint records its own (:mod:`counterfactual.vocabularies`)."""
-    from counterfactual.attributes import AttributeVocabulary, load_attributes
+    commands whose run or checkpoint records its own (:mod:`cfx.counterfactual.vocabularies`)."""
+    from cfx.counterfactual.attributes import AttributeVocabulary, load_attributes
 
     return None if path is None else load_attributes(path, AttributeVocabulary({}))

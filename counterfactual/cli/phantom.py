@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 
-from counterfactual.atomic import check_writable
-from counterfactual.cli.app import app
-from counterfactual.cli.params import at_least, quiet_option
-from counterfactual.phantom.anatomy import MIN_SIZE
-from counterfactual.phantom.cohort import PhantomSettings, write_phantom
-from counterfactual.phantom.effects import load_effects
-from counterfactual.progress import console
+from cfx.counterfactual.atomic import check_writable
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import at_least, quiet_option
+from cfx.counterfactual.phantom.anatomy import MIN_SIZE
+from cfx.counterfactual.phantom.cohort import PhantomSettings, write_phantom
+from cfx.counterfactual.phantom.effects import load_effects
+from cfx.counterfactual.progress import console
 
 MAX_SIZE = 1024
 """Most voxels along one axis of a phantom grid."""

@@ -8,13 +8,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from counterfactual.attributes import canonicalize_record, edit, parse_values
-from counterfactual.cli.app import app
-from counterfactual.cli.params import attribute_vocabulary
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.progress import stdout_console
-from counterfactual.prompts import DEFAULT_TEMPLATE, load_template
+from cfx.counterfactual.attributes import canonicalize_record, edit, parse_values
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import attribute_vocabulary
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.progress import stdout_console
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, load_template
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """``cfx render``: GIFs and mosaics of a sweep's volumes and difference maps.
 
-This module parses the options and prints; :func:`counterfactual.render.run_render` (whose
+This module parses the options and prints; :func:`cfx.counterfactual.render.run_render` (whose
 docstring says what is read and written) makes the renders.
 """
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import typer
 
-from analysis.render.slices import AXES
-from counterfactual.cli.app import app
-from counterfactual.cli.params import (
+from cfx.analysis.render.slices import AXES
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import (
     choice,
     label_vocabulary,
     labels_option,
@@ -20,10 +20,10 @@ from counterfactual.cli.params import (
     no_verify_option,
     quiet_option,
 )
-from counterfactual.errors import UserInputError
-from counterfactual.progress import console
-from counterfactual.render import GIF_SETS, RenderConfig, run_render
-from counterfactual.run_folder import NOT_VERIFIED
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.progress import console
+from cfx.counterfactual.render import GIF_SETS, RenderConfig, run_render
+from cfx.counterfactual.run_folder import NOT_VERIFIED
 
 _GIFS_HELP = "Which GIFs: " + "; ".join(f"{k}: {v}" for k, v in GIF_SETS.items()) + "."
 

@@ -1,6 +1,6 @@
 """``cfx report``: a self-contained HTML + Markdown report of a run, with figures and tables.
 
-This module parses the options and prints; :func:`counterfactual.report.run_report` (whose
+This module parses the options and prints; :func:`cfx.counterfactual.report.run_report` (whose
 docstring says what is read and written) makes the report.
 """
 
@@ -10,16 +10,16 @@ from pathlib import Path
 
 import typer
 
-from counterfactual.cli.app import app
-from counterfactual.cli.params import (
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import (
     label_vocabulary,
     labels_option,
     no_verify_option,
     quiet_option,
 )
-from counterfactual.progress import console
-from counterfactual.report import ReportConfig, run_report
-from counterfactual.run_folder import NOT_VERIFIED
+from cfx.counterfactual.progress import console
+from cfx.counterfactual.report import ReportConfig, run_report
+from cfx.counterfactual.run_folder import NOT_VERIFIED
 
 
 @app.command()

@@ -8,15 +8,15 @@ Three ways to call it::
     cfx stats RUN --cohort DIR                 both, and their concordance side by side
 
 Every paired effect of a run goes out beside the same statistic in the negative-control regions
-of :mod:`analysis.controls` (body, air outside the body, whole volume), a specificity verdict and
-the body-adjusted effect (:mod:`analysis.stats.specificity`): in the terminal, ``effects.csv``,
-``summary.json`` and, through them, every report. ``controls.csv`` holds the controls' full
-statistics and ``control_regions.csv`` their per-volume metrics.
+of :mod:`cfx.analysis.controls` (body, air outside the body, whole volume), a specificity verdict
+and the body-adjusted effect (:mod:`cfx.analysis.stats.specificity`): in the terminal,
+``effects.csv``, ``summary.json`` and, through them, every report. ``controls.csv`` holds the
+controls' full statistics and ``control_regions.csv`` their per-volume metrics.
 
 ``--covariates`` adjusts the observational OLS; with a RUN but no ``--cohort`` the run's own
 cohort (``settings.cohort`` of its manifest) supplies the real CTs and the clinical columns.
 
-This module parses the options and prints the tables; :func:`counterfactual.stats.run_stats`
+This module parses the options and prints the tables; :func:`cfx.counterfactual.stats.run_stats`
 computes and writes everything.
 """
 
@@ -31,20 +31,20 @@ import typer
 from rich import box
 from rich.table import Table
 
-from analysis.regions import ZONES
-from analysis.stats.specificity import DEFAULT_RATIO
-from counterfactual.cli.app import app
-from counterfactual.cli.params import (
+from cfx.analysis.regions import ZONES
+from cfx.analysis.stats.specificity import DEFAULT_RATIO
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import (
     device_option,
     label_vocabulary,
     labels_option,
     no_verify_option,
     quiet_option,
 )
-from counterfactual.errors import UserInputError
-from counterfactual.progress import console, stdout_console
-from counterfactual.run_folder import NOT_VERIFIED
-from counterfactual.stats import StatsConfig, StatsResult, run_stats
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.progress import console, stdout_console
+from cfx.counterfactual.run_folder import NOT_VERIFIED
+from cfx.counterfactual.stats import StatsConfig, StatsResult, run_stats
 
 _HEADLINE = ("mean", "pd15", "laa950")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from counterfactual.atomic import check_writable, claim_new
-from counterfactual.attributes import parse_values
-from counterfactual.cli.app import app
-from counterfactual.cli.params import (
+from cfx.counterfactual.atomic import check_writable, claim_new
+from cfx.counterfactual.attributes import parse_values
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import (
     at_least,
     attributes_option,
     choice,
@@ -29,17 +29,17 @@ from counterfactual.cli.params import (
     labels_option,
     quiet_option,
 )
-from counterfactual.cohort import cohort_from_masks, load_cohort
-from counterfactual.data import DEMO_COHORT
-from counterfactual.errors import UserInputError
-from counterfactual.progress import console, stdout_console
-from counterfactual.prompts import load_template
-from counterfactual.sweep.catalog import DEFAULT_MODEL
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.executors import resolve_executor
-from counterfactual.sweep.generators import resolve_generator
-from counterfactual.sweep.request import SamplingOptions
-from counterfactual.vocabularies import model_vocabularies
+from cfx.counterfactual.cohort import cohort_from_masks, load_cohort
+from cfx.counterfactual.data import DEMO_COHORT
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.progress import console, stdout_console
+from cfx.counterfactual.prompts import load_template
+from cfx.counterfactual.sweep.catalog import DEFAULT_MODEL
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.executors import resolve_executor
+from cfx.counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.sweep.request import SamplingOptions
+from cfx.counterfactual.vocabularies import model_vocabularies
 
 
 def _seeds(text: str) -> tuple[int, ...]:

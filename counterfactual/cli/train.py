@@ -21,14 +21,14 @@ from pathlib import Path
 
 import typer
 
-from counterfactual.atomic import check_writable, claim_new
-from counterfactual.cli.app import app
-from counterfactual.cli.params import at_least, choice, device_option, quiet_option
-from models.architectures import ARCHITECTURES
+from cfx.counterfactual.atomic import check_writable, claim_new
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import at_least, choice, device_option, quiet_option
+from cfx.models.architectures import ARCHITECTURES
 
 
 def _fusion(value: str | None) -> str | None:
-    from models.nets.cond_gan3d import FUSIONS
+    from cfx.models.nets.cond_gan3d import FUSIONS
 
     return choice(FUSIONS)(value)
 
@@ -110,6 +110,6 @@ def train(
     options = dict(locals())
     check_writable(out, "--out")
     claim_new(out)  # a failed first run removes the checkpoint folder whole
-    from counterfactual.training import run_training
+    from cfx.counterfactual.training import run_training
 
     run_training(**options)

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from counterfactual.cli.app import app
-from counterfactual.cli.params import label_vocabulary, labels_option, quiet_option
-from counterfactual.cohort import load_cohort
-from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.progress import stdout_console, track
-from counterfactual.volume import check_same_grid, read_labels, read_volume
+from cfx.counterfactual.cli.app import app
+from cfx.counterfactual.cli.params import label_vocabulary, labels_option, quiet_option
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY
+from cfx.counterfactual.progress import stdout_console, track
+from cfx.counterfactual.volume import check_same_grid, read_labels, read_volume
 
 
 @app.command()

@@ -5,10 +5,10 @@ subject with any attribute changed and the same noise; :func:`score_difference` 
 difference map against the oracle's.
 """
 
-from counterfactual.phantom.cohort import PhantomSettings, make_truth, write_phantom
-from counterfactual.phantom.effects import DEFAULT_EFFECTS, NO_EFFECTS, Effects, load_effects
-from counterfactual.phantom.oracle import PhantomOracle, phantom_affine
-from counterfactual.phantom.scoring import DifferenceScore, score_difference
+from cfx.counterfactual.phantom.cohort import PhantomSettings, make_truth, write_phantom
+from cfx.counterfactual.phantom.effects import DEFAULT_EFFECTS, NO_EFFECTS, Effects, load_effects
+from cfx.counterfactual.phantom.oracle import PhantomOracle, phantom_affine
+from cfx.counterfactual.phantom.scoring import DifferenceScore, score_difference
 
 __all__ = ["PhantomSettings", "make_truth", "write_phantom", "DEFAULT_EFFECTS", "NO_EFFECTS",
            "Effects", "load_effects", "PhantomOracle", "phantom_affine", "DifferenceScore",

@@ -1,6 +1,6 @@
 """Writing a phantom cohort folder: masks, CTs, ``clinical.csv`` and ``truth.json``.
 
-The folder is what :func:`counterfactual.cohort.load_cohort` reads::
+The folder is what :func:`cfx.counterfactual.cohort.load_cohort` reads::
 
     clinical.csv           subject,age,sex,smoking,mortality,diagnosis (empty cell = missing)
     masks/P000.nii.gz      labels 1 left lung, 2 right lung, 3 airway (int16)
@@ -21,13 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from counterfactual import __version__
-from counterfactual.atomic import staged_dir, write_text
-from counterfactual.phantom.clinical import ATTRIBUTES, sample_attributes, sample_missing
-from counterfactual.phantom.effects import DEFAULT_EFFECTS, Effects
-from counterfactual.phantom.oracle import TRUTH_FILE, TRUTH_FORMAT, PhantomOracle, phantom_affine
-from counterfactual.progress import track
-from counterfactual.volume import write_volume
+from cfx.counterfactual import __version__
+from cfx.counterfactual.atomic import staged_dir, write_text
+from cfx.counterfactual.phantom.clinical import ATTRIBUTES, sample_attributes, sample_missing
+from cfx.counterfactual.phantom.effects import DEFAULT_EFFECTS, Effects
+from cfx.counterfactual.phantom.oracle import (
+    TRUTH_FILE,
+    TRUTH_FORMAT,
+    PhantomOracle,
+    phantom_affine,
+)
+from cfx.counterfactual.progress import track
+from cfx.counterfactual.volume import write_volume
 
 __all__ = ["PhantomSettings", "make_truth", "write_phantom"]
 

@@ -12,7 +12,7 @@ An effects file is a JSON object with one entry per attribute (any of ``age``, `
 A categorical entry names its ``reference`` (the value with no effect: one of the attribute's
 values, or ``"none"``, a baseline no subject has, such as lungs without disease) and, per other
 value, a ``shift_hu`` added to the voxels of a named ``pattern`` (see
-:mod:`counterfactual.phantom.patterns`); a value not listed has no effect. A numeric entry adds
+:mod:`cfx.counterfactual.phantom.patterns`); a value not listed has no effect. A numeric entry adds
 ``slope_hu_per_unit * (value - centre)`` over its pattern. Effects add up and touch lung voxels
 only. ``{}`` plants nothing.
 
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from counterfactual.errors import UserInputError
-from counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES, NUMERIC, NUMERIC_RANGE
-from counterfactual.phantom.patterns import PATTERNS, LungPatterns
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES, NUMERIC, NUMERIC_RANGE
+from cfx.counterfactual.phantom.patterns import PATTERNS, LungPatterns
 
 __all__ = ["Shift", "CategoricalEffect", "NumericEffect", "Effects", "DEFAULT_EFFECTS",
            "NO_EFFECTS", "parse_effects", "load_effects", "BASELINE", "MAX_EFFECT_HU"]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from counterfactual.errors import UserInputError
-from counterfactual.phantom.anatomy import Anatomy, build_anatomy
-from counterfactual.phantom.clinical import ATTRIBUTES
-from counterfactual.phantom.effects import Effects, parse_effects
-from counterfactual.phantom.patterns import LungPatterns
-from counterfactual.phantom.render import render
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom.anatomy import Anatomy, build_anatomy
+from cfx.counterfactual.phantom.clinical import ATTRIBUTES
+from cfx.counterfactual.phantom.effects import Effects, parse_effects
+from cfx.counterfactual.phantom.patterns import LungPatterns
+from cfx.counterfactual.phantom.render import render
 
 __all__ = ["PhantomOracle", "TRUTH_FORMAT", "TRUTH_FILE", "phantom_affine"]
 

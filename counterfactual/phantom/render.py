@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from counterfactual.phantom.anatomy import Anatomy
+from cfx.counterfactual.phantom.anatomy import Anatomy
 
 __all__ = ["noise_field", "render", "NOISE_SD_HU"]
 

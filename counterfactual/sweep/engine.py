@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from counterfactual import __version__
-from counterfactual.attributes import (
+from cfx.counterfactual import __version__
+from cfx.counterfactual.attributes import (
     DEFAULT_ATTRIBUTES,
     AttributeVocabulary,
     canonicalize_record,
     edit,
 )
-from counterfactual.cohort import Cohort, Subject
-from counterfactual.errors import UserInputError
-from counterfactual.grid import GRID_MODES, grid_warnings, plan_grid
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.progress import console, track
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from counterfactual.sweep.executors import (
+from cfx.counterfactual.cohort import Cohort, Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.grid import GRID_MODES, grid_warnings, plan_grid
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.progress import console, track
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from cfx.counterfactual.sweep.executors import (
     DEVICES,
     GroupJob,
     LocalExecutor,
@@ -34,9 +34,9 @@ from counterfactual.sweep.executors import (
     Work,
     resolve_device,
 )
-from counterfactual.sweep.generators import CounterfactualGenerator, Request
-from counterfactual.sweep.lock import merge_lock, run_lock, shard_lock
-from counterfactual.sweep.manifest import (
+from cfx.counterfactual.sweep.generators import CounterfactualGenerator, Request
+from cfx.counterfactual.sweep.lock import merge_lock, run_lock, shard_lock
+from cfx.counterfactual.sweep.manifest import (
     MANIFEST,
     check_same_inputs,
     check_same_settings,
@@ -50,10 +50,10 @@ from counterfactual.sweep.manifest import (
     shard_manifests,
     write_json,
 )
-from counterfactual.sweep.naming import ct_name, diff_name, value_labels
-from counterfactual.sweep.projection import projected_seconds, projection_lines
-from counterfactual.vocabularies import Vocabularies
-from counterfactual.volume import read_labels
+from cfx.counterfactual.sweep.naming import ct_name, diff_name, value_labels
+from cfx.counterfactual.sweep.projection import projected_seconds, projection_lines
+from cfx.counterfactual.vocabularies import Vocabularies
+from cfx.counterfactual.volume import read_labels
 
 __all__ = ["SweepConfig", "SweepResult", "run_sweep", "noise_seed", "shard_slice"]
 
@@ -70,7 +70,7 @@ class SweepConfig:
     groups, ``1 <= i <= n``; ``batch_size`` and ``device`` (``auto``, ``cpu``, ``cuda``) reach
     generators that have a ``configure`` method. ``grid`` (``subject`` or ``model``) says where
     a model that records its training grid writes: resampled back onto each subject's grid, or
-    on the model's grid (:mod:`counterfactual.grid`).
+    on the model's grid (:mod:`cfx.counterfactual.grid`).
     """
 
     attribute: str
@@ -274,7 +274,7 @@ def run_sweep(config: SweepConfig, cohort: Cohort, generator: CounterfactualGene
     cohort : Cohort
     generator : CounterfactualGenerator
     template : PromptTemplate, optional
-        Default :data:`counterfactual.prompts.DEFAULT_TEMPLATE`.
+        Default :data:`cfx.counterfactual.prompts.DEFAULT_TEMPLATE`.
     executor : LocalExecutor or RayExecutor, optional
         Where groups run; default in this process.
 

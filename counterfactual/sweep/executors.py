@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from counterfactual.cohort import Subject
-from counterfactual.errors import UserInputError
-from counterfactual.labels import LabelVocabulary
-from counterfactual.sweep.generators import CounterfactualGenerator, Request
-from counterfactual.sweep.manifest import sha256
-from counterfactual.volume import read_labels, write_volume
+from cfx.counterfactual.cohort import Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import LabelVocabulary
+from cfx.counterfactual.sweep.generators import CounterfactualGenerator, Request
+from cfx.counterfactual.sweep.manifest import sha256
+from cfx.counterfactual.volume import read_labels, write_volume
 
 __all__ = ["GroupJob", "Work", "run_groups", "compresslevel", "resolve_device", "configure",
            "LocalExecutor", "RayExecutor", "resolve_executor", "EXECUTORS", "DEVICES"]

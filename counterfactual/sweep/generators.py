@@ -2,10 +2,10 @@
 
 A generator turns one subject's mask, a list of edited records and one seed into one CT per
 record, all drawn with the *same* noise: the pairing of counterfactuals is explicit in the call.
-Diffusion checkpoints also take :class:`~counterfactual.sweep.request.SamplingOptions`
+Diffusion checkpoints also take :class:`~cfx.counterfactual.sweep.request.SamplingOptions`
 (``--guidance``, ``--steps``, ``--from-ct``, ``--strength``, ``--eta``); the other models refuse
-them. :class:`~counterfactual.sweep.request.Request` and the model names
-(:mod:`counterfactual.sweep.catalog`) are re-exported here for the sweep's callers.
+them. :class:`~cfx.counterfactual.sweep.request.Request` and the model names
+(:mod:`cfx.counterfactual.sweep.catalog`) are re-exported here for the sweep's callers.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Protocol
 
 import numpy as np
 
-from counterfactual.cohort import Cohort, Subject
-from counterfactual.errors import UserInputError
-from counterfactual.sweep.catalog import (
+from cfx.counterfactual.cohort import Cohort, Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.sweep.catalog import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     bundled_models,
     find_checkpoint,
 )
-from counterfactual.sweep.request import Request, SamplingOptions
-from counterfactual.volume import Volume
+from cfx.counterfactual.sweep.request import Request, SamplingOptions
+from cfx.counterfactual.volume import Volume
 
 __all__ = ["Request", "CounterfactualGenerator", "PhantomOracleGenerator", "SamplingOptions",
            "resolve_generator", "KNOWN_MODELS", "DEFAULT_MODEL"]
@@ -68,7 +68,7 @@ class PhantomOracleGenerator:
     text_encoder = None
 
     def __init__(self, cohort: Cohort):
-        from counterfactual.phantom.oracle import PhantomOracle
+        from cfx.counterfactual.phantom.oracle import PhantomOracle
 
         folder = cohort.source if cohort.source.is_dir() else cohort.source.parent
         truth = folder / "truth.json"
@@ -100,7 +100,7 @@ def resolve_generator(name: str, cohort: Cohort,
         return PhantomOracleGenerator(cohort)
     folder = find_checkpoint(name)
     if folder is not None:
-        from counterfactual.sweep.learned import learned_generator  # torch: only when needed
+        from cfx.counterfactual.sweep.learned import learned_generator  # torch: only when needed
 
         return learned_generator(folder, sampling)
     known = (*KNOWN_MODELS, *bundled_models())

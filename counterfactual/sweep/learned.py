@@ -17,13 +17,13 @@ training saw, but they cost 7.6 times a whole-volume pass at 64³ (27 overlappin
 step, measured on CPU).
 
 Both are siblings over :class:`LearnedModel` (loading, devices, text encoder, checks), each
-naming its architecture from the registry (:mod:`models.architectures`) and running volumes
+naming its architecture from the registry (:mod:`cfx.models.architectures`) and running volumes
 through that architecture's ``Runner``. :func:`learned_generator` picks the class serving the
 checkpoint's architecture (:data:`SERVED`, filled by subclassing :class:`LearnedModel`).
 
 A checkpoint trained with ``--body`` (its config's ``body`` block) reads one more label channel,
 the body outline: from the subject's CT when the cohort has one, else drawn around the lungs by
-the block's stated rule (:func:`analysis.controls.synthetic_body`).
+the block's stated rule (:func:`cfx.analysis.controls.synthetic_body`).
 """
 
 from __future__ import annotations
@@ -35,20 +35,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.controls import body_outline, synthetic_body
-from counterfactual.checkpoint_fields import check_served_config
-from counterfactual.cohort import Cohort, Subject
-from counterfactual.errors import UserInputError
-from counterfactual.labels import LabelVocabulary
-from counterfactual.sweep.catalog import BUNDLED_DIR, bundled_models, find_checkpoint
-from counterfactual.sweep.request import Request, SamplingOptions
-from counterfactual.training_data import label_channels, with_body
-from counterfactual.volume import Volume, check_same_grid, read_volume
-from models.architectures import ARCHITECTURES, Architecture, implementation
-from models.checkpoint import CheckpointError, load_generator, read_config, sampling_block
-from models.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from models.sampling import check_sampling
-from models.text import HFTextEncoder, RecordConditions, TextEncoderLoadError
+from cfx.analysis.controls import body_outline, synthetic_body
+from cfx.counterfactual.checkpoint_fields import check_served_config
+from cfx.counterfactual.cohort import Cohort, Subject
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import LabelVocabulary
+from cfx.counterfactual.sweep.catalog import BUNDLED_DIR, bundled_models, find_checkpoint
+from cfx.counterfactual.sweep.request import Request, SamplingOptions
+from cfx.counterfactual.training_data import label_channels, with_body
+from cfx.counterfactual.volume import Volume, check_same_grid, read_volume
+from cfx.models.architectures import ARCHITECTURES, Architecture, implementation
+from cfx.models.checkpoint import CheckpointError, load_generator, read_config, sampling_block
+from cfx.models.samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+from cfx.models.sampling import check_sampling
+from cfx.models.text import HFTextEncoder, RecordConditions, TextEncoderLoadError
 
 __all__ = ["LearnedModel", "LearnedGenerator", "LearnedDiffusionGenerator", "learned_generator",
            "SERVED", "BUNDLED_DIR", "bundled_models", "find_checkpoint", "DEFAULT_STRENGTH"]
@@ -182,7 +182,7 @@ class LearnedModel:
     def check(self, cohort: Cohort, attribute: str) -> None:
         """The model must read ``attribute``, the cohort's labels must be the model's, and its
         text encoder must load."""
-        from counterfactual.volume import read_labels
+        from cfx.counterfactual.volume import read_labels
 
         if attribute not in self.model.fields:
             raise UserInputError(f"--attribute {attribute}: model {self.name} was not trained "
@@ -255,7 +255,7 @@ class LearnedDiffusionGenerator(LearnedModel):
     ------
     UserInputError
         As :class:`LearnedModel`, or a sampling option out of range (one line, from the
-        model's own check, :func:`models.sampling.check_sampling`, and its sampler's).
+        model's own check, :func:`cfx.models.sampling.check_sampling`, and its sampler's).
     """
 
     architecture = ARCHITECTURES["diffusion"]
@@ -331,7 +331,7 @@ class LearnedDiffusionGenerator(LearnedModel):
                  ct: Volume | None = None) -> list[np.ndarray]:
         """One float32 HU volume on the mask's grid per request, all from one noise draw (and,
         with ``--from-ct``, from the subject's CT: ``ct`` when given, already on the mask's
-        grid (:class:`counterfactual.grid.ResampledGenerator` passes it), else read; a model
+        grid (:class:`cfx.counterfactual.grid.ResampledGenerator` passes it), else read; a model
         reading the body takes it from that CT too; with ``--keep-outside REGION`` every
         voxel outside REGION stays the CT's)."""
         # 1. each request's context, its phrases encoded once each

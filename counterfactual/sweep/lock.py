@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = ["run_lock", "shard_lock", "merge_lock", "LOCK_NAME"]
 

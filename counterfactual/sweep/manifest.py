@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from counterfactual.atomic import write_text
-from counterfactual.errors import UserInputError
-from counterfactual.sweep.naming import check_run_paths
+from cfx.counterfactual.atomic import write_text
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.sweep.naming import check_run_paths
 
 __all__ = ["MANIFEST", "sha256", "package_versions", "write_json", "read_manifest",
            "dataset_description", "check_same_settings", "shard_manifest_name",

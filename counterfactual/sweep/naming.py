@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 __all__ = ["MAX_LABEL", "check_label", "check_subject_id", "check_seed", "inside", "subject_dir",
            "check_run_paths", "value_label", "value_labels", "ct_name", "diff_name"]

@@ -1,10 +1,10 @@
 """A sweep's projected time, said before the first group runs.
 
-A learned model served on its training grid (:class:`counterfactual.grid.ResampledGenerator`)
+A learned model served on its training grid (:class:`cfx.counterfactual.grid.ResampledGenerator`)
 projects each group from its network: the passes its runner makes over one volume on the model
 grid (windows x sampler steps x guidance branches, counted as MONAI's sliding window lays them
 out) times the seconds of one pass over one window, timed once per window size on the device
-the model sits on (:meth:`counterfactual.sweep.learned.LearnedModel.projected_seconds`).
+the model sits on (:meth:`cfx.counterfactual.sweep.learned.LearnedModel.projected_seconds`).
 Resampling and writing the volumes come on top. Only CPU runs are projected: the model is
 timed before the executor moves it, so a GPU run would be projected at CPU speed.
 """
@@ -20,14 +20,15 @@ WARN_OVER_S = 600.0  # ... and above this on the CPU, warned about
 
 
 def projected_seconds(plan, jobs: Sequence) -> float | None:
-    """Projected seconds of ``jobs`` (:class:`~counterfactual.sweep.executors.GroupJob`) run one
+    """Projected seconds of ``jobs`` (:class:`~cfx.counterfactual.sweep.executors.GroupJob`) run one
     after another, or None when the model cannot say (no grid plan, or a generator without
     ``projected_seconds``, such as the phantom oracle).
 
     Parameters
     ----------
     plan : GridPlan or None
-        How the sweep fits its cohort to the model's grid (:func:`counterfactual.grid.plan_grid`).
+        How the sweep fits its cohort to the model's grid
+        (:func:`cfx.counterfactual.grid.plan_grid`).
     jobs : sequence of GroupJob
         The groups still to generate.
     """

@@ -1,18 +1,18 @@
 """What the sweep asks of a generator: one counterfactual (:class:`Request`) and, for diffusion
 models, how to sample (:class:`SamplingOptions`).
 
-Both the generic generator module (:mod:`counterfactual.sweep.generators`) and the learned
-generators (:mod:`counterfactual.sweep.learned`) import these; neither imports the other's
+Both the generic generator module (:mod:`cfx.counterfactual.sweep.generators`) and the learned
+generators (:mod:`cfx.counterfactual.sweep.learned`) import these; neither imports the other's
 dependants, so there is no import cycle. The options' ranges are checked in one place, where the
-model samples (:func:`models.sampling.check_sampling` and the sampler's own options).
+model samples (:func:`cfx.models.sampling.check_sampling` and the sampler's own options).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from counterfactual.errors import UserInputError
-from counterfactual.prompts import PromptTemplate
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.prompts import PromptTemplate
 
 __all__ = ["Request", "SamplingOptions"]
 
@@ -55,7 +55,7 @@ class SamplingOptions:
         shared by every value too). An option of the ``ddim`` sampler only.
     keep_outside : str or None
         With ``from_ct``: a region of the label vocabulary; every voxel outside it is held to
-        the CT while sampling (:func:`models.sampling.sample_volumes` ``keep``).
+        the CT while sampling (:func:`cfx.models.sampling.sample_volumes` ``keep``).
     """
 
     guidance: float | None = None

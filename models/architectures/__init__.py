@@ -3,7 +3,7 @@
 Each :class:`Architecture` names what ``cfx train --arch`` calls it, what a checkpoint's
 ``config.json`` calls it (``architecture``), its training defaults and the options only it
 accepts, and the module that implements it (imported on first use by :func:`implementation`).
-That module (e.g. :mod:`models.architectures.gan`) defines:
+That module (e.g. :mod:`cfx.models.architectures.gan`) defines:
 
 ``NETWORK``, ``TRAINER``
     The network class (constructor kwargs = the checkpoint's ``generator`` block) and its
@@ -118,11 +118,11 @@ def implementation(architecture: Architecture) -> ModuleType:
 
 
 register(Architecture(
-    "gan", "cond_gan3d", "models.architectures.gan", channels="16,32,64,64", lr=5e-4,
+    "gan", "cond_gan3d", "cfx.models.architectures.gan", channels="16,32,64,64", lr=5e-4,
     options={"fusion": "--fusion", "l1_weight": "--l1-weight", "edit_weight": "--edit-weight",
              "adversarial_weight": "--adversarial-weight"},
     summary="mask + text conditional 3D GAN"))
 register(Architecture(
-    "diffusion", "cond_diffusion3d", "models.architectures.diffusion", channels="16,32,32",
+    "diffusion", "cond_diffusion3d", "cfx.models.architectures.diffusion", channels="16,32,32",
     lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps"},
     summary="mask + text conditional 3D diffusion model"))

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import load_training_state
-from models.inference import time_window
-from models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
-from models.samplers import DEFAULT_SAMPLER
-from models.samplers.base import Sampler
-from models.sampling import count_passes, draw_diffusion_noise, sample_volumes
-from models.text import HFTextEncoder
-from models.training.diffusion import DiffusionSettings, DiffusionTrainer
+from cfx.models.checkpoint import load_training_state
+from cfx.models.inference import time_window
+from cfx.models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
+from cfx.models.samplers import DEFAULT_SAMPLER
+from cfx.models.samplers.base import Sampler
+from cfx.models.sampling import count_passes, draw_diffusion_noise, sample_volumes
+from cfx.models.text import HFTextEncoder
+from cfx.models.training.diffusion import DiffusionSettings, DiffusionTrainer
 
 __all__ = ["NETWORK", "TRAINER", "P_UNCOND", "SAMPLING_STEPS", "GUIDANCE", "GROUPS",
            "given_options", "check_new", "new_arguments", "resumed_arguments", "command",
@@ -167,7 +167,7 @@ noise) and add `--from-ct` (from each held-out subject's CT).
 class Runner:
     """Whole volumes from a served diffusion model: every record of a group sampled by
     ``sampler`` from the same noise (initial and per step), from noise or from a CT noised to
-    ``strength`` (:func:`models.sampling.sample_volumes`).
+    ``strength`` (:func:`cfx.models.sampling.sample_volumes`).
 
     Parameters
     ----------

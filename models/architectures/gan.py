@@ -2,7 +2,7 @@
 network, trainer, training defaults and options, card section and whole-volume runner.
 
 ``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight`` and ``edit_weight`` (the
-generator's loss weights, see :class:`models.training.gan.GANSettings`) are its own options; the
+generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`) are its own options; the
 weights given with ``--resume`` apply from that step on (``--adversarial-weight 0`` continues on
 L1 alone, without running the discriminator).
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import load_training_state
-from models.inference import OVERLAP, count_windows, draw_noise, generate_volumes, time_window
-from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
-from models.text import HFTextEncoder
-from models.training.gan import GANSettings, GANTrainer
+from cfx.models.checkpoint import load_training_state
+from cfx.models.inference import OVERLAP, count_windows, draw_noise, generate_volumes, time_window
+from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from cfx.models.text import HFTextEncoder
+from cfx.models.training.gan import GANSettings, GANTrainer
 
 __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "given_options",
            "check_new", "new_arguments", "resumed_arguments", "command", "new_trainer",
@@ -170,7 +170,7 @@ Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-
 
 class Runner:
     """Whole volumes from a served generator: one noise field per (volume, seed), every
-    record of a group drawn from it, window by window (:func:`models.inference.
+    record of a group drawn from it, window by window (:func:`cfx.models.inference.
     generate_volumes`)."""
 
     def __init__(self, network: CondGAN3DGenerator):

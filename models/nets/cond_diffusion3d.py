@@ -11,11 +11,12 @@ block) to a *context of one token per field* of the clinical record, in :attr:`f
 
 so the context has a fixed length ``F`` (no padding, no dependence on what a row is batched
 with) and width ``max(field_dims) + F + 1``. Each field is written alone by the prompt template,
-encoded alone and whitened by its own whitener (:class:`models.text_conditioning.FieldWhitening`,
-as the GAN reads it). A missing field has a zero vector (its training mean) and ``present = 0``:
-the one-hot keeps its position known, and the flag tells "missing" apart from a value that
-whitens near the mean (a middle age does). Classifier-free guidance's unconditional branch is
-the record with every field missing (:meth:`CondDiffusion3D.null_condition`).
+encoded alone and whitened by its own whitener
+(:class:`cfx.models.text_conditioning.FieldWhitening`, as the GAN reads it). A missing field has a
+zero vector (its training mean) and ``present = 0``: the one-hot keeps its position known, and the
+flag tells "missing" apart from a value that whitens near the mean (a middle age does).
+Classifier-free guidance's unconditional branch is the record with every field missing
+(:meth:`CondDiffusion3D.null_condition`).
 
 The same tokens, flattened, also modulate every residual block (FiLM, the GAN's affine fusion):
 after the block's second GroupNorm, channel ``c`` becomes ``h_c (1 + gamma_c) + beta_c`` with
@@ -28,7 +29,7 @@ the lungs as on them, after 1500; with FiLM, +10 HU after 500 and the planted +2
 
 The noise schedule (``train_timesteps``, ``schedule``, ``beta_start``, ``beta_end``) belongs to
 the trained network, so it is part of the config; training (MONAI ``DDPMScheduler``) and sampling
-(``DDIMScheduler``, :mod:`models.sampling`) build their schedulers from
+(``DDIMScheduler``, :mod:`cfx.models.sampling`) build their schedulers from
 :attr:`CondDiffusion3D.noise_schedule`.
 
 Intensities: window units as the GAN, ``-1`` at ``hu_window[0]`` and ``+1`` at ``hu_window[1]``,
@@ -48,8 +49,8 @@ from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from torch import nn
 from torch.nn import functional as F
 
-from models.text.interface import TextEncoding
-from models.text_conditioning import FieldWhitening
+from cfx.models.text.interface import TextEncoding
+from cfx.models.text_conditioning import FieldWhitening
 
 __all__ = ["CondDiffusion3D", "RecordModulation", "PREDICTIONS", "SCHEDULES"]
 

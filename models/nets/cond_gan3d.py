@@ -2,12 +2,12 @@
 
 A 3D encoder-decoder (U-Net shape) reads the one-hot label map and a spatial noise channel;
 the text enters at the bottleneck and at every decoder level through one fusion mechanism
-(:mod:`models.nets.fusion`): ``"affine"`` (linear FiLM from the whitened field vectors and a
+(:mod:`cfx.models.nets.fusion`): ``"affine"`` (linear FiLM from the whitened field vectors and a
 noise vector) or ``"cross-attention"`` (voxels attend to the whitened tokens of the fields).
 
 The text is read *per field*: each field of the clinical record (age, smoking, ...) is written
 by the prompt template alone and encoded on its own, then whitened by that field's own
-whitener (:class:`models.text_conditioning.FieldWhitening`); a missing field reads as zeros (its
+whitener (:class:`cfx.models.text_conditioning.FieldWhitening`); a missing field reads as zeros (its
 training mean). A whole prompt's pooled embedding would not do: the mean over all its tokens
 dilutes one field's words by the others', so the same smoker/non-smoker edit moves a long
 prompt's embedding about half as far as a short one's, and a generator fed whole prompts learns
@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.nets.fusion import AffineFusion, CrossAttentionFusion
-from models.text.interface import TextEncoding
-from models.text_conditioning import EmbeddingWhitener, FieldWhitening
+from cfx.models.nets.fusion import AffineFusion, CrossAttentionFusion
+from cfx.models.text.interface import TextEncoding
+from cfx.models.text_conditioning import EmbeddingWhitener, FieldWhitening
 
 __all__ = ["CondGAN3DGenerator", "TextCondition", "FUSIONS"]
 
@@ -114,7 +114,7 @@ class CondGAN3DGenerator(nn.Module):
         Feature channels per resolution level, finest first; ``len(channels) - 1``
         downsamplings, so inputs must be divisible by ``2 ** (len(channels) - 1)`` per axis.
     fusion : {"affine", "cross-attention"}
-        How the text enters (see :mod:`models.nets.fusion`).
+        How the text enters (see :mod:`cfx.models.nets.fusion`).
     text_width : int
         ``D`` of the text encoder.
     token_dims : int

@@ -1,5 +1,5 @@
 """Samplers of the diffusion model by name (:data:`SAMPLERS`), all following the
-:class:`~models.samplers.base.Sampler` protocol.
+:class:`~cfx.models.samplers.base.Sampler` protocol.
 
 A checkpoint's ``sampling`` block names its sampler (``"sampler"``, :data:`DEFAULT_SAMPLER` when
 absent) and holds the sampler's own options beside ``steps`` and ``guidance``. Adding a sampler:
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from models.samplers.base import Sampler, check_request, start_timestep
-from models.samplers.ddim import DDIMSampler
+from cfx.models.samplers.base import Sampler, check_request, start_timestep
+from cfx.models.samplers.ddim import DDIMSampler
 
 __all__ = ["Sampler", "SAMPLERS", "DEFAULT_SAMPLER", "make_sampler", "check_request",
            "start_timestep", "DDIMSampler"]
@@ -24,7 +24,7 @@ DEFAULT_SAMPLER = "ddim"
 
 def make_sampler(name: str, schedule: Mapping, **options) -> Sampler:
     """The sampler called ``name`` over the noise ``schedule`` (MONAI scheduler arguments, see
-    :attr:`~models.nets.cond_diffusion3d.CondDiffusion3D.noise_schedule`), with ``options``.
+    :attr:`~cfx.models.nets.cond_diffusion3d.CondDiffusion3D.noise_schedule`), with ``options``.
 
     Raises
     ------

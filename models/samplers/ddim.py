@@ -1,4 +1,4 @@
-"""DDIM (Song et al. 2021) as a :class:`~models.samplers.base.Sampler`: MONAI's
+"""DDIM (Song et al. 2021) as a :class:`~cfx.models.samplers.base.Sampler`: MONAI's
 ``DDIMScheduler`` steps, on timesteps that land where its steps go.
 
 Timesteps
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
-from models.samplers.base import check_request, start_timestep
+from cfx.models.samplers.base import check_request, start_timestep
 
 __all__ = ["DDIMSampler", "ddim_timesteps"]
 
@@ -56,7 +56,7 @@ class DDIMSampler:
         Stochasticity in [0, 1]; 0 is deterministic.
     **schedule
         MONAI ``DDIMScheduler`` arguments: the network's noise schedule and prediction type
-        (:attr:`models.nets.cond_diffusion3d.CondDiffusion3D.noise_schedule`).
+        (:attr:`cfx.models.nets.cond_diffusion3d.CondDiffusion3D.noise_schedule`).
 
     Raises
     ------
@@ -74,7 +74,7 @@ class DDIMSampler:
 
     def set_timesteps(self, num_steps: int, strength: float = 1.0) -> None:
         """Timesteps of :func:`ddim_timesteps`; raises ``ValueError`` for a request out of range
-        (:func:`~models.samplers.base.check_request`)."""
+        (:func:`~cfx.models.samplers.base.check_request`)."""
         check_request(self.num_train_timesteps, num_steps, strength)
         self._scheduler.set_timesteps(num_steps)  # its step() moves back by T // num_steps
         self.timesteps = ddim_timesteps(self.num_train_timesteps, num_steps, strength)

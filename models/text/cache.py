@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from models.text.interface import TextEncoder, TextEncoding, check_prompts
+from cfx.models.text.interface import TextEncoder, TextEncoding, check_prompts
 
 __all__ = ["EmbeddingCache", "RecordConditions"]
 

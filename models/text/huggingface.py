@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from models.text.interface import TextEncoding, check_prompts, masked_mean
+from cfx.models.text.interface import TextEncoding, check_prompts, masked_mean
 
 __all__ = ["HFTextEncoder", "TextEncoderLoadError", "resolve_encoder_path", "DEFAULT_ENCODER",
            "BUNDLED_NAMES"]

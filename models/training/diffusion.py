@@ -1,6 +1,6 @@
-"""Noise-prediction (DDPM) training of :class:`models.nets.cond_diffusion3d.CondDiffusion3D`.
+"""Noise-prediction (DDPM) training of :class:`cfx.models.nets.cond_diffusion3d.CondDiffusion3D`.
 
-The loop mirrors :mod:`models.training.gan`: a batch source (``(numpy Generator, batch_size) ->
+The loop mirrors :mod:`cfx.models.training.gan`: a batch source (``(numpy Generator, batch_size) ->
 TrainingBatch``) hands it label maps, CTs in HU and each row's record as per-field phrases (the
 source has already dropped each field with its drop rate), and a frozen text encoder embeds the
 phrases. Everything random in a step comes from two generators the trainer owns (numpy for the
@@ -30,17 +30,17 @@ import torch
 from monai.networks.schedulers import DDPMScheduler
 from torch.nn import functional as F
 
-from models.nets.cond_diffusion3d import CondDiffusion3D
-from models.text.cache import RecordConditions
-from models.text.interface import TextEncoder
-from models.training.distributed import (
+from cfx.models.nets.cond_diffusion3d import CondDiffusion3D
+from cfx.models.text.cache import RecordConditions
+from cfx.models.text.interface import TextEncoder
+from cfx.models.training.distributed import (
     ShardedSource,
     average_values,
     data_parallel,
     shard_rows,
 )
-from models.training.gan import BatchSource
-from models.training.state import (
+from cfx.models.training.gan import BatchSource
+from cfx.models.training.state import (
     load_module,
     load_optimizer,
     module_tensors,
@@ -70,7 +70,7 @@ class DiffusionSettings:
         Per-step decay of the weight average that checkpoints serve.
     clip_norm : float
         Gradients are rescaled to at most this total L2 norm per step (the norm before
-        clipping is reported, see :mod:`models.training.guard`).
+        clipping is reported, see :mod:`cfx.models.training.guard`).
     seed : int
         Seeds the data and noise generators.
     mixed_precision : bool
@@ -108,7 +108,7 @@ class DiffusionTrainer:
     ema : CondDiffusion3D
         Its exponential moving average, what a checkpoint serves.
     main_loss : str
-        The key of :meth:`train_step` that :class:`models.training.guard.TrainingGuard` watches
+        The key of :meth:`train_step` that :class:`cfx.models.training.guard.TrainingGuard` watches
         for loss spikes.
     """
 
@@ -145,7 +145,7 @@ class DiffusionTrainer:
         of ``settings.batch_size`` (the global batch), draws the timesteps, noise and condition
         dropout of the whole batch and keeps its rows, the network runs under
         ``DistributedDataParallel`` and the reported losses are averaged over the processes
-        (see :mod:`models.training.distributed`)."""
+        (see :mod:`cfx.models.training.distributed`)."""
         self.rows = shard_rows(self.settings.batch_size, rank, world)
         self.source = ShardedSource(self.source, self.rows)
         self._model = data_parallel(self.network)

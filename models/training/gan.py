@@ -1,4 +1,4 @@
-"""Adversarial + L1 training of :class:`models.nets.cond_gan3d.CondGAN3DGenerator`.
+"""Adversarial + L1 training of :class:`cfx.models.nets.cond_gan3d.CondGAN3DGenerator`.
 
 The loop knows nothing of files or cohorts: a *batch source* (any callable
 ``(numpy Generator, batch_size) -> TrainingBatch``) hands it label maps, CTs in HU and each
@@ -29,16 +29,16 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 from torch.nn import functional as F
 
-from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
-from models.text.cache import RecordConditions
-from models.text.interface import TextEncoder
-from models.training.distributed import (
+from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from cfx.models.text.cache import RecordConditions
+from cfx.models.text.interface import TextEncoder
+from cfx.models.training.distributed import (
     ShardedSource,
     average_values,
     data_parallel,
     shard_rows,
 )
-from models.training.state import (
+from cfx.models.training.state import (
     load_module,
     load_optimizer,
     module_tensors,
@@ -62,7 +62,7 @@ class TrainingBatch:
         Target CT in HU.
     phrases : list of mapping of str to str, length N
         Per row, field -> that field's text alone (see
-        :meth:`counterfactual.prompts.PromptTemplate.phrases`); a missing field is absent.
+        :meth:`cfx.counterfactual.prompts.PromptTemplate.phrases`); a missing field is absent.
     """
 
     labels: np.ndarray
@@ -105,7 +105,7 @@ class GANSettings:
     clip_norm : float
         Gradients of each network are rescaled to at most this total L2 norm per step (the
         networks have no normalisation layers, so this is what keeps a large learning rate
-        stable); the norm before clipping is reported (see :mod:`models.training.guard`).
+        stable); the norm before clipping is reported (see :mod:`cfx.models.training.guard`).
     seed : int
         Seeds the data and noise generators.
     mixed_precision : bool
@@ -149,7 +149,7 @@ class GANTrainer:
     ema : CondGAN3DGenerator
         Its exponential moving average, what a checkpoint serves.
     main_loss : str
-        The key of :meth:`train_step` that :class:`models.training.guard.TrainingGuard` watches
+        The key of :meth:`train_step` that :class:`cfx.models.training.guard.TrainingGuard` watches
         for loss spikes.
     """
 
@@ -192,7 +192,7 @@ class GANTrainer:
         keeps its rows, both networks run under ``DistributedDataParallel`` (gradients averaged
         over the processes), and the reported losses are averaged over them. Every process
         then holds the same weights, EMA, optimiser and random states after each step as one
-        process training on the whole batch (see :mod:`models.training.distributed` for the
+        process training on the whole batch (see :mod:`cfx.models.training.distributed` for the
         tolerance); with ``edit_weight > 0`` each row's record is swapped with the previous row
         of its own process's rows. The discriminator normalises with BatchNorm: on CUDA it is
         converted to ``SyncBatchNorm`` (statistics of the global batch); on CPU (gloo) each

@@ -1,7 +1,7 @@
 """Training that cannot silently diverge: checks every step, rolls back, lowers the learning rate.
 
-:class:`TrainingGuard` drives either trainer (:class:`models.training.gan.GANTrainer`,
-:class:`models.training.diffusion.DiffusionTrainer`) through its ``train_step`` and watches what
+:class:`TrainingGuard` drives either trainer (:class:`cfx.models.training.gan.GANTrainer`,
+:class:`cfx.models.training.diffusion.DiffusionTrainer`) through its ``train_step`` and watches what
 the step returns: the losses and the total gradient norm of each network *before* clipping
 (the trainers clip it to ``clip_norm``). A step **diverges** when
 
@@ -17,7 +17,7 @@ a diverged step never enter it.
 A step's loss is computed with the weights the previous step left, so the state after step
 ``s`` is **good** once step ``s + 1`` passes the checks. The guard keeps the last good state in
 memory (every ``snapshot_every`` steps, every step the caller wants saved and the last step: the
-trainer's resume state, see :mod:`models.training.state`, plus the running means): only a good
+trainer's resume state, see :mod:`cfx.models.training.state`, plus the running means): only a good
 state is ever handed out to be saved, the last one after one extra step whose update is
 discarded. On divergence it restores the last good state (networks, EMA, optimisers, random
 generators) and multiplies every learning rate by ``lr_factor``; after ``max_rollbacks``
@@ -40,7 +40,7 @@ __all__ = ["GuardSettings", "Snapshot", "Rollback", "Outcome", "DivergenceError"
 
 
 class GuardedTrainer(Protocol):
-    """What the guard needs of a trainer (both trainers of :mod:`models.training` have it)."""
+    """What the guard needs of a trainer (both trainers of :mod:`cfx.models.training` have it)."""
 
     main_loss: str
     step: int

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from analysis.controls import (
+from cfx.analysis.controls import (
     BODY,
     CONTROL_REGIONS,
     MARGIN,
@@ -11,7 +11,7 @@ from analysis.controls import (
     control_labels,
     synthetic_body,
 )
-from counterfactual.phantom.anatomy import _Grid, _sample_params, _superellipse, build_anatomy
+from cfx.counterfactual.phantom.anatomy import _Grid, _sample_params, _superellipse, build_anatomy
 
 SHAPE, SEED = (32, 30, 28), 5
 

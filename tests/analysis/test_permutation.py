@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis.permutation import one_sample_permutation
-from analysis.tfce import tfce as tfce_transform
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.tfce import tfce as tfce_transform
 
 nilearn_mass_univariate = pytest.importorskip("nilearn.mass_univariate")
 

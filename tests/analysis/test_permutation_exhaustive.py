@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.permutation import one_sample_permutation
-from analysis.tfce import tfce as tfce_transform
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.tfce import tfce as tfce_transform
 
 
 def _brute_force(data, statistic, alternative):

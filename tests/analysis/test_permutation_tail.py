@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.permutation import one_sample_permutation
-from analysis.permutation_tail import fit_tail, tail_p_values
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.permutation_tail import fit_tail, tail_p_values
 
 
 def _counted(x, big):

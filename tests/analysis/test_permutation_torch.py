@@ -1,4 +1,5 @@
-"""The max-T null in torch (analysis.permutation_torch) against the numpy path and brute force."""
+"""The max-T null in torch (cfx.analysis.permutation_torch) against the numpy
+path and brute force."""
 
 import subprocess
 import sys
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import analysis.permutation_torch as permutation_torch
-from analysis.permutation import one_sample_permutation
+import cfx.analysis.permutation_torch as permutation_torch
+from cfx.analysis.permutation import one_sample_permutation
 
 torch = pytest.importorskip("torch")
 
@@ -104,7 +105,8 @@ def test_cuda_matches_the_numpy_path_within_float32_ties(rng):
 
 
 def test_importing_analysis_does_not_import_torch():
-    code = ("import sys, analysis.permutation, analysis.permutation_torch, analysis.tfce; "
+    code = ("import sys, cfx.analysis.permutation, cfx.analysis.permutation_torch, "
+            "cfx.analysis.tfce; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.regions import (
+from cfx.analysis.regions import (
     METRICS,
     TABLE_COLUMNS,
     RegionItem,

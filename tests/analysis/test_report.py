@@ -1,11 +1,11 @@
-"""analysis.report: filters, generic key/value rows, sandboxed rendering of template folders."""
+"""cfx.analysis.report: filters, generic key/value rows, sandboxed rendering of template folders."""
 
 import math
 
 import pytest
 
-import analysis.report as report
-from analysis.report import FILTERS, TemplateError, find_templates, key_values, render_report
+import cfx.analysis.report as report
+from cfx.analysis.report import FILTERS, TemplateError, find_templates, key_values, render_report
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_find_templates_locates_the_shipped_folder():
 
 
 def test_find_templates_says_clearly_when_the_folder_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "__file__", str(tmp_path / "site-packages" / "analysis" /
+    monkeypatch.setattr(report, "__file__", str(tmp_path / "site-packages" / "cfx" / "analysis" /
                                                  "report.py"))
     with pytest.raises(TemplateError, match="report templates not found: .* lacks summary, "
                                             "paper, _shared; cfx must run from a source checkout"):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis.permutation import one_sample_permutation
-from analysis.statmaps import stat_maps
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.statmaps import stat_maps
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import analysis
-import analysis.tfce as tfce_module
-from analysis import _tfce_kernel
-from analysis.tfce import tfce
+import cfx.analysis.tfce as tfce_module
+from cfx import analysis
+from cfx.analysis import _tfce_kernel
+from cfx.analysis.tfce import tfce
 
 nilearn_utils = pytest.importorskip("nilearn.mass_univariate._utils")
 
@@ -136,10 +136,10 @@ def test_every_call_pattern_runs_one_compiled_kernel(rng, monkeypatch):
 _READ_ONLY_CHILD = """
 import json, sys
 import numpy as np
-import analysis
-import analysis.tfce as tfce_module
-from analysis import _tfce_kernel
-from analysis.tfce import tfce
+from cfx import analysis
+import cfx.analysis.tfce as tfce_module
+from cfx.analysis import _tfce_kernel
+from cfx.analysis.tfce import tfce
 tfce_module._LABEL_BUDGET = 0  # the kernel, not the labelling of small cold calls
 scores = tfce(np.load(sys.argv[1]))
 stats = _tfce_kernel._sweep.stats
@@ -169,7 +169,9 @@ def test_read_only_install_compiles_once_into_the_user_cache(tmp_path, rng):
         pytest.skip("needs unshare and mount (a private read-only bind mount)")
     source, mounted, home = tmp_path / "site", tmp_path / "mounted", tmp_path / "home"
     package = Path(analysis.__file__).parent
-    shutil.copytree(package, source / "analysis", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        package, source / "cfx" / "analysis", ignore=shutil.ignore_patterns("__pycache__")
+    )
     mounted.mkdir()
     home.mkdir()
     stat_map = rng.standard_normal((9, 8, 7)) * 2.0
@@ -184,7 +186,7 @@ def test_read_only_install_compiles_once_into_the_user_cache(tmp_path, rng):
                               capture_output=True, text=True, check=True)
         runs.append(json.loads(done.stdout))
     for run in runs:
-        assert run["package"] == str(mounted / "analysis" / "__init__.py")
+        assert run["package"] == str(mounted / "cfx" / "analysis" / "__init__.py")
         assert Path(run["cache"]).is_relative_to(home / ".cache" / "numba")
         np.testing.assert_allclose(run["scores"], nilearn_tfce(stat_map), rtol=1e-10)
     assert (runs[0]["misses"], runs[0]["hits"]) == (1, 0)  # compiled once, then cached
@@ -195,7 +197,7 @@ def test_read_only_install_compiles_once_into_the_user_cache(tmp_path, rng):
 def test_permutation_null_on_a_cropped_grid_in_blocks_equals_full_grid_tfce(rng, monkeypatch):
     """The permutation null crops TFCE to the mask's bounding box and computes the permuted
     t-maps in blocks of draws: the maxima equal TFCE of every permuted t-map on the full grid."""
-    from analysis import permutation
+    from cfx.analysis import permutation
 
     monkeypatch.setattr(permutation, "_CHUNK_BYTES", 8 * 40 * 16)  # 40 tested: blocks of 16
     data = rng.standard_normal((7, 9, 8, 7))
@@ -233,8 +235,8 @@ def test_small_calls_are_labelled_only_while_the_kernel_would_compile(rng, monke
 _PROBE_CHILD = """
 import json
 import numpy as np
-from analysis import _tfce_kernel
-from analysis.tfce import tfce
+from cfx.analysis import _tfce_kernel
+from cfx.analysis.tfce import tfce
 before = _tfce_kernel.kernel_ready()
 tfce(np.arange(27.0).reshape(3, 3, 3) - 13)  # small: labelled unless the kernel is ready
 labelled = not _tfce_kernel._sweep.signatures

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.phantom import PhantomOracle, PhantomSettings, make_truth
-from counterfactual.sweep.generators import SamplingOptions
-from counterfactual.sweep.learned import learned_generator
-from counterfactual.volume import read_volume
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.phantom import PhantomOracle, PhantomSettings, make_truth
+from cfx.counterfactual.sweep.generators import SamplingOptions
+from cfx.counterfactual.sweep.learned import learned_generator
+from cfx.counterfactual.volume import read_volume
 from tests.models.conftest import save_tiny_bert
 
 _TRAIN = ("--cohort", "phantom", "--patch", "16", "--phantom-shape", "16", "--batch-size", "2",

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from counterfactual.phantom.effects import DEFAULT_EFFECTS, parse_effects
+from cfx.counterfactual.phantom.effects import DEFAULT_EFFECTS, parse_effects
 from tests.conftest import load_benchmark
 
 

@@ -4,8 +4,8 @@ import stat
 import numpy as np
 import pytest
 
-from counterfactual.atomic import current_umask, staged_dir, write_text
-from counterfactual.volume import write_volume
+from cfx.counterfactual.atomic import current_umask, staged_dir, write_text
+from cfx.counterfactual.volume import write_volume
 
 
 def test_write_text_replaces_atomically(tmp_path):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from counterfactual.attributes import (
+from cfx.counterfactual.attributes import (
     DEFAULT_ATTRIBUTES,
     CategoricalAttribute,
     NumericAttribute,
@@ -11,7 +11,7 @@ from counterfactual.attributes import (
     load_attributes,
     parse_values,
 )
-from counterfactual.errors import UserInputError
+from cfx.counterfactual.errors import UserInputError
 
 RECORD = {"age": 68, "sex": "male", "smoking": "no", "mortality": "alive", "diagnosis": "IPF",
           "site": "B"}

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.audit import AuditConfig, run_audit
-from counterfactual.cli import app
-from counterfactual.errors import UserInputError
-from counterfactual.phantom import PhantomOracle
-from counterfactual.sweep import generators
+from cfx.counterfactual.audit import AuditConfig, run_audit
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom import PhantomOracle
+from cfx.counterfactual.sweep import generators
 
 runner = CliRunner()
 SUBJECTS = 12
@@ -97,7 +97,7 @@ def root(tmp_path_factory):
               "leaks30": ("default", "diagnosis", "CTD-ILD,IPF", "phantom-leaks30", "0"),
               "leaks5": ("default", "diagnosis", "CTD-ILD,IPF", "phantom-leaks5", "0")}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("counterfactual.cli.sweep.resolve_generator", resolve)
+        patch.setattr("cfx.counterfactual.cli.sweep.resolve_generator", resolve)
         for run, (cohort, attribute, values, model, seeds) in sweeps.items():
             cfx("sweep", "--cohort", root / cohort, "--attribute", attribute, "--values", values,
                 "--model", model, "--seeds", seeds, "--out", root / "runs" / run, "-q")
@@ -106,7 +106,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture
 def broken(monkeypatch):
-    monkeypatch.setattr("counterfactual.audit.resolve_generator", resolve)
+    monkeypatch.setattr("cfx.counterfactual.audit.resolve_generator", resolve)
 
 
 def audit(run, *args):
@@ -445,7 +445,7 @@ def reports(root, tmp_path_factory):
     bare = folder / "bare"
     shutil.copytree(audited, bare)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("counterfactual.audit.resolve_generator", resolve)
+        patch.setattr("cfx.counterfactual.audit.resolve_generator", resolve)
         cfx("audit", audited, "-q")
     for run in (audited, bare):
         for template in ("summary", "paper"):

@@ -9,10 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from counterfactual import cli
-from counterfactual.cli import app
-from counterfactual.cli.app import COMMANDS, load_command
-from counterfactual.volume import write_volume
+from cfx.counterfactual import cli
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cli.app import COMMANDS, load_command
+from cfx.counterfactual.volume import write_volume
 
 runner = CliRunner()
 
@@ -81,7 +81,7 @@ _HEAVY = ("torch", "monai", "transformers", "pandas", "scipy", "matplotlib", "st
           "numba", "nibabel")
 _PROBE = """
 import sys
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 sys.argv = ["cfx", *{args!r}]
 try:
     app()
@@ -111,7 +111,7 @@ def test_every_command_is_listed_with_its_own_help():
         first = " ".join(inspect.cleandoc(real.help).split("\n\n")[0].split())
         assert COMMANDS[name][1] == first, name
     for module in pkgutil.iter_modules(cli.__path__):
-        importlib.import_module(f"counterfactual.cli.{module.name}")
+        importlib.import_module(f"cfx.counterfactual.cli.{module.name}")
     assert set(typer.main.get_command(app).commands) == set(COMMANDS)
 
 

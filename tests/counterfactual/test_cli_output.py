@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 
 runner = CliRunner()
 

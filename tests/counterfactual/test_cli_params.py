@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli.app import app, load_command
-from counterfactual.cli.params import DEVICES, look_up_option
+from cfx.counterfactual.cli.app import app, load_command
+from cfx.counterfactual.cli.params import DEVICES, look_up_option
 
 runner = CliRunner()
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from counterfactual.cohort import check_subject_id, load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.volume import write_volume
+from cfx.counterfactual.cohort import check_subject_id, load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.volume import write_volume
 
 
 def _folder(tmp_path, rows, with_ct=()):

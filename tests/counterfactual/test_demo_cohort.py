@@ -4,8 +4,8 @@ categorical attribute, counting only subjects whose age and sex are recorded (th
 
 import pandas as pd
 
-from counterfactual.data import DEMO_COHORT
-from counterfactual.phantom.clinical import CATEGORIES
+from cfx.counterfactual.data import DEMO_COHORT
+from cfx.counterfactual.phantom.clinical import CATEGORIES
 
 
 def test_every_level_of_every_categorical_attribute_has_three_subjects():

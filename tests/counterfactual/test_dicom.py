@@ -6,9 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.volume import (
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.volume import (
     check_same_grid,
     read_geometry,
     read_labels,

@@ -4,10 +4,10 @@ planted smoking effect on held-out phantom subjects from noise and from each sub
 
 import pytest
 
-from counterfactual.cohort import load_cohort
-from counterfactual.data import DEMO_COHORT
-from counterfactual.sweep.generators import SamplingOptions, resolve_generator
-from counterfactual.sweep.learned import LearnedDiffusionGenerator, bundled_models
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.data import DEMO_COHORT
+from cfx.counterfactual.sweep.generators import SamplingOptions, resolve_generator
+from cfx.counterfactual.sweep.learned import LearnedDiffusionGenerator, bundled_models
 
 BUNDLED = "phantom-diffusion-32"
 SHAPE, SPACING = (32, 32, 32), (10.0, 10.0, 10.0)

@@ -1,4 +1,4 @@
-"""Fitting subjects to a model's training grid (counterfactual.grid) and the sweep around it."""
+"""Fitting subjects to a model's training grid (cfx.counterfactual.grid) and the sweep around it."""
 
 import json
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from nibabel import orientations as ornt
 
-from counterfactual.cohort import cohort_from_masks
-from counterfactual.errors import UserInputError
-from counterfactual.grid import (
+from cfx.counterfactual.cohort import cohort_from_masks
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.grid import (
     ModelGrid,
     ResampledGenerator,
     fit_run_generator,
@@ -19,12 +19,12 @@ from counterfactual.grid import (
     plan_grid,
     resample,
 )
-from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.phantom.anatomy import build_anatomy
-from counterfactual.sweep.catalog import find_checkpoint
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.request import Request
-from counterfactual.volume import read_labels, read_volume, write_volume
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY
+from cfx.counterfactual.phantom.anatomy import build_anatomy
+from cfx.counterfactual.sweep.catalog import find_checkpoint
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.request import Request
+from cfx.counterfactual.volume import read_labels, read_volume, write_volume
 
 GRID = ModelGrid((10.0, 10.0, 10.0), "RAS", (16, 16, 16), (320.0, 320.0, 320.0),
                  (-1024.0, 1024.0))
@@ -253,7 +253,7 @@ def test_audit_regenerates_on_the_grid_the_run_recorded():
 
 def test_training_grid_of_a_cohort_median_spacing_commonest_orientation_largest_extent(
         tmp_path):
-    from counterfactual.training import _training_geometry
+    from cfx.counterfactual.training import _training_geometry
 
     grids = {"A": ((20, 30, 10), [2.0, 2.0, 3.0], "RAS"), "B": ((25, 20, 12), [2.0, 2.0, 3.0],
                                                                "RAS"),
@@ -279,7 +279,7 @@ def test_training_grid_of_a_cohort_median_spacing_commonest_orientation_largest_
 def test_cli_grid_option_takes_subject_or_model():
     from typer.testing import CliRunner
 
-    from counterfactual.cli import app
+    from cfx.counterfactual.cli import app
 
     result = CliRunner().invoke(app, ["sweep", "--attribute", "smoking", "--values", "no,yes",
                                       "--grid", "native"])

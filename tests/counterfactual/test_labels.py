@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary, load_vocabulary
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary, load_vocabulary
 
 
 def test_default_regions(labels):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.sweep.catalog import bundled_models
-from models.checkpoint import content_hash, save_checkpoint
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.sweep.catalog import bundled_models
+from cfx.models.checkpoint import content_hash, save_checkpoint
 from tests.models.conftest import tiny_generator
 
 runner = CliRunner()

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.errors import UserInputError
-from counterfactual.prompts import (
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.prompts import (
     DEFAULT_TEMPLATE,
     DEFAULT_TEMPLATE_TEXT,
     PromptTemplate,
     load_template,
 )
-from counterfactual.volume import write_volume
+from cfx.counterfactual.volume import write_volume
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "400"}  # no wrapping inside the rich table

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 
 runner = CliRunner()
 HEADLINE = ("mean", "pd15", "laa950")

@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 from tests.conftest import oracle_run
 
 runner = CliRunner()

@@ -11,18 +11,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import counterfactual.run_folder as run_folder
-from counterfactual.attributes import (
+import cfx.counterfactual.run_folder as run_folder
+from cfx.counterfactual.attributes import (
     DEFAULT_ATTRIBUTES,
     AttributeVocabulary,
     CategoricalAttribute,
     NumericAttribute,
 )
-from counterfactual.cli import app
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from counterfactual.run_folder import NOT_VERIFIED, RunFolder, load_run
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from cfx.counterfactual.run_folder import NOT_VERIFIED, RunFolder, load_run
 from tests.conftest import oracle_run
 
 runner = CliRunner()

@@ -16,12 +16,12 @@ import pytest
 import statsmodels.formula.api as smf
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.phantom.effects import parse_effects
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.phantom.effects import parse_effects
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.generators import resolve_generator
 
 runner = CliRunner()
 EFFECTS = {"smoking": {"reference": "no", "values": {"yes": {"shift_hu": 20, "pattern": "lung"}}},

@@ -1,4 +1,5 @@
-"""counterfactual.stats: the stats recipe checks its options before it reads or writes a file."""
+"""cfx.counterfactual.stats: the stats recipe checks its options before it reads
+or writes a file."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from counterfactual.errors import UserInputError
-from counterfactual.stats import StatsConfig, run_stats
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.stats import StatsConfig, run_stats
 
 _RUN = Path("no-such-run")
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from analysis.controls import body_outline, synthetic_body
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.sweep.learned import LearnedGenerator
-from counterfactual.volume import read_labels, read_volume
+from cfx.analysis.controls import body_outline, synthetic_body
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.sweep.learned import LearnedGenerator
+from cfx.counterfactual.volume import read_labels, read_volume
 from tests.conftest import cli_error
 from tests.models.conftest import save_tiny_bert
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from counterfactual.cohort import load_cohort
-from counterfactual.data import DEMO_COHORT
-from counterfactual.sweep.generators import resolve_generator
-from counterfactual.sweep.learned import LearnedGenerator, bundled_models
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.data import DEMO_COHORT
+from cfx.counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.sweep.learned import LearnedGenerator, bundled_models
 
 BUNDLED = "phantom-gan-64"
 
@@ -50,10 +50,10 @@ def test_smoking_shift_is_the_planted_one_within_the_issue_tolerance(smoking):
 
 
 def test_draws_a_64_cube_in_hu(model, recovery):
-    from counterfactual.cohort import Subject
-    from counterfactual.prompts import DEFAULT_TEMPLATE
-    from counterfactual.sweep.generators import Request
-    from counterfactual.volume import Volume
+    from cfx.counterfactual.cohort import Subject
+    from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
+    from cfx.counterfactual.sweep.generators import Request
+    from cfx.counterfactual.volume import Volume
 
     oracle = recovery.held_out(1)
     sid = oracle.subject_ids[0]

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 from tests.conftest import cli_error
 from tests.models.conftest import save_tiny_bert
 
@@ -133,7 +133,7 @@ def test_cuda_without_a_gpu(tmp_path):
 
 @pytest.fixture(scope="module")
 def cohort_folder(tmp_path_factory):
-    from counterfactual.phantom import PhantomSettings, write_phantom
+    from cfx.counterfactual.phantom import PhantomSettings, write_phantom
 
     out = tmp_path_factory.mktemp("c") / "cohort"
     write_phantom(out, PhantomSettings(subjects=3, shape=(16, 16, 16), spacing=(20.0,) * 3),

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.phantom.anatomy import build_anatomy
-from counterfactual.phantom.clinical import CATEGORIES
-from counterfactual.phantom.effects import DEFAULT_EFFECTS
-from counterfactual.phantom.patterns import LungPatterns
-from counterfactual.phantom.render import render
-from counterfactual.training_data import (
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.phantom.anatomy import build_anatomy
+from cfx.counterfactual.phantom.clinical import CATEGORIES
+from cfx.counterfactual.phantom.effects import DEFAULT_EFFECTS
+from cfx.counterfactual.phantom.patterns import LungPatterns
+from cfx.counterfactual.phantom.render import render
+from cfx.counterfactual.training_data import (
     AGE_RANGE,
     CohortSource,
     PhantomSource,
@@ -123,7 +123,7 @@ def test_cohort_without_ct_is_refused(cohort_folder, tmp_path):
 def test_mask_without_lung_is_refused(cohort_folder, tmp_path):
     import shutil
 
-    from counterfactual.volume import read_volume, write_volume
+    from cfx.counterfactual.volume import read_volume, write_volume
 
     copy = tmp_path / "nolung"
     shutil.copytree(cohort_folder, copy)
@@ -134,7 +134,7 @@ def test_mask_without_lung_is_refused(cohort_folder, tmp_path):
 
 
 def test_a_patch_holds_its_lung_voxel_anywhere():
-    from counterfactual.training_data import _patch_start
+    from cfx.counterfactual.training_data import _patch_start
 
     rng = np.random.default_rng(0)
     voxel, patch, shape = np.array([30, 5, 60]), (24, 24, 24), (64, 64, 64)

@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()

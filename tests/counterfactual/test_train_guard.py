@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import counterfactual.training
-from counterfactual.cli import app
-from models.training.diffusion import DiffusionTrainer
-from models.training.gan import GANTrainer
-from models.training.guard import GuardSettings
+import cfx.counterfactual.training
+from cfx.counterfactual.cli import app
+from cfx.models.training.diffusion import DiffusionTrainer
+from cfx.models.training.gan import GANTrainer
+from cfx.models.training.guard import GuardSettings
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -99,7 +99,7 @@ def test_spent_rollbacks_stop_the_run_and_keep_the_last_good_model(tmp_path, ber
     """Every update from step 4 on diverges and only the end would be saved: after three
     rollbacks to step 3 the run stops with one line naming step 5, and the folder holds the
     EMA weights of step 3, saying so."""
-    monkeypatch.setattr(counterfactual.training, "GUARD", GuardSettings(snapshot_every=1))
+    monkeypatch.setattr(cfx.counterfactual.training, "GUARD", GuardSettings(snapshot_every=1))
     ema = _instrument(monkeypatch, "gan", set(range(4, 40)), once=False)
     out = tmp_path / "ckpt"
     result = runner.invoke(app, _args(out, bert, "gan", 8, 100))
@@ -153,11 +153,11 @@ def test_what_the_sweep_draws_stays_in_the_window_the_checkpoint_records(tmp_pat
     units) still draws HU inside the window its config records, on the sweep's path."""
     import numpy as np
 
-    from counterfactual.cohort import Subject
-    from counterfactual.prompts import DEFAULT_TEMPLATE
-    from counterfactual.sweep.generators import Request
-    from counterfactual.sweep.learned import learned_generator
-    from counterfactual.volume import Volume
+    from cfx.counterfactual.cohort import Subject
+    from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
+    from cfx.counterfactual.sweep.generators import Request
+    from cfx.counterfactual.sweep.learned import learned_generator
+    from cfx.counterfactual.volume import Volume
 
     out = tmp_path / "ckpt"
     assert runner.invoke(app, _args(out, bert, arch, 2, 2, "-q")).exit_code == 0

@@ -6,11 +6,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.errors import UserInputError
-from counterfactual.grid import check_resumed_grid
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.volume import read_labels, read_volume, write_volume
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.grid import check_resumed_grid
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.volume import read_labels, read_volume, write_volume
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.grid import ModelGrid
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.training_data import CohortSource
-from counterfactual.training_stream import StreamingCohortSource
-from counterfactual.volume import read_volume, write_volume
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.grid import ModelGrid
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.training_data import CohortSource
+from cfx.counterfactual.training_stream import StreamingCohortSource
+from cfx.counterfactual.volume import read_volume, write_volume
 
 
 def _grid(spacing):

@@ -9,18 +9,18 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.attributes import (
+from cfx.counterfactual.attributes import (
     DEFAULT_ATTRIBUTES,
     AttributeVocabulary,
     NumericAttribute,
     attributes_from_json,
 )
-from counterfactual.cli import app
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from counterfactual.sweep.catalog import bundled_models
-from counterfactual.vocabularies import (
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE, PromptTemplate
+from cfx.counterfactual.sweep.catalog import bundled_models
+from cfx.counterfactual.vocabularies import (
     Vocabularies,
     model_vocabularies,
     resolve_vocabularies,

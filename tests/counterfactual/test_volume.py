@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
-from counterfactual.volume import (
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY, LabelVocabulary
+from cfx.counterfactual.volume import (
     ORTHOGONALITY_TOLERANCE,
     Volume,
     check_affine,
@@ -249,7 +249,7 @@ def test_killed_write_leaves_no_file_under_the_final_name(tmp_path):
     final = tmp_path / "big.nii.gz"
     script = (
         "import os, signal, numpy as np, nibabel as nib\n"
-        "from counterfactual.volume import write_volume\n"
+        "from cfx.counterfactual.volume import write_volume\n"
         "real = nib.save\n"
         "def save_then_die(img, filename):\n"
         "    real(img, filename)\n"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.volume import write_volume
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.volume import write_volume
 from tests.conftest import oracle_run
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from counterfactual.volume import read_labels, write_volume
+from cfx.counterfactual.volume import read_labels, write_volume
 
 
 def _sweep(cohort, work, *extra):

@@ -7,8 +7,8 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-from analysis.figures.output import new_figure, save_figure
-from counterfactual.cli import app
+from cfx.analysis.figures.output import new_figure, save_figure
+from cfx.counterfactual.cli import app
 
 runner = CliRunner()
 

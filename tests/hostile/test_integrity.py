@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 
 CT = "sub-P000/sub-P000_attr-smoking_val-no_seed-0_ct.nii.gz"
 OTHER = "sub-P000/sub-P000_attr-smoking_val-yes_seed-0_ct.nii.gz"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
+from cfx.counterfactual.cli import app
 
 LONG = "x" * 300
 WRITERS = ["phantom", "sweep", "train", "stats", "report"]  # commands taking --out

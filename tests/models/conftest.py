@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
-from models.text import HFTextEncoder
+from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from cfx.models.text import HFTextEncoder
 
 FIELDS = ("age", "smoking", "diagnosis")
 FIELD_DIMS = (2, 1, 1)  # distinct phrases minus one
@@ -104,7 +104,7 @@ def tiny_diffusion(seed=0, activate=True, **config):
     constructor arguments). MONAI starts the output convolution and the attention projections
     at zero, as the model starts its global text path (the model predicts zero and ignores the
     text); ``activate`` gives them random weights."""
-    from models.nets.cond_diffusion3d import CondDiffusion3D
+    from cfx.models.nets.cond_diffusion3d import CondDiffusion3D
 
     torch.manual_seed(seed)
     model = CondDiffusion3D(FIELDS, FIELD_DIMS, channels=(8, 8), num_head_channels=8,

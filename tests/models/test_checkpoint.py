@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from models.checkpoint import (
+from cfx.models.checkpoint import (
     CheckpointError,
     content_hash,
     load_generator,
@@ -161,8 +161,8 @@ def test_files_are_readable_by_others(saved):
 
 
 def test_diffusion_round_trip_is_exact(tmp_path, encoder):
-    from models.nets.cond_diffusion3d import CondDiffusion3D
-    from models.sampling import draw_diffusion_noise, sample_volumes
+    from cfx.models.nets.cond_diffusion3d import CondDiffusion3D
+    from cfx.models.sampling import draw_diffusion_noise, sample_volumes
     from tests.models.conftest import PHRASES, tiny_diffusion
 
     model = tiny_diffusion()

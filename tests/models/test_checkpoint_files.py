@@ -5,11 +5,11 @@ import json
 import subprocess
 import sys
 
-from models.architectures import checkpoint_names
-from models.checkpoint import network_class
-from models.checkpoint_files import read_config, sampling_block
-from models.nets.cond_diffusion3d import CondDiffusion3D
-from models.nets.cond_gan3d import CondGAN3DGenerator
+from cfx.models.architectures import checkpoint_names
+from cfx.models.checkpoint import network_class
+from cfx.models.checkpoint_files import read_config, sampling_block
+from cfx.models.nets.cond_diffusion3d import CondDiffusion3D
+from cfx.models.nets.cond_gan3d import CondGAN3DGenerator
 
 
 def test_architecture_names_name_their_networks():
@@ -31,7 +31,7 @@ def test_reading_a_config_imports_no_torch(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format": "cfx-checkpoint/1",
                                                       "architecture": "cond_gan3d"}))
     assert read_config(tmp_path)["architecture"] == "cond_gan3d"
-    code = ("import sys; from models.checkpoint_files import read_config, content_hash; "
+    code = ("import sys; from cfx.models.checkpoint_files import read_config, content_hash; "
             f"read_config({str(tmp_path)!r}); content_hash({str(tmp_path)!r}); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

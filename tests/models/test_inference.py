@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.inference import draw_noise, generate_volumes
+from cfx.models.inference import draw_noise, generate_volumes
 from tests.models.conftest import RECORDS, conditions, fit_text, tiny_generator
 
 

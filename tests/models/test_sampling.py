@@ -5,8 +5,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
-from models.samplers import make_sampler
-from models.sampling import draw_diffusion_noise, sample_volumes, step_noise_seed
+from cfx.models.samplers import make_sampler
+from cfx.models.sampling import draw_diffusion_noise, sample_volumes, step_noise_seed
 from tests.models.conftest import FIELDS, PHRASES, RECORDS, encode_record, tiny_diffusion
 
 SHAPE = (16, 16, 16)

@@ -4,7 +4,7 @@ in every row; the rest is sampled."""
 import pytest
 import torch
 
-from models.sampling import draw_diffusion_noise, sample_volumes
+from cfx.models.sampling import draw_diffusion_noise, sample_volumes
 from tests.models.conftest import RECORDS
 from tests.models.test_sampling import SHAPE, _context, _ct, _fitted, _labels
 

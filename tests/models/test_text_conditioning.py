@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.text_conditioning import EmbeddingWhitener
+from cfx.models.text_conditioning import EmbeddingWhitener
 
 
 @pytest.fixture

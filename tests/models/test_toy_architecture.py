@@ -1,8 +1,8 @@
 """The newcomer test: a third architecture added from this module alone, touching no other file.
 
-It registers itself (:func:`models.architectures.register`, undone after each test), saves a
+It registers itself (:func:`cfx.models.architectures.register`, undone after each test), saves a
 checkpoint, which ``read_config``/``load_generator`` then accept, ``cfx models list`` lists, and
-``cfx sweep`` serves through a :class:`counterfactual.sweep.learned.LearnedModel` subclass
+``cfx sweep`` serves through a :class:`cfx.counterfactual.sweep.learned.LearnedModel` subclass
 defined here. The toy reads the mask only: what it shows is the plumbing, not conditioning.
 """
 
@@ -14,13 +14,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.sweep import learned
-from counterfactual.training_data import label_channels
-from models.architectures import ARCHITECTURES, Architecture, look_up
-from models.checkpoint import load_generator, save_checkpoint
-from models.checkpoint_files import read_config
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY
+from cfx.counterfactual.sweep import learned
+from cfx.counterfactual.training_data import label_channels
+from cfx.models.architectures import ARCHITECTURES, Architecture, look_up
+from cfx.models.checkpoint import load_generator, save_checkpoint
+from cfx.models.checkpoint_files import read_config
 
 runner = CliRunner()
 TOY = Architecture("toy", "toy_net3d", __name__, channels="4,8", lr=1e-3,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.audit import volume_distance
+from cfx.analysis.audit import volume_distance
 
 
 def test_distance_is_the_mean_and_largest_absolute_voxel_difference():

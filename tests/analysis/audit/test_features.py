@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from analysis.audit import FEATURE_METRICS, feature_names, lung_features
-from analysis.regions import region_metrics, zone_masks
+from cfx.analysis.audit import FEATURE_METRICS, feature_names, lung_features
+from cfx.analysis.regions import region_metrics, zone_masks
 
 
 def test_features_are_the_region_metrics_of_the_lung_and_its_thirds(labels, affine, rng):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.audit import change_locality, pool_locality
+from cfx.analysis.audit import change_locality, pool_locality
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from analysis.audit import cross_validated, fit_linear, fit_logistic
+from cfx.analysis.audit import cross_validated, fit_linear, fit_logistic
 
 
 @pytest.fixture

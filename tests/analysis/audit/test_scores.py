@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu, pearsonr
 
-from analysis.audit import classification_scores, regression_scores, roc_auc
+from cfx.analysis.audit import classification_scores, regression_scores, roc_auc
 
 
 def test_auc_is_the_mann_whitney_statistic_with_ties(rng):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.audit import (
+from cfx.analysis.audit import (
     FAIL,
     NOT_APPLICABLE,
     PASS,

@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.figures.dose_response import (
+from cfx.analysis.figures.dose_response import (
     NOISE_BAND_LABEL,
     SLOPE_LABEL,
     dose_response_figure,
 )
-from analysis.figures.output import save_figure
+from cfx.analysis.figures.output import save_figure
 
 AGES = (40, 60, 80)
 

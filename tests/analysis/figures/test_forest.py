@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.figures.forest import forest_figure, forest_rows
+from cfx.analysis.figures.forest import forest_figure, forest_rows
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure, shared_bins
+from cfx.analysis.figures.histogram import LAA_THRESHOLD, hu_histogram_figure, shared_bins
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from matplotlib.contour import ContourSet
 
-from analysis.figures.difference import difference_figure
-from analysis.figures.statmap import stat_map_figure
-from analysis.render.slices import slice_stack
+from cfx.analysis.figures.difference import difference_figure
+from cfx.analysis.figures.statmap import stat_map_figure
+from cfx.analysis.render.slices import slice_stack
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 FLIPPED_X = np.array([[-2.0, 0, 0, 30], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]])

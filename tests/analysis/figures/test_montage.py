@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis.figures.montage import display_letters, montage_figure, slice_mm
-from analysis.render.slices import slice_stack
+from cfx.analysis.figures.montage import display_letters, montage_figure, slice_mm
+from cfx.analysis.render.slices import slice_stack
 
 RAS = np.array([[2.0, 0, 0, -15], [0, 2, 0, -20], [0, 0, 3, -40], [0, 0, 0, 1]])
 # The same grid stored as LPS (x and y flipped): index 0 is the patient's right, anterior.

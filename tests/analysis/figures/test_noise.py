@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.figures.noise import NOISE_LABEL, delta_noise_figure
+from cfx.analysis.figures.noise import NOISE_LABEL, delta_noise_figure
 
 DELTAS = np.array([18.0, 21.0, 19.5, 22.0, 20.5])
 NOISE = np.array([1.0, -2.0, 0.5, -0.5, 1.5])

@@ -1,7 +1,7 @@
 import pytest
 from PIL import Image
 
-from analysis.figures.output import DPI, new_figure, save_figure
+from cfx.analysis.figures.output import DPI, new_figure, save_figure
 
 
 def test_save_figure_writes_png_at_print_dpi_and_a_vector_pdf(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.figures.paired import paired_values_figure, per_subject_values
+from cfx.analysis.figures.paired import paired_values_figure, per_subject_values
 
 
 def test_per_subject_values_average_seeds(region_table):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.render.annotate import colorbar_strip
-from analysis.render.colour import diverging, parse_window, window_gray
-from analysis.render.gif import (
+from cfx.analysis.render.annotate import colorbar_strip
+from cfx.analysis.render.colour import diverging, parse_window, window_gray
+from cfx.analysis.render.gif import (
     ct_frames,
     diff_frames,
     grey_levels,
@@ -16,7 +16,7 @@ from analysis.render.gif import (
     write_gif,
     write_png,
 )
-from analysis.render.slices import mid_slice, slice_stack
+from cfx.analysis.render.slices import mid_slice, slice_stack
 
 RAS = np.diag([1.0, 1.0, 1.0, 1.0])
 

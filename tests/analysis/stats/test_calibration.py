@@ -12,15 +12,15 @@ Which p-value is which:
 ============================  ===============================  ================================
 p-value                       public function                  null simulated
 ============================  ===============================  ================================
-paired t, Wilcoxon, sign      analysis.stats.paired            Delta ~ N(0, 1), 10 subjects
-mixed model                   analysis.stats.mixed             8 subjects x 3 seeds, effect
+paired t, Wilcoxon, sign      cfx.analysis.stats.paired            Delta ~ N(0, 1), 10 subjects
+mixed model                   cfx.analysis.stats.mixed             8 subjects x 3 seeds, effect
                                                                varying between subjects
-Welch, Mann-Whitney, OLS      analysis.stats.observational     outcome independent of attribute
-OLS with covariates           analysis.stats.observational     outcome and attribute both
+Welch, Mann-Whitney, OLS      cfx.analysis.stats.observational     outcome independent of attribute
+OLS with covariates           cfx.analysis.stats.observational     outcome and attribute both
                                                                depending on age (confounded)
-Holm, Benjamini-Hochberg      analysis.stats.correction        20 independent uniform p-values
-max-T FWE, voxelwise BH       analysis.permutation             10 subjects x 300 voxels
-TFCE FWE                      analysis.permutation             10 subjects x 8x8x6 smooth maps
+Holm, Benjamini-Hochberg      cfx.analysis.stats.correction        20 independent uniform p-values
+max-T FWE, voxelwise BH       cfx.analysis.permutation             10 subjects x 300 voxels
+TFCE FWE                      cfx.analysis.permutation             10 subjects x 8x8x6 smooth maps
 ============================  ===============================  ================================
 """
 
@@ -33,11 +33,11 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
-from analysis.permutation import one_sample_permutation
-from analysis.stats.correction import adjust_pvalues
-from analysis.stats.mixed import mixed_effect
-from analysis.stats.observational import cohort_effects
-from analysis.stats.paired import paired_tests
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.stats.correction import adjust_pvalues
+from cfx.analysis.stats.mixed import mixed_effect
+from cfx.analysis.stats.observational import cohort_effects
+from cfx.analysis.stats.paired import paired_tests
 
 ALPHA = 0.05
 LEVEL = 0.99

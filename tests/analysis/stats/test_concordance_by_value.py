@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.stats.observational import concordance_by_value, scale_effects
+from cfx.analysis.stats.observational import concordance_by_value, scale_effects
 
 
 def _observed(level, estimate, low, high, naive=(3.0, 2.0, 4.0)) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analysis.stats.correction import adjust_pvalues
+from cfx.analysis.stats.correction import adjust_pvalues
 
 
 def test_holm_and_bh_by_hand():

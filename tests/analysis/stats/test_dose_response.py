@@ -5,7 +5,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
-from analysis.stats.dose_response import (
+from cfx.analysis.stats.dose_response import (
     DOSE_RESPONSE_COLUMNS,
     EXACT_NOTE,
     PER_DECADE,

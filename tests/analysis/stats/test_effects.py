@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats.correction import adjust_pvalues
-from analysis.stats.effects import effect_table
-from analysis.stats.grid import SweepGrid
-from analysis.stats.paired import paired_test
+from cfx.analysis.stats.correction import adjust_pvalues
+from cfx.analysis.stats.effects import effect_table
+from cfx.analysis.stats.grid import SweepGrid
+from cfx.analysis.stats.paired import paired_test
 
 
 def test_oracle_sweep_reports_plus_20_hu_beside_the_noise_floor(rng, sweep):

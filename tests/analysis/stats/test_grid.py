@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.stats.grid import SweepGrid
+from cfx.analysis.stats.grid import SweepGrid
 
 
 def test_deltas_and_seed_deltas_match_hand_computation(rng, sweep):

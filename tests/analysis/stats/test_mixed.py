@@ -10,9 +10,9 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from analysis.stats.effects import effect_table
-from analysis.stats.grid import SweepGrid
-from analysis.stats.mixed import EXACT_NOTE, mixed_effect, mixed_effects
+from cfx.analysis.stats.effects import effect_table
+from cfx.analysis.stats.grid import SweepGrid
+from cfx.analysis.stats.mixed import EXACT_NOTE, mixed_effect, mixed_effects
 
 
 def _deltas(rng, n_subjects=10, n_seeds=3, effect=4.0, subject_sd=3.0, seed_sd=2.0):

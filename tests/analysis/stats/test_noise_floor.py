@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from analysis.stats.grid import SweepGrid
-from analysis.stats.noise_floor import noise_floor
-from analysis.stats.paired import paired_test
+from cfx.analysis.stats.grid import SweepGrid
+from cfx.analysis.stats.noise_floor import noise_floor
+from cfx.analysis.stats.paired import paired_test
 
 
 def test_noise_floor_equals_paired_test_on_hand_seed_differences(rng, sweep):

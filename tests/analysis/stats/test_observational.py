@@ -6,7 +6,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from analysis.stats.observational import cohort_effects, concordance, group_tests, ols_effect
+from cfx.analysis.stats.observational import cohort_effects, concordance, group_tests, ols_effect
 
 
 @pytest.fixture

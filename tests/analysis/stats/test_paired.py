@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats.paired import PairedTest, paired_test, paired_tests
+from cfx.analysis.stats.paired import PairedTest, paired_test, paired_tests
 
 
 def _exact_sign_p(n_positive, n_negative):

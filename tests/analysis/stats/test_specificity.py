@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.stats.specificity import adjusted_table, specificity_table, verdict
+from cfx.analysis.stats.specificity import adjusted_table, specificity_table, verdict
 
 
 @pytest.mark.parametrize(("target", "controls", "expected"), [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from counterfactual.phantom import DEFAULT_EFFECTS, PhantomSettings, write_phantom
+from cfx.counterfactual.phantom import DEFAULT_EFFECTS, PhantomSettings, write_phantom
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from counterfactual.phantom.anatomy import AIRWAY, LEFT_LUNG, MIN_SIZE, RIGHT_LUNG, build_anatomy
-from counterfactual.phantom.oracle import phantom_affine
+from cfx.counterfactual.phantom.anatomy import (
+    AIRWAY,
+    LEFT_LUNG,
+    MIN_SIZE,
+    RIGHT_LUNG,
+    build_anatomy,
+)
+from cfx.counterfactual.phantom.oracle import phantom_affine
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.phantom import PhantomOracle
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.phantom import PhantomOracle
 
 runner = CliRunner()
 SMALL = ["--subjects", "2", "--shape", "16,16,16", "--quiet"]
@@ -146,7 +146,7 @@ def test_out_must_be_new_or_empty(tmp_path):
 
 
 def test_a_failure_midway_leaves_nothing(tmp_path, monkeypatch):
-    import counterfactual.phantom.cohort as cohort_module
+    import cfx.counterfactual.phantom.cohort as cohort_module
 
     written = []
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from counterfactual.phantom.clinical import (
+from cfx.counterfactual.phantom.clinical import (
     ATTRIBUTES,
     CATEGORIES,
     MISSING_RATE,

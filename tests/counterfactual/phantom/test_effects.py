@@ -3,14 +3,14 @@ import json
 import numpy as np
 import pytest
 
-from counterfactual.errors import UserInputError
-from counterfactual.phantom.effects import (
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom.effects import (
     DEFAULT_EFFECTS,
     NO_EFFECTS,
     load_effects,
     parse_effects,
 )
-from counterfactual.phantom.patterns import LungPatterns
+from cfx.counterfactual.phantom.patterns import LungPatterns
 
 SMOKING_40 = {"smoking": {"reference": "no",
                           "values": {"yes": {"shift_hu": 40, "pattern": "lung"}}}}

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.phantom import PhantomOracle, phantom_affine
-from counterfactual.volume import read_labels, read_volume
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom import PhantomOracle, phantom_affine
+from cfx.counterfactual.volume import read_labels, read_volume
 
 SPACING = (6.0, 5.0, 7.5)
 TOL = 1e-3  # float32 rounding of (base + noise + effect) - (base + noise + effect')

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from counterfactual.phantom.patterns import PATTERNS, SUBPLEURAL_MM, LungPatterns
+from cfx.counterfactual.phantom.patterns import PATTERNS, SUBPLEURAL_MM, LungPatterns
 
 
 def _slab(n_slices, first=2, nz=16):

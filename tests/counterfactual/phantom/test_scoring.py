@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from counterfactual.phantom.scoring import score_difference
+from cfx.counterfactual.phantom.scoring import score_difference
 
 
 def test_scores_match_hand_and_scipy(rng):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from counterfactual.cohort import load_cohort
-from counterfactual.volume import write_volume
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.volume import write_volume
 
 SHIFT = {"yes": 20.0, "no": 0.0}
 
@@ -65,7 +65,7 @@ def configurable_fake():
 @pytest.fixture
 def phantom_dir(tmp_path):
     """A tiny phantom cohort (3 subjects, 20³ voxels of 8 mm) for oracle sweeps."""
-    from counterfactual.phantom import PhantomSettings, write_phantom
+    from cfx.counterfactual.phantom import PhantomSettings, write_phantom
 
     return write_phantom(tmp_path / "phantom", PhantomSettings(subjects=3, shape=(20, 20, 20),
                                                                spacing=(8.0, 8.0, 8.0)),

@@ -4,10 +4,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.errors import UserInputError
-from counterfactual.render import RenderConfig, run_render
-from counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.render import RenderConfig, run_render
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
 
 runner = CliRunner()
 PANEL = "sub-A1_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_panel.gif"

@@ -8,14 +8,14 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from analysis.permutation import one_sample_permutation
-from analysis.regions import zone_masks
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.phantom import NO_EFFECTS, PhantomOracle, PhantomSettings, write_phantom
-from counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
-from counterfactual.sweep.generators import resolve_generator
-from counterfactual.volume import write_volume
+from cfx.analysis.permutation import one_sample_permutation
+from cfx.analysis.regions import zone_masks
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.phantom import NO_EFFECTS, PhantomOracle, PhantomSettings, write_phantom
+from cfx.counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
+from cfx.counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.volume import write_volume
 
 runner = CliRunner()
 

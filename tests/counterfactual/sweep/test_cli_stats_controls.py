@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from analysis.controls import BODY, OUTSIDE_BODY, control_labels
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.generators import resolve_generator
-from counterfactual.volume import read_labels, read_volume
+from cfx.analysis.controls import BODY, OUTSIDE_BODY, control_labels
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.volume import read_labels, read_volume
 
 runner = CliRunner()
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import counterfactual.stats as stats_engine
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.stats import StatsConfig, run_stats
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.volume import write_volume
+import cfx.counterfactual.stats as stats_engine
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.stats import StatsConfig, run_stats
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.volume import write_volume
 
 runner = CliRunner()
 torch = pytest.importorskip("torch")

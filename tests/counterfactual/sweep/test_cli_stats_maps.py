@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.generators import resolve_generator
 
 matplotlib.use("Agg")
 runner = CliRunner()

@@ -5,8 +5,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.data import DEMO_COHORT, DEMO_PHANTOM_ARGS
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.data import DEMO_COHORT, DEMO_PHANTOM_ARGS
 
 runner = CliRunner()
 

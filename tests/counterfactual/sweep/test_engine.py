@@ -7,10 +7,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from counterfactual.errors import UserInputError
-from counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
-from counterfactual.sweep.lock import run_lock
-from counterfactual.sweep.manifest import sha256
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
+from cfx.counterfactual.sweep.lock import run_lock
+from cfx.counterfactual.sweep.manifest import sha256
 
 
 def _config(out, **kw):
@@ -73,7 +73,7 @@ def test_resume_regenerates_only_missing_or_corrupt_files(tmp_path, cohort, fake
 
 
 def test_killed_sweep_resumes_to_identical_bytes(tmp_path, cohort_dir, fake):
-    from counterfactual.cohort import load_cohort
+    from cfx.counterfactual.cohort import load_cohort
 
     reference = tmp_path / "reference"
     run_sweep(_config(reference), load_cohort(cohort_dir), fake)
@@ -82,9 +82,9 @@ def test_killed_sweep_resumes_to_identical_bytes(tmp_path, cohort_dir, fake):
 import os, signal, sys
 sys.path.insert(0, {str(os.path.dirname(__file__))!r})
 from conftest import FakeGenerator
-from counterfactual.cohort import load_cohort
-import counterfactual.sweep.engine as engine
-from counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
+from cfx.counterfactual.cohort import load_cohort
+import cfx.counterfactual.sweep.engine as engine
+from cfx.counterfactual.sweep.engine import SweepConfig, noise_seed, run_sweep
 from pathlib import Path
 
 engine._SAVE_EVERY_S = 0.0  # record every group, so what a kill leaves is known exactly
@@ -145,8 +145,8 @@ def test_bad_settings_fail_before_writing(tmp_path, cohort, fake, kw, message):
 
 def test_mask_outside_the_vocabulary_fails_before_writing(tmp_path, cohort_dir, fake, labels,
                                                           affine):
-    from counterfactual.cohort import load_cohort
-    from counterfactual.volume import write_volume
+    from cfx.counterfactual.cohort import load_cohort
+    from cfx.counterfactual.volume import write_volume
 
     bad = labels.copy()
     bad[0, 0, 0] = 9
@@ -168,7 +168,7 @@ def _same_record(a, b):
 
 
 def test_shard_slices_cover_every_group_once_and_are_balanced():
-    from counterfactual.sweep.engine import shard_slice
+    from cfx.counterfactual.sweep.engine import shard_slice
 
     for n_groups in (0, 1, 5, 6, 17):
         for count in (1, 2, 3, 7):
@@ -214,8 +214,8 @@ def test_concurrent_shards_in_subprocesses_equal_one_unsharded_run(tmp_path, coh
 import sys
 sys.path.insert(0, {here!r})
 from conftest import FakeGenerator
-from counterfactual.cohort import load_cohort
-from counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
 from pathlib import Path
 
 run_sweep(SweepConfig("smoking", ("yes", "no"), (0, 1), Path({out!r}), quiet=True,
@@ -232,7 +232,7 @@ run_sweep(SweepConfig("smoking", ("yes", "no"), (0, 1), Path({out!r}), quiet=Tru
 
 def test_a_shard_refuses_a_folder_an_unsharded_sweep_holds_and_vice_versa(tmp_path, cohort,
                                                                           fake):
-    from counterfactual.sweep.lock import shard_lock
+    from cfx.counterfactual.sweep.lock import shard_lock
 
     with run_lock(tmp_path / "run"):
         with pytest.raises(UserInputError, match="another cfx sweep is writing to this folder"):
@@ -279,9 +279,9 @@ def test_device_and_batch_size_reach_generators_that_take_them(tmp_path, cohort,
 
 
 def test_oracle_sweep_differences_equal_the_phantoms_exact_maps(tmp_path, phantom_dir):
-    from counterfactual.cohort import load_cohort
-    from counterfactual.phantom import PhantomOracle
-    from counterfactual.sweep.generators import PhantomOracleGenerator
+    from cfx.counterfactual.cohort import load_cohort
+    from cfx.counterfactual.phantom import PhantomOracle
+    from cfx.counterfactual.sweep.generators import PhantomOracleGenerator
 
     cohort = load_cohort(phantom_dir)
     run_sweep(_config(tmp_path / "run", seeds=(3,), reference="no"), cohort,

@@ -5,11 +5,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.labels import DEFAULT_VOCABULARY
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.executors import (
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.executors import (
     GroupJob,
     LocalExecutor,
     RayExecutor,
@@ -21,9 +21,9 @@ from counterfactual.sweep.executors import (
     resolve_executor,
     run_groups,
 )
-from counterfactual.sweep.generators import PhantomOracleGenerator, Request
-from counterfactual.sweep.manifest import sha256
-from counterfactual.volume import read_labels
+from cfx.counterfactual.sweep.generators import PhantomOracleGenerator, Request
+from cfx.counterfactual.sweep.manifest import sha256
+from cfx.counterfactual.volume import read_labels
 
 
 def _tree(folder):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.sweep.generators import Request, resolve_generator
-from counterfactual.sweep.learned import LearnedGenerator
-from counterfactual.volume import Volume, read_labels
-from models.checkpoint import content_hash
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.sweep.generators import Request, resolve_generator
+from cfx.counterfactual.sweep.learned import LearnedGenerator
+from cfx.counterfactual.volume import Volume, read_labels
+from cfx.models.checkpoint import content_hash
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -80,7 +80,7 @@ def test_labels_outside_the_vocabulary_are_refused(checkpoint, cohort, tmp_path)
     folder = tmp_path / "c"
     shutil.copytree(cohort.source, folder)
     mask = read_labels(folder / "masks" / "P000.nii.gz")
-    from counterfactual.volume import write_volume
+    from cfx.counterfactual.volume import write_volume
 
     write_volume(folder / "masks" / "P000.nii.gz", np.where(mask.data == 3, 5, mask.data),
                  mask.affine)

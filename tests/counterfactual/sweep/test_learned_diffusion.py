@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.errors import UserInputError
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.prompts import DEFAULT_TEMPLATE
-from counterfactual.sweep.generators import resolve_generator
-from counterfactual.sweep.learned import LearnedDiffusionGenerator, LearnedGenerator
-from counterfactual.sweep.request import Request, SamplingOptions
-from counterfactual.volume import read_labels, read_volume
-from models.samplers import SAMPLERS, DDIMSampler
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
+from cfx.counterfactual.sweep.generators import resolve_generator
+from cfx.counterfactual.sweep.learned import LearnedDiffusionGenerator, LearnedGenerator
+from cfx.counterfactual.sweep.request import Request, SamplingOptions
+from cfx.counterfactual.volume import read_labels, read_volume
+from cfx.models.samplers import SAMPLERS, DDIMSampler
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()

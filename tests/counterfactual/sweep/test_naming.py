@@ -1,7 +1,7 @@
 import pytest
 
-from counterfactual.errors import UserInputError
-from counterfactual.sweep.naming import ct_name, diff_name, value_label, value_labels
+from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.sweep.naming import ct_name, diff_name, value_label, value_labels
 
 
 def test_labels_are_letters_and_digits():

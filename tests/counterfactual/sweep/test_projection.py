@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import models.inference
-from counterfactual.cli import app
-from counterfactual.cohort import load_cohort
-from counterfactual.phantom import PhantomSettings, write_phantom
-from counterfactual.sweep.engine import SweepConfig, run_sweep
-from counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
-from counterfactual.sweep.projection import projection_lines
-from counterfactual.volume import read_labels
+import cfx.models.inference
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.phantom import PhantomSettings, write_phantom
+from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
+from cfx.counterfactual.sweep.generators import Request, SamplingOptions, resolve_generator
+from cfx.counterfactual.sweep.projection import projection_lines
+from cfx.counterfactual.volume import read_labels
 from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
@@ -48,7 +48,7 @@ def _requests():
 def clock(monkeypatch):
     """perf_counter advancing 2.5 s per call: one timed window takes exactly 2.5 s."""
     ticks = itertools.count()
-    monkeypatch.setattr(models.inference.time, "perf_counter", lambda: 2.5 * next(ticks))
+    monkeypatch.setattr(cfx.models.inference.time, "perf_counter", lambda: 2.5 * next(ticks))
 
 
 @pytest.mark.parametrize("arch, sampling", [

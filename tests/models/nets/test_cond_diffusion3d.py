@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from models.nets.cond_diffusion3d import CondDiffusion3D, RecordModulation
+from cfx.models.nets.cond_diffusion3d import CondDiffusion3D, RecordModulation
 from tests.models.conftest import (
     FIELD_DIMS,
     FIELDS,

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
-from models.nets.fusion import AffineFusion, CrossAttentionFusion
+from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
+from cfx.models.nets.fusion import AffineFusion, CrossAttentionFusion
 from tests.models.conftest import (
     FIELD_DIMS,
     FIELDS,

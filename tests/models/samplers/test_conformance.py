@@ -1,6 +1,6 @@
-"""What every sampler must do (the :class:`~models.samplers.base.Sampler` protocol), run for each
-registered sampler and for a toy newcomer defined here, which also runs through the sampling loop
-without any other file knowing it.
+"""What every sampler must do (the :class:`~cfx.models.samplers.base.Sampler` protocol), run for
+each registered sampler and for a toy newcomer defined here, which also runs through the sampling
+loop without any other file knowing it.
 
 References are independent of the samplers: the noise schedule is rebuilt with numpy from its
 definition (MONAI's ``scaled_linear_beta``: betas evenly spaced in square root), and the
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.samplers import SAMPLERS, Sampler, check_request, make_sampler, start_timestep
-from models.sampling import draw_diffusion_noise, sample_volumes
+from cfx.models.samplers import SAMPLERS, Sampler, check_request, make_sampler, start_timestep
+from cfx.models.sampling import draw_diffusion_noise, sample_volumes
 from tests.models.conftest import FIELDS, PHRASES, RECORDS, encode_record, tiny_diffusion
 
 SHAPE = (16, 16, 16)

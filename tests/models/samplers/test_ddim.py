@@ -5,9 +5,9 @@ import pytest
 import torch
 from monai.networks.schedulers import DDIMScheduler
 
-from models import checkpoint_files
-from models.samplers import DEFAULT_SAMPLER, SAMPLERS, DDIMSampler, make_sampler
-from models.samplers.ddim import ddim_timesteps
+from cfx.models import checkpoint_files
+from cfx.models.samplers import DEFAULT_SAMPLER, SAMPLERS, DDIMSampler, make_sampler
+from cfx.models.samplers.ddim import ddim_timesteps
 
 SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0005,
             "beta_end": 0.0195, "prediction_type": "v_prediction"}

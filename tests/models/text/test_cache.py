@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.text import EmbeddingCache, HFTextEncoder
+from cfx.models.text import EmbeddingCache, HFTextEncoder
 
 
 class _Counting:

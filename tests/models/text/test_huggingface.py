@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from models.text import HFTextEncoder, TextEncoderLoadError, resolve_encoder_path
+from cfx.models.text import HFTextEncoder, TextEncoderLoadError, resolve_encoder_path
 
 SHORT = "Lung CT scan: Smoker: yes."
 LONGER = ("Lung CT scan: Patient age: 68. Gender: Female. Smoker: yes. Pack-years: 42.5. "

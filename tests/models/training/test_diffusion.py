@@ -5,8 +5,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from models.checkpoint import load_training_state, save_training_state
-from models.training.diffusion import DiffusionSettings, DiffusionTrainer
+from cfx.models.checkpoint import load_training_state, save_training_state
+from cfx.models.training.diffusion import DiffusionSettings, DiffusionTrainer
 from tests.models.conftest import (
     FIELDS,
     PHRASES,

@@ -6,8 +6,8 @@ import torch
 import torch.multiprocessing as mp
 from torch import distributed as dist
 
-from models.text import HFTextEncoder
-from models.training.distributed import ShardedSource, shard_rows
+from cfx.models.text import HFTextEncoder
+from cfx.models.training.distributed import ShardedSource, shard_rows
 from tests.models.training import test_diffusion, test_gan
 from tests.models.training.test_gan import source
 

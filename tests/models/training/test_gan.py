@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_training_state, save_training_state
-from models.training.gan import GANSettings, GANTrainer, TrainingBatch
+from cfx.models.checkpoint import load_training_state, save_training_state
+from cfx.models.training.gan import GANSettings, GANTrainer, TrainingBatch
 from tests.models.conftest import (
     FIELDS,
     PHRASES,

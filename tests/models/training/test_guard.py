@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.training.guard import DivergenceError, GuardSettings, TrainingGuard
+from cfx.models.training.guard import DivergenceError, GuardSettings, TrainingGuard
 from tests.models.training import test_diffusion, test_gan
 
 
