@@ -267,11 +267,7 @@ def test_training_grid_of_a_cohort_median_spacing_commonest_orientation_largest_
         write_volume(tmp_path / "masks" / f"{sid}.nii.gz", labels, affine)
     (tmp_path / "clinical.csv").write_text("subject,smoking\nA,yes\nB,no\nC,yes\n")
 
-    class Source:
-        def summary(self):
-            return {"kind": "cohort"}
-
-    spacing, codes, extent = _training_geometry({"cohort": str(tmp_path)}, Source())
+    spacing, codes, extent = _training_geometry({"cohort": str(tmp_path)})
     assert spacing == (2.0, 2.0, 3.0) and codes == "RAS"
     assert extent == (50.0, 60.0, 40.0)  # B's 25 x 2, A's 30 x 2, C's 40 x 1 mm
 
