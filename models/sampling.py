@@ -241,10 +241,10 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     window = _window(model, labels.shape[2:], roi)
     null = model.null_condition().to(device)
     # 2. the shared start: the noise, or the CT noised to the first timestep
-    start = noise.initial.to(device)
+    start = initial = noise.initial.to(device)
     if ct is not None:
         clean = model.from_hu(ct.to(device).float())
-        start = sampler.add_noise(clean, start, timesteps[:1])
+        start = sampler.add_noise(clean, initial, timesteps[:1])
     if keep is not None:
         keep = keep.to(device)
     # 3. denoise each record from that start, every step drawing from the same generator state;
@@ -262,7 +262,7 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
             sample = sampler.step(predicted, t, sample, generator)
             if keep is not None:  # the held voxels: the CT at the next timestep, or itself
                 held = (clean if k + 1 == len(timesteps) else sampler.add_noise(
-                    clean, noise.initial.to(device), timesteps[k + 1:k + 2]))
+                    clean, initial, timesteps[k + 1:k + 2]))
                 sample = torch.where(keep, held, sample)
             del predicted
         out[row] = model.to_hu(sample)[0, 0]
