@@ -328,7 +328,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  fusion_lr_scale: float | None = None, l1_weight: float | None = None,
                  adversarial_weight: float | None = None, p_uncond: float | None = None,
                  sampling_steps: int | None = None, body: bool = False,
-                 edit_weight: float | None = None, workers: int = 2,
+                 edit_weight: float | None = None, gate_decay: float | None = None,
+                 workers: int = 2,
                  cache: Path | None = None, ddp: bool = False) -> None:
     """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
 
@@ -384,9 +385,10 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
                   fusion_lr_scale: float | None, l1_weight: float | None,
                   adversarial_weight: float | None, p_uncond: float | None,
                   sampling_steps: int | None, body: bool, edit_weight: float | None,
-                  workers: int, cache: Path | None, rank: int, world: int,
+                  gate_decay: float | None, workers: int, cache: Path | None, rank: int, world: int,
                   target: torch.device) -> None:
     options = {"fusion": fusion, "l1_weight": l1_weight, "edit_weight": edit_weight,
+               "gate_decay": gate_decay,
                "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
                "sampling_steps": sampling_steps}
     config = None
@@ -416,7 +418,11 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
         if body and not config["training"]["arguments"].get("body"):
             raise UserInputError(f"--body: {out} was trained without the body channel and "
                                  "cannot gain it on resume; start a new run with --body")
-        arguments = module.resumed_arguments(config["training"]["arguments"], given, out, steps)
+        try:
+            arguments = module.resumed_arguments(config["training"]["arguments"], given, out,
+                                                 steps)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
     else:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserInputError(f"--out: {out} exists and is not empty; give a new folder or "

@@ -88,6 +88,11 @@ def train(
                                       help="GAN: weight of the minimal-edit loss, the L1 change "
                                            "between one draw read with two records "
                                            "(default: 0, off)."),
+    gate_decay: float = typer.Option(None, "--gate-decay", show_default=False,
+                                     help="GAN: gate the record's reach by anatomy, a learned "
+                                          "weight per label that shrinks by this many times "
+                                          "the learning rate each step unless the data hold it "
+                                          "open (default: 0, no gate)."),
     workers: int = typer.Option(2, "--workers", callback=at_least(0),
                                 help="Processes reading a cohort's training patches from its "
                                      "disk cache (0: read in the training process)."),

@@ -2,9 +2,10 @@
 network, trainer, training defaults and options, card section and whole-volume runner.
 
 ``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight`` and ``edit_weight`` (the
-generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`) are its own options; the
-weights given with ``--resume`` apply from that step on (``--adversarial-weight 0`` continues on
-L1 alone, without running the discriminator).
+generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`) and ``gate_decay``
+(a new run's generator gates its fusion by anatomy, see :mod:`cfx.models.nets.fusion`) are its
+own options; the weights and decay given with ``--resume`` apply from that step on
+(``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
 
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
 L1_WEIGHT, ADVERSARIAL_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 0.0  # loss weights of a new run
+GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
 
@@ -39,10 +41,14 @@ def given_options(options: dict) -> dict:
     Raises
     ------
     ValueError
-        A weight below 0, or both 0; the message starts with the flags.
+        A weight or decay below 0, or both weights 0; the message starts with the flags.
     """
     l1_weight, adversarial_weight = options.get("l1_weight"), options.get("adversarial_weight")
     weights = {}
+    if options.get("gate_decay") is not None:
+        if not options["gate_decay"] >= 0:
+            raise ValueError(f"--gate-decay: got {options['gate_decay']}; give a decay >= 0")
+        weights["gate_decay"] = options["gate_decay"]
     if options.get("edit_weight") is not None:
         if not options["edit_weight"] >= 0:
             raise ValueError(f"--edit-weight: got {options['edit_weight']}; give a weight >= 0")
@@ -77,14 +83,23 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                  **{k: common[k] for k in ("channels", "phantom_shape", "drop_rate", "lr",
                                            "fusion_lr_scale", "body")},
                  "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
-                 "edit_weight": EDIT_WEIGHT,
+                 "edit_weight": EDIT_WEIGHT, "gate_decay": GATE_DECAY,
                  "seed": common["seed"], **given}
     arguments["command"] = command(arguments, out, steps)
     return arguments
 
 
 def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
-    """``training.arguments`` of a resumed run: as saved, with the loss weights given now."""
+    """``training.arguments`` of a resumed run: as saved, with the loss weights given now.
+
+    Raises
+    ------
+    ValueError
+        ``--gate-decay`` given for a run trained without the gate (the network cannot gain it).
+    """
+    if given.get("gate_decay") and not saved.get("gate_decay"):
+        raise ValueError(f"--gate-decay: {out} was trained without the label gate and cannot "
+                         "gain it on resume; start a new run with --gate-decay")
     return {**saved, **given}
 
 
@@ -100,6 +115,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              str(arguments.get("l1_weight", L1_WEIGHT)), "--adversarial-weight",
              str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--edit-weight",
              str(arguments.get("edit_weight", EDIT_WEIGHT)), "--seed", str(arguments["seed"])]
+    if arguments.get("gate_decay"):
+        words += ["--gate-decay", str(arguments["gate_decay"])]
     if arguments.get("body"):
         words.append("--body")
     if arguments["cohort"].startswith("phantom"):
@@ -117,6 +134,7 @@ def _settings(arguments: dict) -> GANSettings:
                        adversarial_weight=arguments.get("adversarial_weight",
                                                         ADVERSARIAL_WEIGHT),
                        edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
+                       gate_decay=arguments.get("gate_decay", GATE_DECAY),
                        seed=arguments["seed"], discriminator_layers=layers)
 
 
@@ -128,7 +146,7 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
     generator = CondGAN3DGenerator(
         list(phrases), field_dims, label_channels=label_channels,
         channels=arguments["channels"], fusion=arguments["fusion"], text_width=encoder.width,
-        token_dims=min(_TOKEN_DIMS, encoder.width // 2))
+        token_dims=min(_TOKEN_DIMS, encoder.width // 2), gate=arguments["gate_decay"] > 0)
     trainer = GANTrainer(generator, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()))
     trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))

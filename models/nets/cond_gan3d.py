@@ -125,6 +125,9 @@ class CondGAN3DGenerator(nn.Module):
         Attention heads (cross-attention); divides every decoder level's channels.
     hu_window : sequence of 2 float
         ``(low, high)`` HU mapped to -1 and +1.
+    gate : bool
+        Gate the affine fusion by anatomy: a learned weight per label and channel at every
+        level says how far the record reaches each label (see :mod:`cfx.models.nets.fusion`).
 
     Raises
     ------
@@ -135,7 +138,8 @@ class CondGAN3DGenerator(nn.Module):
     def __init__(self, fields: Sequence[str], field_dims: Sequence[int], label_channels: int = 4,
                  channels: Sequence[int] = (16, 32, 64, 64), fusion: str = "affine",
                  text_width: int = 384, token_dims: int = 32, noise_dims: int = 8,
-                 heads: int = 4, hu_window: Sequence[float] = (-1024.0, 1024.0)):
+                 heads: int = 4, hu_window: Sequence[float] = (-1024.0, 1024.0),
+                 gate: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         fields, field_dims = [str(f) for f in fields], [int(d) for d in field_dims]
@@ -154,6 +158,8 @@ class CondGAN3DGenerator(nn.Module):
         if fusion == "cross-attention" and any(c % heads for c in channels):
             raise ValueError(f"heads: must divide every level's channels {channels}, got "
                              f"{heads}")
+        if gate and fusion != "affine":
+            raise ValueError(f"gate: applies to the affine fusion only, got {fusion!r}")
         low, high = (float(v) for v in hu_window)
         if not low < high:
             raise ValueError(f"hu_window: need low < high, got {(low, high)}")
@@ -162,7 +168,7 @@ class CondGAN3DGenerator(nn.Module):
                        "fusion": fusion, "text_width": int(text_width),
                        "token_dims": int(token_dims),
                        "noise_dims": int(noise_dims), "heads": int(heads),
-                       "hu_window": [low, high]}
+                       "hu_window": [low, high], "gate": bool(gate)}
         self.fusion = fusion
         self.fields = tuple(fields)
         self.text_dims = sum(field_dims)
@@ -185,7 +191,9 @@ class CondGAN3DGenerator(nn.Module):
         self.decoder = nn.ModuleList(_ResBlock(c) for c in channels[:-1])
         fused = (channels[-1], *reversed(channels[:-1]))  # bottleneck, then coarse to fine
         if fusion == "affine":
-            self.fuse = nn.ModuleList(AffineFusion(c, self.text_dims + noise_dims) for c in fused)
+            self.fuse = nn.ModuleList(
+                AffineFusion(c, self.text_dims + noise_dims, label_channels if gate else 0)
+                for c in fused)
         else:
             self.fuse = nn.ModuleList(CrossAttentionFusion(c, token_dims, heads) for c in fused)
         self.head = nn.Conv3d(channels[0], 1, 3, padding=1)
@@ -255,6 +263,11 @@ class CondGAN3DGenerator(nn.Module):
 
     # -- network ------------------------------------------------------------------------------
 
+    def gates(self) -> list[nn.Parameter]:
+        """The label gates of the fusion layers, bottleneck first (each (labels, channels));
+        empty without a gate."""
+        return [block.gate for block in self.fuse if getattr(block, "gate", None) is not None]
+
     def forward(self, labels: torch.Tensor, noise: torch.Tensor, condition: TextCondition,
                 noise_vector: torch.Tensor | None = None) -> torch.Tensor:
         """One CT per row.
@@ -282,14 +295,18 @@ class CondGAN3DGenerator(nn.Module):
             h = block(h)
             skips.append(h)
             h = down(F.leaky_relu(h, 0.2))
-        # 2. the conditioning each fusion reads
+        # 2. the conditioning each fusion reads (with a gate: each label's share of its voxels)
         if self.fusion == "affine":
             if noise_vector is None:
                 noise_vector = condition.pooled.new_zeros(len(condition), self.noise_dims)
             vector = torch.cat([condition.pooled, noise_vector], dim=1)
 
             def fuse(block, features):
-                return block(features, vector)
+                if block.gate is None:
+                    return block(features, vector)
+                factor = labels.shape[2] // features.shape[2]
+                shares = F.avg_pool3d(labels, factor) if factor > 1 else labels
+                return block(features, vector, shares)
         else:
             def fuse(block, features):
                 return block(features, condition.tokens, condition.token_mask)

@@ -12,6 +12,13 @@ Two mechanisms, chosen per generator:
 Both start as the identity (their last layer is zero-initialised), so a new generator first
 learns the anatomy and the text then moves it only as far as the data asks. Neither uses
 statistics over the volume, so a sliding window sees the same function everywhere.
+
+:class:`AffineFusion` can be *gated by anatomy*: its scale and shift are multiplied, voxel by
+voxel and channel by channel, by a learned weight per label (mixed by each label's share of the
+voxel at the feature map's resolution). A global FiLM is one knob for the whole volume, so an
+edit the data put in the lungs also moves the air around the body; with the gate, the record
+reaches a label only as far as that label's weight lets it, and a trainer that decays the
+weights (``GANSettings.gate_decay``) closes them wherever the data do not hold them open.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ __all__ = ["AffineFusion", "CrossAttentionFusion"]
 
 
 class AffineFusion(nn.Module):
-    """``h * (1 + gamma) + beta`` with ``(gamma, beta) = W [text, noise] + b``.
+    """``h * (1 + g gamma) + g beta`` with ``(gamma, beta) = W [text, noise] + b``; the gate
+    ``g`` is 1, or ``sum_l share_l * G[l]`` per voxel with ``G`` learned (labels x channels,
+    started at 1).
 
     Parameters
     ----------
@@ -31,27 +40,37 @@ class AffineFusion(nn.Module):
         ``C`` of the feature map.
     condition_dims : int
         Length of the conditioning vector (whitened text dims + noise vector dims).
+    gate_labels : int
+        ``L``, the label channels of the gate; 0 for none (a spatially uniform FiLM).
     """
 
-    def __init__(self, channels: int, condition_dims: int):
+    def __init__(self, channels: int, condition_dims: int, gate_labels: int = 0):
         super().__init__()
         self.project = nn.Linear(condition_dims, 2 * channels)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
+        self.gate = nn.Parameter(torch.ones(gate_labels, channels)) if gate_labels else None
 
-    def forward(self, h: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, condition: torch.Tensor,
+                shares: torch.Tensor | None = None) -> torch.Tensor:
         """
         Parameters
         ----------
         h : Tensor, shape (N, C, X, Y, Z)
         condition : Tensor, shape (N, condition_dims)
+        shares : Tensor, shape (N, L, X, Y, Z), optional
+            Each label's share of every voxel of ``h`` (the one-hot label map averaged down to
+            ``h``'s grid); needed with a gate, ignored without.
 
         Returns
         -------
         Tensor, shape (N, C, X, Y, Z)
         """
         gamma, beta = self.project(condition)[:, :, None, None, None].chunk(2, dim=1)
-        return h * (1 + gamma) + beta
+        if self.gate is None:
+            return h * (1 + gamma) + beta
+        gate = torch.einsum("nlxyz,lc->ncxyz", shares.to(h.dtype), self.gate.to(h.dtype))
+        return h * (1 + gate * gamma) + gate * beta
 
 
 class CrossAttentionFusion(nn.Module):

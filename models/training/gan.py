@@ -96,6 +96,12 @@ class GANSettings:
         asks every edit to be as small as the data allows, wherever it acts: an effect the
         training CTs support outweighs it, a change they do not (the body moved by a record
         that never moves it) does not. 0 (the default) skips the second draw.
+    gate_decay : float
+        With a gated generator (``CondGAN3DGenerator(gate=True)``), after every step each
+        label gate's weights shrink by the factor ``1 - gate_decay * lr`` (``lr`` of the fusion
+        layers), decoupled from Adam like AdamW's weight decay: a gate the data do not hold
+        open decays towards 0 (``exp(-gate_decay * lr * steps)``), so the record stops reaching
+        labels where it explains nothing. 0 leaves the gates free.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     discriminator_channels : int
@@ -119,6 +125,7 @@ class GANSettings:
     l1_weight: float = 100.0
     adversarial_weight: float = 1.0
     edit_weight: float = 0.0
+    gate_decay: float = 0.0
     ema_decay: float = 0.995
     discriminator_channels: int = 8
     discriminator_layers: int = 3
@@ -296,6 +303,10 @@ class GANTrainer:
         norm_g = torch.nn.utils.clip_grad_norm_(generator.parameters(), settings.clip_norm)
         self.optimizer_g.step()
         with torch.no_grad():
+            if settings.gate_decay > 0:
+                shrink = 1 - settings.gate_decay * self.optimizer_g.param_groups[1]["lr"]
+                for gate in generator.gates():
+                    gate.mul_(shrink)
             for average, current in zip(self.ema.parameters(), generator.parameters(),
                                         strict=True):
                 average.lerp_(current, 1 - settings.ema_decay)
