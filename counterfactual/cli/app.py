@@ -57,9 +57,22 @@ COMMANDS = {
 
 
 def load_command(name: str) -> click.Command:
-    """The command ``name`` of :data:`COMMANDS`, its module imported (once)."""
+    """The command ``name`` of :data:`COMMANDS`, its module imported (once), its flags shown as
+    flags in its help (:func:`flags_as_flags`)."""
     importlib.import_module(COMMANDS[name][0])
-    return typer.main.get_command(app).commands[name]
+    return flags_as_flags(typer.main.get_command(app).commands[name])
+
+
+def flags_as_flags(command: click.Command) -> click.Command:
+    """``command`` (and a group's subcommands) with every on/off option, ``--help`` included,
+    listed without a value type: typer would print ``--body <bool>`` as if it took a value."""
+    help_option = command.get_help_option(command.context_class(command))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        flags_as_flags(sub)
+    return command
 
 
 class _LazyCommand(click.Command):
@@ -82,12 +95,18 @@ class _CfxGroup(TyperGroup):
     and operating-system errors alike (exit code 2), whose failed commands leave none of their
     writes behind, and whose commands are imported when they run (:data:`COMMANDS`)."""
 
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""  # a flag, not a <bool> value (see flags_as_flags)
+        return option
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands:  # already imported
-            return self.commands[cmd_name]
+            return flags_as_flags(self.commands[cmd_name])
         if cmd_name in COMMANDS:
             return _LazyCommand(cmd_name, help=COMMANDS[cmd_name][1])
         return None

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
+from cfx.counterfactual.cli.app import COMMANDS
 
 runner = CliRunner()
 
@@ -62,8 +63,15 @@ def test_sweep_summary_counts_the_groups_the_progress_counted(outputs):
     assert [c for c in re.split(r"[\s│┃]+", row) if c][:2] == ["3", "6"]  # 3 groups, 6 volumes
 
 
-def test_help_keeps_brackets_and_shows_flags_as_flags():
-    text = runner.invoke(app, ["sweep", "--help"], terminal_width=200).output
-    assert "cfx[ray]" in text
-    flags = [line for line in text.splitlines() if "<bool>" in line]
-    assert all("--help" in line for line in flags), flags  # typer's own --help keeps its type
+def test_help_keeps_brackets():
+    assert "cfx[ray]" in runner.invoke(app, ["sweep", "--help"], terminal_width=200).output
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in COMMANDS), ["models", "list"],
+                                     ["models", "show"]])
+def test_every_help_shows_flags_as_flags(command):
+    """No option of any command, --help and --body/--no-body included, prints a <bool> type."""
+    result = runner.invoke(app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "--help" in result.output
+    assert "<bool>" not in result.output, [line for line in result.output.splitlines()
+                                            if "<bool>" in line]
