@@ -227,6 +227,55 @@ def test_affine_fusion_is_film():
     torch.testing.assert_close(fusion(h, condition), expected)
 
 
+def test_gated_affine_fusion_scales_the_film_by_the_labels_share_weighted_gate():
+    fusion = AffineFusion(3, 2, gate_labels=2)
+    with torch.no_grad():
+        fusion.project.weight.normal_()
+        fusion.project.bias.normal_()
+        fusion.gate.copy_(torch.tensor([[0.0, 0.5, 1.0], [2.0, 1.0, 0.0]]))
+    h, condition = torch.randn(1, 3, 2, 2, 2), torch.randn(1, 2)
+    share = torch.rand(1, 1, 2, 2, 2)
+    shares = torch.cat([share, 1 - share], dim=1)
+    gamma, beta = (condition @ fusion.project.weight.T + fusion.project.bias)[0].chunk(2)
+    out = fusion(h, condition, shares)
+    for c in range(3):  # by hand, channel by channel
+        gate = shares[0, 0] * fusion.gate[0, c] + shares[0, 1] * fusion.gate[1, c]
+        torch.testing.assert_close(out[0, c], h[0, c] * (1 + gate * gamma[c]) + gate * beta[c])
+    # a label whose gate is closed in a channel keeps that channel where it fills the voxel
+    closed = torch.cat([torch.ones_like(share), torch.zeros_like(share)], dim=1)
+    torch.testing.assert_close(fusion(h, condition, closed)[0, 0], h[0, 0])
+
+
+def test_a_new_gated_generator_equals_the_ungated_one(encoder):
+    """The gate starts at 1 for every label: the same weights give the same volume."""
+    fitted = fit_text(tiny_generator("affine"), encoder)
+    gated = fit_text(CondGAN3DGenerator(FIELDS, FIELD_DIMS, channels=(4, 8, 8), text_width=32,
+                                        token_dims=8, noise_dims=2, gate=True), encoder)
+    missing = gated.load_state_dict(fitted.state_dict(), strict=False)
+    assert sorted(missing.missing_keys) == ["fuse.0.gate", "fuse.1.gate", "fuse.2.gate"]
+    assert gated.config["gate"] and not fitted.config["gate"]
+    assert [tuple(g.shape) for g in gated.gates()] == [(4, 8), (4, 8), (4, 4)] \
+        and fitted.gates() == []
+    labels, noise, vector = _inputs()
+    condition = conditions(fitted, encoder, RECORDS[:1])
+    torch.testing.assert_close(gated.eval()(labels, noise, condition, vector),
+                               fitted(labels, noise, condition, vector))
+
+
+def test_closed_gates_make_the_record_change_nothing(encoder):
+    fitted = fit_text(tiny_generator("affine"), encoder)
+    gated = fit_text(CondGAN3DGenerator(FIELDS, FIELD_DIMS, channels=(4, 8, 8), text_width=32,
+                                        token_dims=8, noise_dims=2, gate=True), encoder)
+    gated.load_state_dict(fitted.state_dict(), strict=False)
+    labels, noise, vector = _inputs()
+    a, b = (conditions(fitted, encoder, [r]) for r in (RECORDS[0], RECORDS[2]))
+    assert (gated(labels, noise, a, vector) - gated(labels, noise, b, vector)).abs().max() > 1e-3
+    with torch.no_grad():
+        for gate in gated.gates():
+            gate.zero_()
+    torch.testing.assert_close(gated(labels, noise, a, vector), gated(labels, noise, b, vector))
+
+
 def test_cross_attention_equals_hand_computed_attention():
     torch.manual_seed(0)
     fusion = CrossAttentionFusion(channels=4, token_dims=3, heads=2)
@@ -279,6 +328,8 @@ def _fields_error(fields, field_dims):
     ({"fusion": "cross-attention", "channels": (6, 8), "heads": 4},
      r"heads: must divide every level's channels \(6, 8\), got 4"),
     ({"hu_window": (100, -100)}, r"hu_window: need low < high, got \(100.0, -100.0\)"),
+    ({"fusion": "cross-attention", "gate": True},
+     "gate: applies to the affine fusion only, got 'cross-attention'"),
     ({"field_dims": (40, 1, 1), "text_width": 32}, "dims: must be from 1 to width=32, got 40"),
     ({"field_dims": (2, 0, 1)}, "dims: must be from 1 to width=32, got 0"),
     ({"fields": ("age", "smoking", "age")},
