@@ -48,7 +48,7 @@ from torch import distributed as dist
 
 from cfx.analysis.controls import BODY_MARGIN_MM
 from cfx.counterfactual import __version__
-from cfx.counterfactual.attributes import DEFAULT_ATTRIBUTES
+from cfx.counterfactual.attributes import DEFAULT_ATTRIBUTES, NumericAttribute
 from cfx.counterfactual.cohort import load_cohort
 from cfx.counterfactual.errors import KeptOutputError, UserInputError
 from cfx.counterfactual.grid import ModelGrid, check_resumed_grid
@@ -151,15 +151,28 @@ def _source(arguments: dict, quiet: bool, cache: Path, workers: int, geometry: t
                                  progress=lambda items, what: track(items, what, quiet=quiet))
 
 
-def _fit_phrases(source, seed: int) -> dict[str, list[str]]:
+def _fit_phrases(source, seed: int) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
     """Field -> its distinct phrases over records drawn as training draws them, for the fields
-    the template writes in more than one way (a field with one phrase cannot condition)."""
+    the template writes in more than one way (a field with one phrase cannot condition); and
+    numeric field -> the value each of its phrases writes (read out, not whitened: see
+    :mod:`cfx.models.text_conditioning`)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF17]))
-    seen: dict[str, dict[str, None]] = {}
+    seen: dict[str, dict[str, float | None]] = {}
     for record in source.records(rng, _FIT_DRAWS):
         for field, phrase in source.template.phrases(record).items():
-            seen.setdefault(field, {})[phrase] = None
-    return {field: list(phrases) for field, phrases in seen.items() if len(phrases) > 1}
+            seen.setdefault(field, {}).setdefault(phrase, _numeric_value(field, record))
+    phrases = {field: list(written) for field, written in seen.items() if len(written) > 1}
+    values = {field: list(seen[field].values()) for field in phrases
+              if None not in seen[field].values() and len(set(seen[field].values())) > 1}
+    return phrases, values
+
+
+def _numeric_value(field: str, record: dict) -> float | None:
+    """The value of a numeric attribute's field in ``record``; None for any other field."""
+    if field not in DEFAULT_ATTRIBUTES.names or \
+            not isinstance(DEFAULT_ATTRIBUTES.attribute(field), NumericAttribute):
+        return None
+    return float(record[field])
 
 
 def _training_geometry(arguments: dict) -> tuple[tuple, str, tuple]:
@@ -187,12 +200,13 @@ def _cohort_geometry(cohort) -> tuple[tuple, str, tuple]:
 
 
 def _metadata(out: Path, architecture: ModuleType, generator: torch.nn.Module,
-              encoder: HFTextEncoder, source, arguments: dict, fitted_on: dict[str, int],
+              encoder: HFTextEncoder, source, arguments: dict, fitted_on: dict[str, dict],
               steps: int, elapsed: float, device: torch.device, guard: dict,
               geometry: tuple, processes: int = 1) -> dict:
     normalisation = {
-        "method": "per field: phrase alone, centre + PCA-whitening",
-        "fields": {name: {"dims": whitener.dims, "phrases": fitted_on[name],
+        "method": "per field: phrase alone, centre + PCA-whitening; a numeric field: ridge "
+                  "read-out of its value",
+        "fields": {name: {"dims": whitener.dims, **fitted_on[name],
                           "explained": round(float(whitener.explained.sum()), 4)}
                    for name, whitener in zip(generator.fields, generator.text, strict=True)},
         **architecture.normalisation(generator)}
@@ -285,39 +299,47 @@ def _new_arguments(cohort: str | None, out: Path, architecture: Architecture, st
     return module.new_arguments(common, options, given, out, steps)
 
 
-def _field_dims(phrases: dict[str, list[str]], encoder: HFTextEncoder) -> list[int]:
-    return [min(_FIELD_DIMS, len(p) - 1, encoder.width // 2) for p in phrases.values()]
+def _field_dims(phrases: dict[str, list[str]], values: dict[str, list[float]],
+                encoder: HFTextEncoder) -> list[int]:
+    """Axes per field: 1 for a numeric read-out, else up to :data:`_FIELD_DIMS` principal
+    ones."""
+    return [1 if field in values else min(_FIELD_DIMS, len(p) - 1, encoder.width // 2)
+            for field, p in phrases.items()]
 
 
 def _trainer(architecture: Architecture, arguments: dict, config: dict | None, out: Path,
              encoder: HFTextEncoder, source, target: torch.device
              ) -> tuple[object, dict[str, int], float, dict | None]:
     """The architecture's trainer: from the checkpoint when ``config`` is given (resume), else
-    new with its whitening fitted; with the phrase counts the whitening was fitted on, the time
-    spent so far and the guard's saved state (None on a new run)."""
+    new with its whitening fitted; with what each field's text was fitted on (``phrases``, and
+    ``readout`` for a numeric read-out), the time spent so far and the guard's saved state
+    (None on a new run)."""
     module = implementation(architecture)
     torch.manual_seed(arguments["seed"])
     if config is not None:
         trainer, meta = module.resumed_trainer(arguments, config["generator"], out, encoder,
                                                source, target)
         return trainer, _fitted_on(config), config["training"]["elapsed_s"], meta.get("guard")
-    phrases = _phrases(source, arguments["seed"])
+    phrases, values = _phrases(source, arguments["seed"])
     channels = len(DEFAULT_VOCABULARY.labels) + 1 + bool(arguments.get("body"))
-    trainer = module.new_trainer(arguments, phrases, _field_dims(phrases, encoder), channels,
-                                 encoder, source, target)
-    return trainer, {name: len(p) for name, p in phrases.items()}, 0.0, None
+    trainer = module.new_trainer(arguments, phrases, _field_dims(phrases, values, encoder),
+                                 channels, encoder, source, target, values)
+    fitted_on = {name: {"phrases": len(p), **({"readout": trainer.readouts[name]}
+                                              if name in trainer.readouts else {})}
+                 for name, p in phrases.items()}
+    return trainer, fitted_on, 0.0, None
 
 
-def _phrases(source, seed: int) -> dict[str, list[str]]:
-    phrases = _fit_phrases(source, seed)
+def _phrases(source, seed: int) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+    phrases, values = _fit_phrases(source, seed)
     if not phrases:
         raise UserInputError("--cohort: no field of the clinical records takes more than one "
                              "value in the prompts; the text cannot condition anything")
-    return phrases
+    return phrases, values
 
 
-def _fitted_on(config: dict) -> dict[str, int]:
-    return {name: field["phrases"]
+def _fitted_on(config: dict) -> dict[str, dict]:
+    return {name: {key: field[key] for key in ("phrases", "readout") if key in field}
             for name, field in config["text_normalisation"]["fields"].items()}
 
 

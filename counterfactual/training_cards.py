@@ -59,7 +59,8 @@ for real scans says nothing about real patients.
   {training["device"]}{_processes(training)}
 {loss}- text encoder: `{config["text_encoder"]["name"]}` ({config["text_encoder"]["width"]}-d),
   reading each field of the record written alone by the prompt template, its pooled
-  embedding centred and PCA-whitened per field: {_fields_line(config["text_normalisation"])}
+  embedding centred and PCA-whitened per field, a numeric one read out as its value by ridge
+  regression: {_fields_line(config)}
 - intensities: fixed window {config["hu_window"][0]:g}..{config["hu_window"][1]:g} HU
   (outputs are clipped to it)
 - saved model: {_saved_line(training)}
@@ -86,9 +87,22 @@ def _saved_line(training: dict) -> str:
     return line
 
 
-def _fields_line(normalisation: dict) -> str:
-    return ", ".join(f"{name} {f['dims']} dims ({100 * f['explained']:.0f} % of "
-                     f"{f['phrases']} phrases)" for name, f in normalisation["fields"].items())
+def _fields_line(config: dict) -> str:
+    units = {name: spec.get("unit", "") for name, spec
+             in config.get("attributes", {}).get("attributes", {}).items()}
+    return ", ".join(_field_line(name, f, units.get(name, ""))
+                     for name, f in config["text_normalisation"]["fields"].items())
+
+
+def _field_line(name: str, field: dict, unit: str) -> str:
+    if "readout" not in field:
+        return f"{name} {field['dims']} dims ({100 * field['explained']:.0f} % of " \
+               f"{field['phrases']} phrases)"
+    readout = field["readout"]
+    low, high = readout["values"]
+    return (f"{name} read out ({field['phrases']} phrases of {low:g}-{high:g}, R² "
+            f"{readout['r2']:.2f}, leave-one-out error {readout['loo_rmse']:.1f} {unit})"
+            .replace(" )", ")"))
 
 
 def _trained_on(summary: dict) -> str:

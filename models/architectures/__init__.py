@@ -14,7 +14,8 @@ That module (e.g. :mod:`cfx.models.architectures.gan`) defines:
 ``new_arguments(common, options, given, out, steps)``, ``resumed_arguments(saved, given, out,
 steps)``
     The run's ``training.arguments``.
-``new_trainer(arguments, phrases, field_dims, label_channels, encoder, source, device)``,
+``new_trainer(arguments, phrases, field_dims, label_channels, encoder, source, device,
+values)``,
 ``resumed_trainer(arguments, generator, folder, encoder, source, device)``
 ``normalisation(network)``, ``served(arguments)``, ``card(config, generator)``
     What ``config.json`` and the model card add for this architecture.

@@ -98,15 +98,16 @@ def _settings(arguments: dict) -> DiffusionSettings:
 
 
 def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list[int],
-                label_channels: int, encoder: HFTextEncoder, source,
-                device: torch.device) -> DiffusionTrainer:
+                label_channels: int, encoder: HFTextEncoder, source, device: torch.device,
+                values: dict[str, list[float]] | None = None) -> DiffusionTrainer:
     """A new trainer: the UNet built and its text whitening fitted on ``phrases`` (field ->
-    distinct phrases)."""
+    distinct phrases; ``values``: a numeric field -> the value of each of its phrases, read out
+    instead of whitened)."""
     model = CondDiffusion3D(list(phrases), field_dims, label_channels=label_channels,
                             channels=arguments["channels"], norm_num_groups=GROUPS,
                             text_width=encoder.width)
     trainer = DiffusionTrainer(model, encoder, source, _settings(arguments), device)
-    trainer.fit_text(list(phrases.values()))
+    trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
     return trainer
 
 

@@ -139,16 +139,17 @@ def _settings(arguments: dict) -> GANSettings:
 
 
 def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list[int],
-                label_channels: int, encoder: HFTextEncoder, source,
-                device: torch.device) -> GANTrainer:
+                label_channels: int, encoder: HFTextEncoder, source, device: torch.device,
+                values: dict[str, list[float]] | None = None) -> GANTrainer:
     """A new trainer: the generator built, its text whitening fitted on ``phrases`` (field ->
-    distinct phrases) and its output started at the data's mean intensity."""
+    distinct phrases; ``values``: a numeric field -> the value of each of its phrases, read out
+    instead of whitened) and its output started at the data's mean intensity."""
     generator = CondGAN3DGenerator(
         list(phrases), field_dims, label_channels=label_channels,
         channels=arguments["channels"], fusion=arguments["fusion"], text_width=encoder.width,
         token_dims=min(_TOKEN_DIMS, encoder.width // 2), gate=arguments["gate_decay"] > 0)
     trainer = GANTrainer(generator, encoder, source, _settings(arguments), device)
-    trainer.fit_text(list(phrases.values()))
+    trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
     trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
     return trainer
 

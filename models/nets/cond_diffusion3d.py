@@ -223,7 +223,8 @@ class CondDiffusion3D(nn.Module):
     # -- text ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def fit_text(self, pooled: Sequence[torch.Tensor]) -> None:
+    def fit_text(self, pooled: Sequence[torch.Tensor],
+                 values: Sequence[Sequence[float] | None] | None = None) -> list[dict | None]:
         """Fit the per-field whitening on the training phrases' embeddings.
 
         Parameters
@@ -231,8 +232,16 @@ class CondDiffusion3D(nn.Module):
         pooled : sequence of Tensor of float32, shapes (N_f, D)
             Per field (in :attr:`fields` order), the pooled embeddings of its distinct phrases,
             ``N_f`` more than its ``field_dims``.
+        values : sequence of (sequence of float or None), optional
+            Per field, the value each phrase writes where the field is numeric and read out
+            (:meth:`cfx.models.text_conditioning.FieldWhitening.fit`).
+
+        Returns
+        -------
+        list of dict or None
+            Per field, its read-out's fit (None for a whitened field).
         """
-        self.text.fit(pooled)
+        return self.text.fit(pooled, values)
 
     def _context(self, vectors: Sequence[torch.Tensor], present: torch.Tensor) -> torch.Tensor:
         """(N, K_f) per field and (N, F) presence -> (N, F, context_dims)."""

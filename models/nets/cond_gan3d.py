@@ -201,7 +201,8 @@ class CondGAN3DGenerator(nn.Module):
     # -- text ---------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def fit_text(self, pooled: Sequence[torch.Tensor], tokens: torch.Tensor | None = None) -> None:
+    def fit_text(self, pooled: Sequence[torch.Tensor], tokens: torch.Tensor | None = None,
+                 values: Sequence[Sequence[float] | None] | None = None) -> list[dict | None]:
         """Fit the whitening on the training phrases' embeddings.
 
         Parameters
@@ -211,12 +212,21 @@ class CondGAN3DGenerator(nn.Module):
             ``N_f`` more than its ``field_dims``.
         tokens : Tensor of float32, shape (M, D), optional
             Every real token of those phrases; needed for cross-attention.
+        values : sequence of (sequence of float or None), optional
+            Per field, the value each phrase writes where the field is numeric and read out
+            (:meth:`cfx.models.text_conditioning.FieldWhitening.fit`).
+
+        Returns
+        -------
+        list of dict or None
+            Per field, its read-out's fit (None for a whitened field).
         """
         if self.tokens is not None and tokens is None:
             raise ValueError("tokens: cross-attention needs the phrases' token embeddings")
-        self.text.fit(pooled)
+        reports = self.text.fit(pooled, values)
         if self.tokens is not None:
             self.tokens.fit(tokens)
+        return reports
 
     def condition(self, fields: Sequence[TextEncoding | None]) -> TextCondition:
         """Whiten one record's encoded phrases.

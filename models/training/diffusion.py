@@ -110,6 +110,9 @@ class DiffusionTrainer:
     main_loss : str
         The key of :meth:`train_step` that :class:`cfx.models.training.guard.TrainingGuard` watches
         for loss spikes.
+    readouts : dict of str to dict
+        Field -> the fit of its numeric read-out (:meth:`fit_text`); empty until then and on a
+        resumed run.
     """
 
     main_loss = "mse"
@@ -133,6 +136,7 @@ class DiffusionTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
+        self.readouts: dict[str, dict] = {}
         self._contexts = RecordConditions(self.network, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
         self.rows = slice(None)  # this process's rows of each batch (see distribute)
@@ -153,18 +157,29 @@ class DiffusionTrainer:
 
     # -- text ---------------------------------------------------------------------------------
 
-    def fit_text(self, phrases: Sequence[Sequence[str]]) -> None:
+    def fit_text(self, phrases: Sequence[Sequence[str]],
+                 values: Sequence[Sequence[float] | None] | None = None) -> list[dict | None]:
         """Fit the model's (and EMA's) per-field text whitening.
 
         Parameters
         ----------
         phrases : sequence of sequence of str
             Per field of the model, its distinct training phrases (more than its dims).
+        values : sequence of (sequence of float or None), optional
+            Per field, the value each phrase writes where the field is numeric and read out.
+
+        Returns
+        -------
+        list of dict or None
+            Per field, its read-out's fit (None for a whitened field), also kept in
+        :attr:`readouts` by field name.
         """
-        self.network.fit_text([self.encoder.encode(list(p)).pooled.to(self.device)
-                             for p in phrases])
+        reports = self.network.fit_text([self.encoder.encode(list(p)).pooled.to(self.device)
+                                         for p in phrases], values)
         self.ema.load_state_dict(self.network.state_dict())
         self._contexts.clear()
+        self.readouts = {f: r for f, r in zip(self.network.fields, reports, strict=True) if r}
+        return reports
 
     def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
         return torch.cat([self._contexts(row) for row in phrases])

@@ -158,6 +158,9 @@ class GANTrainer:
     main_loss : str
         The key of :meth:`train_step` that :class:`cfx.models.training.guard.TrainingGuard` watches
         for loss spikes.
+    readouts : dict of str to dict
+        Field -> the fit of its numeric read-out (:meth:`fit_text`); empty until then and on a
+        resumed run.
     """
 
     main_loss = "l1"
@@ -186,6 +189,7 @@ class GANTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.noise = torch.Generator(device="cpu").manual_seed(settings.seed)
         self.step = 0
+        self.readouts: dict[str, dict] = {}
         self._conditions = RecordConditions(self.network, encoder)
         self._autocast = settings.mixed_precision and self.device.type == "cuda"
         self.rows = slice(None)  # this process's rows of each batch (see distribute)
@@ -217,19 +221,30 @@ class GANTrainer:
 
     # -- text ---------------------------------------------------------------------------------
 
-    def fit_text(self, phrases: Sequence[Sequence[str]]) -> None:
+    def fit_text(self, phrases: Sequence[Sequence[str]],
+                 values: Sequence[Sequence[float] | None] | None = None) -> list[dict | None]:
         """Fit the generator's (and EMA's) text whitening.
 
         Parameters
         ----------
         phrases : sequence of sequence of str
             Per field of the generator, its distinct training phrases (more than its dims).
+        values : sequence of (sequence of float or None), optional
+            Per field, the value each phrase writes where the field is numeric and read out.
+
+        Returns
+        -------
+        list of dict or None
+            Per field, its read-out's fit (None for a whitened field), also kept in
+        :attr:`readouts` by field name.
         """
         encodings = [self.encoder.encode(list(p)).to(self.device) for p in phrases]
         tokens = torch.cat([e.tokens[e.mask] for e in encodings])
-        self.network.fit_text([e.pooled for e in encodings], tokens)
+        reports = self.network.fit_text([e.pooled for e in encodings], tokens, values)
         self.ema.load_state_dict(self.network.state_dict())
         self._conditions.clear()
+        self.readouts = {f: r for f, r in zip(self.network.fields, reports, strict=True) if r}
+        return reports
 
     @torch.no_grad()
     def calibrate_output(self, batch: TrainingBatch) -> None:
