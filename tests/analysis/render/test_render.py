@@ -1,8 +1,12 @@
+import struct
+import zlib
+from fractions import Fraction
+
 import imageio.v3 as iio
 import matplotlib
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from cfx.analysis.render.annotate import colorbar_strip
 from cfx.analysis.render.colour import diverging, parse_window, window_gray
@@ -13,6 +17,7 @@ from cfx.analysis.render.gif import (
     mosaic,
     panel_frames,
     symmetric_limit,
+    write_apng,
     write_gif,
     write_png,
 )
@@ -254,3 +259,95 @@ def test_mid_slice_is_the_middle_of_the_mask_in_display_order():
     frames = slice_stack(mask.astype(np.uint8), flipped, "axial")
     assert frames[mid_slice(mask, flipped, "axial")].any()
     assert mid_slice(np.zeros((6, 6, 20), bool), RAS, "axial") == 9
+
+
+def _chunks(path) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, data), read by hand with their CRCs checked."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
+        assert struct.unpack(">I", data[at + 8 + length:at + 12 + length])[0] == \
+            zlib.crc32(kind + body)
+        chunks.append((kind, body))
+        at += 12 + length
+    return chunks
+
+
+def _sequence(path) -> np.ndarray:
+    """Every frame of an animation, decoded by Pillow, as RGB (n, rows, cols, 3)."""
+    with Image.open(path) as image:
+        return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)])
+
+
+def _colour_frames() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    ct = rng.normal(-700, 80, (40, 40, 10)).astype(np.float32)
+    ramp = np.linspace(-30, 30, 40, dtype=np.float32)[:, None, None] * np.ones((1, 40, 10))
+    return diff_frames(ramp, RAS, limit=30.0, reference=ct)
+
+
+@pytest.mark.parametrize(("make", "levels"), [
+    (lambda: np.repeat(_noisy_ramp(4.0)[..., None], 3, axis=-1), None),  # evenly spaced greys
+    (lambda: np.repeat(_noisy_ramp(4.0)[..., None], 3, axis=-1), 256),   # every grey exact
+    (_colour_frames, None),                                               # one quantised palette
+])
+def test_apng_shows_exactly_the_gifs_pixels_and_is_smaller(tmp_path, make, levels):
+    frames = make()
+    apng = write_apng(tmp_path / "a.png", frames, fps=8, first=3, levels=levels)
+    gif = write_gif(tmp_path / "a.gif", frames, fps=8, first=3, levels=levels)
+    shown = _sequence(apng)
+    assert shown.shape == frames.shape
+    np.testing.assert_array_equal(shown, _sequence(gif))
+    if levels == 256:  # exact greys: the input itself, rolled to the poster frame
+        np.testing.assert_array_equal(shown, np.roll(frames, -3, axis=0))
+    assert apng.stat().st_size < gif.stat().st_size
+
+
+def test_apng_frame_count_duration_and_loop_in_its_chunks_and_for_pillow(tmp_path):
+    volume = np.random.default_rng(0).normal(-700, 100, (12, 10, 7)).astype(np.float32)
+    path = write_apng(tmp_path / "ct.png", ct_frames(volume, RAS), fps=8)
+    chunks = _chunks(path)
+    (actl,) = [body for kind, body in chunks if kind == b"acTL"]
+    assert struct.unpack(">II", actl) == (7, 0)  # 7 frames, 0 plays: loops forever
+    delays = [Fraction(*struct.unpack(">HH", body[20:24])) for kind, body in chunks
+              if kind == b"fcTL"]
+    assert delays == [Fraction(1, 8)] * 7  # seconds, exactly (a GIF stores 120 ms: 10 ms steps)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.is_animated and image.n_frames == 7
+        assert image.info["loop"] == 0
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(image)]
+    assert durations == [125] * 7
+
+
+def test_apng_poster_frame_is_what_a_viewer_that_does_not_animate_shows(tmp_path):
+    volume = np.random.default_rng(2).normal(-600, 300, (16, 12, 9)).astype(np.float32)
+    frames = ct_frames(volume, RAS)
+    path = write_apng(tmp_path / "ct.png", frames, fps=8, first=4, levels=256)
+    chunks = _chunks(path)
+    kinds = [kind for kind, _ in chunks]
+    assert kinds.index(b"fcTL") < kinds.index(b"IDAT")  # the still image is frame 0, no extra
+    still = tmp_path / "still.png"  # the file without its animation chunks: a plain PNG
+    plain = [(k, b) for k, b in chunks if k not in (b"acTL", b"fcTL", b"fdAT")]
+    still.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b)) for k, b in plain))
+    with Image.open(still) as image:
+        assert not getattr(image, "is_animated", False)
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")), frames[4])
+
+
+@pytest.mark.parametrize("write", [write_apng, write_gif])
+@pytest.mark.parametrize(("frames", "options", "message"), [
+    (np.zeros((2, 4, 4, 3), np.uint8), {"fps": 0}, "fps must be > 0, got 0"),
+    (np.zeros((2, 4, 4, 3), np.uint8), {"levels": 1}, "levels must be 2..256 greys, got 1"),
+    (np.zeros((2, 4, 4, 3), np.uint8), {"first": 2}, "first must be a frame index in 0..1"),
+    (np.zeros((2, 4, 4, 3), np.float32), {}, "frames must be uint8 .n >= 1, rows, cols, 3."),
+    (np.zeros((0, 4, 4, 3), np.uint8), {}, "frames must be uint8"),
+])
+def test_animation_writers_refuse_bad_arguments_and_write_nothing(tmp_path, write, frames,
+                                                                  options, message):
+    with pytest.raises(ValueError, match=message):
+        write(tmp_path / "x", frames, **options)
+    assert not list(tmp_path.iterdir())
