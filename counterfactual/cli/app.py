@@ -43,8 +43,9 @@ COMMANDS = {
               "reference beside the noise floor, voxelwise FWE maps, and observational tests of "
               "real CTs with their concordance."),
     "render": ("cfx.counterfactual.cli.render", "Write, under RUN/render/, a reference | "
-               "counterfactual | difference panel GIF per contrast and a mosaic PNG per volume; "
-               "--gifs all adds a GIF per volume and a difference GIF."),
+               "counterfactual | difference panel animation per contrast (animated PNG; "
+               "--animation gif for GIF) and a mosaic PNG per volume; --gifs all adds an "
+               "animation per volume and a difference animation."),
     "report": ("cfx.counterfactual.cli.report", "Write index.html, report.md, figures/ and tables/ "
                "for a run with statistics."),
     "audit": ("cfx.counterfactual.cli.audit", "Audit a run's counterfactuals: null intervention, "

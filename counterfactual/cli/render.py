@@ -1,4 +1,5 @@
-"""``cfx render``: GIFs and mosaics of a sweep's volumes and difference maps.
+"""``cfx render``: animations (animated PNG or GIF) and mosaics of a sweep's volumes and
+difference maps.
 
 This module parses the options and prints; :func:`cfx.counterfactual.render.run_render` (whose
 docstring says what is read and written) makes the renders.
@@ -22,10 +23,13 @@ from cfx.counterfactual.cli.params import (
 )
 from cfx.counterfactual.errors import UserInputError
 from cfx.counterfactual.progress import console
-from cfx.counterfactual.render import GIF_SETS, RenderConfig, run_render
+from cfx.counterfactual.render import ANIMATIONS, GIF_SETS, RenderConfig, run_render
 from cfx.counterfactual.run_folder import NOT_VERIFIED
 
-_GIFS_HELP = "Which GIFs: " + "; ".join(f"{k}: {v}" for k, v in GIF_SETS.items()) + "."
+_GIFS_HELP = ("Which animations (the name is kept for existing scripts): "
+              + "; ".join(f"{k}: {v}" for k, v in GIF_SETS.items()) + ".")
+_ANIMATION_HELP = ("File format of every animation: "
+                   + "; ".join(f"{k}: {v}" for k, v in ANIMATIONS.items()) + ".")
 
 
 @app.command()
@@ -39,19 +43,23 @@ def render(
                                                    "small volumes)."),
     gifs: str = typer.Option("panels", "--gifs", callback=choice(tuple(GIF_SETS)),
                              help=_GIFS_HELP),
+    animation: str = typer.Option("png", "--animation", callback=choice(tuple(ANIMATIONS)),
+                                  help=_ANIMATION_HELP),
     labels: Path | None = labels_option(),
     no_verify: bool = no_verify_option(),
     quiet: bool = quiet_option(),
 ) -> None:
-    """Write, under RUN/render/, a reference | counterfactual | difference panel GIF per contrast
-    and a mosaic PNG per volume; --gifs all adds a GIF per volume and a difference GIF."""
+    """Write, under RUN/render/, a reference | counterfactual | difference panel animation per
+    contrast (animated PNG; --animation gif for GIF) and a mosaic PNG per volume; --gifs all adds
+    an animation per volume and a difference animation."""
     try:
         look_up_option(axis, AXES)
     except ValueError as exc:
         raise UserInputError(f"--axis: {exc}") from None
     out = run_render(RenderConfig(
         run=run, subjects=tuple(subject), axis=axis, window=window, fps=fps, size=size,
-        gifs=gifs, labels=label_vocabulary(labels), verify=not no_verify, quiet=quiet))
+        gifs=gifs, animation=animation, labels=label_vocabulary(labels), verify=not no_verify,
+        quiet=quiet))
     if no_verify:
         console.print(f"warning: {NOT_VERIFIED}", markup=False, soft_wrap=True)
     if not quiet:

@@ -1,7 +1,6 @@
-import imageio.v3 as iio
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageSequence
 from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
@@ -10,12 +9,12 @@ from cfx.counterfactual.render import RenderConfig, run_render
 from cfx.counterfactual.sweep.engine import SweepConfig, run_sweep
 
 runner = CliRunner()
-PANEL = "sub-A1_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_panel.gif"
+PANEL = "sub-A1_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_panel.png"
 MOSAICS = ["sub-A1_attr-smoking_val-no_seed-0_axis-axial_mosaic.png",
            "sub-A1_attr-smoking_val-yes_seed-0_axis-axial_mosaic.png"]
-CT_GIFS = ["sub-A1_attr-smoking_val-no_seed-0_axis-axial_ct.gif",
-           "sub-A1_attr-smoking_val-yes_seed-0_axis-axial_ct.gif"]
-DIFF_GIF = "sub-A1_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_diff.gif"
+CT_GIFS = ["sub-A1_attr-smoking_val-no_seed-0_axis-axial_ct.png",
+           "sub-A1_attr-smoking_val-yes_seed-0_axis-axial_ct.png"]
+DIFF_GIF = "sub-A1_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_diff.png"
 
 
 @pytest.fixture
@@ -26,21 +25,43 @@ def run(tmp_path, cohort, fake):
 
 
 def _frames(path):
-    return np.asarray(iio.imread(path, index=None))[..., :3].astype(int)
+    with Image.open(path) as image:
+        return np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
+                        ).astype(int)
 
 
-def test_render_writes_panels_and_mosaics_by_default(run, labels):
+def test_render_writes_animated_png_panels_and_still_mosaics_by_default(run, labels):
     result = runner.invoke(app, ["render", str(run), "--subject", "A1", "--fps", "5", "-q"])
     assert result.exit_code == 0, result.stderr
     folder = run / "render" / "sub-A1"
     assert sorted(p.name for p in folder.iterdir()) == sorted([PANEL, *MOSAICS])
-    assert iio.improps(folder / PANEL, index=None).shape[0] == labels.shape[2]
-    with Image.open(folder / PANEL) as gif:
-        assert gif.info["duration"] == 200
+    with Image.open(folder / PANEL) as panel:
+        assert panel.format == "PNG" and panel.is_animated
+        assert panel.n_frames == labels.shape[2] and panel.info["loop"] == 0
+        assert [f.info["duration"] for f in ImageSequence.Iterator(panel)] == [200] * labels.shape[2]
+    for name in MOSAICS:  # the .png stills are single images, never an animation
+        with Image.open(folder / name) as still:
+            assert not getattr(still, "is_animated", False)
     assert not (run / "render" / "sub-B2").exists()
 
 
-def test_gifs_all_adds_per_volume_and_difference_gifs_that_the_panel_already_shows(run, labels):
+def test_animation_gif_writes_the_same_pixels_as_gif_files(run, labels):
+    result = runner.invoke(app, ["render", str(run), "--subject", "A1", "--gifs", "all",
+                                 "--animation", "gif", "-q"])
+    assert result.exit_code == 0, result.stderr
+    folder = run / "render" / "sub-A1"
+    gifs = [n.replace(".png", ".gif") for n in (PANEL, DIFF_GIF, *CT_GIFS)]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*gifs, *MOSAICS])
+    for name in gifs:
+        with Image.open(folder / name) as gif:
+            assert gif.format == "GIF" and gif.n_frames == labels.shape[2]
+    pngs = run_render(RenderConfig(run, subjects=("A1",), gifs="all", quiet=True))
+    for name in gifs:  # the default run wrote the APNG twins: every pixel the same
+        np.testing.assert_array_equal(_frames(folder / name),
+                                      _frames(pngs / "sub-A1" / name.replace(".gif", ".png")))
+
+
+def test_gifs_all_adds_per_volume_and_difference_animations_the_panel_shows(run, labels):
     result = runner.invoke(app, ["render", str(run), "--subject", "A1", "--gifs", "all", "-q"])
     assert result.exit_code == 0, result.stderr
     folder = run / "render" / "sub-A1"
@@ -68,6 +89,7 @@ def test_run_render_engine_returns_the_render_folder(run):
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("gifs", "some", "--gifs: got 'some'; choose one of panels, all"),
+    ("animation", "webp", "--animation: got 'webp'; choose one of png, gif"),
     ("axis", "oblique", "--axis: got 'oblique'; choose one of axial, coronal, sagittal"),
     ("size", 0, "--size: must be 1..4096 pixels, got 0"),
 ])
@@ -84,6 +106,7 @@ def test_run_render_refuses_a_bad_option_before_reading_the_run(tmp_path, field,
     (["--subject", "ZZ"], "--subject: ZZ not in"),
     (["--gifs", "panel"], "'--gifs': got 'panel'; choose one of panels, all (did you mean "
                           "'panels'?)"),
+    (["--animation", "apng"], "'--animation': got 'apng'; choose one of png, gif"),
 ])
 def test_bad_render_options_write_nothing(run, args, message):
     result = runner.invoke(app, ["render", str(run), *args])
@@ -92,11 +115,12 @@ def test_bad_render_options_write_nothing(run, args, message):
     assert not (run / "render").exists()
 
 
-def test_render_help_says_what_each_gif_set_writes():
+def test_render_help_says_what_each_set_and_format_writes():
     result = runner.invoke(app, ["render", "--help"], env={"COLUMNS": "200"})
     text = " ".join(result.stdout.split())
-    assert "panels: a reference | counterfactual | difference GIF" in text
-    assert "all: the panels and mosaics, plus a GIF per volume" in text
+    assert "panels: a reference | counterfactual | difference animation" in text
+    assert "all: the panels and mosaics, plus an animation per volume" in text
+    assert "png: animated PNG (APNG, .png)" in text and "gif: GIF (.gif), for slide" in text
 
 
 def test_render_of_a_folder_that_is_not_a_run(tmp_path):
