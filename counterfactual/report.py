@@ -1,9 +1,9 @@
 """The ``cfx report`` recipe: a self-contained HTML + Markdown report of a run, with figures
 and tables.
 
-Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the panel GIFs of
-``render/`` when ``cfx render`` made them (else draws the few it shows), and
-``audit/audit.json`` when it exists; writes ``figures/`` (PNG + PDF, GIFs), ``tables/`` (CSV +
+Reads the run's ``manifest.json`` and ``stats/`` (from ``cfx stats``), the panel animations of
+``render/`` when ``cfx render`` made them (else draws the few it shows, as animated PNG), and
+``audit/audit.json`` when it exists; writes ``figures/`` (PNG + PDF, animations), ``tables/`` (CSV +
 LaTeX), ``report.md`` and ``index.html`` into one folder that opens offline. Every number in it
 comes from the stats outputs.
 
@@ -42,7 +42,7 @@ from cfx.analysis.figures.output import save_figure
 from cfx.analysis.figures.paired import paired_values_figure
 from cfx.analysis.figures.statmap import stat_map_figure
 from cfx.analysis.render.colour import DIFF_CMAP, parse_window
-from cfx.analysis.render.gif import symmetric_limit, write_gif
+from cfx.analysis.render.gif import symmetric_limit, write_apng, write_gif
 from cfx.analysis.report import (
     BUILTIN,
     TemplateError,
@@ -78,7 +78,7 @@ class ReportConfig:
     out : Path, optional
         Report folder; default ``RUN/report/<template>``.
     subjects : int
-        Subjects shown in GIFs and maps, >= 1.
+        Subjects shown in animations and maps, >= 1.
     slices : int
         Axial slices per still montage and map, >= 1.
     include : tuple of Path
@@ -112,6 +112,7 @@ _CONTROLS = tuple(f"{region}_{statistic}" for region in ("body", "outside_body",
 _SHOWN = ("unit", "estimate", "ci_low", "ci_high", "p_t_holm", "d_z", "n_subjects", "n_seeds",
           "noise_estimate", "noise_ci_low", "noise_ci_high", *_CONTROLS, "note")
 _AXIS, _WINDOW, _FPS, _SIZE = "axial", "lung", 8.0, 256
+_WRITERS = {".png": write_apng, ".gif": write_gif}
 _ALPHA = 0.05
 _CONFIDENCE = 0.95
 
@@ -275,7 +276,7 @@ class _View:
         return f"{value_label(value)}-vs-{value_label(self.reference)}"
 
     def files(self, shown: list[str]) -> list[Path]:
-        """The run files the report may read: every CT of the first seed (histogram, GIFs,
+        """The run files the report may read: every CT of the first seed (histogram, panels,
         background) and the shown subjects' difference maps."""
         seed = self.seeds[0]
         return ([self.folder.ct_path(s, v, seed) for s in self.subjects for v in self.values]
@@ -457,30 +458,34 @@ def _stat_figure(run: _View, stem: Path, limit: float, slices: int):
                            label="mean Δ (HU)")
 
 
-def _gif(jobs: list, out: Path, existing: Path, name: str, make) -> str:
-    """Plan a GIF: a hard link to ``existing`` (made by cfx render; no byte stored twice, and
-    safe: cfx render replaces a GIF by a new file, never rewrites it in place), a copy where the
-    file system cannot link, or rendered with ``make()``."""
-    target = out / "figures" / "gifs" / name
+def _animation(jobs: list, out: Path, rendered: list[Path], stem: str, make) -> str:
+    """Plan an animation: a hard link to the newest of ``rendered`` that exists (what cfx render
+    wrote last, ``.png`` or ``.gif``; no byte stored twice, and safe: cfx render replaces a file
+    by a new one, never rewrites it in place), a copy where the file system cannot link, or, when
+    render made none, ``make()``'s frames drawn as an animated PNG. Returns the path linked."""
+    made = [p for p in rendered if p.is_file()]
+    existing = max(made, key=lambda p: p.stat().st_mtime_ns) if made else None
+    name = existing.name if existing is not None else f"{stem}.png"
+    target = out / "figures" / "animations" / name
 
     def job():
         target.parent.mkdir(parents=True, exist_ok=True)
-        if existing.is_file():
+        if existing is not None and existing.is_file():
             try:
                 os.link(existing, target)
             except OSError:  # another file system, or one without hard links
                 shutil.copyfile(existing, target)
-        else:
-            write_gif(target, make(), _FPS)
+        else:  # none rendered, or it went away since: drawn in the format linked
+            _WRITERS[target.suffix](target, make(), _FPS)
 
     jobs.append(job)
-    return f"figures/gifs/{name}"
+    return f"figures/animations/{name}"
 
 
 def _gifs(jobs: list, out: Path, run: _View, shown: list[str]) -> dict:
-    """Plan the reference | counterfactual | difference panel GIF of each shown subject and
-    contrast at the first seed: ``cfx render``'s own file when it made one, else drawn the same
-    way (a panel shows both volumes and their difference: no per-volume GIF is needed)."""
+    """Plan the reference | counterfactual | difference panel animation of each shown subject
+    and contrast at the first seed: ``cfx render``'s own file when it made one, else drawn the
+    same way (a panel shows both volumes and their difference: no per-volume one is needed)."""
     seed = run.seeds[0]
     render = run.root / "render"
     where = str(run.root / "manifest.json")
@@ -490,10 +495,10 @@ def _gifs(jobs: list, out: Path, run: _View, shown: list[str]) -> dict:
             if value == run.reference:
                 continue
             stem = run.folder.difference_path(subject, value, seed).name.removesuffix(
-                "_diff.nii.gz")
-            name = f"{stem}_axis-{_AXIS}_panel.gif"
-            path = _gif(jobs, out, subject_dir(render, subject, where) / name, name,
-                        lambda s=subject, v=value: _panel_frames(run, s, seed, v))
+                "_diff.nii.gz") + f"_axis-{_AXIS}_panel"
+            folder = subject_dir(render, subject, where)
+            path = _animation(jobs, out, [folder / f"{stem}.png", folder / f"{stem}.gif"], stem,
+                              lambda s=subject, v=value: _panel_frames(run, s, seed, v))
             panels.append({"subject": subject, "seed": seed, "value": value, "path": path,
                            "title": f"{value_title(run.attribute, run.reference)} | "
                                     f"{value_title(run.attribute, value)} | difference"})
@@ -621,12 +626,12 @@ def run_report(config: ReportConfig) -> Path:
         "effects": _records(effects), "voxelwise": summary.get("voxelwise", {}),
         "audit": _audit(run), "verified": config.verify,
     }
-    # 4. render the templates, then draw the figures and GIFs, into one staged folder
+    # 4. render the templates, then draw the figures and animations, into one staged folder
     with staged_dir(out, replace=True) as tmp:
-        jobs: list = []  # figures and GIFs, drawn after the templates rendered (fail fast)
+        jobs: list = []  # figures and animations, drawn after the templates (fail fast)
         context["figures"] = _figures(jobs, tmp, info, regions, effects, summary, region, shown,
                                       slices)
-        stills_only = template == "paper"  # a paper shows no GIF: none is copied or drawn
+        stills_only = template == "paper"  # a paper shows no animation: none copied or drawn
         context["gifs"] = _gifs([] if stills_only else jobs, tmp, info, shown)
         context["tables"] = _tables(tmp, run, headline)
         try:

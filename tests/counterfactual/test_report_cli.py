@@ -129,7 +129,10 @@ def _same(text: str, number: float) -> None:
 
 def test_summary_is_self_contained_and_every_image_loads(summary):
     images = _check_self_contained(summary)
-    assert any(src.endswith("_panel.gif") for src in images)
+    panels = [src for src in images if src.endswith("_panel.png")]
+    assert panels and all(src.startswith("figures/animations/") for src in panels)
+    with Image.open(summary / panels[0]) as panel:  # drawn by the report: an animated PNG
+        assert panel.format == "PNG" and panel.is_animated and panel.n_frames == 24
     assert {"figures/paired_values.png", "figures/delta_noise_floor.png",
             "figures/hu_histogram.png", "figures/forest.png",
             "figures/difference_yes-vs-no.png", "figures/meanmap_yes-vs-no.png"} <= set(images)
@@ -242,8 +245,8 @@ def test_paper_numbers_its_figures_and_every_figure_is_a_still_png_and_pdf(edite
     numbers = [int(n) for n in re.findall(r"<b>Figure (\d+)\.</b>", html)]
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 7
     assert "dashed line: the -950 HU emphysema threshold" in html
-    assert ".gif" not in html and ".gif" not in markdown
-    assert not (paper / "figures" / "gifs").exists()  # nothing drawn or copied for nobody
+    assert "_panel." not in html and "_panel." not in markdown
+    assert not (paper / "figures" / "animations").exists()  # nothing drawn or copied for nobody
     assert images[:2] == ["figures/ct_montage.png", "figures/difference_montage.png"]
     for src in images:
         assert src.endswith(".png") and (paper / src).with_suffix(".pdf").is_file()
@@ -256,18 +259,54 @@ def test_paper_numbers_its_figures_and_every_figure_is_a_still_png_and_pdf(edite
     assert "lung window, W 1500 / L -600 HU" in html
 
 
-def test_summary_reuses_existing_panels_and_links_no_missing_or_unused_gif(edited, tmp_path):
+PANEL = "sub-P000_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_panel.png"
+
+
+def _linked_panels(report: Path) -> list[str]:
+    """The panel animations the report's HTML and Markdown show; the same list in both."""
+    markdown = (report / "report.md").read_text(encoding="utf-8")
+    shown = sorted(src for src in _check_self_contained(report) if "_panel." in src)
+    assert shown == sorted(re.findall(r"\((figures/animations/[^)]+_panel\.\w+)\)", markdown))
+    return shown
+
+
+def test_summary_reuses_existing_panels_and_links_no_missing_or_unused_animation(edited,
+                                                                                tmp_path):
     """cfx render (default --gifs panels) wrote P000's panels only: the summary report links
-    that file, draws P001's the same way, and holds no per-volume or difference GIF."""
+    that file, draws P001's the same way, and holds no per-volume or difference animation."""
     _ok(["report", str(edited), "--subjects", "2", "--out", str(tmp_path / "s"), "-q"])
-    name = "sub-P000_attr-smoking_contrast-yes-vs-no_seed-0_axis-axial_panel.gif"
-    gifs = tmp_path / "s" / "figures" / "gifs"
-    assert sorted(p.name for p in gifs.iterdir()) == [name, name.replace("P000", "P001")]
-    assert os.path.samefile(gifs / name, edited / "render" / "sub-P000" / name)
-    with Image.open(gifs / name.replace("P000", "P001")) as gif:
-        assert gif.n_frames == 24  # made for the report: one frame per axial slice
-    linked = [src for src in _check_self_contained(tmp_path / "s") if src.endswith(".gif")]
-    assert sorted(linked) == [f"figures/gifs/{n}" for n in sorted(p.name for p in gifs.iterdir())]
+    folder = tmp_path / "s" / "figures" / "animations"
+    assert sorted(p.name for p in folder.iterdir()) == [PANEL, PANEL.replace("P000", "P001")]
+    assert os.path.samefile(folder / PANEL, edited / "render" / "sub-P000" / PANEL)
+    with Image.open(folder / PANEL.replace("P000", "P001")) as drawn:
+        assert drawn.format == "PNG" and drawn.n_frames == 24  # one frame per axial slice
+    assert _linked_panels(tmp_path / "s") == [f"figures/animations/{p.name}"
+                                              for p in sorted(folder.iterdir())]
+
+
+def test_summary_links_the_gif_that_cfx_render_wrote_last(edited, tmp_path):
+    """After cfx render --animation gif, the summary links that GIF (not the older APNG twin,
+    never a missing file) and still draws the subjects render skipped as animated PNG; when the
+    APNG is the newer file, it is the one linked."""
+    copy = tmp_path / "run"
+    shutil.copytree(edited, copy, ignore=shutil.ignore_patterns("report"))
+    older = copy / "render" / "sub-P000" / PANEL
+    os.utime(older, ns=(1, 1))
+    _ok(["render", str(copy), "--subject", "P000", "--animation", "gif", "-q"])
+    gif = PANEL.replace(".png", ".gif")
+    assert older.is_file() and (older.parent / gif).is_file()
+    _ok(["report", str(copy), "--subjects", "2", "--out", str(tmp_path / "s"), "-q"])
+    folder = tmp_path / "s" / "figures" / "animations"
+    assert sorted(p.name for p in folder.iterdir()) == [gif, PANEL.replace("P000", "P001")]
+    assert os.path.samefile(folder / gif, older.parent / gif)
+    with Image.open(folder / gif) as linked:
+        assert linked.format == "GIF" and linked.n_frames == 24
+    assert _linked_panels(tmp_path / "s") == [f"figures/animations/{p.name}"
+                                              for p in sorted(folder.iterdir())]
+    os.utime(older)  # the APNG is now the newer file: the next report links it instead
+    _ok(["report", str(copy), "--subjects", "1", "--out", str(tmp_path / "t"), "-q"])
+    assert _linked_panels(tmp_path / "t") == [f"figures/animations/{PANEL}"]
+    assert os.path.samefile(tmp_path / "t" / "figures" / "animations" / PANEL, older)
 
 
 def test_paper_methods_paragraph_states_the_run_settings(edited):
