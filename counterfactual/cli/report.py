@@ -29,7 +29,7 @@ def report(
                                  help="summary, paper, or a Jinja2 file (*.html or *.md)."),
     out: Path | None = typer.Option(None, "--out",
                                     help="Report folder (default RUN/report/<template>)."),
-    subjects: int = typer.Option(4, "--subjects", help="Subjects shown in GIFs and maps."),
+    subjects: int = typer.Option(4, "--subjects", help="Subjects shown in animations and maps."),
     slices: int = typer.Option(5, "--slices", help="Axial slices per still montage and map, "
                                                    "evenly spaced through the lungs."),
     include: list[Path] = typer.Option(
