@@ -362,16 +362,16 @@ class GridPlan:
                 "subjects": subjects}
 
     def write_model_grid(self, original: Cohort, labels: LabelVocabulary) -> None:
-        """Write each subject's mask (and CT, for ``--from-ct``) on the model grid where
-        :attr:`cohort` names them (``mode="model"`` only; the same bytes on every call)."""
-        from_ct = bool((self.generator.sampling or {}).get("from_ct"))
+        """Write each subject's mask (and CT, where the generator reads it) on the model grid
+        where :attr:`cohort` names them (``mode="model"`` only; the same bytes on every
+        call)."""
         for source, target in zip(original, self.cohort, strict=True):
             fit = self.fits[source.id]
             target.mask.parent.mkdir(parents=True, exist_ok=True)
             mask = read_labels(source.mask, labels)
             write_volume(target.mask, resample(mask.data, mask.affine, fit.model_shape,
                                                fit.model_affine, "nearest"), fit.model_affine)
-            if from_ct and target.ct is not None:
+            if target.ct is not None:
                 ct = read_volume(source.ct)
                 write_volume(target.ct, resample(ct.data, ct.affine, fit.model_shape,
                                                  fit.model_affine, "linear"), fit.model_affine)
@@ -402,9 +402,11 @@ def plan_grid(generator, cohort: Cohort, mode: str, labels: LabelVocabulary,
     if mode == "model":
         folder = out.resolve() / GRID_FOLDER
         from_ct = bool((getattr(generator, "sampling", None) or {}).get("from_ct"))
+        body = bool(getattr(generator, "body", None))  # a body model reads the body from the CT
         jobs = replace(cohort, subjects=tuple(
             replace(s, mask=folder / f"sub-{s.id}_space-model_mask.nii.gz",
-                    ct=folder / f"sub-{s.id}_space-model_ct.nii.gz" if from_ct else None)
+                    ct=folder / f"sub-{s.id}_space-model_ct.nii.gz"
+                    if from_ct or (body and s.ct is not None) else None)
             for s in cohort))
     return GridPlan(grid, mode, fits, ResampledGenerator(generator, grid), jobs)
 

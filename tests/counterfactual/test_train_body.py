@@ -106,3 +106,28 @@ def test_edit_weight_errors(tmp_path, bert, extra, message):
                               "2", "--patch", "16", "--phantom-shape", "16", "--text-encoder",
                               bert, *extra])
     assert not out.exists()
+
+
+def test_a_body_model_on_the_model_grid_reads_the_body_from_the_resampled_ct(body_model,
+                                                                             tmp_path):
+    """With --grid model the jobs read the model-grid copies under grid/: the CT is written
+    there too (not only for --from-ct), so the body comes from the scan, not the lungs' rule."""
+    cohort = _cohort(tmp_path / "fine", "32,32,32", "10")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["sweep", "--cohort", str(tmp_path / "fine"), "--model",
+                                 str(body_model), "--attribute", "smoking", "--values", "yes,no",
+                                 "--seeds", "0", "--out", str(out), "--device", "cpu",
+                                 "--grid", "model", "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    for subject in cohort.subjects:
+        entry = manifest["grid"]["subjects"][subject.id]
+        ct = read_volume(out / entry["model_grid_ct"])
+        mask = read_labels(out / entry["model_grid_mask"])
+        assert ct.shape == mask.shape == (16, 16, 16)
+        job = dataclasses.replace(subject, mask=out / entry["model_grid_mask"],
+                                  ct=out / entry["model_grid_ct"])
+        body = LearnedGenerator(body_model)._labels(mask, job)[0].argmax(0).numpy() == 4
+        unlabelled = mask.data == 0
+        np.testing.assert_array_equal(body, body_outline(ct.data, mask.data) & unlabelled)
+        assert not np.array_equal(body, synthetic_body(mask.data, mask.spacing) & unlabelled)
