@@ -30,6 +30,7 @@ __all__ = ["ct_frames", "diff_frames", "panel_frames", "mosaic", "write_apng", "
            "write_png", "symmetric_limit", "grey_levels"]
 
 _GAP = 4
+_DEFLATE_LEVEL = 4  # animated PNG: as fast as the GIF writer (see write_apng)
 
 
 def _check_same_shape(**arrays) -> None:
@@ -220,9 +221,11 @@ def write_apng(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0,
     """Write ``frames`` (uint8, (n, rows, cols, 3)) as an animated PNG (APNG) that loops forever.
 
     The palette images are those of :func:`write_gif` (every pixel shown is the same), each
-    frame stored as the rectangle that changed since the previous one, deflate at zlib's default
-    level. Frame ``first`` is also the PNG's still image (no separate default image): a viewer
-    that does not animate shows it.
+    frame stored as the rectangle that changed since the previous one, deflated at level 4:
+    measured on the demo's 64-frame 840x278 panels (Pillow's CPU time per panel), as fast as the
+    GIF writer (0.07 s) at 388 KB against the GIF's 1,547 KB; zlib's default level 6 gives
+    305 KB in 0.11 s. Frame ``first`` is also the PNG's still image (no separate default image):
+    a viewer that does not animate shows it.
 
     Parameters
     ----------
@@ -289,7 +292,8 @@ def _write_animation(path: str | os.PathLike, frames: np.ndarray, fps: float, fi
     if levels is not None and not 2 <= levels <= 256:
         raise ValueError(f"levels must be 2..256 greys, got {levels!r}")
     images = _palette_images(np.roll(frames, -first, axis=0), levels)
-    options = {"optimize": False} if kind == "GIF" else {"default_image": False}
+    options = {"optimize": False} if kind == "GIF" else {"default_image": False,
+                                                         "compress_level": _DEFLATE_LEVEL}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part.{kind.lower()}")
