@@ -12,7 +12,8 @@ against the sha256 its manifest recorded, before the first write) and writes und
   per contrast (``..._diff.png``), each a column of the panel on its own.
 
 Animations are animated PNG (APNG) by default, or GIF (``.gif``) with ``animation="gif"`` for
-slide software (PowerPoint animates GIF, not APNG): the same pixels, the APNG about 5x smaller.
+slide software (PowerPoint animates GIF, not APNG): the same pixels, the APNG 4x smaller on the
+demo.
 Every name ends in what it holds (``_mosaic``, ``_panel``, ``_ct``, ``_diff``), so a still and
 an animation never share a name. Every animation opens on the mid-lung slice (the frame HTML,
 Markdown, print and viewers that do not animate show). A first render that fails removes the
@@ -61,7 +62,8 @@ files are animations of the format ``--animation`` names)."""
 
 ANIMATIONS = {
     "png": "animated PNG (APNG, .png), shown by browsers and Markdown viewers",
-    "gif": "GIF (.gif), for slide software that animates GIF only; the same pixels, ~5x the bytes",
+    "gif": "GIF (.gif), for slide software that animates GIF only; the same pixels, 4x the bytes "
+           "on the demo",
 }
 """Values of ``--animation``: the file format of every animation, and what it is for."""
 

@@ -38,7 +38,8 @@ def test_render_writes_animated_png_panels_and_still_mosaics_by_default(run, lab
     with Image.open(folder / PANEL) as panel:
         assert panel.format == "PNG" and panel.is_animated
         assert panel.n_frames == labels.shape[2] and panel.info["loop"] == 0
-        assert [f.info["duration"] for f in ImageSequence.Iterator(panel)] == [200] * labels.shape[2]
+        durations = [f.info["duration"] for f in ImageSequence.Iterator(panel)]
+    assert durations == [200] * labels.shape[2]
     for name in MOSAICS:  # the .png stills are single images, never an animation
         with Image.open(folder / name) as still:
             assert not getattr(still, "is_animated", False)
