@@ -478,9 +478,11 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
 
     subjects = source.summary()["subjects"]
     if isinstance(subjects, int) and subjects < SMALL_COHORT and rank == 0:
-        console.print(f"warning: {subjects} training subjects; on phantoms, GANs trained on 50-200 "
-                      "subjects changed the body outside the lungs by 11-13 HU per attribute edit "
-                      "(4-6 HU with thousands); judge this model with cfx audit", soft_wrap=True)
+        console.print(f"warning: {subjects} training subjects; on phantoms, GANs trained on 200 "
+                      "fixed subjects recovered 0.5-1.4x of a planted lung effect and moved the "
+                      "air outside the body by up to 10 HU per edit (with --body; without it, "
+                      "an attribute with no effect moved the body by 10 HU); judge this model "
+                      "with the control regions of cfx stats and with cfx audit", soft_wrap=True)
 
     # 2. train under the guard: log accepted steps, save each kept state once the step after
     #    it confirmed it good, roll diverged steps back (cfx.models.training.guard)
