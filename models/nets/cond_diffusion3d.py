@@ -233,13 +233,8 @@ class CondDiffusion3D(nn.Module):
             Per field (in :attr:`fields` order), the pooled embeddings of its distinct phrases,
             ``N_f`` more than its ``field_dims``.
         values : sequence of (sequence of float or None), optional
-            Per field, the value each phrase writes where the field is numeric and read out
-            (:meth:`cfx.models.text_conditioning.FieldWhitening.fit`).
-
-        Returns
-        -------
-        list of dict or None
-            Per field, its read-out's fit (None for a whitened field).
+            Numeric fields' values, read out; returns each field's read-out fit (see
+            :meth:`cfx.models.text_conditioning.FieldWhitening.fit`).
         """
         return self.text.fit(pooled, values)
 

@@ -166,13 +166,8 @@ class DiffusionTrainer:
         phrases : sequence of sequence of str
             Per field of the model, its distinct training phrases (more than its dims).
         values : sequence of (sequence of float or None), optional
-            Per field, the value each phrase writes where the field is numeric and read out.
-
-        Returns
-        -------
-        list of dict or None
-            Per field, its read-out's fit (None for a whitened field), also kept in
-        :attr:`readouts` by field name.
+            Numeric fields' values, read out; returns each field's read-out fit, also kept in
+            :attr:`readouts` (as :meth:`cfx.models.training.gan.GANTrainer.fit_text`).
         """
         reports = self.network.fit_text([self.encoder.encode(list(p)).pooled.to(self.device)
                                          for p in phrases], values)

@@ -236,7 +236,7 @@ class GANTrainer:
         -------
         list of dict or None
             Per field, its read-out's fit (None for a whitened field), also kept in
-        :attr:`readouts` by field name.
+            :attr:`readouts` by field name.
         """
         encodings = [self.encoder.encode(list(p)).to(self.device) for p in phrases]
         tokens = torch.cat([e.tokens[e.mask] for e in encodings])

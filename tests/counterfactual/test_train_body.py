@@ -14,14 +14,8 @@ from cfx.counterfactual.cohort import load_cohort
 from cfx.counterfactual.sweep.learned import LearnedGenerator
 from cfx.counterfactual.volume import read_labels, read_volume
 from tests.conftest import cli_error
-from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
 
 
 def _train(out, bert, *extra):
@@ -31,12 +25,17 @@ def _train(out, bert, *extra):
         "--device", "cpu", "--save-every", "2", *extra])
 
 
-@pytest.fixture(scope="module")
-def body_model(tmp_path_factory, bert):
-    out = tmp_path_factory.mktemp("body") / "ckpt"
-    result = _train(out, bert, "--body", "--edit-weight", "2")
+def trained(tmp_path_factory, bert, *extra):
+    """A checkpoint of :func:`_train` with ``extra`` options, in a new folder."""
+    out = tmp_path_factory.mktemp("model") / "ckpt"
+    result = _train(out, bert, *extra)
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def body_model(tmp_path_factory, bert):
+    return trained(tmp_path_factory, bert, "--body", "--edit-weight", "2")
 
 
 def _cohort(folder, shape, spacing):
@@ -99,8 +98,11 @@ def test_body_cannot_be_added_on_resume(tmp_path, bert):
     (["--edit-weight", "-1"], "--edit-weight: got -1.0; give a weight >= 0"),
     (["--arch", "diffusion", "--edit-weight", "1", "--channels", "8,16"],
      "--edit-weight: applies to --arch gan only"),
+    (["--gate-decay", "-1"], "--gate-decay: got -1.0; give a decay >= 0"),
+    (["--arch", "diffusion", "--gate-decay", "1", "--channels", "8,16"],
+     "--gate-decay: applies to --arch gan only"),
 ])
-def test_edit_weight_errors(tmp_path, bert, extra, message):
+def test_gan_option_errors(tmp_path, bert, extra, message):
     out = tmp_path / "out"
     assert message in cli_error(["train", "--cohort", "phantom:4", "--out", str(out), "--steps",
                               "2", "--patch", "16", "--phantom-shape", "16", "--text-encoder",

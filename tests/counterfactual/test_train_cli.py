@@ -9,14 +9,8 @@ from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
 from tests.conftest import cli_error
-from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
 
 
 def _train(out, bert, *extra, steps=2):

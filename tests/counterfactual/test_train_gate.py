@@ -11,23 +11,14 @@ from typer.testing import CliRunner
 from cfx.counterfactual.cli import app
 from cfx.counterfactual.sweep.learned import LearnedGenerator
 from tests.conftest import cli_error
-from tests.counterfactual.test_train_body import _train
-from tests.models.conftest import save_tiny_bert
+from tests.counterfactual.test_train_body import _train, trained
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
-
-
-@pytest.fixture(scope="module")
 def gated(tmp_path_factory, bert):
-    out = tmp_path_factory.mktemp("gate") / "ckpt"
-    result = _train(out, bert, "--body", "--gate-decay", "3")
-    assert result.exit_code == 0, result.output
-    return out
+    return trained(tmp_path_factory, bert, "--body", "--gate-decay", "3")
 
 
 def test_the_checkpoint_records_the_gate_and_its_decay(gated):
@@ -65,19 +56,6 @@ def test_the_gate_cannot_be_added_on_resume(tmp_path, bert):
                       "2", "--device", "cpu"])
     assert line.startswith("cfx: error: --gate-decay: ") and "without the label gate" in line
     assert (out / "model.safetensors").read_bytes() == before
-
-
-@pytest.mark.parametrize("extra, message", [
-    (["--gate-decay", "-1"], "--gate-decay: got -1.0; give a decay >= 0"),
-    (["--arch", "diffusion", "--gate-decay", "1", "--channels", "8,16"],
-     "--gate-decay: applies to --arch gan only"),
-])
-def test_gate_decay_errors(tmp_path, bert, extra, message):
-    out = tmp_path / "out"
-    assert message in cli_error(["train", "--cohort", "phantom:4", "--out", str(out), "--steps",
-                                 "2", "--patch", "16", "--phantom-shape", "16", "--text-encoder",
-                                 bert, *extra])
-    assert not out.exists()
 
 
 def test_a_gated_model_sweeps_and_its_closed_gates_leave_the_record_without_effect(gated,

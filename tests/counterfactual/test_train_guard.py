@@ -16,15 +16,9 @@ from cfx.counterfactual.cli import app
 from cfx.models.training.diffusion import DiffusionTrainer
 from cfx.models.training.gan import GANTrainer
 from cfx.models.training.guard import GuardSettings
-from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
 _TRAINERS = {"gan": (GANTrainer, "4,8"), "diffusion": (DiffusionTrainer, "8,8")}
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
 
 
 def _args(out, bert, arch, steps, save_every, *extra):

@@ -8,14 +8,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
-from tests.models.conftest import save_tiny_bert
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return str(save_tiny_bert(tmp_path_factory.mktemp("bert")))
 
 
 def _args(out, bert, *extra, steps=2):

@@ -5,8 +5,9 @@ import torch
 
 from cfx.models.nets.cond_gan3d import CondGAN3DGenerator
 from cfx.models.training.gan import GANSettings, GANTrainer
-from tests.models.conftest import FIELD_DIMS, FIELDS, PHRASES, RECORDS, conditions
+from tests.models.conftest import FIELD_DIMS, FIELDS, PHRASES, RECORDS
 from tests.models.training.test_gan import source
+from tests.models.training.test_gan_edit import _edit
 
 
 def _gated_trainer(encoder, **settings):
@@ -57,14 +58,7 @@ def test_without_a_record_effect_the_gates_close_and_the_record_moves_less(encod
         trainer.source = _flat
         for _ in range(60):
             trainer.train_step()
-        batch = _flat(np.random.default_rng(5), 4)
-        labels = torch.nn.functional.one_hot(torch.from_numpy(batch.labels).long(), 4)
-        labels = labels.permute(0, 4, 1, 2, 3).float()
-        noise = torch.randn(4, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            a, b = (trainer.ema.to_hu(trainer.ema(labels, noise, conditions(
-                trainer.ema, encoder, [record] * 4))) for record in (RECORDS[0], RECORDS[-1]))
         runs[decay] = (max(g.abs().max().item() for g in trainer.network.gates()),
-                       (a - b).abs().mean().item())
+                       _edit(trainer, encoder, RECORDS[0], RECORDS[-1])[1])
     assert runs[0.0][0] > 0.5 and runs[50.0][0] < 0.05
     assert runs[50.0][1] < 0.2 * runs[0.0][1]
