@@ -309,7 +309,7 @@ def _field_dims(phrases: dict[str, list[str]], values: dict[str, list[float]],
 
 def _trainer(architecture: Architecture, arguments: dict, config: dict | None, out: Path,
              encoder: HFTextEncoder, source, target: torch.device
-             ) -> tuple[object, dict[str, int], float, dict | None]:
+             ) -> tuple[object, dict[str, dict], float, dict | None]:
     """The architecture's trainer: from the checkpoint when ``config`` is given (resume), else
     new with its whitening fitted; with what each field's text was fitted on (``phrases``, and
     ``readout`` for a numeric read-out), the time spent so far and the guard's saved state

@@ -18,7 +18,10 @@ voxel and channel by channel, by a learned weight per label (mixed by each label
 voxel at the feature map's resolution). A global FiLM is one knob for the whole volume, so an
 edit the data put in the lungs also moves the air around the body; with the gate, the record
 reaches a label only as far as that label's weight lets it, and a trainer that decays the
-weights (``GANSettings.gate_decay``) closes them wherever the data do not hold them open.
+weights (``GANSettings.gate_decay``) closes those the data do not hold open. Measured on 200 fixed
+phantom subjects (1200 steps, decay 3), the gates did not single out the lungs (0.27-0.28 there,
+0.23-0.25 in the body and the air) and the air still moved with the edits: at the training
+records the record never explains the air, so no gradient tells its gate apart (issue 16).
 """
 
 from __future__ import annotations
