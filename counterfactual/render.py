@@ -32,12 +32,11 @@ import numpy as np
 
 from cfx.analysis.render.colour import parse_window
 from cfx.analysis.render.gif import (
+    ANIMATION_WRITERS,
     ct_frames,
     diff_frames,
     mosaic,
     symmetric_limit,
-    write_apng,
-    write_gif,
     write_png,
 )
 from cfx.analysis.render.slices import AXES, mid_slice
@@ -67,7 +66,6 @@ ANIMATIONS = {
 }
 """Values of ``--animation``: the file format of every animation, and what it is for."""
 
-_WRITERS = {"png": write_apng, "gif": write_gif}
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,7 @@ def run_render(config: RenderConfig) -> Path:
     dirs = {s: subject_dir(out, s, str(folder.root / "manifest.json")) for s in chosen}
     # 3. per volume: its mosaic (and animation); per contrast: its panel (and difference one)
     every = config.gifs == "all"
-    animate, suffix = _WRITERS[config.animation], f".{config.animation}"
+    animate, suffix = ANIMATION_WRITERS[config.animation], f".{config.animation}"
     lungs: dict[str, np.ndarray | None] = {}
     for name, value, seed in track(keys, "render", quiet=config.quiet):
         ct = folder.ct(name, value, seed)

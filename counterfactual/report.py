@@ -42,7 +42,7 @@ from cfx.analysis.figures.output import save_figure
 from cfx.analysis.figures.paired import paired_values_figure
 from cfx.analysis.figures.statmap import stat_map_figure
 from cfx.analysis.render.colour import DIFF_CMAP, parse_window
-from cfx.analysis.render.gif import symmetric_limit, write_apng, write_gif
+from cfx.analysis.render.gif import ANIMATION_WRITERS, symmetric_limit
 from cfx.analysis.report import (
     BUILTIN,
     TemplateError,
@@ -112,7 +112,6 @@ _CONTROLS = tuple(f"{region}_{statistic}" for region in ("body", "outside_body",
 _SHOWN = ("unit", "estimate", "ci_low", "ci_high", "p_t_holm", "d_z", "n_subjects", "n_seeds",
           "noise_estimate", "noise_ci_low", "noise_ci_high", *_CONTROLS, "note")
 _AXIS, _WINDOW, _FPS, _SIZE = "axial", "lung", 8.0, 256
-_WRITERS = {".png": write_apng, ".gif": write_gif}
 _ALPHA = 0.05
 _CONFIDENCE = 0.95
 
@@ -476,7 +475,7 @@ def _animation(jobs: list, out: Path, rendered: list[Path], stem: str, make) -> 
             except OSError:  # another file system, or one without hard links
                 shutil.copyfile(existing, target)
         else:  # none rendered, or it went away since: drawn in the format linked
-            _WRITERS[target.suffix](target, make(), _FPS)
+            ANIMATION_WRITERS[target.suffix[1:]](target, make(), _FPS)
 
     jobs.append(job)
     return f"figures/animations/{name}"

@@ -28,7 +28,7 @@ from cfx.analysis.render.colour import blend, diverging, draw_contour, window_gr
 from cfx.analysis.render.slices import _SLICED, slice_stack, to_ras
 
 __all__ = ["ct_frames", "diff_frames", "panel_frames", "mosaic", "write_apng", "write_gif",
-           "write_png", "symmetric_limit", "grey_levels"]
+           "write_png", "symmetric_limit", "grey_levels", "ANIMATION_WRITERS"]
 
 _GAP = 4
 _DEFLATE_LEVEL = 4  # animated PNG: as fast as the GIF writer (see write_apng)
@@ -302,6 +302,10 @@ def _write_animation(path: str | os.PathLike, frames: np.ndarray, fps: float, fi
                    duration=round(1000.0 / fps), **options)
     os.replace(tmp, path)
     return path
+
+
+ANIMATION_WRITERS = {"png": write_apng, "gif": write_gif}
+"""File suffix (without the dot) -> the writer of an animation in that format."""
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
