@@ -63,8 +63,8 @@ def _child(mode: str, cohort: str, cache: str, patch: int, batch: int, steps: in
                                        cache, workers=workers)
     prepared = time.perf_counter() - start
     architecture = look_up("gan")
-    options = dict.fromkeys(("fusion", "l1_weight", "edit_weight", "adversarial_weight",
-                             "p_uncond", "sampling_steps"))
+    options = dict.fromkeys(("fusion", "l1_weight", "edit_weight", "region_weight",
+                             "adversarial_weight", "p_uncond", "sampling_steps"))
     given = implementation(architecture).given_options(options)
     arguments = training._new_arguments(
         cohort, Path(cache) / "unused", architecture, steps, f"{patch}", batch, "minilm", None,

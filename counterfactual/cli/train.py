@@ -84,6 +84,10 @@ def train(
                               help="Give the generator the body outline (from each training "
                                    "CT; at sweep time from the subject's CT, or drawn around "
                                    "the lungs) as one more label channel."),
+    region_weight: float = typer.Option(None, "--region-weight", show_default=False,
+                                        help="GAN: weight of the regional-mean loss, the "
+                                             "difference of each label's mean HU between a "
+                                             "draw and its CT (default: 0, off)."),
     edit_weight: float = typer.Option(None, "--edit-weight", show_default=False,
                                       help="GAN: weight of the minimal-edit loss, the L1 change "
                                            "between one draw read with two records "

@@ -121,7 +121,7 @@ def implementation(architecture: Architecture) -> ModuleType:
 register(Architecture(
     "gan", "cond_gan3d", "cfx.models.architectures.gan", channels="16,32,64,64", lr=5e-4,
     options={"fusion": "--fusion", "l1_weight": "--l1-weight", "edit_weight": "--edit-weight",
-             "gate_decay": "--gate-decay",
+             "region_weight": "--region-weight", "gate_decay": "--gate-decay",
              "adversarial_weight": "--adversarial-weight"},
     summary="mask + text conditional 3D GAN"))
 register(Architecture(

@@ -1,8 +1,8 @@
 """The mask + text conditional 3D GAN (``cfx train --arch gan``, checkpoint ``cond_gan3d``):
 network, trainer, training defaults and options, card section and whole-volume runner.
 
-``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight`` and ``edit_weight`` (the
-generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`) and ``gate_decay``
+``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight``, ``region_weight`` and
+``edit_weight`` (the generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`) and ``gate_decay``
 (a new run's generator gates its fusion by anatomy, see :mod:`cfx.models.nets.fusion`) are its
 own options; the weights and decay given with ``--resume`` apply from that step on
 (``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
@@ -28,7 +28,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
            "resumed_trainer", "normalisation", "served", "card", "Runner"]
 
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
-L1_WEIGHT, ADVERSARIAL_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 0.0  # loss weights of a new run
+L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 0.0, 0.0  # a new run's
 GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
@@ -49,10 +49,12 @@ def given_options(options: dict) -> dict:
         if not options["gate_decay"] >= 0:
             raise ValueError(f"--gate-decay: got {options['gate_decay']}; give a decay >= 0")
         weights["gate_decay"] = options["gate_decay"]
-    if options.get("edit_weight") is not None:
-        if not options["edit_weight"] >= 0:
-            raise ValueError(f"--edit-weight: got {options['edit_weight']}; give a weight >= 0")
-        weights["edit_weight"] = options["edit_weight"]
+    for name in ("region_weight", "edit_weight"):
+        if options.get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            if not options[name] >= 0:
+                raise ValueError(f"{flag}: got {options[name]}; give a weight >= 0")
+            weights[name] = options[name]
     if l1_weight is not None:
         if not l1_weight >= 0:
             raise ValueError(f"--l1-weight: got {l1_weight}; give a weight >= 0")
@@ -83,7 +85,8 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                  **{k: common[k] for k in ("channels", "phantom_shape", "drop_rate", "lr",
                                            "fusion_lr_scale", "body")},
                  "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
-                 "edit_weight": EDIT_WEIGHT, "gate_decay": GATE_DECAY,
+                 "region_weight": REGION_WEIGHT, "edit_weight": EDIT_WEIGHT,
+                 "gate_decay": GATE_DECAY,
                  "seed": common["seed"], **given}
     arguments["command"] = command(arguments, out, steps)
     return arguments
@@ -115,6 +118,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              str(arguments.get("l1_weight", L1_WEIGHT)), "--adversarial-weight",
              str(arguments.get("adversarial_weight", ADVERSARIAL_WEIGHT)), "--edit-weight",
              str(arguments.get("edit_weight", EDIT_WEIGHT)), "--seed", str(arguments["seed"])]
+    if arguments.get("region_weight"):
+        words += ["--region-weight", str(arguments["region_weight"])]
     if arguments.get("gate_decay"):
         words += ["--gate-decay", str(arguments["gate_decay"])]
     if arguments.get("body"):
@@ -133,6 +138,7 @@ def _settings(arguments: dict) -> GANSettings:
                        l1_weight=arguments.get("l1_weight", L1_WEIGHT),
                        adversarial_weight=arguments.get("adversarial_weight",
                                                         ADVERSARIAL_WEIGHT),
+                       region_weight=arguments.get("region_weight", REGION_WEIGHT),
                        edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
                        gate_decay=arguments.get("gate_decay", GATE_DECAY),
                        seed=arguments["seed"], discriminator_layers=layers)
