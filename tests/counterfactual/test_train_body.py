@@ -1,5 +1,6 @@
 """``cfx train --body``: the body outline as one more label channel, in training and at sweep
-time (from the subject's CT, or drawn around the lungs without one), and ``--edit-weight``."""
+time (from the subject's CT, or drawn around the lungs without one), ``--edit-weight`` and
+``--region-weight``."""
 
 import dataclasses
 import json
@@ -35,7 +36,7 @@ def trained(tmp_path_factory, bert, *extra):
 
 @pytest.fixture(scope="module")
 def body_model(tmp_path_factory, bert):
-    return trained(tmp_path_factory, bert, "--body", "--edit-weight", "2")
+    return trained(tmp_path_factory, bert, "--body", "--edit-weight", "2", "--region-weight", "50")
 
 
 def _cohort(folder, shape, spacing):
@@ -45,14 +46,16 @@ def _cohort(folder, shape, spacing):
     return load_cohort(folder)
 
 
-def test_the_checkpoint_records_the_body_channel_and_the_edit_weight(body_model):
+def test_the_checkpoint_records_the_body_channel_and_the_loss_weights(body_model):
     config = json.loads((body_model / "config.json").read_text())
     assert config["generator"]["label_channels"] == 5  # background, 3 labels, body
     assert config["body"]["channel"] == 4 and config["body"]["air_hu"] == -500.0
     arguments = config["training"]["arguments"]
     assert arguments["body"] is True and arguments["edit_weight"] == 2.0
+    assert arguments["region_weight"] == 50.0
     assert "--body" in config["training"]["command"].split()
     assert "--edit-weight 2.0" in config["training"]["command"]
+    assert "--region-weight 50.0" in config["training"]["command"]
 
 
 def test_the_sweep_reads_the_body_from_the_ct_or_draws_it(body_model, tmp_path):
@@ -98,6 +101,9 @@ def test_body_cannot_be_added_on_resume(tmp_path, bert):
     (["--edit-weight", "-1"], "--edit-weight: got -1.0; give a weight >= 0"),
     (["--arch", "diffusion", "--edit-weight", "1", "--channels", "8,16"],
      "--edit-weight: applies to --arch gan only"),
+    (["--region-weight", "-1"], "--region-weight: got -1.0; give a weight >= 0"),
+    (["--arch", "diffusion", "--region-weight", "1", "--channels", "8,16"],
+     "--region-weight: applies to --arch gan only"),
     (["--gate-decay", "-1"], "--gate-decay: got -1.0; give a decay >= 0"),
     (["--arch", "diffusion", "--gate-decay", "1", "--channels", "8,16"],
      "--gate-decay: applies to --arch gan only"),

@@ -1,4 +1,5 @@
-"""``cfx train --l1-weight/--adversarial-weight``: recorded, applied on resume, checked."""
+"""``cfx train --l1-weight/--adversarial-weight/--region-weight``: recorded, applied on resume,
+checked."""
 
 import json
 
@@ -29,7 +30,19 @@ def test_new_run_records_the_default_weights(tmp_path, bert):
     arguments = _arguments(tmp_path / "a")
     assert (arguments["l1_weight"], arguments["adversarial_weight"]) == (100.0, 1.0)
     assert "--l1-weight 100.0 --adversarial-weight 1.0" in arguments["command"]
-    assert "adversarial_d" in result.output
+    assert arguments["region_weight"] == 0.0 and "--region-weight" not in arguments["command"]
+    assert "adversarial_d" in result.output and ", region " not in result.output
+
+
+def test_resume_with_a_region_weight_applies_and_records_it(tmp_path, bert):
+    out = tmp_path / "a"
+    assert runner.invoke(app, _args(out, bert)).exit_code == 0
+    result = runner.invoke(app, ["train", "--out", str(out), "--steps", "4", "--resume",
+                                 "--device", "cpu", "--region-weight", "20", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert "step 3/4: l1" in result.output and ", region " in result.output
+    arguments = _arguments(out)
+    assert arguments["region_weight"] == 20.0
 
 
 def test_resume_with_l1_only_keeps_the_discriminator(tmp_path, bert):
