@@ -87,7 +87,8 @@ def train(
     region_weight: float = typer.Option(None, "--region-weight", show_default=False,
                                         help="GAN: weight of the regional-mean loss, the "
                                              "difference of each label's mean HU between a "
-                                             "draw and its CT (default: 0, off)."),
+                                             "draw and its CT; 0 leaves it out (new run: 100; "
+                                             "resume: as saved)."),
     edit_weight: float = typer.Option(None, "--edit-weight", show_default=False,
                                       help="GAN: weight of the minimal-edit loss, the L1 change "
                                            "between one draw read with two records "

@@ -28,7 +28,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
            "resumed_trainer", "normalisation", "served", "card", "Runner"]
 
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
-L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 0.0, 0.0  # a new run's
+L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 100.0, 0.0  # a new run's
 GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
@@ -138,7 +138,7 @@ def _settings(arguments: dict) -> GANSettings:
                        l1_weight=arguments.get("l1_weight", L1_WEIGHT),
                        adversarial_weight=arguments.get("adversarial_weight",
                                                         ADVERSARIAL_WEIGHT),
-                       region_weight=arguments.get("region_weight", REGION_WEIGHT),
+                       region_weight=arguments.get("region_weight", 0.0),  # older runs: none
                        edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
                        gate_decay=arguments.get("gate_decay", GATE_DECAY),
                        seed=arguments["seed"], discriminator_layers=layers)

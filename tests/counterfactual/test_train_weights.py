@@ -30,19 +30,33 @@ def test_new_run_records_the_default_weights(tmp_path, bert):
     arguments = _arguments(tmp_path / "a")
     assert (arguments["l1_weight"], arguments["adversarial_weight"]) == (100.0, 1.0)
     assert "--l1-weight 100.0 --adversarial-weight 1.0" in arguments["command"]
-    assert arguments["region_weight"] == 0.0 and "--region-weight" not in arguments["command"]
-    assert "adversarial_d" in result.output and ", region " not in result.output
+    assert arguments["region_weight"] == 100.0 and "--region-weight 100.0" in arguments["command"]
+    assert "adversarial_d" in result.output and ", region " in result.output
 
 
 def test_resume_with_a_region_weight_applies_and_records_it(tmp_path, bert):
     out = tmp_path / "a"
-    assert runner.invoke(app, _args(out, bert)).exit_code == 0
+    assert runner.invoke(app, _args(out, bert, "--region-weight", "0")).exit_code == 0
+    assert _arguments(out)["region_weight"] == 0.0
     result = runner.invoke(app, ["train", "--out", str(out), "--steps", "4", "--resume",
                                  "--device", "cpu", "--region-weight", "20", "--log-every", "1"])
     assert result.exit_code == 0, result.output
     assert "step 3/4: l1" in result.output and ", region " in result.output
-    arguments = _arguments(out)
-    assert arguments["region_weight"] == 20.0
+    assert _arguments(out)["region_weight"] == 20.0
+
+
+def test_a_run_saved_before_the_region_loss_resumes_without_it(tmp_path, bert):
+    """A checkpoint whose arguments have no region_weight (written before the option) goes on
+    without the loss, not with the new-run default."""
+    out = tmp_path / "a"
+    assert runner.invoke(app, _args(out, bert)).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["training"]["arguments"]["region_weight"]
+    (out / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["train", "--out", str(out), "--steps", "4", "--resume",
+                                 "--device", "cpu", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert "step 3/4: l1" in result.output and ", region " not in result.output
 
 
 def test_resume_with_l1_only_keeps_the_discriminator(tmp_path, bert):
