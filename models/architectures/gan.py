@@ -2,10 +2,11 @@
 network, trainer, training defaults and options, card section and whole-volume runner.
 
 ``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight``, ``region_weight`` and
-``edit_weight`` (the generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`) and ``gate_decay``
-(a new run's generator gates its fusion by anatomy, see :mod:`cfx.models.nets.fusion`) are its
-own options; the weights and decay given with ``--resume`` apply from that step on
-(``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
+``edit_weight`` (the generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`)
+and ``gate_decay`` (a new run's generator gates its fusion by anatomy, see
+:mod:`cfx.models.nets.fusion`) are its own options; the weights and decay given with
+``--resume`` apply from that step on (``--adversarial-weight 0`` continues on L1 alone, without
+running the discriminator).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ field and noise vector and the whitened fields; the discriminator (MONAI
 ``PatchDiscriminator``, which sees the image together with the one-hot labels and the whitened
 field vectors as constant channels) is updated with the least-squares adversarial loss (MONAI
 ``PatchAdversarialLoss``); the generator is updated with ``l1_weight * L1 + region_weight *
-region + edit_weight * edit + adversarial_weight * adversarial``; an exponential moving average (EMA) of the generator's
-weights is what a checkpoint serves.
+region + edit_weight * edit + adversarial_weight * adversarial``; an exponential moving average
+(EMA) of the generator's weights is what a checkpoint serves.
 """
 
 from __future__ import annotations
@@ -301,9 +301,10 @@ class GANTrainer:
         Returns
         -------
         dict of str to float
-            ``l1`` (HU), ``region`` and ``edit`` (HU, when weighted), ``adversarial_g``, ``adversarial_d``, and the total gradient norm
-            of each network before clipping, ``grad_norm_g`` and ``grad_norm_d`` (the
-            discriminator's values only when ``settings.adversarial_weight > 0``).
+            ``l1`` (HU); ``region`` and ``edit`` (HU) when weighted; ``adversarial_g``,
+            ``adversarial_d`` and the total gradient norm of each network before clipping,
+            ``grad_norm_g`` and ``grad_norm_d`` (the discriminator's values only when
+            ``settings.adversarial_weight > 0``).
         """
         settings, generator = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
