@@ -9,9 +9,9 @@ Run from the repository root with the project's interpreter::
 --out DIR``. For its first ``--subjects`` subjects, ``MODEL`` (a checkpoint folder) draws each
 subject's own record, one noise draw per subject (seed ``1000 + index``, as ``recovery.py``), and
 the drawn CT is compared with the real one over three regions: the lungs (the mask's labels), the
-body around them and the air outside the body (:func:`cfx.analysis.controls.body_outline` of the
-real CT). Per value of ``--attribute`` the script prints the mean HU of the real and drawn CTs
-in each region and their difference.
+body around them and the air outside the body (:func:`cfx.analysis.controls.control_labels` of the
+real CT, the body taken up to the lungs). Per value of ``--attribute`` the script prints the mean
+HU of the real and drawn CTs in each region and their difference.
 
 What it tells apart: a counterfactual edit that moves the air (``cfx stats``' control regions)
 can come from a model that fits its own training records but extrapolates badly to a changed one,
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfx.analysis.controls import body_outline
+from cfx.analysis.controls import BODY, OUTSIDE_BODY, control_labels
 from cfx.counterfactual.cohort import load_cohort
 from cfx.counterfactual.errors import UserInputError
 from cfx.counterfactual.prompts import DEFAULT_TEMPLATE
@@ -40,12 +40,11 @@ from cfx.counterfactual.volume import read_labels, read_volume
 REGIONS = ("lung", "body", "air")
 
 
-def region_means(ct: np.ndarray, labels: np.ndarray, body: np.ndarray) -> dict[str, float]:
-    """Mean HU over the lungs (non-zero labels), the body outside them, and the air outside
-    the body."""
-    lung = labels != 0
-    return {"lung": float(ct[lung].mean()), "body": float(ct[body & ~lung].mean()),
-            "air": float(ct[~body].mean())}
+def region_means(ct: np.ndarray, labels: np.ndarray, controls: np.ndarray) -> dict[str, float]:
+    """Mean HU over the lungs (non-zero labels), the body outside them and the air outside the
+    body (``controls``: :func:`cfx.analysis.controls.control_labels` of the real CT)."""
+    return {"lung": float(ct[labels != 0].mean()), "body": float(ct[controls == BODY].mean()),
+            "air": float(ct[controls == OUTSIDE_BODY].mean())}
 
 
 def fit_table(model_folder: Path, cohort_folder: Path, subjects: int,
@@ -71,8 +70,9 @@ def fit_table(model_folder: Path, cohort_folder: Path, subjects: int,
         request = Request.build(value, subject.record, DEFAULT_TEMPLATE)
         (drawn,) = model.generate(subject, mask, attribute, [request], seed=1000 + index,
                                   ct=real)
-        body = body_outline(real.data, mask.data)
-        means = (region_means(real.data, mask.data, body), region_means(drawn, mask.data, body))
+        controls = control_labels(real.data, mask.data, margin=0)  # the body up to the lungs
+        means = (region_means(real.data, mask.data, controls),
+                 region_means(drawn, mask.data, controls))
         group = rows.setdefault(str(value), {r: [] for r in REGIONS})
         for region in REGIONS:
             group[region].append([m[region] for m in means])

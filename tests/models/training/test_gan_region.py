@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cfx.models.training.gan import GANTrainer, TrainingBatch, region_mean_error
-from tests.models.conftest import RECORDS, conditions, phrases_of
+from cfx.models.training.gan import TrainingBatch, region_mean_error
+from tests.models.conftest import RECORDS, phrases_of
 from tests.models.training.test_gan import _HU, _trainer
+from tests.models.training.test_gan_edit import _edit
 
 
 def test_region_mean_error_matches_a_hand_computation():
@@ -35,21 +36,6 @@ def skewed_source(rng: np.random.Generator, batch_size: int) -> TrainingBatch:
     return TrainingBatch(labels, ct.astype(np.float32), [phrases_of(r) for r in records])
 
 
-def _smoking_edit(trainer: GANTrainer, encoder) -> float:
-    """Mean HU change inside the labels from non-smoker to smoker, EMA generator, fixed batch."""
-    batch = skewed_source(np.random.default_rng(5), 4)
-    labels = torch.nn.functional.one_hot(torch.from_numpy(batch.labels).long(), 4)
-    labels = labels.permute(0, 4, 1, 2, 3).float()
-    noise = torch.randn(4, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        smoker, non_smoker = (
-            trainer.ema.to_hu(trainer.ema(labels, noise,
-                                          conditions(trainer.ema, encoder, [record] * 4)))
-            for record in (RECORDS[0], RECORDS[2]))
-    inside = torch.from_numpy(batch.labels)[:, None] > 0
-    return (smoker - non_smoker)[inside].mean().item()
-
-
 def test_the_region_loss_learns_a_sparse_shift_of_the_mean_that_l1_misses(encoder):
     """L1 fits each voxel's median, which the sparse +200 HU spots do not move; the regional
     mean loss fits the labels' mean, which they raise by 20 HU. After 150 steps on L1 alone
@@ -64,6 +50,6 @@ def test_the_region_loss_learns_a_sparse_shift_of_the_mean_that_l1_misses(encode
         for _ in range(150):
             losses = trainer.train_step()
         assert ("region" in losses) == (weight > 0)
-        edits[weight] = _smoking_edit(trainer, encoder)
+        edits[weight] = _edit(trainer, encoder, RECORDS[0], RECORDS[2])[0]  # yes - no
     assert edits[0.0] < 5.0
     assert 10.0 < edits[100.0] < 26.0
