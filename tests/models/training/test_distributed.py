@@ -13,7 +13,7 @@ from tests.models.training.test_gan import source
 
 STEPS = 3
 BATCH = 4
-ATOL = 1e-5  # on weights of order 0.01-1 (see test_two_processes_equal_one_on_the_whole_batch)
+ATOL = 1e-4  # on weights of order 0.01-1 (see test_two_processes_equal_one_on_the_whole_batch)
 
 
 def _build(kind: str, encoder):
@@ -83,7 +83,10 @@ def test_two_processes_equal_one_on_the_whole_batch(kind, tiny_bert_folder, tmp_
     """Rank 0 and rank 1 end in the same state, equal to one process training on the global
     batch of 4 rows: random states exactly, weights, EMA and optimiser moments to ``ATOL``
     (float sums in another order; measured after 3 Adam steps at lr 1e-3: at most 2.0e-6 for
-    the GAN's generator, 4.4e-7 for the diffusion model)."""
+    the GAN's generator and 4.4e-7 for the diffusion model on one machine, 4.2e-5 for the GAN
+    on another, on 5 of 1728 weights of one layer: Adam's first steps divide a gradient by its
+    own size plus 1e-8, so a gradient near 1e-8 turns a last-bit difference into a visible one;
+    a batch split wrongly moves weights by up to one step, 1e-3)."""
     ranks, ((single, single_meta), single_losses) = _run_both(kind, str(tiny_bert_folder),
                                                              tmp_path)
     for saved in ranks:
