@@ -98,6 +98,11 @@ def train(
                                           "weight per label that shrinks by this many times "
                                           "the learning rate each step unless the data hold it "
                                           "open (default: 0, no gate)."),
+    label_levels: bool = typer.Option(None, "--label-levels/--no-label-levels",
+                                      show_default=False,
+                                      help="GAN: the record sets each label's mean HU on its "
+                                           "own linear path, added where the label is "
+                                           "(new run: on; resume: as saved)."),
     workers: int = typer.Option(2, "--workers", callback=at_least(0),
                                 help="Processes reading a cohort's training patches from its "
                                      "disk cache (0: read in the training process)."),

@@ -2,11 +2,12 @@
 network, trainer, training defaults and options, card section and whole-volume runner.
 
 ``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight``, ``region_weight`` and
-``edit_weight`` (the generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`)
-and ``gate_decay`` (a new run's generator gates its fusion by anatomy, see
-:mod:`cfx.models.nets.fusion`) are its own options; the weights and decay given with
-``--resume`` apply from that step on (``--adversarial-weight 0`` continues on L1 alone, without
-running the discriminator).
+``edit_weight`` (the generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`),
+``gate_decay`` (a new run's generator gates its fusion by anatomy, see
+:mod:`cfx.models.nets.fusion`) and ``label_levels`` (a new run's generator sets each label's
+level from the record, see :class:`cfx.models.nets.cond_gan3d.CondGAN3DGenerator`) are its own
+options; the weights and decay given with ``--resume`` apply from that step on
+(``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
 L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 100.0, 0.0  # a new run's
 GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
+LABEL_LEVELS = False  # a new run's generator sets each label's level from the record
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
 
@@ -46,6 +48,8 @@ def given_options(options: dict) -> dict:
     """
     l1_weight, adversarial_weight = options.get("l1_weight"), options.get("adversarial_weight")
     weights = {}
+    if options.get("label_levels") is not None:
+        weights["label_levels"] = bool(options["label_levels"])
     if options.get("gate_decay") is not None:
         if not options["gate_decay"] >= 0:
             raise ValueError(f"--gate-decay: got {options['gate_decay']}; give a decay >= 0")
@@ -87,7 +91,7 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                                            "fusion_lr_scale", "body")},
                  "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
                  "region_weight": REGION_WEIGHT, "edit_weight": EDIT_WEIGHT,
-                 "gate_decay": GATE_DECAY,
+                 "gate_decay": GATE_DECAY, "label_levels": LABEL_LEVELS,
                  "seed": common["seed"], **given}
     arguments["command"] = command(arguments, out, steps)
     return arguments
@@ -99,11 +103,19 @@ def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
     Raises
     ------
     ValueError
-        ``--gate-decay`` given for a run trained without the gate (the network cannot gain it).
+        ``--gate-decay`` given for a run trained without the gate, or ``--label-levels``
+        (``--no-label-levels``) for one trained without (with) them: the network cannot gain
+        or lose them.
     """
     if given.get("gate_decay") and not saved.get("gate_decay"):
         raise ValueError(f"--gate-decay: {out} was trained without the label gate and cannot "
                          "gain it on resume; start a new run with --gate-decay")
+    saved_levels = saved.get("label_levels", False)
+    if given.get("label_levels", saved_levels) != saved_levels:
+        flag, trained = (("--label-levels", "without") if given["label_levels"]
+                         else ("--no-label-levels", "with"))
+        raise ValueError(f"{flag}: {out} was trained {trained} label levels and cannot change "
+                         "that on resume; start a new run")
     return {**saved, **given}
 
 
@@ -123,6 +135,7 @@ def command(arguments: dict, out: Path, steps: int) -> str:
         words += ["--region-weight", str(arguments["region_weight"])]
     if arguments.get("gate_decay"):
         words += ["--gate-decay", str(arguments["gate_decay"])]
+    words.append("--label-levels" if arguments.get("label_levels") else "--no-label-levels")
     if arguments.get("body"):
         words.append("--body")
     if arguments["cohort"].startswith("phantom"):
@@ -154,7 +167,8 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
     generator = CondGAN3DGenerator(
         list(phrases), field_dims, label_channels=label_channels,
         channels=arguments["channels"], fusion=arguments["fusion"], text_width=encoder.width,
-        token_dims=min(_TOKEN_DIMS, encoder.width // 2), gate=arguments["gate_decay"] > 0)
+        token_dims=min(_TOKEN_DIMS, encoder.width // 2), gate=arguments["gate_decay"] > 0,
+        label_levels=arguments.get("label_levels", False))
     trainer = GANTrainer(generator, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
     trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))

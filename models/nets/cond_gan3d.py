@@ -128,6 +128,11 @@ class CondGAN3DGenerator(nn.Module):
     gate : bool
         Gate the affine fusion by anatomy: a learned weight per label and channel at every
         level says how far the record reaches each label (see :mod:`cfx.models.nets.fusion`).
+    label_levels : bool
+        Add a level per label set linearly by the whitened fields: the output gains
+        ``sum_l onehot_l * (A pooled + b)_l`` (window units; ``A``, ``b`` start at 0), so a
+        record shifts each anatomical region's mean on its own path, as a multiple regression
+        of that region's level on the fields, and the network is left the texture.
 
     Raises
     ------
@@ -139,7 +144,7 @@ class CondGAN3DGenerator(nn.Module):
                  channels: Sequence[int] = (16, 32, 64, 64), fusion: str = "affine",
                  text_width: int = 384, token_dims: int = 32, noise_dims: int = 8,
                  heads: int = 4, hu_window: Sequence[float] = (-1024.0, 1024.0),
-                 gate: bool = False):
+                 gate: bool = False, label_levels: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         fields, field_dims = [str(f) for f in fields], [int(d) for d in field_dims]
@@ -168,7 +173,8 @@ class CondGAN3DGenerator(nn.Module):
                        "fusion": fusion, "text_width": int(text_width),
                        "token_dims": int(token_dims),
                        "noise_dims": int(noise_dims), "heads": int(heads),
-                       "hu_window": [low, high], "gate": bool(gate)}
+                       "hu_window": [low, high], "gate": bool(gate),
+                       "label_levels": bool(label_levels)}
         self.fusion = fusion
         self.fields = tuple(fields)
         self.text_dims = sum(field_dims)
@@ -197,6 +203,10 @@ class CondGAN3DGenerator(nn.Module):
         else:
             self.fuse = nn.ModuleList(CrossAttentionFusion(c, token_dims, heads) for c in fused)
         self.head = nn.Conv3d(channels[0], 1, 3, padding=1)
+        self.label_levels = nn.Linear(self.text_dims, label_channels) if label_levels else None
+        if label_levels:
+            nn.init.zeros_(self.label_levels.weight)
+            nn.init.zeros_(self.label_levels.bias)
 
     # -- text ---------------------------------------------------------------------------------
 
@@ -327,4 +337,8 @@ class CondGAN3DGenerator(nn.Module):
             h = self.up[level](F.leaky_relu(h, 0.2))
             h = self.merge[level](torch.cat([h, skips[level]], dim=1))
             h = fuse(self.fuse[i + 1], self.decoder[level](h))
-        return self.head(F.leaky_relu(h, 0.2))
+        output = self.head(F.leaky_relu(h, 0.2))
+        if self.label_levels is None:
+            return output
+        shift = self.label_levels(condition.pooled).to(output.dtype)  # (N, label_channels)
+        return output + torch.einsum("nl,nlxyz->nxyz", shift, labels.to(output.dtype))[:, None]

@@ -208,8 +208,9 @@ class GANTrainer:
         self.discriminator = PatchDiscriminator(
             spatial_dims=3, channels=settings.discriminator_channels, in_channels=in_channels,
             num_layers_d=settings.discriminator_layers).to(self.device).train()
-        backbone = [p for n, p in self.network.named_parameters() if not n.startswith("fuse.")]
-        fusion = [p for n, p in self.network.named_parameters() if n.startswith("fuse.")]
+        text = ("fuse.", "label_levels.")
+        backbone = [p for n, p in self.network.named_parameters() if not n.startswith(text)]
+        fusion = [p for n, p in self.network.named_parameters() if n.startswith(text)]
         self.optimizer_g = torch.optim.Adam(
             [{"params": backbone},
              {"params": fusion, "lr": settings.lr_generator * settings.fusion_lr_scale}],

@@ -276,6 +276,46 @@ def test_closed_gates_make_the_record_change_nothing(encoder):
     torch.testing.assert_close(gated(labels, noise, a, vector), gated(labels, noise, b, vector))
 
 
+def _levelled(fitted, encoder):
+    levelled = fit_text(CondGAN3DGenerator(FIELDS, FIELD_DIMS, channels=(4, 8, 8),
+                                           text_width=32, token_dims=8, noise_dims=2,
+                                           label_levels=True), encoder)
+    missing = levelled.load_state_dict(fitted.state_dict(), strict=False)
+    assert sorted(missing.missing_keys) == ["label_levels.bias", "label_levels.weight"]
+    return levelled.eval()
+
+
+def test_a_new_levelled_generator_equals_the_plain_one(encoder):
+    """The label levels start at 0: the same weights give the same volume."""
+    fitted = fit_text(tiny_generator("affine"), encoder)
+    levelled = _levelled(fitted, encoder)
+    assert levelled.config["label_levels"] and not fitted.config["label_levels"]
+    labels, noise, vector = _inputs()
+    condition = conditions(fitted, encoder, RECORDS[:1])
+    torch.testing.assert_close(levelled(labels, noise, condition, vector),
+                               fitted(labels, noise, condition, vector))
+
+
+def test_label_levels_add_each_labels_linear_level_where_the_label_is(encoder):
+    """Output gain = ``A pooled + b`` of the voxel's label, by hand, per row."""
+    fitted = fit_text(tiny_generator("affine"), encoder)
+    levelled = _levelled(fitted, encoder)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        levelled.label_levels.weight.normal_()
+        levelled.label_levels.bias.normal_()
+    labels, noise, vector = _inputs(n=2)
+    condition = conditions(fitted, encoder, RECORDS[:2])
+    gain = levelled(labels, noise, condition, vector) - fitted(labels, noise, condition, vector)
+    weight, bias = levelled.label_levels.weight, levelled.label_levels.bias
+    index = labels.argmax(dim=1)
+    for n in range(2):
+        level = weight @ condition.pooled[n] + bias  # one per label channel
+        torch.testing.assert_close(gain[n, 0], level[index[n]])
+    # the level follows the record: two records differ by A (pooled_0 - pooled_1) per label
+    assert not torch.allclose(condition.pooled[0], condition.pooled[1])
+
+
 def test_cross_attention_equals_hand_computed_attention():
     torch.manual_seed(0)
     fusion = CrossAttentionFusion(channels=4, token_dims=3, heads=2)

@@ -1,0 +1,77 @@
+"""``cfx train --label-levels/--no-label-levels``: a GAN whose record sets each label's level on
+its own linear path; recorded in the checkpoint, served by the sweep, kept on resume, refused
+where it cannot apply."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from cfx.counterfactual.cli import app
+from cfx.counterfactual.sweep.learned import LearnedGenerator
+from tests.conftest import cli_error
+from tests.counterfactual.test_train_body import _train, trained
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def levelled(tmp_path_factory, bert):
+    return trained(tmp_path_factory, bert, "--body", "--label-levels")
+
+
+def test_the_checkpoint_records_and_serves_the_label_levels(levelled):
+    config = json.loads((levelled / "config.json").read_text())
+    assert config["generator"]["label_levels"] is True
+    assert config["training"]["arguments"]["label_levels"] is True
+    assert "--label-levels" in config["training"]["command"].split()
+    weights = load_file(levelled / "model.safetensors")
+    assert weights["label_levels.weight"].shape[0] == 5  # background, 3 labels and the body
+    assert weights["label_levels.weight"].abs().max() > 0  # two steps moved them from 0
+    served = LearnedGenerator(levelled).model
+    assert served.config["label_levels"] is True and served.label_levels is not None
+
+
+def test_no_label_levels_builds_the_plain_generator(tmp_path, bert):
+    out = tmp_path / "plain"
+    assert _train(out, bert, "--no-label-levels").exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["generator"]["label_levels"] is False
+    assert "--no-label-levels" in config["training"]["command"].split()
+    assert not any(k.startswith("label_levels.") for k in load_file(out / "model.safetensors"))
+
+
+def test_a_levelled_run_resumes_with_its_levels(tmp_path, bert):
+    out = tmp_path / "copy"
+    assert _train(out, bert, "--label-levels").exit_code == 0
+    result = runner.invoke(app, ["train", "--out", str(out), "--steps", "4", "--resume",
+                                 "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((out / "config.json").read_text())
+    assert resumed["generator"]["label_levels"] is True and resumed["training"]["steps"] == 4
+
+
+@pytest.mark.parametrize("first, then, match", [
+    ("--no-label-levels", "--label-levels", "--label-levels: {} was trained without label "
+                                            "levels and cannot change that on resume"),
+    ("--label-levels", "--no-label-levels", "--no-label-levels: {} was trained with label "
+                                            "levels and cannot change that on resume"),
+])
+def test_label_levels_cannot_change_on_resume(tmp_path, bert, first, then, match):
+    out = tmp_path / "run"
+    assert _train(out, bert, first).exit_code == 0
+    before = (out / "model.safetensors").read_bytes()
+    line = cli_error(["train", "--out", str(out), "--steps", "4", "--resume", then, "--device",
+                      "cpu"])
+    assert line.startswith("cfx: error: " + match.format(out))
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_label_levels_are_refused_for_diffusion(tmp_path, bert):
+    line = cli_error(["train", "--cohort", "phantom:4", "--out", str(tmp_path / "d"), "--arch",
+                      "diffusion", "--label-levels", "--channels", "8,16", "--text-encoder", bert,
+                      "--steps", "2"])
+    assert line == "cfx: error: --label-levels: applies to --arch gan only; this run is --arch " \
+                   "diffusion"
+    assert not (tmp_path / "d").exists()
