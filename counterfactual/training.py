@@ -482,11 +482,10 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
     subjects = source.summary()["subjects"]
     if isinstance(subjects, int) and subjects < SMALL_COHORT and rank == 0:
         console.print(f"warning: {subjects} training subjects; on phantoms, GANs trained on 200 "
-                      "fixed subjects for 2400 steps recovered 0.5-0.95x of a planted lung "
-                      "effect and moved the air outside the body by 1-6 HU per edit (with "
-                      "--body; without it, an attribute with no effect moved the body by 10 "
-                      "HU); judge this model with the control regions of cfx stats and with cfx "
-                      "audit", soft_wrap=True)
+                      "fixed subjects (--body, label levels, 1200-2400 steps) recovered "
+                      "0.7-1.4x of a planted lung effect and moved the body or the air outside "
+                      "it by up to 7 HU per edit; judge this model with the control regions of "
+                      "cfx stats and with cfx audit", soft_wrap=True)
 
     # 2. train under the guard: log accepted steps, save each kept state once the step after
     #    it confirmed it good, roll diverged steps back (cfx.models.training.guard)

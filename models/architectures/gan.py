@@ -32,7 +32,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
 L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 100.0, 0.0  # a new run's
 GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
-LABEL_LEVELS = False  # a new run's generator sets each label's level from the record
+LABEL_LEVELS = True  # a new run's generator sets each label's level from the record
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
 
