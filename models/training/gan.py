@@ -105,9 +105,9 @@ class GANSettings:
     lr_generator, lr_discriminator : float
         Adam learning rates (betas 0.5, 0.999).
     fusion_lr_scale : float
-        The text-fusion layers learn at ``fusion_lr_scale * lr_generator``: the text's share
-        of the loss is small (a +20 HU shift under ~30 HU of noise), so with one rate the
-        anatomy is learnt long before the attributes.
+        The text layers (fusion and label levels) learn at ``fusion_lr_scale * lr_generator``:
+        the text's share of the loss is small (a +20 HU shift under ~30 HU of noise), so with
+        one rate the anatomy is learnt long before the attributes.
     l1_weight, adversarial_weight : float
         Generator loss weights (L1 in window units). With ``adversarial_weight == 0`` the
         generator learns from L1 alone and the discriminator is neither run nor updated (its
