@@ -199,9 +199,10 @@ def served(arguments: dict) -> dict:
 def card(config: dict, generator: dict) -> tuple[str, str, str]:
     """The model card's description, extra training bullet and closing sections."""
     fusion = config["training"]["arguments"]["fusion"]
-    what = (f"A mask + text conditional 3D GAN (`cond_gan3d`, {fusion} text fusion) made with"
-            "\n`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a clinical "
-            "prompt.")
+    levels = ", label levels" if generator.get("label_levels") else ""
+    what = (f"A mask + text conditional 3D GAN (`cond_gan3d`, {fusion} text fusion{levels}) made "
+            "with\n`cfx train`: it draws a chest CT (HU) for a lung/airway label map and a "
+            "clinical prompt.")
     return what, "", f"""
 ## Recovery of planted effects
 Not evaluated yet: run `python benchmarks/recovery.py {config["name"]} --update-card`.

@@ -31,6 +31,7 @@ def test_the_checkpoint_records_and_serves_the_label_levels(levelled):
     assert weights["label_levels.weight"].abs().max() > 0  # two steps moved them from 0
     served = LearnedGenerator(levelled).model
     assert served.config["label_levels"] is True and served.label_levels is not None
+    assert "affine text fusion, label levels)" in (levelled / "README.md").read_text()
 
 
 def test_no_label_levels_builds_the_plain_generator(tmp_path, bert):
@@ -40,6 +41,7 @@ def test_no_label_levels_builds_the_plain_generator(tmp_path, bert):
     assert config["generator"]["label_levels"] is False
     assert "--no-label-levels" in config["training"]["command"].split()
     assert not any(k.startswith("label_levels.") for k in load_file(out / "model.safetensors"))
+    assert "(`cond_gan3d`, affine text fusion) made" in (out / "README.md").read_text()
 
 
 def test_a_levelled_run_resumes_with_its_levels(tmp_path, bert):
