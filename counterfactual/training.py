@@ -352,7 +352,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  sampling_steps: int | None = None, body: bool = False,
                  edit_weight: float | None = None, gate_decay: float | None = None,
                  region_weight: float | None = None, label_levels: bool | None = None,
-                 workers: int = 2,
+                 film_decay: float | None = None, workers: int = 2,
                  cache: Path | None = None, ddp: bool = False) -> None:
     """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
 
@@ -409,11 +409,11 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
                   adversarial_weight: float | None, p_uncond: float | None,
                   sampling_steps: int | None, body: bool, edit_weight: float | None,
                   gate_decay: float | None, region_weight: float | None,
-                  label_levels: bool | None, workers: int,
+                  label_levels: bool | None, film_decay: float | None, workers: int,
                   cache: Path | None, rank: int, world: int, target: torch.device) -> None:
     options = {"fusion": fusion, "l1_weight": l1_weight, "edit_weight": edit_weight,
                "region_weight": region_weight, "gate_decay": gate_decay,
-               "label_levels": label_levels,
+               "label_levels": label_levels, "film_decay": film_decay,
                "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
                "sampling_steps": sampling_steps}
     config = None

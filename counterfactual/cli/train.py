@@ -103,6 +103,11 @@ def train(
                                       help="GAN: the record sets each label's mean HU on its "
                                            "own linear path, added where the label is "
                                            "(new run: on; resume: as saved)."),
+    film_decay: float = typer.Option(None, "--film-decay", show_default=False,
+                                     help="GAN: the FiLM's weights on the record shrink by "
+                                          "this many times the learning rate each step, so a "
+                                          "label's mean moves through its level alone "
+                                          "(default: 0, off)."),
     workers: int = typer.Option(2, "--workers", callback=at_least(0),
                                 help="Processes reading a cohort's training patches from its "
                                      "disk cache (0: read in the training process)."),

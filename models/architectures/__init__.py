@@ -122,7 +122,7 @@ register(Architecture(
     "gan", "cond_gan3d", "cfx.models.architectures.gan", channels="16,32,64,64", lr=5e-4,
     options={"fusion": "--fusion", "l1_weight": "--l1-weight", "edit_weight": "--edit-weight",
              "region_weight": "--region-weight", "gate_decay": "--gate-decay",
-             "label_levels": "--label-levels",
+             "film_decay": "--film-decay", "label_levels": "--label-levels",
              "adversarial_weight": "--adversarial-weight"},
     summary="mask + text conditional 3D GAN"))
 register(Architecture(

@@ -4,9 +4,10 @@ network, trainer, training defaults and options, card section and whole-volume r
 ``fusion`` (how the text enters), ``l1_weight``, ``adversarial_weight``, ``region_weight`` and
 ``edit_weight`` (the generator's loss weights, see :class:`cfx.models.training.gan.GANSettings`),
 ``gate_decay`` (a new run's generator gates its fusion by anatomy, see
-:mod:`cfx.models.nets.fusion`) and ``label_levels`` (a new run's generator sets each label's
-level from the record, see :class:`cfx.models.nets.cond_gan3d.CondGAN3DGenerator`) are its own
-options; the weights and decay given with ``--resume`` apply from that step on
+:mod:`cfx.models.nets.fusion`), ``film_decay`` (the FiLM's record weights decay, see
+:class:`cfx.models.training.gan.GANSettings`) and ``label_levels`` (a new run's generator sets
+each label's level from the record, see :class:`cfx.models.nets.cond_gan3d.CondGAN3DGenerator`)
+are its own options; the weights and decay given with ``--resume`` apply from that step on
 (``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
 """
 
@@ -32,6 +33,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
 L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 100.0, 0.0  # a new run's
 GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
+FILM_DECAY = 0.0  # a new run's decay of the FiLM's record weights
 LABEL_LEVELS = True  # a new run's generator sets each label's level from the record
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
@@ -50,10 +52,12 @@ def given_options(options: dict) -> dict:
     weights = {}
     if options.get("label_levels") is not None:
         weights["label_levels"] = bool(options["label_levels"])
-    if options.get("gate_decay") is not None:
-        if not options["gate_decay"] >= 0:
-            raise ValueError(f"--gate-decay: got {options['gate_decay']}; give a decay >= 0")
-        weights["gate_decay"] = options["gate_decay"]
+    for name in ("gate_decay", "film_decay"):
+        if options.get(name) is not None:
+            flag = "--" + name.replace("_", "-")
+            if not options[name] >= 0:
+                raise ValueError(f"{flag}: got {options[name]}; give a decay >= 0")
+            weights[name] = options[name]
     for name in ("region_weight", "edit_weight"):
         if options.get(name) is not None:
             flag = "--" + name.replace("_", "-")
@@ -77,7 +81,20 @@ def given_options(options: dict) -> dict:
 
 
 def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
-    """A new run's options and ``--channels`` (text and levels): any are fine."""
+    """A new run's options and ``--channels`` (text and levels).
+
+    Raises
+    ------
+    ValueError
+        ``--film-decay`` with a fusion that has no FiLM.
+    """
+    _check_film(options.get("film_decay"), options.get("fusion") or FUSION)
+
+
+def _check_film(film_decay: float | None, fusion: str) -> None:
+    if film_decay and fusion != "affine":
+        raise ValueError(f"--film-decay: applies to --fusion affine only; this run is --fusion "
+                         f"{fusion}")
 
 
 def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: int) -> dict:
@@ -91,22 +108,25 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                                            "fusion_lr_scale", "body")},
                  "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
                  "region_weight": REGION_WEIGHT, "edit_weight": EDIT_WEIGHT,
-                 "gate_decay": GATE_DECAY, "label_levels": LABEL_LEVELS,
+                 "gate_decay": GATE_DECAY, "film_decay": FILM_DECAY,
+                 "label_levels": LABEL_LEVELS,
                  "seed": common["seed"], **given}
     arguments["command"] = command(arguments, out, steps)
     return arguments
 
 
 def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
-    """``training.arguments`` of a resumed run: as saved, with the loss weights given now.
+    """``training.arguments`` of a resumed run: as saved, with the loss weights given now
+    (its command gives them and the new total of steps).
 
     Raises
     ------
     ValueError
         ``--gate-decay`` given for a run trained without the gate, or ``--label-levels``
         (``--no-label-levels``) for one trained without (with) them: the network cannot gain
-        or lose them.
+        or lose them; ``--film-decay`` for a run without FiLM.
     """
+    _check_film(given.get("film_decay"), saved["fusion"])
     if given.get("gate_decay") and not saved.get("gate_decay"):
         raise ValueError(f"--gate-decay: {out} was trained without the label gate and cannot "
                          "gain it on resume; start a new run with --gate-decay")
@@ -116,7 +136,8 @@ def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
                          else ("--no-label-levels", "with"))
         raise ValueError(f"{flag}: {out} was trained {trained} label levels and cannot change "
                          "that on resume; start a new run")
-    return {**saved, **given}
+    arguments = {**saved, **given}
+    return {**arguments, "command": command(arguments, out, steps)}
 
 
 def command(arguments: dict, out: Path, steps: int) -> str:
@@ -135,6 +156,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
         words += ["--region-weight", str(arguments["region_weight"])]
     if arguments.get("gate_decay"):
         words += ["--gate-decay", str(arguments["gate_decay"])]
+    if arguments.get("film_decay"):
+        words += ["--film-decay", str(arguments["film_decay"])]
     words.append("--label-levels" if arguments.get("label_levels") else "--no-label-levels")
     if arguments.get("body"):
         words.append("--body")
@@ -155,6 +178,7 @@ def _settings(arguments: dict) -> GANSettings:
                        region_weight=arguments.get("region_weight", 0.0),  # older runs: none
                        edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
                        gate_decay=arguments.get("gate_decay", GATE_DECAY),
+                       film_decay=arguments.get("film_decay", FILM_DECAY),
                        seed=arguments["seed"], discriminator_layers=layers)
 
 

@@ -298,6 +298,13 @@ class CondGAN3DGenerator(nn.Module):
         empty without a gate."""
         return [block.gate for block in self.fuse if getattr(block, "gate", None) is not None]
 
+    def film_text_weights(self) -> list[torch.Tensor]:
+        """Views of the columns of each affine fusion's projection that read the whitened
+        record (each (2 C, text_dims)), bottleneck first; empty with cross-attention fusion."""
+        if self.fusion != "affine":
+            return []
+        return [block.project.weight[:, :self.text_dims] for block in self.fuse]
+
     def forward(self, labels: torch.Tensor, noise: torch.Tensor, condition: TextCondition,
                 noise_vector: torch.Tensor | None = None) -> torch.Tensor:
         """One CT per row.

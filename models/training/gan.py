@@ -132,6 +132,16 @@ class GANSettings:
         layers), decoupled from Adam like AdamW's weight decay: a gate the data do not hold
         open decays towards 0 (``exp(-gate_decay * lr * steps)``), so the record stops reaching
         labels where it explains nothing. 0 leaves the gates free.
+    film_decay : float
+        With label levels (``CondGAN3DGenerator(label_levels=True)``) a label's mean can move
+        by two paths, its level and the FiLM; with their weights drifting in opposite
+        directions the training records come out the same, a counterfactual record does not,
+        and the residue is change where the record never acts. After every step, the columns
+        of each affine fusion's projection that read the record shrink by the factor
+        ``1 - film_decay * lr`` (``lr`` of the text layers; decoupled, like ``gate_decay``), so
+        the FiLM keeps only what the data hold it to and the free levels take the label means.
+        The noise columns, biases and levels are left alone. 0 (the default) leaves the FiLM
+        free.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     discriminator_channels : int
@@ -157,6 +167,7 @@ class GANSettings:
     region_weight: float = 0.0
     edit_weight: float = 0.0
     gate_decay: float = 0.0
+    film_decay: float = 0.0
     ema_decay: float = 0.995
     discriminator_channels: int = 8
     discriminator_layers: int = 3
@@ -354,10 +365,13 @@ class GANTrainer:
         norm_g = torch.nn.utils.clip_grad_norm_(generator.parameters(), settings.clip_norm)
         self.optimizer_g.step()
         with torch.no_grad():
+            text_lr = self.optimizer_g.param_groups[1]["lr"]
             if settings.gate_decay > 0:
-                shrink = 1 - settings.gate_decay * self.optimizer_g.param_groups[1]["lr"]
                 for gate in generator.gates():
-                    gate.mul_(shrink)
+                    gate.mul_(1 - settings.gate_decay * text_lr)
+            if settings.film_decay > 0:
+                for weight in generator.film_text_weights():
+                    weight.mul_(1 - settings.film_decay * text_lr)
             for average, current in zip(self.ema.parameters(), generator.parameters(),
                                         strict=True):
                 average.lerp_(current, 1 - settings.ema_decay)

@@ -1,6 +1,6 @@
-"""``cfx train --label-levels/--no-label-levels``: a GAN whose record sets each label's level on
-its own linear path; recorded in the checkpoint, served by the sweep, kept on resume, refused
-where it cannot apply."""
+"""``cfx train --label-levels/--no-label-levels`` and ``--film-decay``: a GAN whose record sets
+each label's level on its own linear path (and whose FiLM's record weights decay); recorded in
+the checkpoint, served by the sweep, kept on resume, refused where they cannot apply."""
 
 import json
 
@@ -77,3 +77,49 @@ def test_label_levels_are_refused_for_diffusion(tmp_path, bert):
     assert line == "cfx: error: --label-levels: applies to --arch gan only; this run is --arch " \
                    "diffusion"
     assert not (tmp_path / "d").exists()
+
+
+def test_film_decay_is_recorded_and_can_change_on_resume(tmp_path, bert):
+    out = tmp_path / "film"
+    assert _train(out, bert, "--film-decay", "2").exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["arguments"]["film_decay"] == 2.0
+    assert "--film-decay 2.0" in config["training"]["command"]
+    result = runner.invoke(app, ["train", "--out", str(out), "--steps", "4", "--resume",
+                                 "--film-decay", "5", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((out / "config.json").read_text())
+    assert resumed["training"]["arguments"]["film_decay"] == 5.0
+    assert "--film-decay 5.0" in resumed["training"]["command"]
+    plain = tmp_path / "plain"
+    assert _train(plain, bert).exit_code == 0
+    config = json.loads((plain / "config.json").read_text())
+    assert config["training"]["arguments"]["film_decay"] == 0.0
+    assert "--film-decay" not in config["training"]["command"]
+
+
+@pytest.mark.parametrize("extra, line", [
+    (["--film-decay", "-1"], "cfx: error: --film-decay: got -1.0; give a decay >= 0"),
+    (["--film-decay", "2", "--fusion", "cross-attention"],
+     "cfx: error: --film-decay: applies to --fusion affine only; this run is --fusion "
+     "cross-attention"),
+    (["--arch", "diffusion", "--film-decay", "2"],
+     "cfx: error: --film-decay: applies to --arch gan only; this run is --arch diffusion"),
+])
+def test_film_decay_errors(tmp_path, bert, extra, line):
+    out = tmp_path / "out"
+    assert cli_error(["train", "--cohort", "phantom:4", "--out", str(out), "--steps", "2",
+                      "--patch", "16", "--phantom-shape", "16", "--channels", "8,16",
+                      "--text-encoder", bert, *extra]) == line
+    assert not out.exists()
+
+
+def test_film_decay_is_refused_on_resuming_a_run_without_film(tmp_path, bert):
+    out = tmp_path / "crossed"
+    assert _train(out, bert, "--fusion", "cross-attention").exit_code == 0
+    before = (out / "model.safetensors").read_bytes()
+    line = cli_error(["train", "--out", str(out), "--steps", "4", "--resume", "--film-decay",
+                      "2", "--device", "cpu"])
+    assert line == ("cfx: error: --film-decay: applies to --fusion affine only; this run is "
+                    "--fusion cross-attention")
+    assert (out / "model.safetensors").read_bytes() == before
