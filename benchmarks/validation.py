@@ -8,8 +8,10 @@ Run from the repository root with the project's interpreter::
 
     python benchmarks/validation.py [--effects FILE|default] [--quick] [--subjects N] [--seed 0]
                                     [--shape N] [--steps N] [--arch gan|diffusion]
+                                    [--channels C1,C2,...] [--patch N]
                                     [--train-options='OPTIONS'] [--checkpoint DIR]
                                     [--sweep-options='OPTIONS'] [--threads 1] [--out DIR]
+                                    [--update-card]
 
 Every stage is the real command line, ``cfx`` with the arguments a user would type, invoked
 through its typer app in this one process: the command line and the model stack (torch, MONAI,
@@ -48,7 +50,8 @@ The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 12
 default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
 ``--subjects N`` trains on N phantom subjects instead (issue 16 asks for 100 and 200);
-``--shape N`` and ``--steps N`` change the grid (same field of view) and the training length;
+``--shape N`` and ``--steps N`` change the grid (same field of view) and the training length,
+``--channels`` and ``--patch`` the GAN's levels and its training patch side;
 ``--checkpoint DIR`` evaluates a model trained before on the same training cohort;
 ``--arch diffusion`` trains and evaluates the diffusion model (its default channels) instead of
 the GAN; ``--train-options='--body --edit-weight 5'`` and ``--sweep-options='--from-ct'`` pass
@@ -58,6 +61,9 @@ network, 40 steps) runs in under a minute, for CI. Torch runs on ``--threads`` t
 default: on busy shared cores one thread is several times faster than one per core
 (``--threads 0`` keeps torch's default). Outputs go to a temporary folder, or to ``--out DIR``
 (new or empty) to keep the cohorts, checkpoint, runs and ``validation.json``.
+``--update-card`` writes the table into the checkpoint's ``README.md`` (section
+:data:`CARD_HEADING`, before the recovery section of ``benchmarks/recovery.py``): how a bundled
+model's card reports its off-lung and null-attribute figures.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ import argparse
 import importlib
 import json
 import math
+import re
 import shlex
 import sys
 import tempfile
@@ -94,6 +101,8 @@ _STACK = (
 )
 NUMERIC_CONTRAST = (80, 40)  # value, reference of a numeric attribute (age, years)
 SEEDS = (0, 1)  # noise seeds of every sweep: two give the noise floor
+CARD_HEADING = "## Validation on held-out phantom subjects"
+_RECOVERY_HEADING = "## Recovery of planted effects"  # benchmarks/recovery.py's section
 
 
 class StageFailed(Exception):
@@ -413,6 +422,26 @@ def table(validation: Validation) -> str:
     return "\n".join(lines)
 
 
+def card_with_validation(card: str, text: str) -> str:
+    """``card`` (a model card's Markdown) with ``text`` as its :data:`CARD_HEADING` section: in
+    place of the one it has, else before its recovery section, else at the end."""
+    sections = [s.strip() for s in re.split(r"(?m)^(?=## )", card) if s.strip()]
+    sections = [s for s in sections if s.split("\n", 1)[0].strip() != CARD_HEADING]
+    new = f"{CARD_HEADING}\n{text.strip()}"
+    at = next((i for i, s in enumerate(sections) if s.startswith(_RECOVERY_HEADING)),
+              len(sections))
+    return "\n\n".join([*sections[:at], new, *sections[at:]]) + "\n"
+
+
+def _card_text(validation: Validation) -> str:
+    return ("Measured with `python benchmarks/validation.py` (cfx phantom, cfx sweep at two noise "
+            "seeds, cfx stats, cfx audit; the planted effects are the phantom's default). Off "
+            "the lungs nothing is planted: the body and outside-body columns are the paired "
+            "change there, the verdict is that of `cfx stats` (`specific` when the lung effect "
+            "stands out of both controls), and sex is the null attribute.\n\n"
+            + table(validation))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--effects", default="default", metavar="FILE|default",
@@ -434,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
                              "32 with --quick)")
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="training steps (default 1200; 40 with --quick)")
+    parser.add_argument("--channels", metavar="C1,C2,...",
+                        help="GAN channels per level (default 16,32,64,64; 8,16,16 with --quick)")
+    parser.add_argument("--patch", type=int, default=None, metavar="N",
+                        help="training patch side in voxels (default 32; 16 with --quick)")
+    parser.add_argument("--update-card", action="store_true",
+                        help="write the table into the checkpoint's README.md")
     parser.add_argument("--checkpoint", metavar="DIR",
                         help="evaluate this checkpoint (of --arch, trained on the same training "
                              "cohort: same --subjects, --shape and --seed) instead of training")
@@ -471,6 +506,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--steps: got {args.steps}; give 1 or more", file=sys.stderr)
             return 2
         size = replace(size, steps=args.steps)
+    if args.channels is not None:
+        try:
+            channels = tuple(int(c) for c in args.channels.split(","))
+        except ValueError:
+            channels = ()
+        if len(channels) < 2 or min(channels) < 1:
+            print(f"--channels: got {args.channels!r}; give two or more positive integers, "
+                  "e.g. 8,16,32,64", file=sys.stderr)
+            return 2
+        size = replace(size, channels=channels)
+    if args.patch is not None:
+        if args.patch < 8:
+            print(f"--patch: got {args.patch}; give 8 or more voxels", file=sys.stderr)
+            return 2
+        size = replace(size, patch=args.patch)
+    if args.update_card and args.out is None and args.checkpoint is None:
+        print("--update-card: give --out DIR or --checkpoint DIR; a model trained in a "
+              "temporary folder is removed with it", file=sys.stderr)
+        return 2
     if args.checkpoint is not None and not (Path(args.checkpoint) / "config.json").is_file():
         print(f"--checkpoint: {args.checkpoint} holds no config.json; give a cfx train "
               "checkpoint folder", file=sys.stderr)
@@ -487,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 2 if isinstance(exc, UserInputError) else 1
         print(table(validation))
+        if args.update_card:
+            card = (Path(size.checkpoint) if size.checkpoint else folder / size.arch) / "README.md"
+            card.write_text(card_with_validation(card.read_text(encoding="utf-8"),
+                                                 _card_text(validation)), encoding="utf-8")
     return 0
 
 

@@ -28,7 +28,8 @@ def test_contrasts_of_an_effects_file(validation):
 
 def test_quick_run_recovers_the_planted_effects_with_the_oracle(validation, tmp_path, capsys):
     out = tmp_path / "validation"
-    assert validation.main(["--quick", "--out", str(out)]) == 0
+    assert validation.main(["--quick", "--out", str(out), "--channels", "4,8,8", "--patch", "8",
+                            "--update-card"]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "validation.json").read_text())
 
@@ -69,6 +70,36 @@ def test_quick_run_recovers_the_planted_effects_with_the_oracle(validation, tmp_
         assert f"| {stage} | {commands[stage]} |" in printed
     assert (out / "gan" / "config.json").is_file()
     assert (out / "planted.json").is_file()
+
+    # the network and patch asked for, and the table in the trained model's card
+    arguments = json.loads((out / "gan" / "config.json").read_text())["training"]["arguments"]
+    assert arguments["channels"] == [4, 8, 8] and arguments["patch"] == [8, 8, 8]
+    card = (out / "gan" / "README.md").read_text()
+    section = card.split(validation.CARD_HEADING, 1)[1]
+    assert section.index("| sex male − female | gan |") < section.index("## Recovery of")
+    assert "| outside-body Δ (HU) |" in section
+
+
+def test_the_validation_section_replaces_its_old_self_before_the_recovery_section(validation):
+    card = "# m\n\n## How it was trained\n- x\n\n## Recovery of planted effects\nold\n"
+    once = validation.card_with_validation(card, "table 1")
+    assert once == ("# m\n\n## How it was trained\n- x\n\n"
+                    f"{validation.CARD_HEADING}\ntable 1\n\n"
+                    "## Recovery of planted effects\nold\n")
+    twice = validation.card_with_validation(once, "table 2\n")
+    assert twice == once.replace("table 1", "table 2")
+    assert validation.card_with_validation("# m\n", "t") == f"# m\n\n{validation.CARD_HEADING}\nt\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--channels", "8,x"], "--channels: got '8,x'"),
+    (["--channels", "8"], "--channels: got '8'"),
+    (["--patch", "4"], "--patch: got 4"),
+    (["--update-card"], "--update-card: give --out DIR or --checkpoint DIR"),
+])
+def test_bad_arguments_are_refused(validation, capsys, argv, message):
+    assert validation.main(["--quick", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_subjects_must_be_two_or_more(validation, capsys):
