@@ -107,7 +107,8 @@ def train(
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "
                                           "label's mean moves through its level alone "
-                                          "(default: 0, off)."),
+                                          "(new run: 2 with affine fusion; 0 is off; resume: "
+                                          "as saved)."),
     workers: int = typer.Option(2, "--workers", callback=at_least(0),
                                 help="Processes reading a cohort's training patches from its "
                                      "disk cache (0: read in the training process)."),

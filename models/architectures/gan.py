@@ -33,7 +33,7 @@ __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "g
 NETWORK, TRAINER = CondGAN3DGenerator, GANTrainer
 L1_WEIGHT, ADVERSARIAL_WEIGHT, REGION_WEIGHT, EDIT_WEIGHT = 100.0, 1.0, 100.0, 0.0  # a new run's
 GATE_DECAY = 0.0  # a new run's label-gate decay; > 0 builds a gated generator
-FILM_DECAY = 0.0  # a new run's decay of the FiLM's record weights
+FILM_DECAY = 2.0  # a new run's decay of the FiLM's record weights (0 with cross-attention)
 LABEL_LEVELS = True  # a new run's generator sets each label's level from the record
 FUSION = "affine"  # text fusion of a new run
 _TOKEN_DIMS = 32  # most principal axes kept of the tokens
@@ -108,7 +108,8 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                                            "fusion_lr_scale", "body")},
                  "l1_weight": L1_WEIGHT, "adversarial_weight": ADVERSARIAL_WEIGHT,
                  "region_weight": REGION_WEIGHT, "edit_weight": EDIT_WEIGHT,
-                 "gate_decay": GATE_DECAY, "film_decay": FILM_DECAY,
+                 "gate_decay": GATE_DECAY,
+                 "film_decay": FILM_DECAY if fusion == "affine" else 0.0,
                  "label_levels": LABEL_LEVELS,
                  "seed": common["seed"], **given}
     arguments["command"] = command(arguments, out, steps)
@@ -156,8 +157,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
         words += ["--region-weight", str(arguments["region_weight"])]
     if arguments.get("gate_decay"):
         words += ["--gate-decay", str(arguments["gate_decay"])]
-    if arguments.get("film_decay"):
-        words += ["--film-decay", str(arguments["film_decay"])]
+    if arguments["fusion"] == "affine":  # always said: a new run's default is not 0
+        words += ["--film-decay", str(arguments.get("film_decay", 0.0))]
     words.append("--label-levels" if arguments.get("label_levels") else "--no-label-levels")
     if arguments.get("body"):
         words.append("--body")
@@ -178,7 +179,7 @@ def _settings(arguments: dict) -> GANSettings:
                        region_weight=arguments.get("region_weight", 0.0),  # older runs: none
                        edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
                        gate_decay=arguments.get("gate_decay", GATE_DECAY),
-                       film_decay=arguments.get("film_decay", FILM_DECAY),
+                       film_decay=arguments.get("film_decay", 0.0),  # older runs: none
                        seed=arguments["seed"], discriminator_layers=layers)
 
 

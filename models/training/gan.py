@@ -140,8 +140,8 @@ class GANSettings:
         of each affine fusion's projection that read the record shrink by the factor
         ``1 - film_decay * lr`` (``lr`` of the text layers; decoupled, like ``gate_decay``), so
         the FiLM keeps only what the data hold it to and the free levels take the label means.
-        The noise columns, biases and levels are left alone. 0 (the default) leaves the FiLM
-        free.
+        The noise columns, biases and levels are left alone. 0 (this class's default) leaves
+        the FiLM free; ``cfx train`` starts new runs at 2.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     discriminator_channels : int

@@ -91,9 +91,16 @@ def test_film_decay_is_recorded_and_can_change_on_resume(tmp_path, bert):
     resumed = json.loads((out / "config.json").read_text())
     assert resumed["training"]["arguments"]["film_decay"] == 5.0
     assert "--film-decay 5.0" in resumed["training"]["command"]
-    plain = tmp_path / "plain"
-    assert _train(plain, bert).exit_code == 0
-    config = json.loads((plain / "config.json").read_text())
+    default, off = tmp_path / "default", tmp_path / "off"
+    assert _train(default, bert).exit_code == 0
+    assert _train(off, bert, "--film-decay", "0").exit_code == 0
+    for folder, decay in ((default, 2.0), (off, 0.0)):  # the command always says which
+        config = json.loads((folder / "config.json").read_text())
+        assert config["training"]["arguments"]["film_decay"] == decay
+        assert f"--film-decay {decay}" in config["training"]["command"]
+    crossed = tmp_path / "crossed"
+    assert _train(crossed, bert, "--fusion", "cross-attention").exit_code == 0
+    config = json.loads((crossed / "config.json").read_text())
     assert config["training"]["arguments"]["film_decay"] == 0.0
     assert "--film-decay" not in config["training"]["command"]
 
@@ -116,7 +123,7 @@ def test_film_decay_errors(tmp_path, bert, extra, line):
 
 def test_film_decay_is_refused_on_resuming_a_run_without_film(tmp_path, bert):
     out = tmp_path / "crossed"
-    assert _train(out, bert, "--fusion", "cross-attention").exit_code == 0
+    assert _train(out, bert, "--fusion", "cross-attention").exit_code == 0  # decay 0
     before = (out / "model.safetensors").read_bytes()
     line = cli_error(["train", "--out", str(out), "--steps", "4", "--resume", "--film-decay",
                       "2", "--device", "cpu"])
