@@ -46,6 +46,14 @@ The figures are read from what the stages write, per model and contrast:
   (``oracle_agreement.correlation``; undefined for the null contrast, whose oracle map is 0);
 - the wall time (s) of the sweep, stats and audit of the row, then of each stage in total.
 
+When it trains the model, it also says what the training cohort itself shows, per contrast: the
+difference value − reference of each subject's mean HU in the lungs, the body and the air
+outside it (the control regions of ``cfx stats``), from one least-squares fit over the training
+subjects with every attribute as a covariate (a missing value is a category of its own; a
+missing age is the cohort's mean with an indicator), with its standard error. Nothing is planted
+off the lungs, so there the estimate is the cohort's chance association: a model faithful to its
+training data is not expected to move the body by less than that.
+
 The default size (40 training and 8 held-out subjects of 64³ voxels of 5 mm, 1200 steps of the
 default network) should take about 22 minutes on a 2-core CPU that other work keeps busy (an
 estimate from its measured parts: training about 1 s per step, each contrast about 35 s);
@@ -80,10 +88,15 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import statsmodels.api as sm
 import typer
 
+from cfx.analysis.controls import BODY, OUTSIDE_BODY, control_labels
+from cfx.counterfactual.cohort import load_cohort
 from cfx.counterfactual.errors import UserInputError
+from cfx.counterfactual.labels import DEFAULT_VOCABULARY
 from cfx.counterfactual.phantom.clinical import ATTRIBUTES, CATEGORIES
 from cfx.counterfactual.phantom.effects import (
     BASELINE,
@@ -92,6 +105,7 @@ from cfx.counterfactual.phantom.effects import (
     NumericEffect,
     load_effects,
 )
+from cfx.counterfactual.volume import read_volume
 
 STAGES = ("startup", "phantom", "train", "sweep", "stats", "audit")
 _STACK = (
@@ -184,6 +198,7 @@ class Validation:
     threads: int = 0  # torch threads the models ran on
     rows: list[Row] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)  # one per command: stage, what, seconds
+    associations: list = field(default_factory=list)  # Association per contrast (trained here)
 
     def stage_seconds(self) -> dict[str, float]:
         return {s: sum(e["seconds"] for e in self.stages if e["stage"] == s) for s in STAGES}
@@ -298,6 +313,77 @@ def _row(run: Path, model: str, contrast: Contrast, seconds: dict) -> Row:
                effectiveness=_effectiveness(criteria["effectiveness"]), seconds=seconds)
 
 
+@dataclass(frozen=True)
+class Association:
+    """What a training cohort shows for one contrast: per region, the least-squares difference
+    value − reference of the subjects' mean HU, adjusted for the other attributes."""
+
+    attribute: str
+    value: str | int
+    reference: str | int
+    regions: dict  # region -> [estimate, standard error] (HU)
+
+
+ASSOCIATION_REGIONS = ("lung", "body", "outside-body")
+
+
+def region_means(cohort: Path) -> pd.DataFrame:
+    """One row per subject of ``cohort`` (with CT): its record and the mean HU of each of
+    :data:`ASSOCIATION_REGIONS`."""
+    lung = DEFAULT_VOCABULARY.region_labels("lung")
+    rows = []
+    for subject in load_cohort(cohort):
+        ct = read_volume(subject.ct).data
+        labels = np.asarray(read_volume(subject.mask).data).astype(np.int16)
+        controls = control_labels(ct, labels)
+        rows.append({**{a: subject.record.get(a) for a in ATTRIBUTES},
+                     "lung": float(ct[np.isin(labels, lung)].mean()),
+                     "body": float(ct[controls == BODY].mean()),
+                     "outside-body": float(ct[controls == OUTSIDE_BODY].mean())})
+    return pd.DataFrame(rows)
+
+
+def _design(means: pd.DataFrame) -> pd.DataFrame:
+    """Intercept, the numeric attributes (a missing one: the mean and an indicator) and one
+    indicator per category of each categorical attribute but its first (missing: a category)."""
+    columns = {"intercept": np.ones(len(means))}
+    for attribute in ATTRIBUTES:
+        values = means[attribute]
+        if attribute not in CATEGORIES:
+            numbers = pd.to_numeric(values, errors="coerce")
+            columns[attribute] = numbers.fillna(numbers.mean()).to_numpy(float)
+            if numbers.isna().any():
+                columns[f"{attribute}=missing"] = numbers.isna().to_numpy(float)
+            continue
+        text = values.map(lambda v: "missing" if v is None or v == "" or v != v else str(v))
+        for level in sorted(set(text))[1:]:
+            columns[f"{attribute}={level}"] = (text == level).to_numpy(float)
+    return pd.DataFrame(columns)
+
+
+def training_associations(means: pd.DataFrame, chosen: list[Contrast]) -> list[Association]:
+    """Per contrast, :class:`Association` from :func:`region_means`' table."""
+    design = _design(means)
+    fits = {r: sm.OLS(means[r].to_numpy(float), design).fit() for r in ASSOCIATION_REGIONS}
+    found = []
+    for contrast in chosen:
+        weights = pd.Series(0.0, index=design.columns)
+        if contrast.attribute in CATEGORIES:
+            for level, sign in ((contrast.value, 1.0), (contrast.reference, -1.0)):
+                name = f"{contrast.attribute}={level}"
+                if name in weights.index:  # the first category is the intercept's
+                    weights[name] += sign
+        else:
+            weights[contrast.attribute] = float(contrast.value) - float(contrast.reference)
+        regions = {}
+        for region, fit in fits.items():
+            test = fit.t_test(weights.to_numpy()[None])
+            regions[region] = [float(np.squeeze(test.effect)), float(np.squeeze(test.sd))]
+        found.append(Association(contrast.attribute, contrast.value, contrast.reference,
+                                 regions))
+    return found
+
+
 def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
                    threads: int = 1) -> Validation:
     """Run every stage in ``folder`` (new or empty) and read the figures back.
@@ -353,6 +439,7 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
               size.steps, "--patch", ",".join([str(size.patch)] * 3), "--batch-size",
               size.batch_size, *channels, "--seed", seed, "--save-every", size.steps,
               *size.train_options, "--quiet"])
+        validation.associations = training_associations(region_means(train), chosen)
     # 4. sweep, stats and audit of every contrast with both models
     models = {size.arch: checkpoint, "oracle": "phantom-oracle"}
     for contrast in chosen:
@@ -376,6 +463,7 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
         {"size": asdict(size), "seed": seed, "torch_threads": validation.threads,
          "contrasts": [asdict(c) for c in chosen],
          "rows": [asdict(r) | {"ratio": r.ratio} for r in validation.rows],
+         "training_cohort": [asdict(a) for a in validation.associations],
          "stages": validation.stages, "stage_seconds": validation.stage_seconds()}, indent=2))
     return validation
 
@@ -414,6 +502,15 @@ def table(validation: Validation) -> str:
                      f"{_signed(r.noise_high)}] | {correlation} | {r.effectiveness} | "
                      f"{r.seconds['sweep']:.1f} | "
                      f"{r.seconds['stats']:.1f} | {r.seconds['audit']:.1f} |")
+    if validation.associations:
+        lines += ["", f"What the training cohort shows ({size.train_subjects} subjects; "
+                      "least squares over every attribute; estimate ± standard error, HU):", "",
+                  "| contrast | " + " | ".join(f"{r} Δ" for r in ASSOCIATION_REGIONS) + " |",
+                  "|---|" + "---|" * len(ASSOCIATION_REGIONS)]
+        for a in validation.associations:
+            cells = [f"{_signed(a.regions[r][0])} ± {a.regions[r][1]:.1f}"
+                     for r in ASSOCIATION_REGIONS]
+            lines.append(f"| {a.attribute} {a.value} − {a.reference} | {' | '.join(cells)} |")
     totals = validation.stage_seconds()
     counts = {s: sum(e["stage"] == s for e in validation.stages) for s in STAGES}
     lines += ["", "| stage | commands | wall time (s) |", "|---|---|---|"]

@@ -3,7 +3,10 @@ table has a row per planted attribute and model, and the oracle reproduces what 
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
+import statsmodels.formula.api as smf
 
 from cfx.counterfactual.phantom.effects import DEFAULT_EFFECTS, parse_effects
 from tests.conftest import load_benchmark
@@ -71,6 +74,13 @@ def test_quick_run_recovers_the_planted_effects_with_the_oracle(validation, tmp_
     assert (out / "gan" / "config.json").is_file()
     assert (out / "planted.json").is_file()
 
+    # what the training cohort shows, per contrast: in the air outside the body (-1000 HU and
+    # noise), nothing beyond its error (12 subjects for about 10 coefficients: a wide one)
+    associations = {a["attribute"]: a["regions"] for a in result["training_cohort"]}
+    assert set(associations) == {c["attribute"] for c in contrasts}
+    assert all(abs(a["outside-body"][0]) < 3 * a["outside-body"][1] for a in associations.values())
+    assert "What the training cohort shows (12 subjects;" in printed
+
     # the network and patch asked for, and the table in the trained model's card
     arguments = json.loads((out / "gan" / "config.json").read_text())["training"]["arguments"]
     assert arguments["channels"] == [4, 8, 8] and arguments["patch"] == [8, 8, 8]
@@ -105,3 +115,53 @@ def test_bad_arguments_are_refused(validation, capsys, argv, message):
 def test_subjects_must_be_two_or_more(validation, capsys):
     assert validation.main(["--quick", "--subjects", "1"]) == 2
     assert "--subjects: got 1" in capsys.readouterr().err
+
+
+def test_training_associations_equal_a_formula_fit_of_each_contrast(validation):
+    """Each contrast's difference and standard error equal statsmodels' formula fit with the
+    contrast's reference as the treatment baseline (missing: a category; a missing age: the mean
+    and an indicator)."""
+    rng = np.random.default_rng(3)
+    n = 80
+    ages = rng.integers(30, 90, n).astype(float)
+    ages[:6] = np.nan
+    means = pd.DataFrame({
+        "age": [None if np.isnan(a) else int(a) for a in ages],
+        "sex": rng.choice(["male", "female", None], n),
+        "smoking": rng.choice(["yes", "no"], n),
+        "mortality": rng.choice(["dead", "alive", None], n),
+        "diagnosis": rng.choice(["IPF", "CTD-ILD", "UILD"], n)})
+    smoker = (means["smoking"] == "yes").to_numpy()
+    means["lung"] = -750 + 20 * smoker - 0.4 * np.nan_to_num(ages, nan=60) + rng.normal(0, 9, n)
+    means["body"] = 20 + rng.normal(0, 11, n)
+    means["outside-body"] = -1000 + rng.normal(0, 0.2, n)
+    chosen = [validation.Contrast("age", 80, 40, ""),
+              validation.Contrast("smoking", "yes", "no", ""),
+              validation.Contrast("diagnosis", "IPF", "UILD", ""),
+              validation.Contrast("mortality", "dead", "alive", ""),
+              validation.Contrast("sex", "male", "female", "", null=True)]
+    found = validation.training_associations(means, chosen)
+
+    data = means.rename(columns={"outside-body": "air"}).copy()
+    data["age_missing"] = data["age"].isna().astype(float)
+    data["age"] = pd.to_numeric(data["age"]).fillna(pd.to_numeric(data["age"]).mean())
+    for name in ("sex", "mortality"):
+        data[name] = data[name].fillna("missing")
+    for association, contrast in zip(found, chosen, strict=True):
+        terms = []
+        for name in ("sex", "smoking", "mortality", "diagnosis"):
+            baseline = contrast.reference if name == contrast.attribute else "missing" \
+                if name in ("sex", "mortality") else data[name].min()
+            terms.append(f"C({name}, Treatment(reference={baseline!r}))")
+        for region, column in (("lung", "lung"), ("body", "body"), ("outside-body", "air")):
+            fit = smf.ols(f"{column} ~ age + age_missing + " + " + ".join(terms), data).fit()
+            if contrast.attribute == "age":
+                estimate, se = 40 * fit.params["age"], 40 * fit.bse["age"]
+            else:
+                key = (f"C({contrast.attribute}, Treatment(reference={contrast.reference!r}))"
+                       f"[T.{contrast.value}]")
+                estimate, se = fit.params[key], fit.bse[key]
+            assert association.regions[region] == pytest.approx([estimate, se], rel=1e-9,
+                                                                abs=1e-9)
+    smoking = found[1].regions["lung"]
+    assert abs(smoking[0] - 20) < 3 * smoking[1]  # the planted shift, within its own error
