@@ -265,10 +265,11 @@ def _check_options(architecture: Architecture, options: dict) -> None:
 def _new_arguments(cohort: str | None, out: Path, architecture: Architecture, steps: int,
                    patch: str, batch_size: int, text_encoder: str, channels: str | None,
                    phantom_shape: str, drop_rate: float, lr: float | None, seed: int,
-                   fusion_lr_scale: float | None, body: bool, options: dict,
+                   fusion_lr_scale: float | None, body: bool | None, options: dict,
                    given: dict) -> dict:
     """The checked ``training.arguments`` of a new run (what ``--resume`` reads back)."""
     lr = architecture.lr if lr is None else lr
+    body = architecture.body if body is None else body
     if not 0 <= drop_rate < 1:
         raise UserInputError(f"--drop-rate: got {drop_rate}; give a probability in [0, 1)")
     if not lr > 0:
@@ -349,7 +350,7 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  device: str, resume: bool, quiet: bool, fusion: str | None = None,
                  fusion_lr_scale: float | None = None, l1_weight: float | None = None,
                  adversarial_weight: float | None = None, p_uncond: float | None = None,
-                 sampling_steps: int | None = None, body: bool = False,
+                 sampling_steps: int | None = None, body: bool | None = None,
                  edit_weight: float | None = None, gate_decay: float | None = None,
                  region_weight: float | None = None, label_levels: bool | None = None,
                  film_decay: float | None = None, workers: int = 2,
@@ -407,7 +408,7 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
                   log_every: int, device: str, resume: bool, quiet: bool, fusion: str | None,
                   fusion_lr_scale: float | None, l1_weight: float | None,
                   adversarial_weight: float | None, p_uncond: float | None,
-                  sampling_steps: int | None, body: bool, edit_weight: float | None,
+                  sampling_steps: int | None, body: bool | None, edit_weight: float | None,
                   gate_decay: float | None, region_weight: float | None,
                   label_levels: bool | None, film_decay: float | None, workers: int,
                   cache: Path | None, rank: int, world: int, target: torch.device) -> None:
@@ -440,9 +441,11 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
         if steps <= config["training"]["steps"]:
             raise UserInputError(f"--steps: {out} already has {config['training']['steps']} "
                                  f"steps; give a larger total than that, got {steps}")
-        if body and not config["training"]["arguments"].get("body"):
-            raise UserInputError(f"--body: {out} was trained without the body channel and "
-                                 "cannot gain it on resume; start a new run with --body")
+        saved_body = bool(config["training"]["arguments"].get("body"))
+        if body is not None and body != saved_body:
+            flag, trained = ("--body", "without") if body else ("--no-body", "with")
+            raise UserInputError(f"{flag}: {out} was trained {trained} the body channel and "
+                                 f"cannot change that on resume; start a new run with {flag}")
         try:
             arguments = module.resumed_arguments(config["training"]["arguments"], given, out,
                                                  steps)

@@ -80,10 +80,11 @@ def train(
                                        show_default=False,
                                        help="Diffusion: DDIM steps the sweep uses by default "
                                             "(default: 20)."),
-    body: bool = typer.Option(False, "--body/--no-body",
+    body: bool = typer.Option(None, "--body/--no-body", show_default=False,
                               help="Give the generator the body outline (from each training "
                                    "CT; at sweep time from the subject's CT, or drawn around "
-                                   "the lungs) as one more label channel."),
+                                   "the lungs) as one more label channel (new run: gan on, "
+                                   "diffusion off; resume: as saved)."),
     region_weight: float = typer.Option(None, "--region-weight", show_default=False,
                                         help="GAN: weight of the regional-mean loss, the "
                                              "difference of each label's mean HU between a "

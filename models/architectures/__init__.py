@@ -57,6 +57,8 @@ class Architecture:
         architecture accepts.
     summary : str
         One line for ``--help`` and listings.
+    body : bool
+        Whether a new run reads the body outline (``--body``) unless told otherwise.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Architecture:
     lr: float
     options: dict[str, str] = field(default_factory=dict)
     summary: str = ""
+    body: bool = False
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -124,7 +127,7 @@ register(Architecture(
              "region_weight": "--region-weight", "gate_decay": "--gate-decay",
              "film_decay": "--film-decay", "label_levels": "--label-levels",
              "adversarial_weight": "--adversarial-weight"},
-    summary="mask + text conditional 3D GAN"))
+    summary="mask + text conditional 3D GAN", body=True))
 register(Architecture(
     "diffusion", "cond_diffusion3d", "cfx.models.architectures.diffusion", channels="16,32,32",
     lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps"},

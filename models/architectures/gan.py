@@ -160,8 +160,7 @@ def command(arguments: dict, out: Path, steps: int) -> str:
     if arguments["fusion"] == "affine":  # always said: a new run's default is not 0
         words += ["--film-decay", str(arguments.get("film_decay", 0.0))]
     words.append("--label-levels" if arguments.get("label_levels") else "--no-label-levels")
-    if arguments.get("body"):
-        words.append("--body")
+    words.append("--body" if arguments.get("body") else "--no-body")  # new runs: on
     if arguments["cohort"].startswith("phantom"):
         words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
     return shlex.join(words)

@@ -87,14 +87,34 @@ def test_a_body_model_sweeps_a_cohort_on_another_grid(body_model, tmp_path):
     assert len(written) == 4 and read_volume(written[0]).shape == (32, 32, 32)
 
 
-def test_body_cannot_be_added_on_resume(tmp_path, bert):
-    out = tmp_path / "plain"
-    assert _train(out, bert).exit_code == 0
+@pytest.mark.parametrize("first, then, word", [("--no-body", "--body", "without"),
+                                               ("--body", "--no-body", "with")])
+def test_body_cannot_change_on_resume(tmp_path, bert, first, then, word):
+    out = tmp_path / "run"
+    assert _train(out, bert, first).exit_code == 0
     before = (out / "model.safetensors").read_bytes()
-    line = cli_error(["train", "--out", str(out), "--steps", "4", "--resume", "--body",
+    line = cli_error(["train", "--out", str(out), "--steps", "4", "--resume", then,
                    "--device", "cpu"])
-    assert "--body: " in line and "trained without the body channel" in line
+    assert line == (f"cfx: error: {then}: {out} was trained {word} the body channel and cannot "
+                    f"change that on resume; start a new run with {then}")
     assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_a_new_gan_reads_the_body_unless_told_not_to_and_resumes_as_saved(tmp_path, bert):
+    runs = {}
+    for name, extra in (("default", ()), ("off", ("--no-body",))):
+        out = tmp_path / name
+        assert _train(out, bert, *extra).exit_code == 0
+        config = json.loads((out / "config.json").read_text())
+        runs[name] = (config["generator"]["label_channels"], config["training"]["command"])
+    assert runs["default"][0] == runs["off"][0] + 1  # the body is one more label channel
+    assert runs["default"][1].endswith("--body --phantom-shape 16,16,16")
+    assert runs["off"][1].endswith("--no-body --phantom-shape 16,16,16")
+    result = runner.invoke(app, ["train", "--out", str(tmp_path / "off"), "--steps", "4",
+                                 "--resume", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "off" / "config.json").read_text())
+    assert config["training"]["arguments"]["body"] is False
 
 
 @pytest.mark.parametrize("extra, message", [

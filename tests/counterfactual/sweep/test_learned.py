@@ -2,13 +2,14 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
-from cfx.counterfactual.cohort import load_cohort
+from cfx.counterfactual.cohort import Subject, load_cohort
 from cfx.counterfactual.errors import UserInputError
 from cfx.counterfactual.phantom import PhantomSettings, write_phantom
 from cfx.counterfactual.sweep.generators import Request, resolve_generator
@@ -140,7 +141,7 @@ def test_volume_smaller_than_the_window(checkpoint):
     labels = np.zeros((12, 16, 8), np.int16)
     labels[3:6, 4:12, 2:6] = 1
     labels[7:10, 4:12, 2:6] = 2
-    subject = load_cohort  # any object: the adapter reads only the mask
+    subject = Subject("S", Path("mask.nii.gz"), None, {})  # no CT: the body from the lungs
     out = model.generate(subject, Volume(labels, np.eye(4)), "smoking",
                          _requests(("yes", "yes")), 0)
     assert out[0].shape == (12, 16, 8)
