@@ -11,7 +11,7 @@ resampled onto:
 - ``256``: 256 x 256 x 128 voxels of 1.4 x 1.4 x 2.5 mm (the same field of view, coarser).
 
 Models are the bundled ones (``cfx models list``): ``phantom-gan-64`` (5 mm grid, windows of
-48³) and ``phantom-diffusion-32`` from each subject's CT (``--from-ct``, 10 mm grid, windows of
+64³) and ``phantom-diffusion-32`` from each subject's CT (``--from-ct``, 10 mm grid, windows of
 64³) with ``--steps`` sampler steps at the default strength 0.6. Printed per case:
 
 - peak RSS of the child process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), and its RSS

@@ -22,7 +22,10 @@ channel, regional-mean loss) planted lung effects came back at 0.32-0.60 of thei
 the levels at 0.83-0.95 (0.67-1.41 over three such models of 1200-2400 steps; issue 16). The
 levels are a multiple regression of each label's mean on the fields, so confounded attributes
 (smokers older, more often IPF) are told apart as a regression tells them apart; the network is
-left the texture and where inside a label an effect sits.
+left the texture and where inside a label an effect sits. With both paths free, the levels and
+the FiLM can drift against each other, which the training records do not see and an edit does
+(change where the record never acts); a trainer that decays the FiLM's record weights
+(``GANSettings.film_decay``) leaves a label's mean to its level.
 
 Intensities: the output is in window units, ``-1`` at ``hu_window[0]`` and ``+1`` at
 ``hu_window[1]``, a fixed window stored in the config (never per volume). No layer normalises

@@ -17,6 +17,6 @@ def test_quick_gan_case(capsys):
     assert row["peak_rss_mb"] >= row["loaded_rss_mb"] > 100  # torch and the model are loaded
     assert row["seconds_per_volume"] > 0 and row["forward_seconds_per_volume"] > 0
     # 32 x 32 x 16 voxels of 11.2 x 11.2 x 20 mm on the model's 5 mm grid: 72 x 72 x 64, two
-    # 48-voxel windows (step 24) per axis
-    assert row["model_grid"] == [72, 72, 64] and row["windows_per_volume"] == 8
+    # 64-voxel windows (step 32) across each of x and y, one along z
+    assert row["model_grid"] == [72, 72, 64] and row["windows_per_volume"] == 4
     assert "phantom-gan-64" in capsys.readouterr().out
