@@ -48,31 +48,17 @@ def given_options(options: dict) -> dict:
     ValueError
         A weight or decay below 0, or both weights 0; the message starts with the flags.
     """
-    l1_weight, adversarial_weight = options.get("l1_weight"), options.get("adversarial_weight")
     weights = {}
     if options.get("label_levels") is not None:
         weights["label_levels"] = bool(options["label_levels"])
-    for name in ("gate_decay", "film_decay"):
+    for name, kind in (("gate_decay", "decay"), ("film_decay", "decay"),
+                       ("region_weight", "weight"), ("edit_weight", "weight"),
+                       ("l1_weight", "weight"), ("adversarial_weight", "weight")):
         if options.get(name) is not None:
-            flag = "--" + name.replace("_", "-")
             if not options[name] >= 0:
-                raise ValueError(f"{flag}: got {options[name]}; give a decay >= 0")
+                raise ValueError(f"--{name.replace('_', '-')}: got {options[name]}; give a "
+                                 f"{kind} >= 0")
             weights[name] = options[name]
-    for name in ("region_weight", "edit_weight"):
-        if options.get(name) is not None:
-            flag = "--" + name.replace("_", "-")
-            if not options[name] >= 0:
-                raise ValueError(f"{flag}: got {options[name]}; give a weight >= 0")
-            weights[name] = options[name]
-    if l1_weight is not None:
-        if not l1_weight >= 0:
-            raise ValueError(f"--l1-weight: got {l1_weight}; give a weight >= 0")
-        weights["l1_weight"] = l1_weight
-    if adversarial_weight is not None:
-        if not adversarial_weight >= 0:
-            raise ValueError(f"--adversarial-weight: got {adversarial_weight}; give a "
-                             "weight >= 0")
-        weights["adversarial_weight"] = adversarial_weight
     if weights.get("l1_weight", L1_WEIGHT) == 0 and weights.get("adversarial_weight",
                                                                 ADVERSARIAL_WEIGHT) == 0:
         raise ValueError("--l1-weight, --adversarial-weight: both are 0; the generator "
