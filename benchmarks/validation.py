@@ -105,7 +105,7 @@ from cfx.counterfactual.phantom.effects import (
     NumericEffect,
     load_effects,
 )
-from cfx.counterfactual.volume import read_volume
+from cfx.counterfactual.volume import read_labels, read_volume
 
 STAGES = ("startup", "phantom", "train", "sweep", "stats", "audit")
 _STACK = (
@@ -199,6 +199,7 @@ class Validation:
     rows: list[Row] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)  # one per command: stage, what, seconds
     associations: list = field(default_factory=list)  # Association per contrast (trained here)
+    checkpoint: Path | None = None  # the model evaluated
 
     def stage_seconds(self) -> dict[str, float]:
         return {s: sum(e["seconds"] for e in self.stages if e["stage"] == s) for s in STAGES}
@@ -334,7 +335,7 @@ def region_means(cohort: Path) -> pd.DataFrame:
     rows = []
     for subject in load_cohort(cohort):
         ct = read_volume(subject.ct).data
-        labels = np.asarray(read_volume(subject.mask).data).astype(np.int16)
+        labels = read_labels(subject.mask).data
         controls = control_labels(ct, labels)
         rows.append({**{a: subject.record.get(a) for a in ATTRIBUTES},
                      "lung": float(ct[np.isin(labels, lung)].mean()),
@@ -355,7 +356,7 @@ def _design(means: pd.DataFrame) -> pd.DataFrame:
             if numbers.isna().any():
                 columns[f"{attribute}=missing"] = numbers.isna().to_numpy(float)
             continue
-        text = values.map(lambda v: "missing" if v is None or v == "" or v != v else str(v))
+        text = values.map(lambda v: "missing" if pd.isna(v) or v == "" else str(v))
         for level in sorted(set(text))[1:]:
             columns[f"{attribute}={level}"] = (text == level).to_numpy(float)
     return pd.DataFrame(columns)
@@ -429,11 +430,11 @@ def run_validation(folder: Path, size: Size, effects: str, seed: int = 0,
          ["phantom", "--out", held_out, "--subjects", size.held_out_subjects,
           "--seed", seed + 1, *grid])
     # 3. the model, trained for a fixed number of steps
-    checkpoint = folder / size.arch
+    checkpoint = folder / size.arch if size.checkpoint is None else \
+        Path(size.checkpoint).resolve()
+    validation.checkpoint = checkpoint
     channels = ["--channels", ",".join(map(str, size.channels))] if size.arch == "gan" else []
-    if size.checkpoint is not None:
-        checkpoint = Path(size.checkpoint).resolve()
-    else:
+    if size.checkpoint is None:
         _run(validation, "train", size.arch,
              ["train", "--arch", size.arch, "--cohort", train, "--out", checkpoint, "--steps",
               size.steps, "--patch", ",".join([str(size.patch)] * 3), "--batch-size",
@@ -639,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2 if isinstance(exc, UserInputError) else 1
         print(table(validation))
         if args.update_card:
-            card = (Path(size.checkpoint) if size.checkpoint else folder / size.arch) / "README.md"
+            card = validation.checkpoint / "README.md"
             card.write_text(card_with_validation(card.read_text(encoding="utf-8"),
                                                  _card_text(validation)), encoding="utf-8")
     return 0
