@@ -33,6 +33,13 @@ From a CT (real-scan counterfactuals)
     same strength isolates the attribute from the reconstruction error. Without a CT, sampling
     starts from the noise at ``t_start = T - 1``.
 
+Label levels
+    For a model with label levels (:meth:`CondDiffusion3D.level_map`) the sampler draws the
+    residual: each row's level map ``m`` (under guidance, ``m_u + W (m_c - m_u)``, as the
+    prediction) is subtracted from the CT it starts from and holds, and added to the last
+    sample. Two records' volumes then differ in each label's mean by their levels' difference
+    plus what the residuals add.
+
 Held voxels (keep-mask editing)
     With ``keep`` (True where the CT must stay), after every step the held voxels of the sample
     are replaced by the CT noised to that step's next timestep with the shared noise (the
@@ -240,19 +247,21 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     device = labels.device
     window = _window(model, labels.shape[2:], roi)
     null = model.null_condition().to(device)
-    # 2. the shared start: the noise, or the CT noised to the first timestep
-    start = initial = noise.initial.to(device)
-    if ct is not None:
-        clean = model.from_hu(ct.to(device).float())
-        start = sampler.add_noise(clean, initial, timesteps[:1])
+    # 2. the shared start: the noise, or the CT noised to the first timestep (less each row's
+    #    level map for a model with label levels)
+    initial = noise.initial.to(device)
+    ct = None if ct is None else model.from_hu(ct.to(device).float())
     if keep is not None:
         keep = keep.to(device)
     # 3. denoise each record from that start, every step drawing from the same generator state;
     #    one input buffer (its first channel rewritten with each step's sample) and one output
     out = torch.empty((context.shape[0], *labels.shape[2:]), dtype=torch.float32, device=device)
-    inputs = torch.cat([start, labels], dim=1)
+    inputs = torch.cat([initial, labels], dim=1)
     for row in range(context.shape[0]):
-        sample, condition = start, context[row:row + 1].to(device)
+        condition = context[row:row + 1].to(device)
+        levels = _levels(model, labels, condition, null, guidance)
+        clean = None if ct is None else ct - levels
+        sample = initial if ct is None else sampler.add_noise(clean, initial, timesteps[:1])
         for k, t in enumerate(timesteps.tolist()):
             inputs[:, :1] = sample
             predicted = _prediction(model, inputs, t, condition, null, guidance, window,
@@ -265,5 +274,16 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
                     clean, initial, timesteps[k + 1:k + 2]))
                 sample = torch.where(keep, held, sample)
             del predicted
-        out[row] = model.to_hu(sample)[0, 0]
+        out[row] = model.to_hu(sample + levels)[0, 0]
     return out
+
+
+def _levels(model: CondDiffusion3D, labels: torch.Tensor, condition: torch.Tensor,
+            null: torch.Tensor, guidance: float) -> torch.Tensor:
+    """The level map of one row under guidance ``W``, ``m_u + W (m_c - m_u)`` (zeros for a
+    model without label levels), shape (1, 1, X, Y, Z)."""
+    levels = model.level_map(labels, condition)
+    if guidance != 1 and model.levels is not None:
+        unconditional = model.level_map(labels, null)
+        levels = unconditional + guidance * (levels - unconditional)
+    return levels

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 __all__ = ["Architecture", "ARCHITECTURES", "register", "look_up", "by_checkpoint",
-           "checkpoint_names", "implementation"]
+           "checkpoint_names", "implementation", "check_kept_levels"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,24 @@ def implementation(architecture: Architecture) -> ModuleType:
     return importlib.import_module(architecture.module)
 
 
+def check_kept_levels(saved: dict, given: dict, out) -> None:
+    """A resumed run keeps the label levels it was trained with or without (``saved``: its
+    ``training.arguments``; ``given``: the options given now; ``out``: its folder).
+
+    Raises
+    ------
+    ValueError
+        ``--label-levels`` (``--no-label-levels``) for a run trained without (with) them: the
+        network cannot gain or lose them.
+    """
+    saved_levels = saved.get("label_levels", False)
+    if given.get("label_levels", saved_levels) != saved_levels:
+        flag, trained = (("--label-levels", "without") if given["label_levels"]
+                         else ("--no-label-levels", "with"))
+        raise ValueError(f"{flag}: {out} was trained {trained} label levels and cannot change "
+                         "that on resume; start a new run")
+
+
 register(Architecture(
     "gan", "cond_gan3d", "cfx.models.architectures.gan", channels="16,32,64,64", lr=5e-4,
     options={"fusion": "--fusion", "l1_weight": "--l1-weight", "edit_weight": "--edit-weight",
@@ -130,5 +148,6 @@ register(Architecture(
     summary="mask + text conditional 3D GAN", body=True))
 register(Architecture(
     "diffusion", "cond_diffusion3d", "cfx.models.architectures.diffusion", channels="16,32,32",
-    lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps"},
+    lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps",
+                      "label_levels": "--label-levels"},
     summary="mask + text conditional 3D diffusion model"))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cfx.models.architectures import check_kept_levels
 from cfx.models.checkpoint import load_training_state
 from cfx.models.inference import time_window
 from cfx.models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
@@ -30,13 +31,17 @@ __all__ = ["NETWORK", "TRAINER", "P_UNCOND", "SAMPLING_STEPS", "GUIDANCE", "GROU
 
 NETWORK, TRAINER = CondDiffusion3D, DiffusionTrainer
 P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # defaults of a new run
+LABEL_LEVELS = True  # a new run's network sets each label's level from the record
 GROUPS = 8  # GroupNorm groups of the UNet: its channels are multiples of this
 _DEFAULT_CHANNELS = "16,32,32"
 
 
 def given_options(options: dict) -> dict:
-    """Options a resumed run would take: none (it continues bit for bit)."""
-    return {}
+    """``--label-levels`` when given (a new run takes it; a resumed one must keep what it was
+    trained with); nothing else (a resumed run continues bit for bit)."""
+    if options.get("label_levels") is None:
+        return {}
+    return {"label_levels": bool(options["label_levels"])}
 
 
 def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
@@ -64,13 +69,21 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
     arguments = {**{k: common[k] for k in ("cohort", "arch", "patch", "batch_size",
                                            "text_encoder", "channels", "phantom_shape",
                                            "drop_rate", "lr", "fusion_lr_scale", "body")},
-                 "p_uncond": p_uncond, "sampling_steps": sampling_steps, "seed": common["seed"]}
+                 "p_uncond": p_uncond, "sampling_steps": sampling_steps,
+                 "label_levels": given.get("label_levels", LABEL_LEVELS), "seed": common["seed"]}
     arguments["command"] = command(arguments, out, steps)
     return arguments
 
 
 def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
-    """``training.arguments`` of a resumed run: as saved, its command line for the new total."""
+    """``training.arguments`` of a resumed run: as saved, its command line for the new total.
+
+    Raises
+    ------
+    ValueError
+        ``--label-levels`` (``--no-label-levels``) for a run trained without (with) them.
+    """
+    check_kept_levels(saved, given, out)
     return {**saved, "command": command(saved, out, steps)}
 
 
@@ -83,7 +96,9 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              "--drop-rate", str(arguments["drop_rate"]), "--lr", str(arguments["lr"]),
              "--fusion-lr-scale", str(arguments.get("fusion_lr_scale", 1.0)),
              "--p-uncond", str(arguments["p_uncond"]), "--sampling-steps",
-             str(arguments["sampling_steps"]), "--seed", str(arguments["seed"])]
+             str(arguments["sampling_steps"]),
+             "--label-levels" if arguments.get("label_levels") else "--no-label-levels",
+             "--seed", str(arguments["seed"])]
     if arguments.get("body"):
         words.append("--body")
     if arguments["cohort"].startswith("phantom"):
@@ -105,9 +120,12 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
     instead of whitened)."""
     model = CondDiffusion3D(list(phrases), field_dims, label_channels=label_channels,
                             channels=arguments["channels"], norm_num_groups=GROUPS,
-                            text_width=encoder.width)
+                            text_width=encoder.width,
+                            label_levels=arguments.get("label_levels", False))
     trainer = DiffusionTrainer(model, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
+    if model.levels is not None:
+        trainer.start_levels()
     return trainer
 
 

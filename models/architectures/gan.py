@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cfx.models.architectures import check_kept_levels
 from cfx.models.checkpoint import load_training_state
 from cfx.models.inference import OVERLAP, count_windows, draw_noise, generate_volumes, time_window
 from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
@@ -117,12 +118,7 @@ def resumed_arguments(saved: dict, given: dict, out: Path, steps: int) -> dict:
     if given.get("gate_decay") and not saved.get("gate_decay"):
         raise ValueError(f"--gate-decay: {out} was trained without the label gate and cannot "
                          "gain it on resume; start a new run with --gate-decay")
-    saved_levels = saved.get("label_levels", False)
-    if given.get("label_levels", saved_levels) != saved_levels:
-        flag, trained = (("--label-levels", "without") if given["label_levels"]
-                         else ("--no-label-levels", "with"))
-        raise ValueError(f"{flag}: {out} was trained {trained} label levels and cannot change "
-                         "that on resume; start a new run")
+    check_kept_levels(saved, given, out)
     arguments = {**saved, **given}
     return {**arguments, "command": command(arguments, out, steps)}
 

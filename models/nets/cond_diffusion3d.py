@@ -32,6 +32,16 @@ the trained network, so it is part of the config; training (MONAI ``DDPMSchedule
 (``DDIMScheduler``, :mod:`cfx.models.sampling`) build their schedulers from
 :attr:`CondDiffusion3D.noise_schedule`.
 
+*Label levels* (``label_levels=True``): as the GAN's, the record also sets each label's level on
+its own linear path (a linear map of the flattened context, so a multiple regression on the
+fields with a missing indicator each), :meth:`CondDiffusion3D.level_map`; the diffusion then
+models the residual, the CT minus that map, and a sample is the residual drawn plus the map
+(:mod:`cfx.models.sampling`). A region's mean that moves with an attribute by a few HU is 1 % of
+the window, far below the noise the network learns to remove at most timesteps: on 200 fixed
+phantom subjects (64³, 1200 steps) the network alone brought back 0.23 of the planted age effect
+and 0.43 of smoking's from the CT (issue 16). The levels take the means; the network is left
+the texture and where inside a label an effect sits.
+
 Intensities: window units as the GAN, ``-1`` at ``hu_window[0]`` and ``+1`` at ``hu_window[1]``,
 a fixed window in the config. Unlike the GAN, the UNet normalises over space (GroupNorm) and its
 attention levels attend over every voxel of the input, so its output depends on the whole window
@@ -133,6 +143,9 @@ class CondDiffusion3D(nn.Module):
         ``t`` by its signal-to-noise ratio ``abar_t / (1 - abar_t)``, which vanishes at the
         noisy steps where only the record tells a smoker's lungs from a non-smoker's; velocity
         weighs it by ``1 / (1 - abar_t) >= 1``.
+    label_levels : bool
+        The record also sets each label's level (:meth:`level_map`); the network models the
+        residual.
 
     Raises
     ------
@@ -146,7 +159,8 @@ class CondDiffusion3D(nn.Module):
                  num_head_channels: int = 8, norm_num_groups: int = 8, text_width: int = 384,
                  hu_window: Sequence[float] = (-1024.0, 1024.0), train_timesteps: int = 1000,
                  schedule: str = "scaled_linear_beta", beta_start: float = 0.0005,
-                 beta_end: float = 0.0195, prediction: str = "v_prediction"):
+                 beta_end: float = 0.0195, prediction: str = "v_prediction",
+                 label_levels: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         fields, field_dims = [str(f) for f in fields], [int(d) for d in field_dims]
@@ -191,7 +205,8 @@ class CondDiffusion3D(nn.Module):
                        "norm_num_groups": int(norm_num_groups), "text_width": int(text_width),
                        "hu_window": [low, high], "train_timesteps": int(train_timesteps),
                        "schedule": schedule, "beta_start": float(beta_start),
-                       "beta_end": float(beta_end), "prediction": prediction}
+                       "beta_end": float(beta_end), "prediction": prediction,
+                       "label_levels": bool(label_levels)}
         self.fields = tuple(fields)
         self.hu_window = (low, high)
         self.multiple = 2 ** (len(channels) - 1)
@@ -211,6 +226,11 @@ class CondDiffusion3D(nn.Module):
                 block.norm2 = RecordModulation(block.norm2, len(fields) * self.context_dims,
                                                block.out_channels)
                 self.modulations.append(block.norm2)
+        self.levels = None
+        if label_levels:
+            self.levels = nn.Linear(len(fields) * self.context_dims, label_channels)
+            nn.init.zeros_(self.levels.weight)
+            nn.init.zeros_(self.levels.bias)
 
     @property
     def noise_schedule(self) -> dict:
@@ -286,6 +306,30 @@ class CondDiffusion3D(nn.Module):
         """HU -> window units, clipped to [-1, 1]."""
         low, high = self.hu_window
         return ((hu - low) * (2 / (high - low)) - 1).clamp(-1, 1)
+
+    # -- label levels -------------------------------------------------------------------------
+
+    def level_map(self, labels: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Each label's level under each row's record, where the label is (zeros without label
+        levels).
+
+        Parameters
+        ----------
+        labels : Tensor of float32, shape (N or 1, label_channels, X, Y, Z)
+            One-hot label map.
+        context : Tensor of float32, shape (N, F, context_dims)
+
+        Returns
+        -------
+        Tensor of float32, shape (N, 1, X, Y, Z)
+            Window units.
+        """
+        rows = context.shape[0]
+        if self.levels is None:
+            return labels.new_zeros((rows, 1, *labels.shape[2:]))
+        levels = self.levels(context.flatten(1).to(labels.dtype))  # (N, label_channels)
+        return torch.einsum("nl,nlxyz->nxyz", levels,
+                            labels.expand(rows, *labels.shape[1:]))[:, None]
 
     # -- network ------------------------------------------------------------------------------
 

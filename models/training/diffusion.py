@@ -13,7 +13,12 @@ MONAI's ``DDPMScheduler`` noises the CT (window units) to ``x_t``; with probabil
 ``p_uncond`` the row's whole record is replaced by the record with every field missing (what
 classifier-free guidance reads as unconditional); the network predicts, from ``x_t``, the label
 map, ``t`` and the record, the velocity ``v = sqrt(abar_t) n - sqrt(1 - abar_t) x_0`` (or ``n``,
-as the model's ``prediction`` says), and the loss is the mean squared error. An exponential
+as the model's ``prediction`` says), and the loss is the mean squared error. With label levels
+(``CondDiffusion3D(label_levels=True)``) the levels are fitted to the clean CT under the row's
+(dropped) record by least squares, voxelwise (so each label's mean, regressed on the fields),
+and what is noised and predicted is the residual, the CT minus the level map (detached: the
+levels learn from their own loss only); their biases start at the first batch's label means,
+so the levels need not crawl from 0 to -850 HU at the learning rate. An exponential
 moving average (EMA) of the weights is what a checkpoint serves; its decay at step ``k`` is
 ``min(ema_decay, (1 + k) / (10 + k))``, so early steps are not averaged with the initial weights
 for thousands of steps.
@@ -127,7 +132,7 @@ class DiffusionTrainer:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         text, rest = [], []
         for name, parameter in self.network.named_parameters():
-            reads_record = ".film." in name or ".attn2." in name
+            reads_record = ".film." in name or ".attn2." in name or name.startswith("levels.")
             (text if reads_record else rest).append(parameter)
         self.optimizer = torch.optim.AdamW(
             [{"params": rest}, {"params": text, "lr": settings.lr * settings.fusion_lr_scale}],
@@ -176,6 +181,21 @@ class DiffusionTrainer:
         self.readouts = {f: r for f, r in zip(self.network.fields, reports, strict=True) if r}
         return reports
 
+    @torch.no_grad()
+    def start_levels(self) -> None:
+        """Set the label levels' biases (model and EMA) to each label's mean over one batch of
+        the source, drawn with a generator of its own (``seed + 1``: the run's data and noise
+        are untouched, and every process of a data-parallel run draws the same batch)."""
+        model = self.network
+        batch = self.source(np.random.default_rng(self.settings.seed + 1),
+                            self.settings.batch_size)
+        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
+                           model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
+        clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float())
+        means = (clean * labels).sum((0, 2, 3, 4)) / labels.sum((0, 2, 3, 4)).clamp(min=1)
+        for network in (model, self.ema):
+            network.levels.bias.copy_(means.to(network.levels.bias.device))
+
     def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
         return torch.cat([self._contexts(row) for row in phrases])
 
@@ -188,7 +208,8 @@ class DiffusionTrainer:
         -------
         dict of str to float
             ``mse``: mean squared error of the prediction (velocity or noise);
-            ``grad_norm``: the total gradient norm before clipping.
+            ``grad_norm``: the total gradient norm before clipping; with label levels
+            ``level_mse``: mean squared error of the level map against the CT (window units).
         """
         settings, model = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
@@ -205,6 +226,12 @@ class DiffusionTrainer:
         dropped = torch.rand(every, generator=self.noise)[self.rows] < settings.p_uncond
         dropped = dropped.to(self.device)
         context = torch.where(dropped[:, None, None], model.null_condition(rows), context)
+        losses = {}
+        if model.levels is not None:
+            levels = model.level_map(labels, context)
+            level_loss = F.mse_loss(levels, clean)
+            clean = clean - levels.detach()
+            losses["level_mse"] = level_loss
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             predicted = self._model(noisy, labels, timesteps, context)
@@ -212,7 +239,7 @@ class DiffusionTrainer:
                   else self.scheduler.get_velocity(clean, noise, timesteps))
         loss = F.mse_loss(predicted.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + losses.get("level_mse", 0.0)).backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
         self.optimizer.step()
         self.step += 1
@@ -220,7 +247,8 @@ class DiffusionTrainer:
         with torch.no_grad():
             for average, current in zip(self.ema.parameters(), model.parameters(), strict=True):
                 average.lerp_(current, 1 - decay)
-        losses = {"mse": loss.item(), "grad_norm": norm.item()}
+        losses = {"mse": loss.item(), "grad_norm": norm.item(),
+                  **{k: v.item() for k, v in losses.items()}}
         return average_values(losses) if self._distributed else losses
 
     def scale_lr(self, factor: float) -> None:
