@@ -101,9 +101,10 @@ def train(
                                           "open (default: 0, no gate)."),
     label_levels: bool = typer.Option(None, "--label-levels/--no-label-levels",
                                       show_default=False,
-                                      help="GAN: the record sets each label's mean HU on its "
-                                           "own linear path, added where the label is "
-                                           "(new run: on; resume: as saved)."),
+                                      help="The record sets each label's mean HU on its "
+                                           "own linear path, added where the label is (the "
+                                           "diffusion model draws the rest) (new run: on; "
+                                           "resume: as saved)."),
     film_decay: float = typer.Option(None, "--film-decay", show_default=False,
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "

@@ -156,18 +156,23 @@ def card(config: dict, generator: dict) -> tuple[str, str, str]:
     """The model card's description, extra training bullet and closing sections."""
     arguments, sampling = config["training"]["arguments"], config["sampling"]
     target = PREDICTIONS[generator["prediction"]]
+    levels = ("; each label's level a linear map of the record, the UNet drawing the rest"
+              if generator.get("label_levels") else "")
     what = f"""A mask + text conditional 3D diffusion model (`cond_diffusion3d`: MONAI
 `DiffusionModelUNet` predicting the {target}, the label map as input channels, the record by
-cross-attention to one token per field and by FiLM of every residual block) made with `cfx
-train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a clinical
-record, from noise or from a real CT."""
+cross-attention to one token per field and by FiLM of every residual block{levels}) made with
+`cfx train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a
+clinical record, from noise or from a real CT."""
     schedule = generator["schedule"]
+    fitted = ("- label levels: fitted to each training CT under its record by least squares "
+              "(voxelwise);\n  the UNet is trained on, and draws, the CT less the level map\n"
+              if generator.get("label_levels") else "")
     loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
   {generator["train_timesteps"]} steps (beta {generator["beta_start"]:g}..\
 {generator["beta_end"]:g}); each
   field dropped with probability {arguments["drop_rate"]:g} and the whole record with
   probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
-"""
+{fitted}"""
     return what, loss, f"""
 ## Sampling
 By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance

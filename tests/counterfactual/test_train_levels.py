@@ -1,6 +1,7 @@
-"""``cfx train --label-levels/--no-label-levels`` and ``--film-decay``: a GAN whose record sets
-each label's level on its own linear path (and whose FiLM's record weights decay); recorded in
-the checkpoint, served by the sweep, kept on resume, refused where they cannot apply."""
+"""``cfx train --label-levels/--no-label-levels`` and ``--film-decay``: a GAN or diffusion model
+whose record sets each label's level on its own linear path (and a GAN whose FiLM's record
+weights decay); recorded in the checkpoint, served by the sweep, kept on resume, refused where
+they cannot apply."""
 
 import json
 
@@ -70,13 +71,31 @@ def test_label_levels_cannot_change_on_resume(tmp_path, bert, first, then, match
     assert (out / "model.safetensors").read_bytes() == before
 
 
-def test_label_levels_are_refused_for_diffusion(tmp_path, bert):
-    line = cli_error(["train", "--cohort", "phantom:4", "--out", str(tmp_path / "d"), "--arch",
-                      "diffusion", "--label-levels", "--channels", "8,16", "--text-encoder", bert,
-                      "--steps", "2"])
-    assert line == "cfx: error: --label-levels: applies to --arch gan only; this run is --arch " \
-                   "diffusion"
-    assert not (tmp_path / "d").exists()
+def test_a_new_diffusion_run_has_label_levels_unless_told_and_keeps_them_on_resume(tmp_path,
+                                                                                  bert):
+    diffusion = ("--arch", "diffusion", "--channels", "8,16")
+    default, plain = tmp_path / "default", tmp_path / "plain"
+    assert _train(default, bert, *diffusion).exit_code == 0
+    assert _train(plain, bert, *diffusion, "--no-label-levels").exit_code == 0
+    for out, levels in ((default, True), (plain, False)):
+        config = json.loads((out / "config.json").read_text())
+        assert config["generator"]["label_levels"] is levels
+        flag = "--label-levels" if levels else "--no-label-levels"
+        assert flag in config["training"]["command"].split()
+        weights = load_file(out / "model.safetensors")
+        assert ("levels.weight" in weights) is levels
+    assert load_file(default / "model.safetensors")["levels.bias"].shape == (4,)
+    before = (default / "model.safetensors").read_bytes()
+    line = cli_error(["train", "--out", str(default), "--steps", "4", "--resume",
+                      "--no-label-levels", "--device", "cpu"])
+    assert line == (f"cfx: error: --no-label-levels: {default} was trained with label levels "
+                    "and cannot change that on resume; start a new run")
+    assert (default / "model.safetensors").read_bytes() == before
+    result = runner.invoke(app, ["train", "--out", str(default), "--steps", "4", "--resume",
+                                 "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "--label-levels" in json.loads((default / "config.json").read_text())[
+        "training"]["command"].split()
 
 
 def test_film_decay_is_recorded_and_can_change_on_resume(tmp_path, bert):

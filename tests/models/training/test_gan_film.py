@@ -57,14 +57,17 @@ def test_each_step_shrinks_the_record_columns_by_decay_times_the_text_learning_r
         assert decayed_losses["l1"] == free_losses["l1"]
 
 
-def test_with_the_decay_the_levels_carry_the_planted_shift_and_the_unplanted_edit_shrinks(
+def test_with_the_decay_the_levels_carry_the_planted_shift_and_the_unplanted_edit_stays_small(
         encoder):
     """The toy source plants +20 HU inside the labels for smokers and nothing for diagnosis.
-    After 200 L1 + regional-mean steps (measured: smoking +20.8 / +20.8 HU inside the labels
-    with decay 0 / 20; the unplanted IPF-vs-UILD edit 2.68 / 0.31 HU of mean |change|; the
-    FiLM's record weights' norm 0.12 / 0.004), the decay leaves the planted edit as it is and
-    takes most of the unplanted one away: with both paths free, the FiLM and the levels drift
-    against each other, which the training records cannot see and an edit can."""
+    After 200 L1 + regional-mean steps the decay leaves the planted edit as it is (measured:
+    smoking +20.1..20.5 HU inside the labels with decay 0 and 20) and the FiLM's record weights
+    all but gone (norm 0.11-0.17 / 0.008-0.013), so the labels' means move through the levels.
+    The unplanted IPF-vs-UILD edit is then small and steady, 0.79-1.03 HU of mean |change| over
+    torch seeds 0-2 and one or two threads; without the decay it wanders with the run, 0.40-1.58
+    HU: with both paths free the FiLM and the levels drift against each other, which the
+    training records cannot see and an edit can. (On this toy the decay does not always make it
+    smaller than the undecayed run's, so that is not asserted.)"""
     runs = {}
     for decay in (0.0, 20.0):
         trainer = _trainer(encoder, film_decay=decay, region_weight=100.0)
@@ -76,5 +79,5 @@ def test_with_the_decay_the_levels_carry_the_planted_shift_and_the_unplanted_edi
     assert RECORDS[0]["smoking"] == "yes" and RECORDS[2]["smoking"] == "no"
     assert RECORDS[0]["diagnosis"] != RECORDS[1]["diagnosis"]
     assert all(18.0 < runs[decay][0] < 23.0 for decay in runs)
-    assert runs[20.0][1] < 0.3 * runs[0.0][1]
-    assert runs[20.0][2] < 0.1 * runs[0.0][2]
+    assert runs[20.0][1] < 1.5  # under 8 % of the planted shift
+    assert runs[20.0][2] < 0.15 * runs[0.0][2]
