@@ -4,12 +4,13 @@ Run from the repository root with the project's interpreter::
 
     python benchmarks/recovery.py MODEL [--subjects 12] [--shape 64] [--contrasts smoking,sex,...]
                                   [--guidance W] [--steps N] [--from-ct] [--strength S]
+                                  [--keep-outside REGION]
                                   [--device cpu] [--update-card]
 
 ``MODEL`` is a bundled model name or a checkpoint folder written by ``cfx train``, GAN or
 diffusion: the generator is the one ``cfx sweep --model MODEL`` builds
 (:func:`~cfx.counterfactual.sweep.learned.learned_generator`), so ``--guidance``, ``--steps``,
-``--from-ct`` and ``--strength`` are the sweep's diffusion options, with its defaults (the
+``--from-ct``, ``--strength`` and ``--keep-outside`` are the sweep's diffusion options, with its defaults (the
 checkpoint's), its range checks and its one-line refusal for a GAN.
 
 The held-out cohort is a phantom cohort drawn with master seed :data:`EVAL_SEED` (no training
@@ -197,6 +198,9 @@ def describe_sampling(model: LearnedGenerator) -> str:
         return f"a GAN (`{model.architecture.checkpoint}`): one forward pass per volume"
     where = (f"from each subject's CT noised to strength {sampling['strength']:g}"
              if sampling["from_ct"] else "from noise")
+    if "keep_outside" in sampling:
+        where += (f", every voxel outside the {sampling['keep_outside']} held to the CT (off it "
+                  "the change is 0 by construction)")
     return (f"diffusion (`{model.architecture.checkpoint}`): {sampling['steps']} DDIM steps "
             f"(eta {sampling['eta']:g}), guidance {sampling['guidance']:g}, {where}")
 
@@ -301,6 +305,8 @@ def _parser() -> argparse.ArgumentParser:
                              "from noise")
     parser.add_argument("--strength", type=float, metavar="S",
                         help="with --from-ct: how far the CT is noised, in (0, 1] (default 0.6)")
+    parser.add_argument("--keep-outside", metavar="REGION",
+                        help="with --from-ct: hold every voxel outside REGION to the CT")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs (default cpu)")
     parser.add_argument("--update-card", action="store_true",
@@ -319,6 +325,8 @@ def _command(args: argparse.Namespace, shape: tuple[int, int, int],
         words += ["--steps", str(sampling["steps"]), "--guidance", f"{sampling['guidance']:g}"]
         if sampling["from_ct"]:
             words += ["--from-ct", "--strength", f"{sampling['strength']:g}"]
+        if "keep_outside" in sampling:
+            words += ["--keep-outside", sampling["keep_outside"]]
     return " ".join(words)
 
 
@@ -338,7 +346,8 @@ def run(args: argparse.Namespace) -> tuple[str, LearnedGenerator]:
                              "folder made by cfx train")
     # 1. the sweep's generator, with the sweep's checks of the sampling options
     model = learned_generator(folder, SamplingOptions(args.guidance, args.steps, args.from_ct,
-                                                      args.strength))
+                                                      args.strength,
+                                                      keep_outside=args.keep_outside))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserInputError("--device: cuda asked for but no CUDA device is visible; use "
                              "--device cpu")

@@ -65,7 +65,8 @@ def _rows(printed):
     ("gan", []),
     ("diffusion", []),
     ("diffusion", ["--from-ct", "--strength", "0.5", "--steps", "4"]),
-], ids=["gan", "diffusion-from-noise", "diffusion-from-ct"])
+    ("diffusion", ["--from-ct", "--strength", "0.5", "--steps", "4", "--keep-outside", "lung"]),
+], ids=["gan", "diffusion-from-noise", "diffusion-from-ct", "diffusion-keep-outside"])
 def test_one_row_per_contrast_with_finite_figures(recovery, root, capsys, arch, extra):
     assert recovery.main([str(root / arch), "--subjects", "2", *extra]) == 0
     printed = capsys.readouterr().out
@@ -88,6 +89,11 @@ def test_one_row_per_contrast_with_finite_figures(recovery, root, capsys, arch, 
     elif extra:
         assert ("4 DDIM steps (eta 0), guidance 1, from each subject's CT noised to strength "
                 "0.5") in printed
+        held = "--keep-outside" in extra
+        assert ("every voxel outside the lung held to the CT" in printed) is held
+        assert ("--keep-outside lung" in printed) is held
+        if held:  # nothing changes off the lungs
+            assert all(float(cells[3]) == 0.0 for cells in rows.values())
     else:
         assert "3 DDIM steps (eta 0), guidance 1, from noise" in printed
 
