@@ -10,8 +10,8 @@ Run from the repository root with the project's interpreter::
 ``MODEL`` is a bundled model name or a checkpoint folder written by ``cfx train``, GAN or
 diffusion: the generator is the one ``cfx sweep --model MODEL`` builds
 (:func:`~cfx.counterfactual.sweep.learned.learned_generator`), so ``--guidance``, ``--steps``,
-``--from-ct``, ``--strength`` and ``--keep-outside`` are the sweep's diffusion options, with its defaults (the
-checkpoint's), its range checks and its one-line refusal for a GAN.
+``--from-ct``, ``--strength`` and ``--keep-outside`` are the sweep's diffusion options, with
+its defaults (the checkpoint's), its range checks and its one-line refusal for a GAN.
 
 The held-out cohort is a phantom cohort drawn with master seed :data:`EVAL_SEED` (no training
 run uses it) on ``--shape`` voxels per axis over the 320 mm field of view of training phantoms

@@ -103,8 +103,8 @@ def train(
                                       show_default=False,
                                       help="The record sets each label's mean HU on its "
                                            "own linear path, added where the label is (the "
-                                           "diffusion model draws the rest) (new run: on; "
-                                           "resume: as saved)."),
+                                           "diffusion model draws the rest) (new run: gan on, "
+                                           "diffusion off; resume: as saved)."),
     film_decay: float = typer.Option(None, "--film-decay", show_default=False,
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "

@@ -154,7 +154,8 @@ def test_what_the_sweep_draws_stays_in_the_window_the_checkpoint_records(tmp_pat
     from cfx.counterfactual.volume import Volume
 
     out = tmp_path / "ckpt"
-    assert runner.invoke(app, _args(out, bert, arch, 2, 2, "-q")).exit_code == 0
+    levels = ("--label-levels",) if arch == "diffusion" else ()
+    assert runner.invoke(app, _args(out, bert, arch, 2, 2, "-q", *levels)).exit_code == 0
     generator = learned_generator(out)
     low, high = json.loads((out / "config.json").read_text())["hu_window"]
     labels = np.zeros((16, 16, 16), np.int16)

@@ -71,30 +71,29 @@ def test_label_levels_cannot_change_on_resume(tmp_path, bert, first, then, match
     assert (out / "model.safetensors").read_bytes() == before
 
 
-def test_a_new_diffusion_run_has_label_levels_unless_told_and_keeps_them_on_resume(tmp_path,
-                                                                                  bert):
+def test_a_diffusion_run_has_label_levels_when_asked_and_keeps_them_on_resume(tmp_path, bert):
     diffusion = ("--arch", "diffusion", "--channels", "8,16")
-    default, plain = tmp_path / "default", tmp_path / "plain"
-    assert _train(default, bert, *diffusion).exit_code == 0
-    assert _train(plain, bert, *diffusion, "--no-label-levels").exit_code == 0
-    for out, levels in ((default, True), (plain, False)):
+    levelled, plain = tmp_path / "levelled", tmp_path / "plain"
+    assert _train(levelled, bert, *diffusion, "--label-levels").exit_code == 0
+    assert _train(plain, bert, *diffusion).exit_code == 0  # a new run's default: none
+    for out, levels in ((levelled, True), (plain, False)):
         config = json.loads((out / "config.json").read_text())
         assert config["generator"]["label_levels"] is levels
         flag = "--label-levels" if levels else "--no-label-levels"
         assert flag in config["training"]["command"].split()
         weights = load_file(out / "model.safetensors")
         assert ("levels.weight" in weights) is levels
-    assert load_file(default / "model.safetensors")["levels.bias"].shape == (4,)
-    before = (default / "model.safetensors").read_bytes()
-    line = cli_error(["train", "--out", str(default), "--steps", "4", "--resume",
+    assert load_file(levelled / "model.safetensors")["levels.bias"].shape == (4,)
+    before = (levelled / "model.safetensors").read_bytes()
+    line = cli_error(["train", "--out", str(levelled), "--steps", "4", "--resume",
                       "--no-label-levels", "--device", "cpu"])
-    assert line == (f"cfx: error: --no-label-levels: {default} was trained with label levels "
+    assert line == (f"cfx: error: --no-label-levels: {levelled} was trained with label levels "
                     "and cannot change that on resume; start a new run")
-    assert (default / "model.safetensors").read_bytes() == before
-    result = runner.invoke(app, ["train", "--out", str(default), "--steps", "4", "--resume",
+    assert (levelled / "model.safetensors").read_bytes() == before
+    result = runner.invoke(app, ["train", "--out", str(levelled), "--steps", "4", "--resume",
                                  "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "--label-levels" in json.loads((default / "config.json").read_text())[
+    assert "--label-levels" in json.loads((levelled / "config.json").read_text())[
         "training"]["command"].split()
 
 
