@@ -17,8 +17,9 @@ as the model's ``prediction`` says), and the loss is the mean squared error. Wit
 (``CondDiffusion3D(label_levels=True)``) the levels are fitted to the clean CT under the row's
 (dropped) record by least squares, voxelwise (so each label's mean, regressed on the fields),
 and what is noised and predicted is the residual, the CT minus the level map (detached: the
-levels learn from their own loss only); their biases start at the first batch's label means,
-so the levels need not crawl from 0 to -850 HU at the learning rate. An exponential
+levels learn from their own loss only, at the record layers' rate); a new run starts their
+biases at one batch's label means (:meth:`DiffusionTrainer.start_levels`), so they need not
+crawl from 0 to -850 HU at the learning rate. An exponential
 moving average (EMA) of the weights is what a checkpoint serves; its decay at step ``k`` is
 ``min(ema_decay, (1 + k) / (10 + k))``, so early steps are not averaged with the initial weights
 for thousands of steps.
@@ -66,8 +67,8 @@ class DiffusionSettings:
     lr : float
         AdamW learning rate.
     fusion_lr_scale : float
-        The layers that read the record (the FiLM maps and the cross-attention) learn at
-        ``fusion_lr_scale * lr``.
+        The layers that read the record (the FiLM maps, the cross-attention and the label
+        levels) learn at ``fusion_lr_scale * lr``.
     p_uncond : float
         Chance of training a row on the record with every field missing (classifier-free
         guidance), on top of the source's per-field dropping.
