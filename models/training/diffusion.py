@@ -190,12 +190,19 @@ class DiffusionTrainer:
         model = self.network
         batch = self.source(np.random.default_rng(self.settings.seed + 1),
                             self.settings.batch_size)
-        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
-                           model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
-        clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float())
+        labels, clean = self._tensors(batch)
         means = (clean * labels).sum((0, 2, 3, 4)) / labels.sum((0, 2, 3, 4)).clamp(min=1)
         for network in (model, self.ema):
             network.levels.bias.copy_(means.to(network.levels.bias.device))
+
+    def _tensors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in window units
+        (N, 1, X, Y, Z), on the device."""
+        model = self.network
+        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
+                           model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
+        clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
+        return labels.to(self.device), clean
 
     def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
         return torch.cat([self._contexts(row) for row in phrases])
@@ -214,10 +221,7 @@ class DiffusionTrainer:
         """
         settings, model = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
-        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
-                           model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
-        labels = labels.to(self.device)
-        clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
+        labels, clean = self._tensors(batch)
         rows, every = clean.shape[0], settings.batch_size  # draws for the whole batch, rows kept
         context = self._context(batch.phrases)
         noise = torch.randn((every, *clean.shape[1:]), generator=self.noise)[self.rows]
