@@ -126,7 +126,7 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
     trainer = DiffusionTrainer(model, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
     if model.levels is not None:
-        trainer.start_levels()
+        trainer.fit_levels()
     return trainer
 
 

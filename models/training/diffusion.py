@@ -14,12 +14,11 @@ MONAI's ``DDPMScheduler`` noises the CT (window units) to ``x_t``; with probabil
 classifier-free guidance reads as unconditional); the network predicts, from ``x_t``, the label
 map, ``t`` and the record, the velocity ``v = sqrt(abar_t) n - sqrt(1 - abar_t) x_0`` (or ``n``,
 as the model's ``prediction`` says), and the loss is the mean squared error. With label levels
-(``CondDiffusion3D(label_levels=True)``) the levels are fitted to the clean CT under the row's
-(dropped) record by least squares, voxelwise (so each label's mean, regressed on the fields),
-and what is noised and predicted is the residual, the CT minus the level map (detached: the
-levels learn from their own loss only, at the record layers' rate); a new run starts their
-biases at one batch's label means (:meth:`DiffusionTrainer.start_levels`), so they need not
-crawl from 0 to -850 HU at the learning rate. An exponential
+(``CondDiffusion3D(label_levels=True)``) what is noised and predicted is the residual, the CT
+minus the level map of the row's (dropped) record; a new run fits the levels once, in closed
+form, before the first step (:meth:`DiffusionTrainer.fit_levels`: each label's mean regressed
+on the record by weighted least squares over draws of the source), and they stay fixed, so the
+network learns a residual that does not move under it. An exponential
 moving average (EMA) of the weights is what a checkpoint serves; its decay at step ``k`` is
 ``min(ema_decay, (1 + k) / (10 + k))``, so early steps are not averaged with the initial weights
 for thousands of steps.
@@ -67,8 +66,8 @@ class DiffusionSettings:
     lr : float
         AdamW learning rate.
     fusion_lr_scale : float
-        The layers that read the record (the FiLM maps, the cross-attention and the label
-        levels) learn at ``fusion_lr_scale * lr``.
+        The layers that read the record (the FiLM maps and the cross-attention) learn at
+        ``fusion_lr_scale * lr``.
     p_uncond : float
         Chance of training a row on the record with every field missing (classifier-free
         guidance), on top of the source's per-field dropping.
@@ -131,10 +130,12 @@ class DiffusionTrainer:
         self.source = source
         self.network = model.to(self.device).train()
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        if model.levels is not None:  # fitted in closed form (fit_levels), never by a step
+            model.levels.requires_grad_(False)
         text, rest = [], []
         for name, parameter in self.network.named_parameters():
-            reads_record = ".film." in name or ".attn2." in name or name.startswith("levels.")
-            (text if reads_record else rest).append(parameter)
+            if parameter.requires_grad:
+                (text if ".film." in name or ".attn2." in name else rest).append(parameter)
         self.optimizer = torch.optim.AdamW(
             [{"params": rest}, {"params": text, "lr": settings.lr * settings.fusion_lr_scale}],
             lr=settings.lr)
@@ -183,17 +184,40 @@ class DiffusionTrainer:
         return reports
 
     @torch.no_grad()
-    def start_levels(self) -> None:
-        """Set the label levels' biases (model and EMA) to each label's mean over one batch of
-        the source, drawn with a generator of its own (``seed + 1``: the run's data and noise
-        are untouched, and every process of a data-parallel run draws the same batch)."""
-        model = self.network
-        batch = self.source(np.random.default_rng(self.settings.seed + 1),
-                            self.settings.batch_size)
-        labels, clean = self._tensors(batch)
-        means = (clean * labels).sum((0, 2, 3, 4)) / labels.sum((0, 2, 3, 4)).clamp(min=1)
+    @torch.no_grad()
+    def fit_levels(self, rows: int = 512) -> None:
+        """Fit the label levels (model and EMA) once, in closed form: for each label, the
+        least-squares regression of its mean CT in a row (window units) on the row's flattened
+        record context, weighted by its voxel count in the row, over ``rows`` rows of the
+        source with the records dropped as a step drops them (``p_uncond``), so the fit is the
+        voxelwise least squares of the level map on those rows. Drawn with generators of their
+        own (``seed + 1``): the run's data and noise are untouched, and every process of a
+        data-parallel run fits the same levels."""
+        model, settings = self.network, self.settings
+        rng = np.random.default_rng(settings.seed + 1)
+        noise = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
+        design, means, counts = [], [], []
+        for _ in range(-(-rows // settings.batch_size)):
+            batch = self.source(rng, settings.batch_size)
+            labels, clean = self._tensors(batch)
+            context = self._context(batch.phrases)
+            dropped = torch.rand(len(context), generator=noise) < settings.p_uncond
+            context = torch.where(dropped[:, None, None].to(self.device),
+                                  model.null_condition(len(context)), context)
+            count = labels.sum((2, 3, 4))
+            design.append(context.flatten(1))
+            means.append((clean * labels).sum((2, 3, 4)) / count.clamp(min=1))
+            counts.append(count)
+        design = torch.cat(design).double().cpu()
+        design = torch.cat([design, torch.ones(len(design), 1, dtype=design.dtype)], dim=1)
+        means, weights = torch.cat(means).double().cpu(), torch.cat(counts).double().cpu().sqrt()
+        fits = [torch.linalg.lstsq(design * weights[:, [label]],
+                                   means[:, label] * weights[:, label], driver="gelsd").solution
+                for label in range(means.shape[1])]
+        fit = torch.stack(fits).float()  # (label_channels, features + 1), bias last
         for network in (model, self.ema):
-            network.levels.bias.copy_(means.to(network.levels.bias.device))
+            network.levels.weight.copy_(fit[:, :-1].to(network.levels.weight.device))
+            network.levels.bias.copy_(fit[:, -1].to(network.levels.bias.device))
 
     def _tensors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in window units
@@ -233,10 +257,10 @@ class DiffusionTrainer:
         context = torch.where(dropped[:, None, None], model.null_condition(rows), context)
         losses = {}
         if model.levels is not None:
-            levels = model.level_map(labels, context)
-            level_loss = F.mse_loss(levels, clean)
-            clean = clean - levels.detach()
-            losses["level_mse"] = level_loss
+            with torch.no_grad():
+                levels = model.level_map(labels, context)
+            losses["level_mse"] = F.mse_loss(levels, clean)
+            clean = clean - levels
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             predicted = self._model(noisy, labels, timesteps, context)
@@ -244,7 +268,7 @@ class DiffusionTrainer:
                   else self.scheduler.get_velocity(clean, noise, timesteps))
         loss = F.mse_loss(predicted.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss + losses.get("level_mse", 0.0)).backward()
+        loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
         self.optimizer.step()
         self.step += 1
