@@ -165,8 +165,9 @@ cross-attention to one token per field and by FiLM of every residual block{level
 `cfx train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a
 clinical record, from noise or from a real CT."""
     schedule = generator["schedule"]
-    fitted = ("- label levels: fitted to each training CT under its record by least squares "
-              "(voxelwise);\n  the UNet is trained on, and draws, the CT less the level map\n"
+    fitted = ("- label levels: fitted once before the first step, by least squares of each "
+              "label's voxels\n  on the record over 512 training rows, and fixed; the UNet is "
+              "trained on, and draws,\n  the CT less the level map\n"
               if generator.get("label_levels") else "")
     loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
   {generator["train_timesteps"]} steps (beta {generator["beta_start"]:g}..\
