@@ -167,7 +167,8 @@ def evaluate(model: LearnedGenerator, oracle: PhantomOracle, contrasts=CONTRASTS
         subject = Subject(sid, Path(sid), None if cts is None else Path(cts[sid]), truth)
         for contrast in contrasts:
             attribute, value, reference = contrast
-            requests = [Request.build(v, {**truth, attribute: v}, DEFAULT_TEMPLATE)
+            requests = [Request.build(v, {**truth, attribute: v}, DEFAULT_TEMPLATE,
+                                      source=truth)
                         for v in (value, reference)]
             start = time.perf_counter()
             a, b = model.generate(subject, mask, attribute, requests, seed=1000 + index)

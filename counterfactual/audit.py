@@ -158,7 +158,11 @@ from cfx.analysis.audit import (
 )
 from cfx.counterfactual import __version__
 from cfx.counterfactual.atomic import staged_dir
-from cfx.counterfactual.attributes import AttributeVocabulary, NumericAttribute
+from cfx.counterfactual.attributes import (
+    AttributeVocabulary,
+    NumericAttribute,
+    canonicalize_record,
+)
 from cfx.counterfactual.attributes import edit as edit_record
 from cfx.counterfactual.cohort import Cohort, load_cohort
 from cfx.counterfactual.errors import UserInputError
@@ -328,8 +332,9 @@ def _composition(run: RunFolder, cohort: Cohort, config: AuditConfig,
                                  f"but the run used {item['prompt']!r}; give the run's "
                                  "--attributes and --template")
         mask = run.mask(subject_id)
+        own = canonicalize_record(subject.record, run.attributes, f"subject {subject_id}")
         volume = generator.generate(subject, mask, run.attribute,
-                                    [Request(value, record, prompt, template.phrases(record))],
+                                    [Request.build(value, record, template, source=own)],
                                     item["noise_seed"])[0]
         distance = volume_distance(np.asarray(volume, np.float32),
                                    run.ct(subject_id, value, seed).data)
@@ -605,12 +610,15 @@ def _reversibility(run: RunFolder, cohort: Cohort, config: AuditConfig,
         start, _ = _start_value(run, subject, config)
         other = next(v for v in run.values if v != start)
         record = edit_record(subject.record, run.attribute, start, run.attributes)
+        shown = edit_record(canonicalize_record(subject.record, run.attributes),
+                            run.attribute, other, run.attributes)  # what the edited CT shows
         mask = run.mask(subject_id)
         with tempfile.TemporaryDirectory(prefix="cfx-audit-") as scratch:
             edited = write_volume(Path(scratch) / "edited.nii.gz",
                                   run.ct(subject_id, other, seed).data, mask.affine)
             back = generator.generate(dataclasses.replace(subject, ct=edited), mask,
-                                      run.attribute, [Request.build(start, record, template)],
+                                      run.attribute,
+                                      [Request.build(start, record, template, source=shown)],
                                       run.item(subject_id, start, seed)["noise_seed"])[0]
         real = read_volume(subject.ct).data
         round_trip = volume_distance(np.asarray(back, np.float32), real)

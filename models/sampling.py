@@ -35,10 +35,13 @@ From a CT (real-scan counterfactuals)
 
 Label levels
     For a model with label levels (:meth:`CondDiffusion3D.level_map`) the sampler draws the
-    residual: each row's level map ``m`` (under guidance, ``m_u + W (m_c - m_u)``, as the
-    prediction) is subtracted from the CT it starts from and holds, and added to the last
-    sample. Two records' volumes then differ in each label's mean by their levels' difference
-    plus what the residuals add.
+    residual and adds each row's level map ``m`` (under guidance, ``m_u + W (m_c - m_u)``, as
+    the prediction) to the last sample. From a CT, the residual it starts from and holds is the
+    CT less the level map of the record the CT shows (``source``; the record with every field
+    missing when it is not known), so an edit moves each label's level by the two records'
+    difference at any strength, and the record of the CT itself gives back its levels. Two
+    records' volumes then differ in each label's mean by their levels' difference plus what
+    the residuals add.
 
 Held voxels (keep-mask editing)
     With ``keep`` (True where the CT must stay), after every step the held voxels of the sample
@@ -123,7 +126,7 @@ def check_sampling(train_timesteps: int, steps: int, guidance: float,
 def _check_inputs(model: CondDiffusion3D, labels: torch.Tensor, context: torch.Tensor,
                   noise: DiffusionNoise, steps: int, guidance: float, ct: torch.Tensor | None,
                   strength: float, roi: Sequence[int] | None, overlap: float,
-                  keep: torch.Tensor | None) -> None:
+                  keep: torch.Tensor | None, source: torch.Tensor | None) -> None:
     grid = tuple(labels.shape[2:])
     if labels.ndim != 5 or labels.shape[0] != 1 or noise.initial.shape != (1, 1, *grid):
         raise ValueError(f"labels (1, C, X, Y, Z) and noise.initial (1, 1, X, Y, Z) must share "
@@ -143,6 +146,10 @@ def _check_inputs(model: CondDiffusion3D, labels: torch.Tensor, context: torch.T
                          f"{', '.join(map(str, grid))}) with a ct to hold, got "
                          f"{tuple(keep.shape)} {keep.dtype}" + ("" if ct is not None
                                                                 else " and no ct"))
+    if source is not None and (ct is None or source.shape != (1, *context.shape[1:])):
+        raise ValueError(f"source: expected the record of a ct, shape (1, {len(model.fields)}, "
+                         f"{model.context_dims}), got {tuple(source.shape)}"
+                         + ("" if ct is not None else " and no ct"))
     if roi is not None and (len(roi) != 3 or any(r < 1 or r % model.multiple for r in roi)):
         raise ValueError(f"roi: need 3 positive multiples of {model.multiple}, got {tuple(roi)}")
     if not 0 <= overlap < 1:
@@ -193,7 +200,8 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
                    ct: torch.Tensor | None = None, strength: float = 1.0,
                    roi: Sequence[int] | None = None, overlap: float = OVERLAP,
                    window_batch: int = 1, sampler: Sampler | None = None,
-                   keep: torch.Tensor | None = None) -> torch.Tensor:
+                   keep: torch.Tensor | None = None,
+                   source: torch.Tensor | None = None) -> torch.Tensor:
     """One CT per context row, all from the same label map and noise.
 
     Parameters
@@ -226,6 +234,8 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
         deterministic DDIM. Its timesteps are set here.
     keep : Tensor of bool, shape (1, 1, X, Y, Z), optional
         Voxels held to ``ct`` (see the module docstring); needs ``ct``.
+    source : Tensor of float32, shape (1, F, context_dims), optional
+        The record ``ct`` shows (label levels, see the module docstring); needs ``ct``.
 
     Returns
     -------
@@ -239,7 +249,7 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     """
     # 1. check inputs and set the timesteps
     _check_inputs(model, labels, context, noise, steps, guidance, ct, strength, roi, overlap,
-                  keep)
+                  keep, source)
     if sampler is None:
         sampler = make_sampler(DEFAULT_SAMPLER, model.noise_schedule)
     sampler.set_timesteps(steps, strength)
@@ -247,10 +257,14 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     device = labels.device
     window = _window(model, labels.shape[2:], roi)
     null = model.null_condition().to(device)
-    # 2. the shared start: the noise, or the CT noised to the first timestep (less each row's
-    #    level map for a model with label levels)
+    # 2. the shared start: the noise, or the CT (less its record's level map for a model with
+    #    label levels) noised to the first timestep
     initial = noise.initial.to(device)
-    ct = None if ct is None else model.from_hu(ct.to(device).float())
+    clean = None
+    if ct is not None:
+        ct = model.from_hu(ct.to(device).float())
+        shown = null if source is None else source.to(device)
+        clean = ct - _levels(model, labels, shown, null, guidance)
     if keep is not None:
         keep = keep.to(device)
     # 3. denoise each record from that start, every step drawing from the same generator state;
@@ -260,7 +274,6 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
     for row in range(context.shape[0]):
         condition = context[row:row + 1].to(device)
         levels = _levels(model, labels, condition, null, guidance)
-        clean = None if ct is None else ct - levels
         sample = initial if ct is None else sampler.add_noise(clean, initial, timesteps[:1])
         for k, t in enumerate(timesteps.tolist()):
             inputs[:, :1] = sample
@@ -274,7 +287,8 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
                     clean, initial, timesteps[k + 1:k + 2]))
                 sample = torch.where(keep, held, sample)
             del predicted
-        out[row] = model.to_hu(sample + levels)[0, 0]
+        sample = sample + levels
+        out[row] = model.to_hu(sample if keep is None else torch.where(keep, ct, sample))[0, 0]
     return out
 
 

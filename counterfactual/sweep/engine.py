@@ -190,7 +190,7 @@ def _plan(config: SweepConfig, cohort: Cohort, template: PromptTemplate) -> list
         requests = []
         for value in config.values:
             edited = edit(record, config.attribute, value, config.attributes)
-            requests.append(Request.build(value, edited, template))
+            requests.append(Request.build(value, edited, template, source=record))
         for seed in config.seeds:
             cts = tuple(ct_name(subject.id, config.attribute, labels[v], seed)
                         for v in config.values)

@@ -332,12 +332,15 @@ class LearnedDiffusionGenerator(LearnedModel):
         """One float32 HU volume on the mask's grid per request, all from one noise draw (and,
         with ``--from-ct``, from the subject's CT: ``ct`` when given, already on the mask's
         grid (:class:`cfx.counterfactual.grid.ResampledGenerator` passes it), else read; a model
-        reading the body takes it from that CT too; with ``--keep-outside REGION`` every
+        reading the body takes it from that CT too, and a model with label levels reads the
+        record the CT shows, the requests' ``source``; with ``--keep-outside REGION`` every
         voxel outside REGION stays the CT's)."""
         # 1. each request's context, its phrases encoded once each
         records = self._records()
         runner = self._runner()
         context = runner.conditions([records(r.phrases) for r in requests])
+        shown = requests[0].source if self.sampling["from_ct"] else None
+        source = None if shown is None else runner.conditions([records(shown)])
         # 2. the label map and (from a CT) the subject's CT
         if self.sampling["from_ct"] and ct is None:
             ct = read_volume(subject.ct)
@@ -353,5 +356,5 @@ class LearnedDiffusionGenerator(LearnedModel):
             keep = torch.from_numpy(~inside)[None, None].to(self.device)
         # 3. every request from the noise of this seed
         volumes = runner.run(labels, context, mask.shape, seed, self.roi, self.window_batch,
-                             ct=start, keep=keep)
+                             ct=start, keep=keep, source=source)
         return [v.cpu().numpy().astype(np.float32, copy=False) for v in volumes]

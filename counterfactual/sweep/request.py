@@ -21,19 +21,23 @@ __all__ = ["Request", "SamplingOptions"]
 class Request:
     """One counterfactual of a subject: its record with the swept attribute set, written as the
     whole prompt (what the manifest shows) and as per-field phrases (what a learned generator
-    reads, see :meth:`PromptTemplate.phrases`)."""
+    reads, see :meth:`PromptTemplate.phrases`); ``source``: the per-field phrases of the record
+    the subject's CT shows (what an edit from that CT starts from), None when unknown."""
 
     value: object
     record: dict
     prompt: str
     phrases: dict
+    source: dict | None = None
 
     @classmethod
-    def build(cls, value, record: dict, template: PromptTemplate,
-              where: str = "record") -> Request:
-        """The request of ``record`` (swept value ``value``) written with ``template``."""
+    def build(cls, value, record: dict, template: PromptTemplate, where: str = "record",
+              source: dict | None = None) -> Request:
+        """The request of ``record`` (swept value ``value``) written with ``template``, from a
+        CT showing record ``source``."""
         return cls(value, record, template.render(record, where),
-                   template.phrases(record, where))
+                   template.phrases(record, where),
+                   None if source is None else template.phrases(source, where))
 
 
 @dataclass(frozen=True)

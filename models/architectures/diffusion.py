@@ -217,15 +217,18 @@ class Runner:
 
     def run(self, labels: torch.Tensor, conditions: torch.Tensor, shape: Sequence[int],
             seed: int, roi: Sequence[int], window_batch: int,
-            ct: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> torch.Tensor:
+            ct: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+            source: torch.Tensor | None = None) -> torch.Tensor:
         """One HU volume (shape ``shape``) per row of ``conditions``, all from the noise of
-        ``seed``; ``labels`` (1, C, X, Y, Z) one-hot, ``ct`` (1, 1, X, Y, Z) in HU and ``keep``
-        (1, 1, X, Y, Z) bool, the voxels held to ``ct``, on the network's device."""
+        ``seed``; ``labels`` (1, C, X, Y, Z) one-hot, ``ct`` (1, 1, X, Y, Z) in HU, ``keep``
+        (1, 1, X, Y, Z) bool, the voxels held to ``ct``, on the network's device, and
+        ``source`` (1, F, context_dims) the record ``ct`` shows."""
         noise = draw_diffusion_noise(shape, seed)
         return sample_volumes(self.network, labels, conditions.to(labels.device), noise,
                               steps=self.steps, guidance=self.guidance, ct=ct,
                               strength=self.strength, roi=roi, window_batch=window_batch,
-                              sampler=self.sampler, keep=keep)
+                              sampler=self.sampler, keep=keep,
+                              source=None if source is None else source.to(labels.device))
 
     def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
         """The window :meth:`run` uses over a volume of ``shape`` and how many network passes

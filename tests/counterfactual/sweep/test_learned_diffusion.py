@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
@@ -130,6 +131,38 @@ def test_from_ct_keeps_the_subjects_ct_at_small_strength(root, cohort):
     assert errors[1.0] > 5 * errors[0.001]
 
 
+def test_from_ct_a_levelled_model_reads_the_record_the_ct_shows(root, cohort, tmp_path):
+    """At a small strength the volume is the CT less the level map of the record it shows
+    (the requests' source) plus the request's: the subject's own record gives its CT back, and
+    the other value moves each label by the two records' level difference."""
+    levelled = tmp_path / "levelled"
+    result = runner.invoke(app, ["train", "--arch", "diffusion", "--out", str(levelled),
+                                 "--channels", "8,8", "--text-encoder", str(root / "bert"),
+                                 "--label-levels", *_TRAIN])
+    assert result.exit_code == 0, result.output
+    model = LearnedDiffusionGenerator(levelled, sampling=SamplingOptions(
+        steps=4, from_ct=True, strength=0.001))
+    subject = cohort.subjects[0]
+    own = subject.record["smoking"]
+    other = "yes" if own == "no" else "no"
+    requests = [Request.build(v, {**subject.record, "smoking": v}, DEFAULT_TEMPLATE,
+                              source=subject.record) for v in (own, other)]
+    mask = read_labels(subject.mask)
+    same, edited = model.generate(subject, mask, "smoking", requests, 7)
+    ct = read_volume(subject.ct).data.clip(-1024, 1024)
+    assert np.abs(same - ct).mean() < 40  # HU, as the plain model at this strength
+    conditions = model._runner().conditions([model._records()(r.phrases) for r in requests])
+    with torch.no_grad():
+        levels = model.model.levels(conditions.flatten(1)).numpy() * 1024.0  # (2, labels) HU
+    assert np.abs(levels[1] - levels[0]).max() > 1.0  # the records' levels differ
+    for label in range(1, 4):  # the lungs and the airway
+        where = mask.data == label
+        where &= (np.minimum(same, edited) > -1023) & (np.maximum(same, edited) < 1023)
+        moved = (edited - same)[where].mean()  # unclipped voxels (measured: within 0.01 HU)
+        assert where.sum() > 10
+        assert moved == pytest.approx(levels[1, label] - levels[0, label], abs=0.5)
+
+
 def test_sweep_records_sampling_and_resume_compares_it(root, tmp_path):
     out = tmp_path / "run"
     base = ["sweep", "--cohort", str(root / "cohort"), "--attribute", "smoking", "--values",
@@ -236,10 +269,11 @@ def test_audit_of_a_from_ct_run_measures_the_round_trip(root, cohort, tmp_path):
         name = f"sub-{subject.id}/sub-{subject.id}_attr-smoking_val-{{}}_seed-0_ct.nii.gz"
         edited = read_volume(out / name.format(other))
         seed = next(i["noise_seed"] for i in manifest["items"] if i["subject"] == subject.id)
-        record = {**subject.record, "smoking": own}
+        record, shown = {**subject.record, "smoking": own}, {**subject.record, "smoking": other}
         back = model.generate(dataclasses.replace(subject, ct=out / name.format(other)),
                               read_labels(subject.mask), "smoking",
-                              [Request.build(own, record, DEFAULT_TEMPLATE)], seed)[0]
+                              [Request.build(own, record, DEFAULT_TEMPLATE, source=shown)],
+                              seed)[0]
         real = read_volume(subject.ct).data
         trips.append(np.abs(back - real).mean())
         floors.append(np.abs(read_volume(out / name.format(own)).data - real).mean())

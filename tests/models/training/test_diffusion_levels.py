@@ -151,9 +151,33 @@ def test_held_voxels_stay_the_ct_with_levels(encoder):
     keep = torch.zeros(1, 1, *SHAPE, dtype=torch.bool)
     keep[..., :8] = True
     out = sample_volumes(model, labels, context, draw_diffusion_noise(SHAPE, 0), steps=6,
-                         ct=_ct(), strength=1.0, keep=keep)
+                         ct=_ct(), strength=1.0, keep=keep, source=context[1:])
     ct = model.to_hu(model.from_hu(_ct()))[0, 0]
     held = keep[0, 0]
     for row in out:
         torch.testing.assert_close(row[held], ct[held], rtol=0, atol=0.01)
     assert (out[0] - out[1])[~held].abs().mean() > 1.0  # the records differ where not held
+
+
+@pytest.mark.parametrize("strength", [0.3, 1.0])
+def test_from_a_ct_the_residual_is_the_ct_less_the_level_map_of_the_record_it_shows(encoder,
+                                                                                    strength):
+    """By hand: the levelled model edits the CT less its source record's level map (in HU) as
+    the same network with zero levels would, then adds each row's map; so the record the CT
+    shows gets its own levels back and another moves each label by the levels' difference."""
+    levelled, plain = _fitted(encoder, True), _fitted(encoder, False)
+    labels, ct = _labels(), _ct()
+    context = _context(levelled, encoder, RECORDS[0], RECORDS[2])
+    source = context[1:]  # the CT shows the second record
+    noise = draw_diffusion_noise(SHAPE, 0)
+    with torch.no_grad():
+        maps = levelled.level_map(labels, context)[:, 0] * 1024.0  # (2, X, Y, Z) in HU
+    out = sample_volumes(levelled, labels, context, noise, steps=4, ct=ct, strength=strength,
+                         source=source)
+    residual = sample_volumes(plain, labels, context, noise, steps=4, ct=ct - maps[1],
+                              strength=strength)
+    inside = (out.abs() < 1023.0).all(0) & (residual.abs() < 1023.0).all(0)  # not clipped
+    assert inside.float().mean() > 0.2
+    torch.testing.assert_close(out[:, inside], (residual + maps)[:, inside], rtol=0, atol=0.05)
+    with pytest.raises(ValueError, match="source: expected the record of a ct"):
+        sample_volumes(levelled, labels, context, noise, steps=4, source=source)
