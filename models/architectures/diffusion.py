@@ -166,7 +166,7 @@ cross-attention to one token per field and by FiLM of every residual block{level
 clinical record, from noise or from a real CT."""
     schedule = generator["schedule"]
     fitted = ("- label levels: fitted once before the first step, by least squares of each "
-              "label's voxels\n  on the record over 512 training rows, and fixed; the UNet is "
+              "label's voxels\n  on the record over 4096 training rows, and fixed; the UNet is "
               "trained on, and draws,\n  the CT less the level map\n"
               if generator.get("label_levels") else "")
     loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
