@@ -184,7 +184,6 @@ class DiffusionTrainer:
         return reports
 
     @torch.no_grad()
-    @torch.no_grad()
     def fit_levels(self, rows: int = 4096) -> None:
         """Fit the label levels (model and EMA) once, in closed form: for each label, the
         least-squares regression of its mean CT in a row (window units) on the row's flattened
