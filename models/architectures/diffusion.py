@@ -23,7 +23,7 @@ from cfx.models.samplers import DEFAULT_SAMPLER
 from cfx.models.samplers.base import Sampler
 from cfx.models.sampling import count_passes, draw_diffusion_noise, sample_volumes
 from cfx.models.text import HFTextEncoder
-from cfx.models.training.diffusion import DiffusionSettings, DiffusionTrainer
+from cfx.models.training.diffusion import LEVEL_ROWS, DiffusionSettings, DiffusionTrainer
 
 __all__ = ["NETWORK", "TRAINER", "P_UNCOND", "SAMPLING_STEPS", "GUIDANCE", "GROUPS",
            "given_options", "check_new", "new_arguments", "resumed_arguments", "command",
@@ -166,8 +166,8 @@ cross-attention to one token per field and by FiLM of every residual block{level
 clinical record, from noise or from a real CT."""
     schedule = generator["schedule"]
     fitted = ("- label levels: fitted once before the first step, by least squares of each "
-              "label's voxels\n  on the record over 4096 training rows, and fixed; the UNet is "
-              "trained on, and draws,\n  the CT less the level map\n"
+              f"label's voxels\n  on the record over {LEVEL_ROWS} training rows, and fixed; "
+              "the UNet is trained on, and draws,\n  the CT less the level map\n"
               if generator.get("label_levels") else "")
     loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over
   {generator["train_timesteps"]} steps (beta {generator["beta_start"]:g}..\

@@ -53,7 +53,9 @@ from cfx.models.training.state import (
     rng_json,
 )
 
-__all__ = ["DiffusionSettings", "DiffusionTrainer"]
+__all__ = ["DiffusionSettings", "DiffusionTrainer", "LEVEL_ROWS"]
+
+LEVEL_ROWS = 4096  # source rows a new run fits its label levels on (DiffusionTrainer.fit_levels)
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ class DiffusionTrainer:
         return reports
 
     @torch.no_grad()
-    def fit_levels(self, rows: int = 4096) -> None:
+    def fit_levels(self, rows: int = LEVEL_ROWS) -> None:
         """Fit the label levels (model and EMA) once, in closed form: for each label, the
         least-squares regression of its mean CT in a row (window units) on the row's flattened
         record context, weighted by its voxel count in the row, over ``rows`` rows of the
