@@ -39,9 +39,16 @@ Label levels
     the prediction) to the last sample. From a CT, the residual it starts from and holds is the
     CT less the level map of the record the CT shows (``source``; the record with every field
     missing when it is not known), so an edit moves each label's level by the two records'
-    difference at any strength, and the record of the CT itself gives back its levels. Two
-    records' volumes then differ in each label's mean by their levels' difference plus what
-    the residuals add.
+    difference at any strength, and the record of the CT itself gives back its levels.
+    The residual network reads the record too (it must place a pattern within a label), and
+    on a small cohort it also learns record-dependent label means that the levels already
+    hold (issue 16: 0.79-1.62 of planted lung effects where the levels alone gave 0.86-1.14).
+    So the record moves a label's mean only through its level: one more run, under the
+    record with every field missing, draws the record-free residual from the same start, and
+    each row's residual is shifted, label by label over the voxels not held, to that run's
+    label means. Two records' volumes then differ in each label's mean by exactly their
+    levels' difference (before clipping to the window); within a label the network's pattern
+    stays.
 
 Held voxels (keep-mask editing)
     With ``keep`` (True where the CT must stay), after every step the held voxels of the sample
@@ -184,14 +191,15 @@ def _prediction(model: CondDiffusion3D, inputs: torch.Tensor, timestep: int,
 
 
 def count_passes(model: CondDiffusion3D, shape: Sequence[int], roi: Sequence[int] | None,
-                 timesteps: int, guidance: float,
+                 timesteps: int, guidance: float, rows: int = 1,
                  overlap: float = OVERLAP) -> tuple[tuple[int, ...], int]:
     """The window :func:`sample_volumes` uses over a volume of ``shape`` ``(X, Y, Z)`` and how
-    many network passes over one such window one row takes: windows x ``timesteps`` (the
-    sampler's, after ``set_timesteps``) x 2 with guidance other than 0 and 1 (two branches)."""
+    many network passes over one such window a call with ``rows`` records takes: windows x
+    ``timesteps`` (the sampler's, after ``set_timesteps``) x (``rows``, twice with guidance
+    other than 0 and 1, plus the record-free run of a model with label levels)."""
     window = _window(model, shape, roi)
-    branches = 1 if guidance in (0, 1) else 2
-    return window, count_windows(shape, window, overlap) * int(timesteps) * branches
+    runs = rows * (1 if guidance in (0, 1) else 2) + (model.levels is not None)
+    return window, count_windows(shape, window, overlap) * int(timesteps) * runs
 
 
 @torch.no_grad()
@@ -269,15 +277,13 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
         keep = keep.to(device)
     # 3. denoise each record from that start, every step drawing from the same generator state;
     #    one input buffer (its first channel rewritten with each step's sample) and one output
-    out = torch.empty((context.shape[0], *labels.shape[2:]), dtype=torch.float32, device=device)
     inputs = torch.cat([initial, labels], dim=1)
-    for row in range(context.shape[0]):
-        condition = context[row:row + 1].to(device)
-        levels = _levels(model, labels, condition, null, guidance)
+
+    def residual(condition: torch.Tensor, weight: float) -> torch.Tensor:
         sample = initial if ct is None else sampler.add_noise(clean, initial, timesteps[:1])
         for k, t in enumerate(timesteps.tolist()):
             inputs[:, :1] = sample
-            predicted = _prediction(model, inputs, t, condition, null, guidance, window,
+            predicted = _prediction(model, inputs, t, condition, null, weight, window,
                                     overlap, window_batch)
             generator = torch.Generator(device=device).manual_seed(
                 step_noise_seed(noise.step_seed, k))
@@ -287,9 +293,30 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
                     clean, initial, timesteps[k + 1:k + 2]))
                 sample = torch.where(keep, held, sample)
             del predicted
-        sample = sample + levels
+        return sample
+
+    # 4. with label levels, every row's residual takes the record-free residual's label means
+    #    over the voxels not held, then its own level map
+    free = labels if keep is None else labels * ~keep
+    anchor = None if model.levels is None else _label_means(residual(null, 0.0), free)
+    out = torch.empty((context.shape[0], *labels.shape[2:]), dtype=torch.float32, device=device)
+    for row in range(context.shape[0]):
+        condition = context[row:row + 1].to(device)
+        sample = residual(condition, guidance)
+        if anchor is not None:
+            shift = (anchor - _label_means(sample, free)).float()
+            sample = sample + torch.einsum("l,nlxyz->nxyz", shift, free)[:, None]
+        sample = sample + _levels(model, labels, condition, null, guidance)
         out[row] = model.to_hu(sample if keep is None else torch.where(keep, ct, sample))[0, 0]
     return out
+
+
+def _label_means(sample: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """Mean of ``sample`` (1, 1, X, Y, Z) over each label's voxels in ``free`` (1, C, X, Y, Z),
+    shape (C,), float64; 0 for a label with none."""
+    free = free.double()
+    sums = torch.einsum("nlxyz,nxyz->l", free, sample[:, 0].double())
+    return sums / free.sum((0, 2, 3, 4)).clamp(min=1)
 
 
 def _levels(model: CondDiffusion3D, labels: torch.Tensor, condition: torch.Tensor,

@@ -155,11 +155,11 @@ class LearnedModel:
         """Projected seconds of one group (``requests`` on a volume of ``shape``): the network
         passes of its runner times one pass over one window, timed once per window size."""
         runner = self._runner()
-        window, passes = runner.passes(shape, self.roi)
+        window, passes = runner.passes(shape, self.roi, len(requests))
         if window not in self._window_seconds:
             condition = runner.conditions([self._records()(requests[0].phrases)])
             self._window_seconds[window] = runner.time_window(window, condition, self.device)
-        return len(requests) * passes * self._window_seconds[window]
+        return passes * self._window_seconds[window]
 
     def _records(self) -> RecordConditions:
         """Load the checkpoint's text encoder once (it must have the stored width) and read each

@@ -230,12 +230,14 @@ class Runner:
                               sampler=self.sampler, keep=keep,
                               source=None if source is None else source.to(labels.device))
 
-    def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
+    def passes(self, shape: Sequence[int], roi: Sequence[int],
+               rows: int) -> tuple[tuple[int, ...], int]:
         """The window :meth:`run` uses over a volume of ``shape`` and how many network passes
-        over it one record takes (every sampler step; both branches under guidance)."""
+        over it a run of ``rows`` records takes (every sampler step; both branches under
+        guidance; the record-free run of a model with label levels)."""
         self.sampler.set_timesteps(self.steps, self.strength)
         return count_passes(self.network, shape, roi, len(self.sampler.timesteps),
-                            self.guidance)
+                            self.guidance, rows)
 
     def time_window(self, window: Sequence[int], conditions: torch.Tensor,
                     device: torch.device) -> float:

@@ -236,10 +236,12 @@ class Runner:
         return generate_volumes(self.network, labels, noise.to(device), vector.to(device),
                                 conditions, roi, window_batch=window_batch)
 
-    def passes(self, shape: Sequence[int], roi: Sequence[int]) -> tuple[tuple[int, ...], int]:
+    def passes(self, shape: Sequence[int], roi: Sequence[int],
+               rows: int) -> tuple[tuple[int, ...], int]:
         """The window :meth:`run` uses over a volume of ``shape`` (``roi`` itself: a smaller
-        volume is padded to it) and how many network passes over it one record takes."""
-        return tuple(int(r) for r in roi), count_windows(shape, roi, OVERLAP)
+        volume is padded to it) and how many network passes over it a run of ``rows`` records
+        takes."""
+        return tuple(int(r) for r in roi), rows * count_windows(shape, roi, OVERLAP)
 
     def time_window(self, window: Sequence[int], conditions: TextCondition,
                     device: torch.device) -> float:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cfx.models.sampling import draw_diffusion_noise, sample_volumes
+from cfx.models.samplers import DEFAULT_SAMPLER, make_sampler
+from cfx.models.sampling import count_passes, draw_diffusion_noise, sample_volumes
 from cfx.models.training.diffusion import DiffusionSettings, DiffusionTrainer
 from tests.models.conftest import FIELDS, PHRASES, RECORDS, tiny_diffusion
 from tests.models.test_sampling import SHAPE, _context, _ct, _labels
@@ -181,3 +182,86 @@ def test_from_a_ct_the_residual_is_the_ct_less_the_level_map_of_the_record_it_sh
     torch.testing.assert_close(out[:, inside], (residual + maps)[:, inside], rtol=0, atol=0.05)
     with pytest.raises(ValueError, match="source: expected the record of a ct"):
         sample_volumes(levelled, labels, context, noise, steps=4, source=source)
+
+
+def _unclipped(monkeypatch, model):
+    """``model.to_hu`` without the clip to the window, so label means are exact."""
+    low, high = model.hu_window
+    monkeypatch.setattr(model, "to_hu", lambda output: (output + 1) * ((high - low) / 2) + low)
+
+
+def _label_means(volume, labels, free):
+    """Mean of ``volume`` (X, Y, Z) over each label's voxels in ``free`` (X, Y, Z), numpy."""
+    which = labels[0].argmax(0).numpy()
+    return np.array([volume.numpy()[(which == label) & free].mean()
+                     for label in range(labels.shape[1])])
+
+
+@pytest.mark.parametrize("guidance, from_ct", [(1.0, False), (2.5, False), (1.0, True)])
+def test_the_record_moves_each_labels_mean_only_through_its_level(encoder, monkeypatch,
+                                                                  guidance, from_ct):
+    """By hand: each row is the network's own residual (the same weights without levels)
+    shifted, label by label over the voxels not held, to the label means of the residual drawn
+    under the record-free condition, plus its level map; so two rows' label means differ by
+    exactly their levels' difference, which the network's residual alone does not."""
+    levelled = _fitted(encoder, True)
+    plain = tiny_diffusion(label_levels=False)
+    plain.load_state_dict({k: v for k, v in levelled.state_dict().items()
+                           if not k.startswith("levels.")})
+    for model in (levelled, plain):
+        _unclipped(monkeypatch, model)
+    labels = _labels()
+    context = torch.cat([_context(levelled, encoder, RECORDS[0], RECORDS[2]),
+                         levelled.null_condition()])
+    keep = torch.zeros(1, 1, *SHAPE, dtype=torch.bool)
+    keep[..., :4] = True
+    extra = dict(ct=_ct(), keep=keep, source=context[1:2]) if from_ct else {}
+    free = ~keep[0, 0].numpy() if from_ct else np.ones(SHAPE, dtype=bool)
+    noise = draw_diffusion_noise(SHAPE, 0)
+    with torch.no_grad():
+        levels = levelled.level_map(labels, context)[:, 0]
+        unconditional = levelled.level_map(labels, context[2:])[:, 0]
+    levels = (unconditional + guidance * (levels - unconditional)) * 1024.0  # HU, guided
+    source = extra and levelled.level_map(labels, context[1:2])[0, 0].detach() * 1024.0
+    out = sample_volumes(levelled, labels, context, noise, steps=4, guidance=guidance,
+                         **extra)
+    shown = {**extra, "ct": _ct() - source} if from_ct else {}
+    shown.pop("source", None)
+    residual = sample_volumes(plain, labels, context, noise, steps=4, guidance=guidance,
+                              **shown)  # rows 0-1 under guidance, row 2 record-free
+    which = labels[0].argmax(0).numpy()
+    anchor = _label_means(residual[2], labels, free)
+    for row in range(3):
+        shift = (anchor - _label_means(residual[row], labels, free))[which] * free
+        expected = residual[row].numpy() + shift + levels[row].numpy()
+        if from_ct:
+            expected[~free] = _ct()[0, 0].numpy()[~free]
+        np.testing.assert_allclose(out[row].numpy(), expected, rtol=0, atol=0.02)
+    moved = _label_means(out[1] - out[0], labels, free)
+    np.testing.assert_allclose(moved, _label_means(levels[1] - levels[0], labels, free),
+                               atol=1e-3)  # HU
+    alone = _label_means(residual[1] - residual[0], labels, free)
+    assert np.abs(alone).max() > 0.5  # HU: what the lock takes off
+
+
+def test_a_levelled_model_runs_the_passes_it_counts(encoder, monkeypatch):
+    model = _fitted(encoder, True)
+    labels, context = _labels(), _context(model, encoder, RECORDS[0], RECORDS[2])
+    calls = []
+    forward = type(model).forward
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0].shape[0])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    sampler = make_sampler(DEFAULT_SAMPLER, model.noise_schedule)
+    sampler.set_timesteps(3, 1.0)
+    timesteps = len(sampler.timesteps)
+    for guidance in (1.0, 2.5):
+        calls.clear()
+        sample_volumes(model, labels, context, draw_diffusion_noise(SHAPE, 0), steps=3,
+                       guidance=guidance)
+        _, passes = count_passes(model, SHAPE, None, timesteps, guidance, rows=2)
+        # two rows (two branches each under guidance) and the record-free run, one window
+        assert sum(calls) == passes == timesteps * (2 * (1 if guidance == 1 else 2) + 1)
