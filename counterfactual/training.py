@@ -353,7 +353,8 @@ def run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: st
                  sampling_steps: int | None = None, body: bool | None = None,
                  edit_weight: float | None = None, gate_decay: float | None = None,
                  region_weight: float | None = None, label_levels: bool | None = None,
-                 film_decay: float | None = None, workers: int = 2,
+                 film_decay: float | None = None, level_rows: int | None = None,
+                 workers: int = 2,
                  cache: Path | None = None, ddp: bool = False) -> None:
     """Train (or resume) and save the checkpoint folder ``out``; arguments as ``cfx train``.
 
@@ -410,13 +411,14 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
                   adversarial_weight: float | None, p_uncond: float | None,
                   sampling_steps: int | None, body: bool | None, edit_weight: float | None,
                   gate_decay: float | None, region_weight: float | None,
-                  label_levels: bool | None, film_decay: float | None, workers: int,
+                  label_levels: bool | None, film_decay: float | None,
+                  level_rows: int | None, workers: int,
                   cache: Path | None, rank: int, world: int, target: torch.device) -> None:
     options = {"fusion": fusion, "l1_weight": l1_weight, "edit_weight": edit_weight,
                "region_weight": region_weight, "gate_decay": gate_decay,
                "label_levels": label_levels, "film_decay": film_decay,
                "adversarial_weight": adversarial_weight, "p_uncond": p_uncond,
-               "sampling_steps": sampling_steps}
+               "sampling_steps": sampling_steps, "level_rows": level_rows}
     config = None
     if resume:
         try:

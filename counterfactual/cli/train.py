@@ -105,6 +105,11 @@ def train(
                                            "own linear path, added where the label is (the "
                                            "diffusion model draws the rest) (new run: gan on, "
                                            "diffusion off; resume: as saved)."),
+    level_rows: int = typer.Option(None, "--level-rows", callback=at_least(1),
+                                   show_default=False,
+                                   help="Diffusion with label levels: training draws the "
+                                        "levels are fitted on, once, before the first step "
+                                        "(new run: 4096)."),
     film_decay: float = typer.Option(None, "--film-decay", show_default=False,
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "

@@ -2,8 +2,9 @@
 ``cond_diffusion3d``): network, trainer, training defaults and options, card section and
 whole-volume runner.
 
-``p_uncond`` (the share of rows trained without any record, for classifier-free guidance) and
-``sampling_steps`` (the sampler steps the sweep uses by default) are its own options. A resumed
+``p_uncond`` (the share of rows trained without any record, for classifier-free guidance),
+``sampling_steps`` (the sampler steps the sweep uses by default) and ``level_rows`` (the
+training draws the label levels are fitted on) are its own options. A resumed
 run continues bit for bit and takes none, so one command line redoes it.
 """
 
@@ -56,6 +57,12 @@ def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
     p_uncond = options.get("p_uncond")
     if p_uncond is not None and not 0 <= p_uncond < 1:
         raise ValueError(f"--p-uncond: got {p_uncond}; give a probability in [0, 1)")
+    level_rows, levelled = options.get("level_rows"), options.get("label_levels")
+    if level_rows is not None and level_rows < 1:
+        raise ValueError(f"--level-rows: got {level_rows}; give at least 1")
+    if level_rows is not None and not (LABEL_LEVELS if levelled is None else levelled):
+        raise ValueError("--level-rows: this run has no label levels to fit; add "
+                         "--label-levels or leave --level-rows out")
     if any(c % GROUPS for c in levels):
         raise ValueError(f"--channels: got {channels!r}; for --arch diffusion every level must "
                          f"be a multiple of {GROUPS}, e.g. {_DEFAULT_CHANNELS}")
@@ -72,6 +79,8 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                                            "drop_rate", "lr", "fusion_lr_scale", "body")},
                  "p_uncond": p_uncond, "sampling_steps": sampling_steps,
                  "label_levels": given.get("label_levels", LABEL_LEVELS), "seed": common["seed"]}
+    if arguments["label_levels"]:
+        arguments["level_rows"] = options.get("level_rows") or LEVEL_ROWS
     arguments["command"] = command(arguments, out, steps)
     return arguments
 
@@ -100,6 +109,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              str(arguments["sampling_steps"]),
              "--label-levels" if arguments.get("label_levels") else "--no-label-levels",
              "--seed", str(arguments["seed"])]
+    if arguments.get("label_levels"):
+        words += ["--level-rows", str(arguments.get("level_rows", LEVEL_ROWS))]
     if arguments.get("body"):
         words.append("--body")
     if arguments["cohort"].startswith("phantom"):
@@ -126,7 +137,7 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
     trainer = DiffusionTrainer(model, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
     if model.levels is not None:
-        trainer.fit_levels()
+        trainer.fit_levels(arguments.get("level_rows", LEVEL_ROWS))
     return trainer
 
 
@@ -166,7 +177,8 @@ cross-attention to one token per field and by FiLM of every residual block{level
 clinical record, from noise or from a real CT."""
     schedule = generator["schedule"]
     fitted = ("- label levels: fitted once before the first step, by least squares of each "
-              f"label's voxels\n  on the record over {LEVEL_ROWS} training rows, and fixed; "
+              f"label's voxels\n  on the record over {arguments.get('level_rows', LEVEL_ROWS)} "
+              "training rows, and fixed; "
               "the UNet is trained on, and draws,\n  the CT less the level map\n"
               if generator.get("label_levels") else "")
     loss = f"""- loss: DDPM {target} prediction (mean squared error), {schedule} noise schedule over

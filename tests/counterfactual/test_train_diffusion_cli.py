@@ -75,6 +75,10 @@ def test_resume_continues_exactly(tmp_path, bert):
                             "multiple of 8, e.g. 16,32,32"),
     (["--p-uncond", "1"], "--p-uncond: got 1.0; give a probability in [0, 1)"),
     (["--sampling-steps", "0"], "got 0; give an integer >= 1"),
+    (["--level-rows", "0"], "got 0; give an integer >= 1"),
+    (["--level-rows", "64", "--no-label-levels"], "--level-rows: this run has no label levels "
+                                                  "to fit; add --label-levels or leave "
+                                                  "--level-rows out"),
     (["--patch", "15"], "--patch: got '15'; with 2 levels every side must be a multiple of 2"),
 ])
 def test_user_errors(tmp_path, bert, extra, message):
@@ -87,6 +91,7 @@ def test_user_errors(tmp_path, bert, extra, message):
     (["--p-uncond", "0.2"], "--p-uncond: applies to --arch diffusion only; this run is --arch "
                             "gan"),
     (["--sampling-steps", "10"], "--sampling-steps: applies to --arch diffusion only"),
+    (["--level-rows", "64"], "--level-rows: applies to --arch diffusion only"),
 ])
 def test_diffusion_options_are_refused_for_the_gan(tmp_path, bert, extra, message):
     out = tmp_path / "out"

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
 from cfx.counterfactual.sweep.learned import LearnedGenerator
+from cfx.models.training.diffusion import DiffusionTrainer
 from tests.conftest import cli_error
 from tests.counterfactual.test_train_body import _train, trained
 
@@ -71,10 +72,20 @@ def test_label_levels_cannot_change_on_resume(tmp_path, bert, first, then, match
     assert (out / "model.safetensors").read_bytes() == before
 
 
-def test_a_diffusion_run_has_label_levels_when_asked_and_keeps_them_on_resume(tmp_path, bert):
+def test_a_diffusion_run_has_label_levels_when_asked_and_keeps_them_on_resume(tmp_path, bert,
+                                                                              monkeypatch):
     diffusion = ("--arch", "diffusion", "--channels", "8,16")
     levelled, plain = tmp_path / "levelled", tmp_path / "plain"
-    assert _train(levelled, bert, *diffusion, "--label-levels").exit_code == 0
+    fits = []
+    fit_levels = DiffusionTrainer.fit_levels
+    monkeypatch.setattr(DiffusionTrainer, "fit_levels",
+                        lambda self, rows: fits.append(rows) or fit_levels(self, rows))
+    assert _train(levelled, bert, *diffusion, "--label-levels", "--level-rows",
+                  "64").exit_code == 0
+    assert fits == [64]  # fitted once, on the rows asked for
+    arguments = json.loads((levelled / "config.json").read_text())["training"]["arguments"]
+    assert arguments["level_rows"] == 64 and "--level-rows 64" in arguments["command"]
+    assert "on the record over 64 training rows" in (levelled / "README.md").read_text()
     assert _train(plain, bert, *diffusion).exit_code == 0  # a new run's default: none
     for out, levels in ((levelled, True), (plain, False)):
         config = json.loads((out / "config.json").read_text())
