@@ -24,7 +24,9 @@ true record), noised to the same strength with the same noise. The difference (v
 is compared with the oracle's exact difference map (``PhantomOracle.expected_difference``):
 
 - lung-mean difference (HU), planted vs recovered (mean and SD over subjects), and the ratio;
-- mean absolute difference outside the lungs (HU), which should be ~0 (nothing is planted there);
+- mean absolute difference outside the lungs (HU), which should be ~0 (nothing is planted there),
+  and apart over the body (soft tissue, bone and airway: the body outline of the subject's true
+  CT, :func:`~cfx.analysis.controls.body_outline`) and over the air outside it;
 - voxelwise Pearson correlation with the oracle map over the whole volume
   (``score_difference``);
 
@@ -49,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cfx.analysis.controls import body_outline
 from cfx.counterfactual.cohort import Subject
 from cfx.counterfactual.errors import UserInputError
 from cfx.counterfactual.phantom import (
@@ -98,6 +101,8 @@ class Recovery:
     recovered_sd: float
     off_lung: float
     correlation: float
+    body: float = float("nan")
+    air: float = float("nan")
     seconds: float = float("nan")
     volumes: int = 0
 
@@ -162,6 +167,8 @@ def evaluate(model: LearnedGenerator, oracle: PhantomOracle, contrasts=CONTRASTS
     for index, sid in enumerate(oracle.subject_ids):
         labels = oracle.labels(sid)
         lung = oracle.lung_mask(sid)
+        body = body_outline(oracle.render(sid), labels) & ~lung
+        air = ~body & ~lung
         mask = Volume(labels, affine, sid)
         truth = oracle.truth(sid)
         subject = Subject(sid, Path(sid), None if cts is None else Path(cts[sid]), truth)
@@ -178,7 +185,8 @@ def evaluate(model: LearnedGenerator, oracle: PhantomOracle, contrasts=CONTRASTS
             score = score_difference(predicted, expected, lung)
             rows[contrast].append(
                 (score.region_mean_expected, score.region_mean_predicted,
-                 float(np.abs(predicted[~lung]).mean()), score.correlation))
+                 float(np.abs(predicted[~lung]).mean()), score.correlation,
+                 float(np.abs(predicted[body]).mean()), float(np.abs(predicted[air]).mean())))
     out = []
     for (attribute, value, reference), values in rows.items():
         array = np.array(values, dtype=np.float64)
@@ -187,8 +195,9 @@ def evaluate(model: LearnedGenerator, oracle: PhantomOracle, contrasts=CONTRASTS
         out.append(Recovery(attribute, value, reference, float(array[:, 0].mean()),
                             float(array[:, 1].mean()),
                             float(array[:, 1].std(ddof=1)) if len(array) > 1 else 0.0,
-                            float(array[:, 2].mean()), correlation,
-                            seconds[(attribute, value, reference)], 2 * len(array)))
+                            float(array[:, 2].mean()), correlation, float(array[:, 4].mean()),
+                            float(array[:, 5].mean()), seconds[(attribute, value, reference)],
+                            2 * len(array)))
     return out
 
 
@@ -220,13 +229,14 @@ def table(results: list[Recovery], oracle: PhantomOracle, sampling: str | None =
               f"voxels of {oracle.spacing[0]:g} mm), one noise draw per subject shared by both "
               "values.", "",
               "| contrast | planted lung-mean Δ (HU) | recovered (mean ± SD) | ratio | "
-              "mean abs Δ off-lung (HU) | voxelwise r |", "|---|---|---|---|---|---|"]
+              "mean abs Δ off-lung (HU) | body | air outside | voxelwise r |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         ratio = "—" if not r.planted else f"{r.ratio:.2f}"
         correlation = "—" if np.isnan(r.correlation) else f"{r.correlation:.2f}"
         lines.append(f"| {r.attribute} {r.value} − {r.reference} | {r.planted:+.1f} | "
                      f"{r.recovered:+.1f} ± {r.recovered_sd:.1f} | {ratio} | {r.off_lung:.1f} | "
-                     f"{correlation} |")
+                     f"{r.body:.1f} | {r.air:.1f} | {correlation} |")
     volumes = sum(r.volumes for r in results)
     if volumes:
         seconds = sum(r.seconds for r in results)

@@ -76,11 +76,12 @@ def test_one_row_per_contrast_with_finite_figures(recovery, root, capsys, arch, 
     for (attribute, *_), cells in zip(recovery.CONTRASTS, rows.values(), strict=True):
         assert float(cells[0]) == pytest.approx(planted[attribute], abs=0.05)
         mean, sd = (float(x) for x in cells[1].split("±"))
-        assert math.isfinite(mean) and math.isfinite(sd) and math.isfinite(float(cells[3]))
+        assert math.isfinite(mean) and math.isfinite(sd)
+        assert all(math.isfinite(float(c)) for c in cells[3:6])  # off-lung, body, air
         if attribute == "sex":  # nothing planted: no ratio, and r is undefined
-            assert cells[2] == "—" and cells[4] == "—"
+            assert cells[2] == "—" and cells[6] == "—"
         else:
-            assert math.isfinite(float(cells[2])) and math.isfinite(float(cells[4]))
+            assert math.isfinite(float(cells[2])) and math.isfinite(float(cells[6]))
     # the options used, the grid of the training phantoms and the time per volume
     assert "16x16x16 voxels of 20 mm" in printed and "--shape 16" in printed
     assert "20 volumes in" in printed and " s per volume" in printed
@@ -93,7 +94,7 @@ def test_one_row_per_contrast_with_finite_figures(recovery, root, capsys, arch, 
         assert ("every voxel outside the lung held to the CT" in printed) is held
         assert ("--keep-outside lung" in printed) is held
         if held:  # nothing changes off the lungs
-            assert all(float(cells[3]) == 0.0 for cells in rows.values())
+            assert all(float(c) == 0.0 for cells in rows.values() for c in cells[3:6])
     else:
         assert "3 DDIM steps (eta 0), guidance 1, from noise" in printed
 
@@ -120,6 +121,29 @@ def test_planted_is_the_oracles_in_both_modes(recovery, root, tmp_path):
             assert r.planted == pytest.approx(planted[r.attribute], rel=1e-9, abs=1e-12)
             assert r.volumes == 4 and r.seconds > 0
             assert all(math.isfinite(x) for x in (r.recovered, r.recovered_sd, r.off_lung))
+
+
+def test_off_lung_change_is_split_into_the_body_and_the_air_outside_it(recovery):
+    """A stand-in generator whose two values differ by 2 HU in the body (off the lungs), 5 HU
+    in the air outside it and nothing in the lungs: the columns read those back, the body
+    taken from the subject's true CT by hand (threshold -500 HU, air joined to a face)."""
+    from scipy import ndimage
+
+    oracle = recovery.held_out(2, (_SIDE,) * 3, _SPACING)
+
+    class Stub:
+        def generate(self, subject, mask, attribute, requests, seed):
+            ct = oracle.render(subject.id)
+            air = ndimage.label((ct < -500) & (mask.data == 0))[0]
+            faces = np.unique(np.concatenate([air[0], air[-1]], axis=None))
+            outside = np.isin(air, faces[faces > 0])  # joined to the x faces, enough here
+            moved = np.where(outside, 5.0, np.where(oracle.lung_mask(subject.id), 0.0, 2.0))
+            return moved, np.zeros_like(moved)
+
+    rows = recovery.evaluate(Stub(), oracle, (("smoking", "yes", "no"),))
+    assert rows[0].recovered == 0.0
+    assert rows[0].body == pytest.approx(2.0) and rows[0].air == pytest.approx(5.0)
+    assert 2.0 < rows[0].off_lung < 5.0
 
 
 def test_a_gan_given_sampling_options_fails_as_the_sweep_does(recovery, root, tmp_path, capsys):
