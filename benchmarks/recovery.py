@@ -4,7 +4,7 @@ Run from the repository root with the project's interpreter::
 
     python benchmarks/recovery.py MODEL [--subjects 12] [--shape 64] [--contrasts smoking,sex,...]
                                   [--guidance W] [--steps N] [--from-ct] [--strength S]
-                                  [--keep-outside REGION]
+                                  [--keep-outside REGION] [--body-from-ct]
                                   [--device cpu] [--update-card]
 
 ``MODEL`` is a bundled model name or a checkpoint folder written by ``cfx train``, GAN or
@@ -20,7 +20,10 @@ phantoms, 64³ otherwise. For each subject and contrast below, the checkpoint dr
 complete record with the attribute set to each of the two values from one noise draw (as ``cfx
 sweep`` does). With ``--from-ct`` the cohort is written as ``cfx phantom`` writes it (to a
 temporary folder), and both values are drawn from the subject's own CT (the oracle's render of its
-true record), noised to the same strength with the same noise. The difference (value − reference)
+true record), noised to the same strength with the same noise. A model reading the body outline
+takes it, as the sweep does, from the subject's CT when there is one (``--from-ct``, or
+``--body-from-ct`` from noise: a cohort with CTs), else draws it around the lungs. The
+difference (value − reference)
 is compared with the oracle's exact difference map (``PhantomOracle.expected_difference``):
 
 - lung-mean difference (HU), planted vs recovered (mean and SD over subjects), and the ratio;
@@ -318,6 +321,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --from-ct: how far the CT is noised, in (0, 1] (default 0.6)")
     parser.add_argument("--keep-outside", metavar="REGION",
                         help="with --from-ct: hold every voxel outside REGION to the CT")
+    parser.add_argument("--body-from-ct", action="store_true",
+                        help="from noise, give each held-out subject its CT too, so a model "
+                             "reading the body takes it from the CT (as a sweep over a cohort "
+                             "with CTs) instead of drawing it around the lungs")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs (default cpu)")
     parser.add_argument("--update-card", action="store_true",
@@ -338,6 +345,8 @@ def _command(args: argparse.Namespace, shape: tuple[int, int, int],
             words += ["--from-ct", "--strength", f"{sampling['strength']:g}"]
         if "keep_outside" in sampling:
             words += ["--keep-outside", sampling["keep_outside"]]
+    if args.body_from_ct:
+        words.append("--body-from-ct")
     return " ".join(words)
 
 
@@ -374,11 +383,11 @@ def run(args: argparse.Namespace) -> tuple[str, LearnedGenerator]:
     if args.contrasts is None and skipped:
         print(f"left out {', '.join(skipped)}: model {model.name} does not read it",
               file=sys.stderr)
-    # 3. the held-out cohort, written with its CTs for --from-ct
+    # 3. the held-out cohort, written with its CTs for --from-ct and --body-from-ct
     shape, spacing = phantom_grid(args.shape or default_shape(model.config))
-    from_ct = bool(getattr(model, "sampling", {}).get("from_ct"))
+    with_cts = bool(getattr(model, "sampling", {}).get("from_ct")) or args.body_from_ct
     with tempfile.TemporaryDirectory(prefix="cfx-recovery-") as scratch:
-        if from_ct:
+        if with_cts:
             oracle, cts = write_held_out(Path(scratch) / "held-out", args.subjects, shape,
                                          spacing)
         else:
@@ -387,7 +396,9 @@ def run(args: argparse.Namespace) -> tuple[str, LearnedGenerator]:
         results = evaluate(model, oracle, contrasts, cts)
     threads = torch.get_num_threads()
     threads = f", {threads} torch thread{'s' * (threads > 1)}" if args.device == "cpu" else ""
-    text = table(results, oracle, f"{describe_sampling(model)}; on {args.device}{threads}",
+    body = ("" if model.body is None else "; the body label from each subject's CT" if with_cts
+            else "; the body label drawn around the lungs (no CT)")
+    text = table(results, oracle, f"{describe_sampling(model)}{body}; on {args.device}{threads}",
                  _command(args, shape, contrasts, model))
     return text, model
 

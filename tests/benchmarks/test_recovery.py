@@ -146,6 +146,25 @@ def test_off_lung_change_is_split_into_the_body_and_the_air_outside_it(recovery)
     assert 2.0 < rows[0].off_lung < 5.0
 
 
+def test_body_from_ct_takes_the_body_from_each_held_out_ct(recovery, root, capsys, monkeypatch):
+    """From noise, a model reading the body (the GAN here) draws it around the lungs; with
+    --body-from-ct it reads it off each subject's CT and never draws one."""
+    import cfx.counterfactual.sweep.learned as learned
+
+    drawn = []
+    synthetic = learned.synthetic_body
+    monkeypatch.setattr(learned, "synthetic_body",
+                        lambda *a, **k: drawn.append(1) or synthetic(*a, **k))
+    for flag, text in ((), "the body label drawn around the lungs (no CT)"), (
+            ("--body-from-ct",), "the body label from each subject's CT"):
+        drawn.clear()
+        assert recovery.main([str(root / "gan"), "--subjects", "1", "--contrasts", "smoking",
+                              *flag]) == 0
+        printed = capsys.readouterr().out
+        assert text in printed and ("--body-from-ct" in printed) is bool(flag)
+        assert bool(drawn) is not bool(flag)
+
+
 def test_a_gan_given_sampling_options_fails_as_the_sweep_does(recovery, root, tmp_path, capsys):
     assert recovery.main([str(root / "gan"), "--guidance", "2", "--from-ct"]) == 2
     line = capsys.readouterr().err.strip()
