@@ -83,8 +83,8 @@ def train(
     body: bool = typer.Option(None, "--body/--no-body", show_default=False,
                               help="Give the generator the body outline (from each training "
                                    "CT; at sweep time from the subject's CT, or drawn around "
-                                   "the lungs) as one more label channel (new run: gan on, "
-                                   "diffusion off; resume: as saved)."),
+                                   "the lungs) as one more label channel (new run: on; "
+                                   "resume: as saved)."),
     region_weight: float = typer.Option(None, "--region-weight", show_default=False,
                                         help="GAN: weight of the regional-mean loss, the "
                                              "difference of each label's mean HU between a "
@@ -103,8 +103,8 @@ def train(
                                       show_default=False,
                                       help="The record sets each label's mean HU on its "
                                            "own linear path, added where the label is (the "
-                                           "diffusion model draws the rest) (new run: gan on, "
-                                           "diffusion off; resume: as saved)."),
+                                           "diffusion model draws the rest) (new run: on; "
+                                           "resume: as saved)."),
     level_rows: int = typer.Option(None, "--level-rows", callback=at_least(1),
                                    show_default=False,
                                    help="Diffusion with label levels: training draws the "

@@ -150,4 +150,4 @@ register(Architecture(
     "diffusion", "cond_diffusion3d", "cfx.models.architectures.diffusion", channels="16,32,32",
     lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps",
                       "label_levels": "--label-levels", "level_rows": "--level-rows"},
-    summary="mask + text conditional 3D diffusion model"))
+    summary="mask + text conditional 3D diffusion model", body=True))

@@ -29,7 +29,7 @@ def root(tmp_path_factory):
     bert = str(save_tiny_bert(root / "bert"))
     for arch, extra in (("gan", ("--channels", "4,8", "--steps", "2")),
                         ("diffusion", ("--channels", "8,8", "--steps", "6", "--lr", "0.01",
-                                       "--sampling-steps", "3"))):
+                                       "--sampling-steps", "3", "--level-rows", "64"))):
         result = runner.invoke(app, ["train", "--arch", arch, "--out", str(root / arch),
                                      "--text-encoder", bert, *_TRAIN, *extra])
         assert result.exit_code == 0, result.output

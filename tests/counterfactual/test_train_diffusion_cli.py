@@ -17,7 +17,7 @@ def _args(out, bert, *extra, steps=2):
     return ["train", "--arch", "diffusion", "--cohort", "phantom:4", "--out", str(out),
             "--steps", str(steps), "--patch", "16", "--phantom-shape", "16", "--channels", "8,8",
             "--batch-size", "2", "--text-encoder", bert, "--device", "cpu", "--save-every", "2",
-            "--log-every", "1", *extra]
+            "--log-every", "1", "--level-rows", "64", *extra]
 
 
 def test_a_tiny_run_writes_a_diffusion_checkpoint(tmp_path, bert):

@@ -1,7 +1,7 @@
-"""``cfx train --label-levels/--no-label-levels`` and ``--film-decay``: a GAN or diffusion model
-whose record sets each label's level on its own linear path (and a GAN whose FiLM's record
-weights decay); recorded in the checkpoint, served by the sweep, kept on resume, refused where
-they cannot apply."""
+"""``cfx train --label-levels/--no-label-levels``, ``--level-rows`` and ``--film-decay``: a GAN
+or diffusion model whose record sets each label's level on its own linear path, fitted for
+diffusion on the rows asked for (and a GAN whose FiLM's record weights decay); recorded in the
+checkpoint, served by the sweep, kept on resume, refused where they cannot apply."""
 
 import json
 
@@ -72,21 +72,21 @@ def test_label_levels_cannot_change_on_resume(tmp_path, bert, first, then, match
     assert (out / "model.safetensors").read_bytes() == before
 
 
-def test_a_diffusion_run_has_label_levels_when_asked_and_keeps_them_on_resume(tmp_path, bert,
-                                                                              monkeypatch):
+def test_a_diffusion_run_has_label_levels_by_default_and_keeps_them_on_resume(tmp_path, bert,
+                                                                               monkeypatch):
     diffusion = ("--arch", "diffusion", "--channels", "8,16")
     levelled, plain = tmp_path / "levelled", tmp_path / "plain"
     fits = []
     fit_levels = DiffusionTrainer.fit_levels
     monkeypatch.setattr(DiffusionTrainer, "fit_levels",
                         lambda self, rows: fits.append(rows) or fit_levels(self, rows))
-    assert _train(levelled, bert, *diffusion, "--label-levels", "--level-rows",
-                  "64").exit_code == 0
+    assert _train(levelled, bert, *diffusion, "--level-rows", "64").exit_code == 0
     assert fits == [64]  # fitted once, on the rows asked for
     arguments = json.loads((levelled / "config.json").read_text())["training"]["arguments"]
     assert arguments["level_rows"] == 64 and "--level-rows 64" in arguments["command"]
+    assert arguments["body"] is True  # a new diffusion run reads the body too
     assert "on the record over 64 training rows" in (levelled / "README.md").read_text()
-    assert _train(plain, bert, *diffusion).exit_code == 0  # a new run's default: none
+    assert _train(plain, bert, *diffusion, "--no-label-levels").exit_code == 0
     for out, levels in ((levelled, True), (plain, False)):
         config = json.loads((out / "config.json").read_text())
         assert config["generator"]["label_levels"] is levels
@@ -94,7 +94,7 @@ def test_a_diffusion_run_has_label_levels_when_asked_and_keeps_them_on_resume(tm
         assert flag in config["training"]["command"].split()
         weights = load_file(out / "model.safetensors")
         assert ("levels.weight" in weights) is levels
-    assert load_file(levelled / "model.safetensors")["levels.bias"].shape == (4,)
+    assert load_file(levelled / "model.safetensors")["levels.bias"].shape == (5,)  # and body
     before = (levelled / "model.safetensors").read_bytes()
     line = cli_error(["train", "--out", str(levelled), "--steps", "4", "--resume",
                       "--no-label-levels", "--device", "cpu"])

@@ -29,7 +29,7 @@ def root(tmp_path_factory):
               "--batch-size", "2", "--text-encoder", bert, "--device", "cpu", "-q"]
     for arch, extra in (("gan", ["--channels", "4,8", "--steps", "2"]),
                         ("diffusion", ["--channels", "8,8", "--steps", "2",
-                                       "--sampling-steps", "3"])):
+                                       "--sampling-steps", "3", "--level-rows", "64"])):
         result = runner.invoke(app, ["train", "--arch", arch, "--out", str(root / arch),
                                      *common, *extra])
         assert result.exit_code == 0, result.output
