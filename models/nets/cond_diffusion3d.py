@@ -32,21 +32,24 @@ the trained network, so it is part of the config; training (MONAI ``DDPMSchedule
 (``DDIMScheduler``, :mod:`cfx.models.sampling`) build their schedulers from
 :attr:`CondDiffusion3D.noise_schedule`.
 
-*Label levels* (``label_levels=True``): as the GAN's, the record also sets each label's level on
-its own linear path (a linear map of the flattened context, so a multiple regression on the
-fields with a missing indicator each), :meth:`CondDiffusion3D.level_map`; the diffusion then
-models the residual, the CT minus that map, and a sample is the residual drawn plus the map
-(:mod:`cfx.models.sampling`; from a CT, the map of the record the CT shows is what comes off it).
+*Label levels* (``label_levels=True``, what ``cfx train`` builds by default): as the GAN's,
+the record also sets each label's level on its own linear path (a linear map of the flattened
+context, so a multiple regression on the fields with a missing indicator each),
+:meth:`CondDiffusion3D.level_map`; the diffusion then models the residual, the CT minus that
+map, and a sample is the residual drawn plus the map (:mod:`cfx.models.sampling`; from a CT,
+the map of the record the CT shows is what comes off it).
 A region's mean that moves with an attribute by a few HU is 1 % of the window, far below the
 noise the network learns to remove at most timesteps: on 200 fixed phantom subjects (64³, 1200
 steps) the network alone brought back 0.23 of the planted age effect and 0.43 of smoking's from
 the CT at strength 0.6 (issue 16). Levels learnt beside the network by gradient steps had not
 reached the cohort's least-squares fit after 1200 steps, and the network learnt to undo part of
 them; a new run now fits them once, in closed form, before the first step and keeps them fixed
-(:meth:`cfx.models.training.diffusion.DiffusionTrainer.fit_levels`). So trained (with the body
-channel, 1200 steps) and sampled from the CT at strength 1 with the lungs alone redrawn: smoking
-0.79, age 1.12, mortality 0.83, diagnosis 1.59, a null attribute -0.7 HU (at step 600: 0.89,
-0.85, 1.08, 1.04 and 0.0), so a new run still has none unless asked (``--label-levels``).
+(:meth:`cfx.models.training.diffusion.DiffusionTrainer.fit_levels`). The UNet reads the record
+too, and on 200 fixed subjects it learnt label means of its own that drifted as it trained
+(from the CT, 0.89-1.08 of the planted effects at step 600, 0.79-1.59 at 1200), so sampling
+holds each label's mean to its level (the record-free residual's label means, see
+:mod:`cfx.models.sampling`): from noise, at steps 600 and 1200 alike, smoking 0.86, age 0.90,
+mortality 0.95 and diagnosis 1.14, a null attribute -0.3 HU.
 
 Intensities: window units as the GAN, ``-1`` at ``hu_window[0]`` and ``+1`` at ``hu_window[1]``,
 a fixed window in the config. Unlike the GAN, the UNet normalises over space (GroupNorm) and its
