@@ -1,6 +1,6 @@
 """Vocabularies owned by checkpoint and run: cfx train records attributes, labels and template;
 cfx sweep defaults to the checkpoint's, refuses a user's that disagrees and records them in the
-manifest; a checkpoint made before (the bundled ones) keeps the built-in defaults."""
+manifest; a checkpoint made before keeps the built-in defaults."""
 
 import json
 import re
@@ -71,20 +71,22 @@ def test_training_records_attributes_labels_and_template(checkpoint):
                                          "text": DEFAULT_TEMPLATE.text}
 
 
-def test_a_bundled_checkpoint_without_the_block_keeps_the_defaults():
-    old = "phantom-diffusion-32"  # trained before checkpoints recorded their vocabularies
-    for name, folder in bundled_models().items():
-        config = json.loads((folder / "config.json").read_text())
-        assert ("attributes" in config) == (name != old), name
-        assert model_vocabularies(name) == Vocabularies(), name  # both read the defaults
-    config = json.loads((bundled_models()[old] / "config.json").read_text())
-    assert "text" not in config["prompt_template"]
+def test_a_checkpoint_without_the_block_keeps_the_defaults(checkpoint, tmp_path):
+    for name in bundled_models():
+        assert model_vocabularies(name) == Vocabularies(), name  # they read the defaults
+    # a checkpoint written before checkpoints recorded their vocabularies: its template by
+    # name and hash only
+    old = _copy(checkpoint, tmp_path)
+    config = json.loads((old / "config.json").read_text())
+    del config["attributes"], config["labels"], config["prompt_template"]["text"]
+    (old / "config.json").write_text(json.dumps(config))
+    assert model_vocabularies(str(old)) == Vocabularies()
     # what the user gives is checked against what the old checkpoint does record
     with pytest.raises(UserInputError, match=r"--template: mine.j2 is not the prompt template "
-                                             rf"of model {old} \(default, sha256 "):
-        model_vocabularies(old, template=MINE)
+                                             rf"of model {config['name']} \(default, sha256 "):
+        model_vocabularies(str(old), template=MINE)
     fvc = NumericAttribute("fvc", "% predicted", 0, 200)
-    added = model_vocabularies(old, AttributeVocabulary({"fvc": fvc}))
+    added = model_vocabularies(str(old), AttributeVocabulary({"fvc": fvc}))
     assert added.attributes.attribute("fvc") == fvc
 
 
