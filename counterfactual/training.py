@@ -490,9 +490,10 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
                       "200 fixed subjects with the default recipe recovered 0.7-1.2x (GAN, 1200 "
                       "steps) and 0.86-1.15x (diffusion, 2000 steps, from noise) of a planted "
                       "lung effect and moved the body or the air outside it by up to 5 HU "
-                      "(GAN) and 8 HU (diffusion) per edit, where a 200-subject cohort's own chance association of the body "
-                      "with an attribute has a standard error of 2-5 HU; judge this model with "
-                      "the control regions of cfx stats and with cfx audit", soft_wrap=True)
+                      "(GAN) and 8 HU (diffusion) per edit, where a 200-subject cohort's own "
+                      "chance association of the body with an attribute has a standard error of "
+                      "2-5 HU; judge this model with the control regions of cfx stats and with "
+                      "cfx audit", soft_wrap=True)
 
     # 2. train under the guard: log accepted steps, save each kept state once the step after
     #    it confirmed it good, roll diverged steps back (cfx.models.training.guard)
