@@ -4,8 +4,8 @@ whole-volume runner.
 
 ``p_uncond`` (the share of rows trained without any record, for classifier-free guidance),
 ``sampling_steps`` (the sampler steps the sweep uses by default) and ``level_rows`` (the
-training draws the label levels are fitted on) are its own options. A resumed
-run continues bit for bit and takes none, so one command line redoes it.
+training draws the label levels are fitted on) are its own options. A resumed run continues
+bit for bit and takes none, so one command line redoes it.
 """
 
 from __future__ import annotations
