@@ -29,7 +29,9 @@ is compared with the oracle's exact difference map (``PhantomOracle.expected_dif
 - lung-mean difference (HU), planted vs recovered (mean and SD over subjects), and the ratio;
 - mean absolute difference outside the lungs (HU), which should be ~0 (nothing is planted there),
   and apart over the body (soft tissue, bone and airway: the body outline of the subject's true
-  CT, :func:`~cfx.analysis.controls.body_outline`) and over the air outside it;
+  CT, :func:`~cfx.analysis.controls.body_outline`) and over the air outside it. The two
+  partition the off-lung voxels, so unlike ``cfx stats``' control regions
+  (:func:`~cfx.analysis.controls.control_labels`) no margin around the labels is left out;
 - voxelwise Pearson correlation with the oracle map over the whole volume
   (``score_difference``);
 
