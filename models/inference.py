@@ -5,6 +5,17 @@ window sees the crop of one noise field and overlapping windows agree: MONAI's
 ``sliding_window_inference`` with Gaussian blending then stitches them without seams. Every
 request of a group (one subject, one seed, several prompts) reuses the same noise.
 
+Level hold: for a generator with label levels (:class:`CondGAN3DGenerator`), a label's mean
+moves with the record through two paths, its level and the FiLM, and on a fixed cohort the FiLM
+keeps a share of its own (the bundled ``phantom-gan-64``: a null attribute moved the body by
+-3.2 HU and the air by +2.2, where its levels moved them by less than 0.1; issue 16). So the
+record moves a label's mean only through its level: one more draw, under the record with every
+field missing, gives each label's mean less that record's level, and each row is shifted, label
+by label, to those means plus its own level. Two records' volumes then differ in each label's
+mean by exactly their levels' difference (before clipping to the window); within a label the
+network's pattern stays. The diffusion sampler holds its label means the same way
+(:mod:`cfx.models.sampling`).
+
 Memory: the output of every request is written into one preallocated ``(R, X, Y, Z)`` float32
 tensor as its windows finish (no stacked copy); besides it and the inputs, MONAI holds one
 output and one weight buffer of the whole volume while it stitches. :func:`count_windows` and
@@ -22,7 +33,8 @@ from monai.inferers import sliding_window_inference
 
 from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 
-__all__ = ["draw_noise", "generate_volumes", "count_windows", "time_window", "OVERLAP"]
+__all__ = ["draw_noise", "generate_volumes", "count_windows", "time_window", "label_means",
+           "OVERLAP"]
 
 OVERLAP = 0.5  # default share of a window overlapping its neighbour
 
@@ -80,7 +92,8 @@ def generate_volumes(generator: CondGAN3DGenerator, labels: torch.Tensor, noise:
     Returns
     -------
     Tensor of float32, shape (R, X, Y, Z)
-        HU, clipped to the generator's window, on the labels' device.
+        HU, clipped to the generator's window, on the labels' device; with label levels, each
+        label's mean held (see the module docstring).
 
     Raises
     ------
@@ -98,19 +111,29 @@ def generate_volumes(generator: CondGAN3DGenerator, labels: torch.Tensor, noise:
     inputs = torch.cat([labels, noise.to(labels.device)], dim=1)
     channels = labels.shape[1]
     vector = noise_vector.to(labels.device)
+
+    def draw(one: TextCondition) -> torch.Tensor:
+        """The raw output (window units, not clipped) of one condition row, (1, 1, X, Y, Z)."""
+        def predict(window: torch.Tensor) -> torch.Tensor:
+            n = window.shape[0]
+            return generator(window[:, :channels], window[:, channels:], one.select([0] * n),
+                             vector.expand(n, -1))
+
+        return sliding_window_inference(inputs, roi, window_batch, predict, overlap=overlap,
+                                        mode="gaussian")
+
+    anchor = None
+    if generator.label_levels is not None:  # each label's mean less its level, record-free
+        null = generator.condition([None] * len(generator.fields)).to(labels.device)
+        anchor = label_means(draw(null), labels) - generator.label_levels(null.pooled)[0]
     out = torch.empty((len(condition), *labels.shape[2:]), dtype=torch.float32,
                       device=labels.device)
     for row in range(len(condition)):
         one = condition.select([row])
-
-        def predict(window: torch.Tensor, one=one) -> torch.Tensor:
-            n = window.shape[0]
-            rows = one.select([0] * n)
-            return generator(window[:, :channels], window[:, channels:], rows,
-                             vector.expand(n, -1))
-
-        raw = sliding_window_inference(inputs, roi, window_batch, predict, overlap=overlap,
-                                       mode="gaussian")
+        raw = draw(one)
+        if anchor is not None:
+            shift = anchor + generator.label_levels(one.pooled)[0] - label_means(raw, labels)
+            raw = raw + torch.einsum("l,nlxyz->nxyz", shift, labels)[:, None]
         out[row] = generator.to_hu(raw)[0, 0]
         del raw
     return out
@@ -140,3 +163,13 @@ def time_window(forward: Callable[[], object]) -> float:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - start
+
+
+def label_means(sample: torch.Tensor, labels: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``sample`` (1, 1, X, Y, Z) over each label's voxels of ``labels`` (1, C, X, Y, Z,
+    one-hot) not in ``keep`` (bool, like ``sample``), shape (C,); 0 for a label with none. No
+    copy of ``labels``: at 512² x 320 it is 1.7 GB."""
+    free = torch.ones_like(sample[:, 0]) if keep is None else (~keep[:, 0]).to(sample.dtype)
+    sums = torch.einsum("nlxyz,nxyz->l", labels, sample[:, 0] * free)
+    return sums / torch.einsum("nlxyz,nxyz->l", labels, free).clamp(min=1)

@@ -73,7 +73,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from cfx.models.inference import count_windows
+from cfx.models.inference import count_windows, label_means
 from cfx.models.nets.cond_diffusion3d import CondDiffusion3D
 from cfx.models.samplers import DEFAULT_SAMPLER, Sampler, check_request, make_sampler
 
@@ -297,27 +297,17 @@ def sample_volumes(model: CondDiffusion3D, labels: torch.Tensor, context: torch.
 
     # 4. with label levels, every row's residual takes the record-free residual's label means
     #    over the voxels not held (the held ones become the CT below), then its own level map
-    anchor = None if model.levels is None else _label_means(residual(null, 0.0), labels, keep)
+    anchor = None if model.levels is None else label_means(residual(null, 0.0), labels, keep)
     out = torch.empty((context.shape[0], *labels.shape[2:]), dtype=torch.float32, device=device)
     for row in range(context.shape[0]):
         condition = context[row:row + 1].to(device)
         sample = residual(condition, guidance)
         if anchor is not None:
-            shift = anchor - _label_means(sample, labels, keep)
+            shift = anchor - label_means(sample, labels, keep)
             sample = sample + torch.einsum("l,nlxyz->nxyz", shift, labels)[:, None]
         sample = sample + _levels(model, labels, condition, null, guidance)
         out[row] = model.to_hu(sample if keep is None else torch.where(keep, ct, sample))[0, 0]
     return out
-
-
-def _label_means(sample: torch.Tensor, labels: torch.Tensor,
-                 keep: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``sample`` (1, 1, X, Y, Z) over each label's voxels of ``labels`` (1, C, X, Y, Z,
-    one-hot) not in ``keep``, shape (C,); 0 for a label with none. No copy of ``labels``: at
-    512² x 320 it is 1.7 GB."""
-    free = torch.ones_like(sample[:, 0]) if keep is None else (~keep[:, 0]).to(sample.dtype)
-    sums = torch.einsum("nlxyz,nxyz->l", labels, sample[:, 0] * free)
-    return sums / torch.einsum("nlxyz,nxyz->l", labels, free).clamp(min=1)
 
 
 def _levels(model: CondDiffusion3D, labels: torch.Tensor, condition: torch.Tensor,

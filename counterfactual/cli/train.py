@@ -107,9 +107,9 @@ def train(
                                            "resume: as saved)."),
     level_rows: int = typer.Option(None, "--level-rows", callback=at_least(1),
                                    show_default=False,
-                                   help="Diffusion with label levels: training draws the "
-                                        "levels are fitted on, once, before the first step "
-                                        "(new run: 4096)."),
+                                   help="With label levels: training draws the levels "
+                                        "are fitted on, once, before the first step, by "
+                                        "least squares (new run: 4096)."),
     film_decay: float = typer.Option(None, "--film-decay", show_default=False,
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "

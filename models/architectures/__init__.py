@@ -139,12 +139,29 @@ def check_kept_levels(saved: dict, given: dict, out) -> None:
                          "that on resume; start a new run")
 
 
+def check_level_rows(options: dict, default_levels: bool) -> None:
+    """A new run's ``--level-rows`` (``options``: None where not given; ``default_levels``: the
+    architecture's label levels when ``--label-levels`` is not given).
+
+    Raises
+    ------
+    ValueError
+        Below 1, or given for a run without label levels.
+    """
+    level_rows, levelled = options.get("level_rows"), options.get("label_levels")
+    if level_rows is not None and level_rows < 1:
+        raise ValueError(f"--level-rows: got {level_rows}; give at least 1")
+    if level_rows is not None and not (default_levels if levelled is None else levelled):
+        raise ValueError("--level-rows: this run has no label levels to fit; add "
+                         "--label-levels or leave --level-rows out")
+
+
 register(Architecture(
     "gan", "cond_gan3d", "cfx.models.architectures.gan", channels="16,32,64,64", lr=5e-4,
     options={"fusion": "--fusion", "l1_weight": "--l1-weight", "edit_weight": "--edit-weight",
              "region_weight": "--region-weight", "gate_decay": "--gate-decay",
              "film_decay": "--film-decay", "label_levels": "--label-levels",
-             "adversarial_weight": "--adversarial-weight"},
+             "level_rows": "--level-rows", "adversarial_weight": "--adversarial-weight"},
     summary="mask + text conditional 3D GAN", body=True))
 register(Architecture(
     "diffusion", "cond_diffusion3d", "cfx.models.architectures.diffusion", channels="16,32,32",

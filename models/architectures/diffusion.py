@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from cfx.models.architectures import check_kept_levels
+from cfx.models.architectures import check_kept_levels, check_level_rows
 from cfx.models.checkpoint import load_training_state
 from cfx.models.inference import time_window
 from cfx.models.nets.cond_diffusion3d import PREDICTIONS, CondDiffusion3D
@@ -24,7 +24,8 @@ from cfx.models.samplers import DEFAULT_SAMPLER
 from cfx.models.samplers.base import Sampler
 from cfx.models.sampling import count_passes, draw_diffusion_noise, sample_volumes
 from cfx.models.text import HFTextEncoder
-from cfx.models.training.diffusion import LEVEL_ROWS, DiffusionSettings, DiffusionTrainer
+from cfx.models.training.diffusion import DiffusionSettings, DiffusionTrainer
+from cfx.models.training.levels import LEVEL_ROWS
 
 __all__ = ["NETWORK", "TRAINER", "P_UNCOND", "SAMPLING_STEPS", "GUIDANCE", "GROUPS",
            "given_options", "check_new", "new_arguments", "resumed_arguments", "command",
@@ -57,12 +58,7 @@ def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
     p_uncond = options.get("p_uncond")
     if p_uncond is not None and not 0 <= p_uncond < 1:
         raise ValueError(f"--p-uncond: got {p_uncond}; give a probability in [0, 1)")
-    level_rows, levelled = options.get("level_rows"), options.get("label_levels")
-    if level_rows is not None and level_rows < 1:
-        raise ValueError(f"--level-rows: got {level_rows}; give at least 1")
-    if level_rows is not None and not (LABEL_LEVELS if levelled is None else levelled):
-        raise ValueError("--level-rows: this run has no label levels to fit; add "
-                         "--label-levels or leave --level-rows out")
+    check_level_rows(options, LABEL_LEVELS)
     if any(c % GROUPS for c in levels):
         raise ValueError(f"--channels: got {channels!r}; for --arch diffusion every level must "
                          f"be a multiple of {GROUPS}, e.g. {_DEFAULT_CHANNELS}")

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfx.models.architectures import check_kept_levels
+from cfx.models.architectures import check_kept_levels, check_level_rows
 from cfx.models.checkpoint import load_training_state
 from cfx.models.inference import OVERLAP, count_windows, draw_noise, generate_volumes, time_window
 from cfx.models.nets.cond_gan3d import CondGAN3DGenerator, TextCondition
 from cfx.models.text import HFTextEncoder
 from cfx.models.training.gan import GANSettings, GANTrainer
+from cfx.models.training.levels import LEVEL_ROWS
 
 __all__ = ["NETWORK", "TRAINER", "L1_WEIGHT", "ADVERSARIAL_WEIGHT", "FUSION", "given_options",
            "check_new", "new_arguments", "resumed_arguments", "command", "new_trainer",
@@ -73,9 +74,11 @@ def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
     Raises
     ------
     ValueError
-        ``--film-decay`` with a fusion that has no FiLM.
+        ``--film-decay`` with a fusion that has no FiLM; ``--level-rows`` below 1 or without
+        label levels.
     """
     _check_film(options.get("film_decay"), options.get("fusion") or FUSION)
+    check_level_rows(options, LABEL_LEVELS)
 
 
 def _check_film(film_decay: float | None, fusion: str) -> None:
@@ -99,6 +102,8 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                  "film_decay": FILM_DECAY if fusion == "affine" else 0.0,
                  "label_levels": LABEL_LEVELS,
                  "seed": common["seed"], **given}
+    if arguments["label_levels"]:
+        arguments["level_rows"] = options.get("level_rows") or LEVEL_ROWS
     arguments["command"] = command(arguments, out, steps)
     return arguments
 
@@ -142,6 +147,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
     if arguments["fusion"] == "affine":  # always said: a new run's default is not 0
         words += ["--film-decay", str(arguments.get("film_decay", 0.0))]
     words.append("--label-levels" if arguments.get("label_levels") else "--no-label-levels")
+    if arguments.get("level_rows"):  # older runs learnt their levels by gradient steps
+        words += ["--level-rows", str(arguments["level_rows"])]
     words.append("--body" if arguments.get("body") else "--no-body")  # new runs: on
     if arguments["cohort"].startswith("phantom"):
         words += ["--phantom-shape", ",".join(map(str, arguments["phantom_shape"]))]
@@ -161,6 +168,7 @@ def _settings(arguments: dict) -> GANSettings:
                        edit_weight=arguments.get("edit_weight", EDIT_WEIGHT),
                        gate_decay=arguments.get("gate_decay", GATE_DECAY),
                        film_decay=arguments.get("film_decay", 0.0),  # older runs: none
+                       level_rows=arguments.get("level_rows", 0),  # older runs: by steps
                        seed=arguments["seed"], discriminator_layers=layers)
 
 
@@ -169,7 +177,8 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
                 values: dict[str, list[float]] | None = None) -> GANTrainer:
     """A new trainer: the generator built, its text whitening fitted on ``phrases`` (field ->
     distinct phrases; ``values``: a numeric field -> the value of each of its phrases, read out
-    instead of whitened) and its output started at the data's mean intensity."""
+    instead of whitened), its label levels fitted (``level_rows``) and its output started at
+    the data's mean intensity less them."""
     generator = CondGAN3DGenerator(
         list(phrases), field_dims, label_channels=label_channels,
         channels=arguments["channels"], fusion=arguments["fusion"], text_width=encoder.width,
@@ -177,6 +186,8 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
         label_levels=arguments.get("label_levels", False))
     trainer = GANTrainer(generator, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
+    if arguments.get("level_rows"):
+        trainer.fit_levels(arguments["level_rows"])
     trainer.calibrate_output(source(np.random.default_rng(arguments["seed"]), 16))
     return trainer
 
@@ -240,8 +251,9 @@ class Runner:
                rows: int) -> tuple[tuple[int, ...], int]:
         """The window :meth:`run` uses over a volume of ``shape`` (``roi`` itself: a smaller
         volume is padded to it) and how many network passes over it a run of ``rows`` records
-        takes."""
-        return tuple(int(r) for r in roi), rows * count_windows(shape, roi, OVERLAP)
+        takes (one more with label levels: the record-free draw of the level hold)."""
+        runs = rows + (self.network.label_levels is not None)
+        return tuple(int(r) for r in roi), runs * count_windows(shape, roi, OVERLAP)
 
     def time_window(self, window: Sequence[int], conditions: TextCondition,
                     device: torch.device) -> float:

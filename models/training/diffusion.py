@@ -16,9 +16,9 @@ map, ``t`` and the record, the velocity ``v = sqrt(abar_t) n - sqrt(1 - abar_t) 
 as the model's ``prediction`` says), and the loss is the mean squared error. With label levels
 (``CondDiffusion3D(label_levels=True)``) what is noised and predicted is the residual, the CT
 minus the level map of the row's (dropped) record; a new run fits the levels once, in closed
-form, before the first step (:meth:`DiffusionTrainer.fit_levels`: each label's mean regressed
-on the record by weighted least squares over draws of the source), and they stay fixed, so the
-network learns a residual that does not move under it. An exponential
+form, before the first step (:meth:`DiffusionTrainer.fit_levels`,
+:mod:`cfx.models.training.levels`), and they stay fixed, so the network learns a residual that
+does not move under it. An exponential
 moving average (EMA) of the weights is what a checkpoint serves; its decay at step ``k`` is
 ``min(ema_decay, (1 + k) / (10 + k))``, so early steps are not averaged with the initial weights
 for thousands of steps.
@@ -45,6 +45,7 @@ from cfx.models.training.distributed import (
     shard_rows,
 )
 from cfx.models.training.gan import BatchSource
+from cfx.models.training.levels import LEVEL_ROWS, fit_levels
 from cfx.models.training.state import (
     load_module,
     load_optimizer,
@@ -53,9 +54,7 @@ from cfx.models.training.state import (
     rng_json,
 )
 
-__all__ = ["DiffusionSettings", "DiffusionTrainer", "LEVEL_ROWS"]
-
-LEVEL_ROWS = 4096  # source rows a new run fits its label levels on (DiffusionTrainer.fit_levels)
+__all__ = ["DiffusionSettings", "DiffusionTrainer"]
 
 
 @dataclass(frozen=True)
@@ -187,40 +186,28 @@ class DiffusionTrainer:
 
     @torch.no_grad()
     def fit_levels(self, rows: int = LEVEL_ROWS) -> None:
-        """Fit the label levels (model and EMA) once, in closed form: for each label, the
-        least-squares regression of its mean CT in a row (window units) on the row's flattened
-        record context, weighted by its voxel count in the row, over ``rows`` rows of the
-        source with the records dropped as a step drops them (``p_uncond``), so the fit is the
-        voxelwise least squares of the level map on those rows. Drawn with generators of their
-        own (``seed + 1``): the run's data and noise are untouched, and every process of a
-        data-parallel run fits the same levels. A row's label means vary with where its patch
-        lies; on 200 phantom subjects (32³ patches of 64³) a lung level's standard error was
-        3 HU from 512 rows and 1.5 HU from 2048."""
+        """Fit the label levels (model and EMA) once, in closed form
+        (:func:`cfx.models.training.levels.fit_levels` on the flattened record context), over
+        ``rows`` rows of the source with the records dropped as a step drops them
+        (``p_uncond``). Drawn with generators of their own (``seed + 1``): the run's data and
+        noise are untouched, and every process of a data-parallel run fits the same levels."""
         model, settings = self.network, self.settings
         rng = np.random.default_rng(settings.seed + 1)
         noise = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
-        design, means, counts = [], [], []
-        for _ in range(-(-rows // settings.batch_size)):
+
+        def draw():
             batch = self.source(rng, settings.batch_size)
             labels, clean = self._tensors(batch)
             context = self._context(batch.phrases)
             dropped = torch.rand(len(context), generator=noise) < settings.p_uncond
             context = torch.where(dropped[:, None, None].to(self.device),
                                   model.null_condition(len(context)), context)
-            count = labels.sum((2, 3, 4))
-            design.append(context.flatten(1))
-            means.append((clean * labels).sum((2, 3, 4)) / count.clamp(min=1))
-            counts.append(count)
-        design = torch.cat(design).double().cpu()
-        design = torch.cat([design, torch.ones(len(design), 1, dtype=design.dtype)], dim=1)
-        means, weights = torch.cat(means).double().cpu(), torch.cat(counts).double().cpu().sqrt()
-        fits = [torch.linalg.lstsq(design * weights[:, [label]],
-                                   means[:, label] * weights[:, label], driver="gelsd").solution
-                for label in range(means.shape[1])]
-        fit = torch.stack(fits).float()  # (label_channels, features + 1), bias last
+            return context.flatten(1), labels, clean
+
+        weight, bias = fit_levels(draw, rows)
         for network in (model, self.ema):
-            network.levels.weight.copy_(fit[:, :-1].to(network.levels.weight.device))
-            network.levels.bias.copy_(fit[:, -1].to(network.levels.bias.device))
+            network.levels.weight.copy_(weight.to(network.levels.weight.device))
+            network.levels.bias.copy_(bias.to(network.levels.bias.device))
 
     def _tensors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in window units

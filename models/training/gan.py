@@ -38,6 +38,7 @@ from cfx.models.training.distributed import (
     data_parallel,
     shard_rows,
 )
+from cfx.models.training.levels import fit_levels
 from cfx.models.training.state import (
     load_module,
     load_optimizer,
@@ -142,6 +143,10 @@ class GANSettings:
         the FiLM keeps only what the data hold it to and the free levels take the label means.
         The noise columns, biases and levels are left alone. 0 (this class's default) leaves
         the FiLM free; ``cfx train`` starts new runs at 2.
+    level_rows : int
+        With label levels, > 0: the levels are fitted once in closed form
+        (:meth:`GANTrainer.fit_levels`, over this many rows) and no step moves them; 0 (this
+        class's default, and runs made before) learns them by gradient steps.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     discriminator_channels : int
@@ -168,6 +173,7 @@ class GANSettings:
     edit_weight: float = 0.0
     gate_decay: float = 0.0
     film_decay: float = 0.0
+    level_rows: int = 0
     ema_decay: float = 0.995
     discriminator_channels: int = 8
     discriminator_layers: int = 3
@@ -215,6 +221,8 @@ class GANTrainer:
         self.source = source
         self.network = generator.to(self.device).train()
         self.ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        if settings.level_rows > 0 and generator.label_levels is not None:
+            generator.label_levels.requires_grad_(False)  # fitted in closed form (fit_levels)
         in_channels = 1 + generator.config["label_channels"] + generator.text_dims
         self.discriminator = PatchDiscriminator(
             spatial_dims=3, channels=settings.discriminator_channels, in_channels=in_channels,
@@ -290,12 +298,45 @@ class GANTrainer:
         return reports
 
     @torch.no_grad()
+    def fit_levels(self, rows: int) -> None:
+        """Fit the label levels (generator and EMA) once, in closed form
+        (:func:`cfx.models.training.levels.fit_levels` on the whitened fields), over ``rows``
+        rows of the source, drawn with a generator of its own (``seed + 1``): the run's data
+        and noise are untouched, and every process of a data-parallel run fits the same
+        levels. Call before :meth:`calibrate_output`."""
+        generator = self.network
+        rng = np.random.default_rng(self.settings.seed + 1)
+
+        def draw():
+            batch = self.source(rng, self.settings.batch_size)
+            labels, real = self._tensors(batch)
+            return self._condition(batch.phrases).pooled, labels, real
+
+        weight, bias = fit_levels(draw, rows)
+        for network in (generator, self.ema):
+            network.label_levels.weight.copy_(weight.to(network.label_levels.weight.device))
+            network.label_levels.bias.copy_(bias.to(network.label_levels.bias.device))
+
+    @torch.no_grad()
     def calibrate_output(self, batch: TrainingBatch) -> None:
-        """Start the generator's output at the mean intensity of ``batch`` (a data-dependent
-        initialisation of the last bias: the network then learns structure, not the offset)."""
-        mean = self.network.from_hu(torch.from_numpy(batch.ct).float()).mean()
+        """Start the generator's output at the mean intensity of ``batch`` less its level map
+        (a data-dependent initialisation of the last bias: the network then learns structure,
+        not the offset)."""
+        labels, real = self._tensors(batch)
+        if self.network.label_levels is not None:
+            shift = self.network.label_levels(self._condition(batch.phrases).pooled)
+            real = real - torch.einsum("nl,nlxyz->nxyz", shift, labels)[:, None]
         for network in (self.network, self.ema):
-            network.head.bias.fill_(float(mean))
+            network.head.bias.fill_(float(real.mean()))
+
+    def _tensors(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in window units
+        (N, 1, X, Y, Z), on the device."""
+        generator = self.network
+        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
+                           generator.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
+        real = generator.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
+        return labels.to(self.device), real
 
     def _condition(self, phrases: Sequence[Mapping[str, str]]) -> TextCondition:
         return TextCondition.stack([self._conditions(row) for row in phrases])
@@ -320,10 +361,7 @@ class GANTrainer:
         """
         settings, generator = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
-        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
-                           generator.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
-        labels = labels.to(self.device)
-        real = generator.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
+        labels, real = self._tensors(batch)
         condition = self._condition(batch.phrases)
         rows = settings.batch_size  # noise is drawn for the whole batch, this process's rows kept
         noise = torch.randn((rows, *real.shape[1:]), generator=self.noise)[self.rows]
