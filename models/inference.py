@@ -5,16 +5,16 @@ window sees the crop of one noise field and overlapping windows agree: MONAI's
 ``sliding_window_inference`` with Gaussian blending then stitches them without seams. Every
 request of a group (one subject, one seed, several prompts) reuses the same noise.
 
-Level hold: for a generator with label levels (:class:`CondGAN3DGenerator`), a label's mean
-moves with the record through two paths, its level and the FiLM, and on a fixed cohort the FiLM
-keeps a share of its own (the bundled ``phantom-gan-64``: a null attribute moved the body by
--3.2 HU and the air by +2.2, where its levels moved them by less than 0.1; issue 16). So the
-record moves a label's mean only through its level: one more draw, under the record with every
-field missing, gives each label's mean less that record's level, and each row is shifted, label
-by label, to those means plus its own level. Two records' volumes then differ in each label's
-mean by exactly their levels' difference (before clipping to the window); within a label the
-network's pattern stays. The diffusion sampler holds its label means the same way
-(:mod:`cfx.models.sampling`).
+Level hold: for a generator whose label levels were fitted in closed form
+(``CondGAN3DGenerator(hold_levels=True)``), a label's mean still moves with the record through
+two paths, its level and the FiLM, and on a fixed cohort the FiLM keeps a share of its own (the
+GAN bundled before, levels learnt by steps: a null attribute moved the body by -3.2 HU and the
+air by +2.2; issue 16). So the record moves a label's mean only through its level: one more
+draw, under the record with every field missing, gives each label's mean less that record's
+level, and each row is shifted, label by label, to those means plus its own level. Two
+records' volumes then differ in each label's mean by exactly their levels' difference (before
+clipping to the window); within a label the network's pattern stays. The diffusion sampler
+holds its label means the same way (:mod:`cfx.models.sampling`).
 
 Memory: the output of every request is written into one preallocated ``(R, X, Y, Z)`` float32
 tensor as its windows finish (no stacked copy); besides it and the inputs, MONAI holds one
@@ -123,7 +123,7 @@ def generate_volumes(generator: CondGAN3DGenerator, labels: torch.Tensor, noise:
                                         mode="gaussian")
 
     anchor = None
-    if generator.label_levels is not None:  # each label's mean less its level, record-free
+    if generator.config["hold_levels"]:  # each label's mean less its level, record-free
         null = generator.condition([None] * len(generator.fields)).to(labels.device)
         anchor = label_means(draw(null), labels) - generator.label_levels(null.pooled)[0]
     out = torch.empty((len(condition), *labels.shape[2:]), dtype=torch.float32,

@@ -66,6 +66,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def quick_level_fit(monkeypatch):
+    """A new levelled run of the tests fits its label levels on 64 rows unless told otherwise
+    (the default 4096 takes seconds per tiny run; ``--level-rows`` tests say what they give)."""
+    from cfx.models.architectures import diffusion, gan
+    for module in (gan, diffusion):
+        monkeypatch.setattr(module, "LEVEL_ROWS", 64)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

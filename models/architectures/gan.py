@@ -6,9 +6,11 @@ network, trainer, training defaults and options, card section and whole-volume r
 ``gate_decay`` (a new run's generator gates its fusion by anatomy, see
 :mod:`cfx.models.nets.fusion`), ``film_decay`` (the FiLM's record weights decay, see
 :class:`cfx.models.training.gan.GANSettings`) and ``label_levels`` (a new run's generator sets
-each label's level from the record, see :class:`cfx.models.nets.cond_gan3d.CondGAN3DGenerator`)
-are its own options; the weights and decay given with ``--resume`` apply from that step on
-(``--adversarial-weight 0`` continues on L1 alone, without running the discriminator).
+each label's level from the record, see :class:`cfx.models.nets.cond_gan3d.CondGAN3DGenerator`,
+fitted once on ``level_rows`` training rows before the first step, see
+:mod:`cfx.models.training.levels`) are its own options; the weights and decay given with
+``--resume`` apply from that step on (``--adversarial-weight 0`` continues on L1 alone, without
+running the discriminator).
 """
 
 from __future__ import annotations
@@ -183,7 +185,8 @@ def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list
         list(phrases), field_dims, label_channels=label_channels,
         channels=arguments["channels"], fusion=arguments["fusion"], text_width=encoder.width,
         token_dims=min(_TOKEN_DIMS, encoder.width // 2), gate=arguments["gate_decay"] > 0,
-        label_levels=arguments.get("label_levels", False))
+        label_levels=arguments.get("label_levels", False),
+        hold_levels=bool(arguments.get("label_levels") and arguments.get("level_rows")))
     trainer = GANTrainer(generator, encoder, source, _settings(arguments), device)
     trainer.fit_text(list(phrases.values()), [(values or {}).get(f) for f in phrases])
     if arguments.get("level_rows"):
@@ -252,7 +255,7 @@ class Runner:
         """The window :meth:`run` uses over a volume of ``shape`` (``roi`` itself: a smaller
         volume is padded to it) and how many network passes over it a run of ``rows`` records
         takes (one more with label levels: the record-free draw of the level hold)."""
-        runs = rows + (self.network.label_levels is not None)
+        runs = rows + self.network.config["hold_levels"]
         return tuple(int(r) for r in roi), runs * count_windows(shape, roi, OVERLAP)
 
     def time_window(self, window: Sequence[int], conditions: TextCondition,

@@ -25,7 +25,11 @@ levels are a multiple regression of each label's mean on the fields, so confound
 left the texture and where inside a label an effect sits. With both paths free, the levels and
 the FiLM can drift against each other, which the training records do not see and an edit does
 (change where the record never acts); a trainer that decays the FiLM's record weights
-(``GANSettings.film_decay``) leaves a label's mean to its level.
+(``GANSettings.film_decay``) leaves a label's mean to its level. Learnt by steps beside the
+FiLM, the bundled ``phantom-gan-64``'s levels alone would have moved the body by 6-7 HU per
+smoking or age edit, which its FiLM undid, so a new run fits them once in closed form and
+keeps them fixed (``GANSettings.level_rows``, :mod:`cfx.models.training.levels`), and
+sampling holds each label's mean to its level (:func:`cfx.models.inference.generate_volumes`).
 
 Intensities: the output is in window units, ``-1`` at ``hu_window[0]`` and ``+1`` at
 ``hu_window[1]``, a fixed window stored in the config (never per volume). No layer normalises
@@ -146,6 +150,10 @@ class CondGAN3DGenerator(nn.Module):
         ``sum_l onehot_l * (A pooled + b)_l`` (window units; ``A``, ``b`` start at 0), so a
         record shifts each anatomical region's mean on its own path, as a multiple regression
         of that region's level on the fields, and the network is left the texture.
+    hold_levels : bool
+        With label levels fitted in closed form (not learnt by steps): whole-volume
+        generation holds each label's mean to its level
+        (:func:`cfx.models.inference.generate_volumes`).
 
     Raises
     ------
@@ -157,7 +165,7 @@ class CondGAN3DGenerator(nn.Module):
                  channels: Sequence[int] = (16, 32, 64, 64), fusion: str = "affine",
                  text_width: int = 384, token_dims: int = 32, noise_dims: int = 8,
                  heads: int = 4, hu_window: Sequence[float] = (-1024.0, 1024.0),
-                 gate: bool = False, label_levels: bool = False):
+                 gate: bool = False, label_levels: bool = False, hold_levels: bool = False):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         fields, field_dims = [str(f) for f in fields], [int(d) for d in field_dims]
@@ -178,6 +186,8 @@ class CondGAN3DGenerator(nn.Module):
                              f"{heads}")
         if gate and fusion != "affine":
             raise ValueError(f"gate: applies to the affine fusion only, got {fusion!r}")
+        if hold_levels and not label_levels:
+            raise ValueError("hold_levels: needs label_levels")
         low, high = (float(v) for v in hu_window)
         if not low < high:
             raise ValueError(f"hu_window: need low < high, got {(low, high)}")
@@ -187,7 +197,7 @@ class CondGAN3DGenerator(nn.Module):
                        "token_dims": int(token_dims),
                        "noise_dims": int(noise_dims), "heads": int(heads),
                        "hu_window": [low, high], "gate": bool(gate),
-                       "label_levels": bool(label_levels)}
+                       "label_levels": bool(label_levels), "hold_levels": bool(hold_levels)}
         self.fusion = fusion
         self.fields = tuple(fields)
         self.text_dims = sum(field_dims)

@@ -91,7 +91,6 @@ def test_user_errors(tmp_path, bert, extra, message):
     (["--p-uncond", "0.2"], "--p-uncond: applies to --arch diffusion only; this run is --arch "
                             "gan"),
     (["--sampling-steps", "10"], "--sampling-steps: applies to --arch diffusion only"),
-    (["--level-rows", "64"], "--level-rows: applies to --arch diffusion only"),
 ])
 def test_diffusion_options_are_refused_for_the_gan(tmp_path, bert, extra, message):
     out = tmp_path / "out"

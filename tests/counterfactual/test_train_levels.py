@@ -1,17 +1,19 @@
 """``cfx train --label-levels/--no-label-levels``, ``--level-rows`` and ``--film-decay``: a GAN
-or diffusion model whose record sets each label's level on its own linear path, fitted for
-diffusion on the rows asked for (and a GAN whose FiLM's record weights decay); recorded in the
-checkpoint, served by the sweep, kept on resume, refused where they cannot apply."""
+or diffusion model whose record sets each label's level on its own linear path, fitted on the
+rows asked for (and a GAN whose FiLM's record weights decay); recorded in the checkpoint,
+served by the sweep, kept on resume, refused where they cannot apply."""
 
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cfx.counterfactual.cli import app
 from cfx.counterfactual.sweep.learned import LearnedGenerator
 from cfx.models.training.diffusion import DiffusionTrainer
+from cfx.models.training.gan import GANTrainer
 from tests.conftest import cli_error
 from tests.counterfactual.test_train_body import _train, trained
 
@@ -30,7 +32,7 @@ def test_the_checkpoint_records_and_serves_the_label_levels(levelled):
     assert "--label-levels" in config["training"]["command"].split()
     weights = load_file(levelled / "model.safetensors")
     assert weights["label_levels.weight"].shape[0] == 5  # background, 3 labels and the body
-    assert weights["label_levels.weight"].abs().max() > 0  # two steps moved them from 0
+    assert weights["label_levels.weight"].abs().max() > 0  # fitted before the first step
     served = LearnedGenerator(levelled).model
     assert served.config["label_levels"] is True and served.label_levels is not None
     assert "affine text fusion, label levels)" in (levelled / "README.md").read_text()
@@ -106,6 +108,41 @@ def test_a_diffusion_run_has_label_levels_by_default_and_keeps_them_on_resume(tm
     assert result.exit_code == 0, result.output
     assert "--label-levels" in json.loads((levelled / "config.json").read_text())[
         "training"]["command"].split()
+
+
+def test_a_gan_run_fits_its_levels_once_and_keeps_them_fixed_on_resume(tmp_path, bert,
+                                                                      monkeypatch):
+    out = tmp_path / "gan"
+    fits = []
+    fit_levels = GANTrainer.fit_levels
+    monkeypatch.setattr(GANTrainer, "fit_levels",
+                        lambda self, rows: fits.append(rows) or fit_levels(self, rows))
+    assert _train(out, bert, "--level-rows", "32").exit_code == 0
+    assert fits == [32]
+    arguments = json.loads((out / "config.json").read_text())["training"]["arguments"]
+    assert arguments["level_rows"] == 32 and "--level-rows 32" in arguments["command"]
+    before = load_file(out / "model.safetensors")["label_levels.weight"]
+    result = runner.invoke(app, ["train", "--out", str(out), "--steps", "4", "--resume",
+                                 "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert fits == [32]  # not fitted again, and no step moved them
+    assert torch.equal(load_file(out / "model.safetensors")["label_levels.weight"], before)
+    assert "--level-rows" not in _arguments_of(tmp_path, bert, "--no-label-levels")["command"]
+
+
+def _arguments_of(tmp_path, bert, *extra):
+    out = tmp_path / "other"
+    assert _train(out, bert, *extra).exit_code == 0
+    return json.loads((out / "config.json").read_text())["training"]["arguments"]
+
+
+def test_level_rows_are_refused_for_a_gan_without_levels(tmp_path, bert):
+    out = tmp_path / "out"
+    line = cli_error(["train", "--cohort", "phantom:4", "--out", str(out), "--text-encoder",
+                      bert, "--level-rows", "64", "--no-label-levels"])
+    assert line == ("cfx: error: --level-rows: this run has no label levels to fit; add "
+                    "--label-levels or leave --level-rows out")
+    assert not out.exists()
 
 
 def test_film_decay_is_recorded_and_can_change_on_resume(tmp_path, bert):
