@@ -45,7 +45,7 @@ from cfx.counterfactual.volume import check_same_grid, read_labels, read_volume
 from cfx.models.training.gan import TrainingBatch
 
 __all__ = ["PhantomSource", "CohortSource", "label_channels", "with_body", "uniform_attributes",
-           "drop_fields", "AGE_RANGE", "PATCHES_PER_SUBJECT"]
+           "drop_fields", "whole_batch", "AGE_RANGE", "PATCHES_PER_SUBJECT"]
 
 AGE_RANGE = (18, 95)  # years drawn for training: wider than the phantom cohorts' 35-90, so
 # a sweep over ages such as 24 or 86 stays inside what the generator saw
@@ -127,6 +127,17 @@ def _patch_start(voxel: np.ndarray, patch: Sequence[int], shape: Sequence[int],
     return start
 
 
+def whole_batch(volumes: Sequence[tuple[np.ndarray, np.ndarray]],
+                phrases: list[dict[str, str]]) -> TrainingBatch:
+    """Whole subjects as one batch: each ``(channels, ct)`` padded at the far end of every axis
+    to the largest shape among them (background, air). What a source's ``whole`` gives the fit
+    of the label levels (:mod:`cfx.models.training.levels`)."""
+    shape = tuple(np.max([c.shape for c, _ in volumes], axis=0))
+    return TrainingBatch(np.stack([_crop(c, (0, 0, 0), shape, 0) for c, _ in volumes]),
+                         np.stack([_crop(ct, (0, 0, 0), shape, _AIR_HU)
+                                   for _, ct in volumes]).astype(np.float32), phrases)
+
+
 def _crop(volume: np.ndarray, start: Sequence[int], patch: Sequence[int],
           fill: float) -> np.ndarray:
     """The ``patch``-sized box at corner ``start`` (negative: padding with ``fill``)."""
@@ -205,19 +216,33 @@ class PhantomSource:
         anatomy_seed = int(rng.integers(2**32))
         return anatomy_seed, uniform_attributes(rng), int(rng.integers(2**32))
 
+    def _render(self, anatomy_seed: int, record: dict,
+                noise_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One subject's label map, label channels and CT (HU)."""
+        anatomy = build_anatomy(self.shape, anatomy_seed)
+        effect = self.effects.effect_map(record, LungPatterns(anatomy.labels, self.spacing))
+        ct = render(anatomy, effect, noise_seed)
+        channels = label_channels(anatomy.labels, self.vocabulary)
+        if self.body:
+            channels = with_body(channels, body_outline(ct, anatomy.labels), self.vocabulary)
+        return anatomy.labels, channels, ct
+
+    def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
+        """``batch_size`` subjects drawn as training draws them, each whole, not a patch."""
+        volumes, phrases = [], []
+        for _ in range(batch_size):
+            anatomy_seed, record, noise_seed = self._draw(rng)
+            volumes.append(self._render(anatomy_seed, record, noise_seed)[1:])
+            phrases.append(self.phrases(record, rng))
+        return whole_batch(volumes, phrases)
+
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         labels, cts, phrases = [], [], []
         while len(labels) < batch_size:
             anatomy_seed, record, noise_seed = self._draw(rng)
-            anatomy = build_anatomy(self.shape, anatomy_seed)
-            effect = self.effects.effect_map(record, LungPatterns(anatomy.labels, self.spacing))
-            ct = render(anatomy, effect, noise_seed)
-            channels = label_channels(anatomy.labels, self.vocabulary)
-            if self.body:
-                channels = with_body(channels, body_outline(ct, anatomy.labels),
-                                     self.vocabulary)
+            anatomy_labels, channels, ct = self._render(anatomy_seed, record, noise_seed)
             for _ in range(min(PATCHES_PER_SUBJECT, batch_size - len(labels))):
-                voxel = _lung_voxel(anatomy.labels, _LUNG, rng)
+                voxel = _lung_voxel(anatomy_labels, _LUNG, rng)
                 start = _patch_start(voxel, self.patch, self.shape, rng)
                 labels.append(_crop(channels, start, self.patch, 0))
                 cts.append(_crop(ct, start, self.patch, _AIR_HU))
@@ -286,6 +311,13 @@ class CohortSource:
     def phrases(self, record: Mapping, rng: np.random.Generator) -> dict[str, str]:
         """The record as a training row reads it: fields dropped at random, then per field."""
         return self.template.phrases(drop_fields(record, rng, self.drop_rate))
+
+    def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
+        """``batch_size`` subjects drawn as training draws them, each whole, not a patch."""
+        drawn = [self._subjects[int(rng.integers(len(self._subjects)))]
+                 for _ in range(batch_size)]
+        return whole_batch([(channels, ct) for channels, ct, _ in drawn],
+                           [self.phrases(record, rng) for _, _, record in drawn])
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         labels, cts, phrases = [], [], []

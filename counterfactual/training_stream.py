@@ -56,6 +56,7 @@ from cfx.counterfactual.training_data import (
     _patch_start,
     drop_fields,
     label_channels,
+    whole_batch,
     with_body,
 )
 from cfx.counterfactual.volume import check_same_grid, read_labels, read_volume
@@ -280,6 +281,17 @@ class StreamingCohortSource:
         """Draw a whole batch of ``batch_size`` rows, read only ``rows`` of it (one process's
         share under data-parallel training, :mod:`cfx.models.training.distributed`)."""
         return self.read(self.draw(rng, batch_size)[rows])
+
+    def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
+        """``batch_size`` subjects drawn as training draws them, each whole (read in this
+        process), not a patch."""
+        volumes, phrases = [], []
+        for _ in range(batch_size):
+            entry = self._entries[int(rng.integers(len(self._entries)))]
+            volumes.append((np.load(entry.folder / "channels.npy").astype(np.int64),
+                            np.load(entry.folder / "ct.npy")))
+            phrases.append(self.phrases(entry.record, rng))
+        return whole_batch(volumes, phrases)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         return self.read(self.draw(rng, batch_size))

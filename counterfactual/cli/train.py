@@ -109,7 +109,7 @@ def train(
                                    show_default=False,
                                    help="With label levels: training draws the levels "
                                         "are fitted on, once, before the first step, by "
-                                        "least squares (new run: 4096)."),
+                                        "least squares (new run: 1024)."),
     film_decay: float = typer.Option(None, "--film-decay", show_default=False,
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "

@@ -189,14 +189,17 @@ class DiffusionTrainer:
         """Fit the label levels (model and EMA) once, in closed form
         (:func:`cfx.models.training.levels.fit_levels` on the flattened record context), over
         ``rows`` rows of the source with the records dropped as a step drops them
-        (``p_uncond``). Drawn with generators of their own (``seed + 1``): the run's data and
-        noise are untouched, and every process of a data-parallel run fits the same levels."""
+        (``p_uncond``), whole subjects where the source gives them (its ``whole``, see
+        :mod:`cfx.models.training.levels`). Drawn with generators of their own (``seed + 1``):
+        the run's data and noise are untouched, and every process of a data-parallel run fits
+        the same levels."""
         model, settings = self.network, self.settings
+        source = getattr(self.source, "whole", self.source)
         rng = np.random.default_rng(settings.seed + 1)
         noise = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
 
         def draw():
-            batch = self.source(rng, settings.batch_size)
+            batch = source(rng, settings.batch_size)
             labels, clean = self._tensors(batch)
             context = self._context(batch.phrases)
             dropped = torch.rand(len(context), generator=noise) < settings.p_uncond

@@ -301,14 +301,16 @@ class GANTrainer:
     def fit_levels(self, rows: int) -> None:
         """Fit the label levels (generator and EMA) once, in closed form
         (:func:`cfx.models.training.levels.fit_levels` on the whitened fields), over ``rows``
-        rows of the source, drawn with a generator of its own (``seed + 1``): the run's data
-        and noise are untouched, and every process of a data-parallel run fits the same
-        levels. Call before :meth:`calibrate_output`."""
+        rows of the source, whole subjects where it gives them (its ``whole``), drawn with a
+        generator of its own (``seed + 1``): the run's data and noise are untouched, and every
+        process of a data-parallel run fits the same levels. Call before
+        :meth:`calibrate_output`."""
         generator = self.network
         rng = np.random.default_rng(self.settings.seed + 1)
+        source = getattr(self.source, "whole", self.source)
 
         def draw():
-            batch = self.source(rng, self.settings.batch_size)
+            batch = source(rng, self.settings.batch_size)
             labels, real = self._tensors(batch)
             return self._condition(batch.phrases).pooled, labels, real
 
