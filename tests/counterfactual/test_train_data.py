@@ -1,5 +1,9 @@
 """Training batches: on-the-fly phantom subjects and lung-centred patches of a cohort."""
 
+import json
+import shutil
+
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -72,6 +76,27 @@ def test_phantom_patches_contain_lung_and_match_a_render():
         np.testing.assert_array_equal(labels, anatomy.labels[match[0]])
 
 
+def test_phantom_whole_subjects_are_the_render_and_drawn_as_training_draws_them():
+    source = PhantomSource((24, 24, 24), (320 / 24,) * 3, (16, 16, 16), subjects=1, seed=1,
+                           drop_rate=0.0)
+    batch = source.whole(np.random.default_rng(0), 2)
+    anatomy_seed, record, noise_seed = source._fixed[0]
+    anatomy = build_anatomy((24, 24, 24), anatomy_seed)
+    effect = DEFAULT_EFFECTS.effect_map(record, LungPatterns(anatomy.labels, (320 / 24,) * 3))
+    for labels, ct in zip(batch.labels, batch.ct, strict=True):
+        np.testing.assert_array_equal(ct, render(anatomy, effect, noise_seed))
+        np.testing.assert_array_equal(labels, anatomy.labels)
+    assert batch.phrases == [source.template.phrases(record)] * 2 and batch.ct.dtype == np.float32
+    streamed = PhantomSource((16, 16, 16), (20.0,) * 3, (8, 8, 8), drop_rate=0.5)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    whole = streamed.whole(a, 3)
+    for row in range(3):  # each row a new subject, its fields dropped as a patch row's are
+        anatomy_seed, record, noise_seed = streamed._draw(b)
+        assert whole.phrases[row] == streamed.phrases(record, b)
+        anatomy = build_anatomy((16, 16, 16), anatomy_seed)
+        np.testing.assert_array_equal(whole.labels[row], anatomy.labels)
+
+
 def test_phantom_stream_is_reproducible_and_new_each_draw():
     source = PhantomSource((16, 16, 16), (20.0,) * 3, (16, 16, 16))
     a = source(np.random.default_rng(3), 4)
@@ -108,6 +133,34 @@ def test_cohort_patches_are_crops_around_lung(cohort_folder):
     assert all(phrases in records for phrases in batch.phrases)
     assert source.summary() == {"kind": "cohort", "source": str(cohort.source), "subjects": 2,
                                 "prompt_field_drop_rate": 0.0}
+
+
+def test_cohort_whole_subjects_are_their_mask_and_ct_padded_to_the_largest(cohort_folder,
+                                                                          tmp_path):
+    folder = tmp_path / "cohort"
+    shutil.copytree(cohort_folder, folder)
+    small = next((folder / "ct").iterdir())  # one subject on a smaller grid
+    for kind in ("ct", "masks"):
+        path = folder / kind / small.name
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj)[:17, :18], image.affine,
+                                 image.header), path)
+    cohort = load_cohort(folder)
+    source = CohortSource(cohort, (16, 16, 16), drop_rate=0.0)
+    batch = source.whole(np.random.default_rng(0), 6)
+    assert batch.labels.shape == batch.ct.shape == (6, 20, 20, 20)
+    by_phrases = {json.dumps(source.template.phrases(s.record)): s for s in cohort.subjects}
+    assert len({json.dumps(p) for p in batch.phrases}) == 2  # both subjects drawn
+    for labels, ct, phrases in zip(batch.labels, batch.ct, batch.phrases, strict=True):
+        subject = by_phrases[json.dumps(phrases)]
+        mask = np.asanyarray(nib.load(subject.mask).dataobj)
+        hu = np.asanyarray(nib.load(subject.ct).dataobj).astype(np.float32)
+        box = tuple(slice(0, n) for n in mask.shape)
+        np.testing.assert_array_equal(labels[box], mask)
+        np.testing.assert_array_equal(ct[box], hu)
+        outside = np.ones(labels.shape, bool)
+        outside[box] = False
+        assert (labels[outside] == 0).all() and (ct[outside] == -1000).all()
 
 
 def test_cohort_without_ct_is_refused(cohort_folder, tmp_path):

@@ -32,7 +32,8 @@ def _arguments(root: Path, bert: str, out: Path, steps: int, *extra: str) -> lis
     return ["train", "--cohort", str(root / "cohort"), "--out", str(out), "--steps", str(steps),
             "--patch", "16", "--channels", "4,8", "--batch-size", "4", "--text-encoder", bert,
             "--device", "cpu", "--save-every", "2", "--adversarial-weight", "0", "--body",
-            "--cache", str(root / "cache"), "--quiet", *extra]
+            "--cache", str(root / "cache"), "--quiet", *extra,
+            *(() if "--resume" in extra else ("--level-rows", "64"))]  # as in the test process
 
 
 def _torchrun(arguments: list[str]) -> subprocess.CompletedProcess:

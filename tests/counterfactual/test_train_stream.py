@@ -46,6 +46,19 @@ def test_streamed_batches_equal_the_in_memory_ones(cohort_folder, tmp_path, body
     assert stream.summary() == memory.summary()
 
 
+def test_streamed_whole_subjects_equal_the_in_memory_ones(cohort_folder, tmp_path):
+    cohort = load_cohort(cohort_folder)
+    memory = CohortSource(cohort, (16, 16, 16))
+    stream = StreamingCohortSource(cohort, (16, 16, 16), _grid(16), tmp_path / "cache",
+                                   workers=0)
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    expected, got = memory.whole(a, 4), stream.whole(b, 4)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.ct, expected.ct)
+    assert got.labels.shape == (4, 20, 20, 20) and got.phrases == expected.phrases
+    assert a.bit_generator.state == b.bit_generator.state
+
+
 def test_rows_are_read_from_the_whole_drawn_batch(cohort_folder, tmp_path):
     stream = StreamingCohortSource(load_cohort(cohort_folder), (16, 16, 16), _grid(16),
                                    tmp_path / "cache", workers=0)
