@@ -314,10 +314,12 @@ class CohortSource:
 
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         """``batch_size`` subjects drawn as training draws them, each whole, not a patch."""
-        drawn = [self._subjects[int(rng.integers(len(self._subjects)))]
-                 for _ in range(batch_size)]
-        return whole_batch([(channels, ct) for channels, ct, _ in drawn],
-                           [self.phrases(record, rng) for _, _, record in drawn])
+        volumes, phrases = [], []
+        for _ in range(batch_size):
+            channels, ct, record = self._subjects[int(rng.integers(len(self._subjects)))]
+            volumes.append((channels, ct))
+            phrases.append(self.phrases(record, rng))
+        return whole_batch(volumes, phrases)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         labels, cts, phrases = [], [], []

@@ -48,9 +48,9 @@ def test_streamed_batches_equal_the_in_memory_ones(cohort_folder, tmp_path, body
 
 def test_streamed_whole_subjects_equal_the_in_memory_ones(cohort_folder, tmp_path):
     cohort = load_cohort(cohort_folder)
-    memory = CohortSource(cohort, (16, 16, 16))
+    memory = CohortSource(cohort, (16, 16, 16), body=True)
     stream = StreamingCohortSource(cohort, (16, 16, 16), _grid(16), tmp_path / "cache",
-                                   workers=0)
+                                   body=True, workers=0)
     a, b = np.random.default_rng(4), np.random.default_rng(4)
     expected, got = memory.whole(a, 4), stream.whole(b, 4)
     np.testing.assert_array_equal(got.labels, expected.labels)
