@@ -92,8 +92,8 @@ def train(
                                              "resume: as saved)."),
     edit_weight: float = typer.Option(None, "--edit-weight", show_default=False,
                                       help="GAN: weight of the minimal-edit loss, the L1 change "
-                                           "between one draw read with two records "
-                                           "(default: 0, off)."),
+                                           "between one draw read with two records; 0 "
+                                           "leaves it out (new run: 20; resume: as saved)."),
     gate_decay: float = typer.Option(None, "--gate-decay", show_default=False,
                                      help="GAN: gate the record's reach by anatomy, a learned "
                                           "weight per label that shrinks by this many times "
