@@ -44,7 +44,7 @@ from cfx.models.training.distributed import (
     data_parallel,
     shard_rows,
 )
-from cfx.models.training.gan import BatchSource
+from cfx.models.training.gan import BatchSource, batch_tensors
 from cfx.models.training.levels import LEVEL_ROWS, fit_levels
 from cfx.models.training.state import (
     load_module,
@@ -213,13 +213,7 @@ class DiffusionTrainer:
             network.levels.bias.copy_(bias.to(network.levels.bias.device))
 
     def _tensors(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in window units
-        (N, 1, X, Y, Z), on the device."""
-        model = self.network
-        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
-                           model.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
-        clean = model.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
-        return labels.to(self.device), clean
+        return batch_tensors(self.network, batch, self.device)
 
     def _context(self, phrases: Sequence[Mapping[str, str]]) -> torch.Tensor:
         return torch.cat([self._contexts(row) for row in phrases])

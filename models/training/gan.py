@@ -47,7 +47,8 @@ from cfx.models.training.state import (
     rng_json,
 )
 
-__all__ = ["GANSettings", "GANTrainer", "TrainingBatch", "BatchSource", "region_mean_error"]
+__all__ = ["GANSettings", "GANTrainer", "TrainingBatch", "BatchSource", "batch_tensors",
+           "region_mean_error"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,16 @@ class GANSettings:
     clip_norm: float = 1.0
     seed: int = 0
     mixed_precision: bool = True
+
+
+def batch_tensors(network, batch: TrainingBatch,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in ``network``'s window
+    units (N, 1, X, Y, Z), on ``device`` (either architecture's network)."""
+    labels = F.one_hot(torch.from_numpy(batch.labels).long(),
+                       network.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
+    clean = network.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(device))
+    return labels.to(device), clean
 
 
 class GANTrainer:
@@ -332,13 +343,7 @@ class GANTrainer:
             network.head.bias.fill_(float(real.mean()))
 
     def _tensors(self, batch: TrainingBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch's one-hot label map (N, label_channels, X, Y, Z) and CT in window units
-        (N, 1, X, Y, Z), on the device."""
-        generator = self.network
-        labels = F.one_hot(torch.from_numpy(batch.labels).long(),
-                           generator.config["label_channels"]).permute(0, 4, 1, 2, 3).float()
-        real = generator.from_hu(torch.from_numpy(batch.ct)[:, None].float().to(self.device))
-        return labels.to(self.device), real
+        return batch_tensors(self.network, batch, self.device)
 
     def _condition(self, phrases: Sequence[Mapping[str, str]]) -> TextCondition:
         return TextCondition.stack([self._conditions(row) for row in phrases])
