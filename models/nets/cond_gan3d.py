@@ -26,7 +26,7 @@ left the texture and where inside a label an effect sits. With both paths free, 
 the FiLM can drift against each other, which the training records do not see and an edit does
 (change where the record never acts); a trainer that decays the FiLM's record weights
 (``GANSettings.film_decay``) leaves a label's mean to its level. Learnt by steps beside the
-FiLM, the bundled ``phantom-gan-64``'s levels alone would have moved the body by 6-7 HU per
+FiLM, the levels of the GAN bundled before alone would have moved the body by 6-7 HU per
 smoking or age edit, which its FiLM undid, so a new run fits them once in closed form and
 keeps them fixed (``GANSettings.level_rows``, :mod:`cfx.models.training.levels`), and
 sampling holds each label's mean to its level (:func:`cfx.models.inference.generate_volumes`).
