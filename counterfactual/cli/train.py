@@ -91,9 +91,11 @@ def train(
                                              "draw and its CT; 0 leaves it out (new run: 100; "
                                              "resume: as saved)."),
     edit_weight: float = typer.Option(None, "--edit-weight", show_default=False,
-                                      help="GAN: weight of the minimal-edit loss, the L1 change "
-                                           "between one draw read with two records; 0 "
-                                           "leaves it out (new run: 20; resume: as saved)."),
+                                      help="Weight of the minimal-edit loss, the L1 change "
+                                           "between one draw (GAN) or one clean-image "
+                                           "estimate (diffusion) read with two records; 0 "
+                                           "leaves it out (new run: GAN 20, diffusion 0; "
+                                           "resume: as saved)."),
     gate_decay: float = typer.Option(None, "--gate-decay", show_default=False,
                                      help="GAN: gate the record's reach by anatomy, a learned "
                                           "weight per label that shrinks by this many times "

@@ -166,5 +166,6 @@ register(Architecture(
 register(Architecture(
     "diffusion", "cond_diffusion3d", "cfx.models.architectures.diffusion", channels="16,32,32",
     lr=2e-4, options={"p_uncond": "--p-uncond", "sampling_steps": "--sampling-steps",
-                      "label_levels": "--label-levels", "level_rows": "--level-rows"},
+                      "label_levels": "--label-levels", "level_rows": "--level-rows",
+                      "edit_weight": "--edit-weight"},
     summary="mask + text conditional 3D diffusion model", body=True))

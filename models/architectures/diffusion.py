@@ -3,9 +3,10 @@
 whole-volume runner.
 
 ``p_uncond`` (the share of rows trained without any record, for classifier-free guidance),
-``sampling_steps`` (the sampler steps the sweep uses by default) and ``level_rows`` (the
-training draws the label levels are fitted on) are its own options. A resumed run continues
-bit for bit and takes none, so one command line redoes it.
+``sampling_steps`` (the sampler steps the sweep uses by default), ``level_rows`` (the
+training draws the label levels are fitted on) and ``edit_weight`` (the minimal-edit loss,
+see :class:`cfx.models.training.diffusion.DiffusionSettings`) are its own options. A resumed
+run continues bit for bit and takes none, so one command line redoes it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ NETWORK, TRAINER = CondDiffusion3D, DiffusionTrainer
 P_UNCOND, SAMPLING_STEPS, GUIDANCE = 0.1, 20, 1.0  # defaults of a new run
 LABEL_LEVELS = True  # a new run's network sets each label's level from the record (issue 16: on
 # phantom:200 at 64³ with the body, from noise, 0.91-1.09 of four planted lung effects)
+EDIT_WEIGHT = 0.0  # a new run's minimal-edit weight
 GROUPS = 8  # GroupNorm groups of the UNet: its channels are multiples of this
 _DEFAULT_CHANNELS = "16,32,32"
 
@@ -59,6 +61,9 @@ def check_new(options: dict, channels: str, levels: tuple[int, ...]) -> None:
     if p_uncond is not None and not 0 <= p_uncond < 1:
         raise ValueError(f"--p-uncond: got {p_uncond}; give a probability in [0, 1)")
     check_level_rows(options, LABEL_LEVELS)
+    edit_weight = options.get("edit_weight")
+    if edit_weight is not None and not edit_weight >= 0:
+        raise ValueError(f"--edit-weight: got {edit_weight}; give a weight >= 0")
     if any(c % GROUPS for c in levels):
         raise ValueError(f"--channels: got {channels!r}; for --arch diffusion every level must "
                          f"be a multiple of {GROUPS}, e.g. {_DEFAULT_CHANNELS}")
@@ -74,6 +79,8 @@ def new_arguments(common: dict, options: dict, given: dict, out: Path, steps: in
                                            "text_encoder", "channels", "phantom_shape",
                                            "drop_rate", "lr", "fusion_lr_scale", "body")},
                  "p_uncond": p_uncond, "sampling_steps": sampling_steps,
+                 "edit_weight": (EDIT_WEIGHT if options.get("edit_weight") is None
+                                 else options["edit_weight"]),
                  "label_levels": given.get("label_levels", LABEL_LEVELS), "seed": common["seed"]}
     if arguments["label_levels"]:
         arguments["level_rows"] = options.get("level_rows") or LEVEL_ROWS
@@ -107,6 +114,8 @@ def command(arguments: dict, out: Path, steps: int) -> str:
              "--seed", str(arguments["seed"])]
     if arguments.get("label_levels"):
         words += ["--level-rows", str(arguments.get("level_rows", LEVEL_ROWS))]
+    if arguments.get("edit_weight"):
+        words += ["--edit-weight", str(arguments["edit_weight"])]
     if arguments.get("body"):
         words.append("--body")
     if arguments["cohort"].startswith("phantom"):
@@ -117,7 +126,9 @@ def command(arguments: dict, out: Path, steps: int) -> str:
 def _settings(arguments: dict) -> DiffusionSettings:
     return DiffusionSettings(batch_size=arguments["batch_size"], lr=arguments["lr"],
                              fusion_lr_scale=arguments.get("fusion_lr_scale", 1.0),
-                             p_uncond=arguments["p_uncond"], seed=arguments["seed"])
+                             p_uncond=arguments["p_uncond"],
+                             edit_weight=arguments.get("edit_weight", 0.0),
+                             seed=arguments["seed"])
 
 
 def new_trainer(arguments: dict, phrases: dict[str, list[str]], field_dims: list[int],
@@ -172,6 +183,9 @@ cross-attention to one token per field and by FiLM of every residual block{level
 `cfx train`: sampled with DDIM, it draws a chest CT (HU) for a lung/airway label map and a
 clinical record, from noise or from a real CT."""
     schedule = generator["schedule"]
+    edit = (f"- minimal-edit loss, weight {arguments['edit_weight']:g}: the mean absolute "
+            "change of the clean-image\n  estimate when a row is read with another row's "
+            "record\n" if arguments.get("edit_weight") else "")
     fitted = ("- label levels: fitted once before the first step, by least squares of each "
               f"label's voxels\n  on the record over {arguments.get('level_rows', LEVEL_ROWS)} "
               "training rows, and fixed; "
@@ -182,7 +196,7 @@ clinical record, from noise or from a real CT."""
 {generator["beta_end"]:g}); each
   field dropped with probability {arguments["drop_rate"]:g} and the whole record with
   probability {arguments["p_uncond"]:g} (classifier-free guidance); EMA weights served
-{fitted}"""
+{edit}{fitted}"""
     return what, loss, f"""
 ## Sampling
 By default {sampling["steps"]} DDIM steps (eta {sampling["eta"]:g}) at guidance

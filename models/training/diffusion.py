@@ -13,7 +13,11 @@ MONAI's ``DDPMScheduler`` noises the CT (window units) to ``x_t``; with probabil
 ``p_uncond`` the row's whole record is replaced by the record with every field missing (what
 classifier-free guidance reads as unconditional); the network predicts, from ``x_t``, the label
 map, ``t`` and the record, the velocity ``v = sqrt(abar_t) n - sqrt(1 - abar_t) x_0`` (or ``n``,
-as the model's ``prediction`` says), and the loss is the mean squared error. With label levels
+as the model's ``prediction`` says), and the loss is the mean squared error. With
+``edit_weight > 0`` the network also predicts each row from the same ``x_t`` under the previous
+row's record, and the mean absolute difference of the two clean-image estimates ``x_0`` (window
+units) is added with that weight: a minimal-edit term like the GAN's (see
+:class:`DiffusionSettings`). With label levels
 (``CondDiffusion3D(label_levels=True)``) what is noised and predicted is the residual, the CT
 minus the level map of the row's (dropped) record; a new run fits the levels once, in closed
 form, before the first step (:meth:`DiffusionTrainer.fit_levels`,
@@ -72,6 +76,15 @@ class DiffusionSettings:
     p_uncond : float
         Chance of training a row on the record with every field missing (classifier-free
         guidance), on top of the source's per-field dropping.
+    edit_weight : float
+        Weight of the minimal-edit loss, the mean absolute change of the ``x_0`` estimate
+        (window units) when a row is read with another row's record. Against the squared error
+        it acts as a soft threshold: a record's change of ``x_0`` smaller than about
+        ``2 * edit_weight * (1 - abar_t)`` window units is not worth its cost, so the weak,
+        chance associations a fixed cohort has with regions an attribute never moves (the body,
+        the air) are not learnt, while planted patterns of tens of HU are. With label levels
+        the levels, fixed, carry each label's mean; the term acts on the rest. 0 (the default)
+        skips the second pass.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     clip_norm : float
@@ -87,6 +100,7 @@ class DiffusionSettings:
     lr: float = 2e-4
     fusion_lr_scale: float = 1.0
     p_uncond: float = 0.1
+    edit_weight: float = 0.0
     ema_decay: float = 0.999
     clip_norm: float = 1.0
     seed: int = 0
@@ -227,8 +241,10 @@ class DiffusionTrainer:
         -------
         dict of str to float
             ``mse``: mean squared error of the prediction (velocity or noise);
-            ``grad_norm``: the total gradient norm before clipping; with label levels
-            ``level_mse``: mean squared error of the level map against the CT (window units).
+            ``grad_norm``: the total gradient norm before clipping; with ``edit_weight > 0``
+            ``edit``: the mean absolute change of the ``x_0`` estimate under another row's
+            record (HU); with label levels ``level_mse``: mean squared error of the level map
+            against the CT (window units).
         """
         settings, model = self.settings, self.network
         batch = self.source(self.rng, settings.batch_size)
@@ -249,13 +265,24 @@ class DiffusionTrainer:
             losses["level_mse"] = F.mse_loss(levels, clean)
             clean = clean - levels
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
+        edit = settings.edit_weight > 0
+        if edit:  # the same x_t read with the previous row's record too, in one pass
+            swapped = context[torch.roll(torch.arange(rows, device=self.device), 1)]
+            inputs = (noisy.repeat(2, 1, 1, 1, 1), labels.repeat(2, 1, 1, 1, 1),
+                      timesteps.repeat(2), torch.cat([context, swapped]))
+        else:
+            inputs = (noisy, labels, timesteps, context)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
-            predicted = self._model(noisy, labels, timesteps, context)
+            predicted = self._model(*inputs).float()
+        if edit:
+            predicted, other = predicted.chunk(2)
+            losses["edit"] = (self._x0_scale(timesteps) * (other - predicted)).abs().mean()
         target = (noise if model.config["prediction"] == "epsilon"
                   else self.scheduler.get_velocity(clean, noise, timesteps))
-        loss = F.mse_loss(predicted.float(), target)
+        loss = F.mse_loss(predicted, target)
+        loss_total = loss + settings.edit_weight * losses["edit"] if edit else loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_total.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
         self.optimizer.step()
         self.step += 1
@@ -265,7 +292,19 @@ class DiffusionTrainer:
                 average.lerp_(current, 1 - decay)
         losses = {"mse": loss.item(), "grad_norm": norm.item(),
                   **{k: v.item() for k, v in losses.items()}}
+        if edit:
+            losses["edit"] *= (model.hu_window[1] - model.hu_window[0]) / 2
         return average_values(losses) if self._distributed else losses
+
+    def _x0_scale(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """Per row, the factor turning a change of the prediction into minus the change of the
+        ``x_0`` estimate at ``timesteps``: ``sqrt(1 - abar_t)`` for the velocity,
+        ``sqrt((1 - abar_t) / abar_t)`` for the noise; shape (B, 1, 1, 1, 1)."""
+        abar = self.scheduler.alphas_cumprod.to(self.device)[timesteps]
+        scale = (1 - abar).sqrt()
+        if self.network.config["prediction"] == "epsilon":
+            scale = scale / abar.sqrt()
+        return scale[:, None, None, None, None]
 
     def scale_lr(self, factor: float) -> None:
         """Multiply the learning rate of every parameter group by ``factor`` (kept in
