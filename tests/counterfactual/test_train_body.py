@@ -119,8 +119,6 @@ def test_a_new_gan_reads_the_body_unless_told_not_to_and_resumes_as_saved(tmp_pa
 
 @pytest.mark.parametrize("extra, message", [
     (["--edit-weight", "-1"], "--edit-weight: got -1.0; give a weight >= 0"),
-    (["--arch", "diffusion", "--edit-weight", "1", "--channels", "8,16"],
-     "--edit-weight: applies to --arch gan only"),
     (["--region-weight", "-1"], "--region-weight: got -1.0; give a weight >= 0"),
     (["--arch", "diffusion", "--region-weight", "1", "--channels", "8,16"],
      "--region-weight: applies to --arch gan only"),
