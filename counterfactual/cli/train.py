@@ -94,7 +94,7 @@ def train(
                                       help="Weight of the minimal-edit loss, the L1 change "
                                            "between one draw (GAN) or one clean-image "
                                            "estimate (diffusion) read with two records; 0 "
-                                           "leaves it out (new run: GAN 20, diffusion 0; "
+                                           "leaves it out (new run: GAN 20, diffusion 0.01; "
                                            "resume: as saved)."),
     gate_decay: float = typer.Option(None, "--gate-decay", show_default=False,
                                      help="GAN: gate the record's reach by anatomy, a learned "

@@ -83,8 +83,8 @@ class DiffusionSettings:
         ``2 * edit_weight * (1 - abar_t)`` window units is not worth its cost, so the weak,
         chance associations a fixed cohort has with regions an attribute never moves (the body,
         the air) are not learnt, while planted patterns of tens of HU are. With label levels
-        the levels, fixed, carry each label's mean; the term acts on the rest. 0 (the default)
-        skips the second pass.
+        the levels, fixed, carry each label's mean; the term acts on the rest. 0 (the default
+        here; ``cfx train`` sets 0.01) skips the second pass.
     ema_decay : float
         Per-step decay of the weight average that checkpoints serve.
     clip_norm : float

@@ -45,21 +45,22 @@ def test_a_tiny_run_writes_a_diffusion_checkpoint(tmp_path, bert):
     assert "Not for diagnosis" in card and "diffusion" in card and "10 DDIM steps" in card
     state = json.loads((folder / "training_state.json").read_text())
     assert state["settings"]["p_uncond"] == 0.1
-    assert arguments["edit_weight"] == 0.0 and state["settings"]["edit_weight"] == 0.0
-    assert "--edit-weight" not in config["training"]["command"]
-    assert "minimal-edit" not in card
-
-
-def test_an_edit_weight_is_trained_with_recorded_and_in_the_card(tmp_path, bert):
-    result = runner.invoke(app, _args(tmp_path / "ckpt", bert, "--edit-weight", "0.01"))
-    assert result.exit_code == 0, result.output
-    assert "step 2/2: mse" in result.output and ", edit " in result.output
-    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
-    assert config["training"]["arguments"]["edit_weight"] == 0.01
+    assert arguments["edit_weight"] == 0.01 and state["settings"]["edit_weight"] == 0.01
     assert "--edit-weight 0.01" in config["training"]["command"]
+    assert "minimal-edit loss, weight 0.01" in card
+    assert ", edit " in result.output
+
+
+def test_edit_weight_0_leaves_the_edit_loss_out(tmp_path, bert):
+    result = runner.invoke(app, _args(tmp_path / "ckpt", bert, "--edit-weight", "0"))
+    assert result.exit_code == 0, result.output
+    assert "step 2/2: mse" in result.output and ", edit " not in result.output
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert config["training"]["arguments"]["edit_weight"] == 0.0
+    assert "--edit-weight 0.0" in config["training"]["command"]  # the default is not 0
     state = json.loads((tmp_path / "ckpt" / "training_state.json").read_text())
-    assert state["settings"]["edit_weight"] == 0.01
-    assert "minimal-edit loss, weight 0.01" in (tmp_path / "ckpt" / "README.md").read_text()
+    assert state["settings"]["edit_weight"] == 0.0
+    assert "minimal-edit" not in (tmp_path / "ckpt" / "README.md").read_text()
 
 
 def test_resume_continues_exactly(tmp_path, bert):
