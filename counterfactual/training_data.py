@@ -228,12 +228,14 @@ class PhantomSource:
         return anatomy.labels, channels, ct
 
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
-        """``batch_size`` subjects drawn as training draws them, each whole, not a patch."""
+        """``batch_size`` subjects drawn as training draws them, each whole, not a patch, and
+        its record as recorded, no field dropped (what the label levels are fitted on, see
+        :mod:`cfx.models.training.levels`)."""
         volumes, phrases = [], []
         for _ in range(batch_size):
             anatomy_seed, record, noise_seed = self._draw(rng)
             volumes.append(self._render(anatomy_seed, record, noise_seed)[1:])
-            phrases.append(self.phrases(record, rng))
+            phrases.append(self.template.phrases(record))
         return whole_batch(volumes, phrases)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
@@ -313,12 +315,13 @@ class CohortSource:
         return self.template.phrases(drop_fields(record, rng, self.drop_rate))
 
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
-        """``batch_size`` subjects drawn as training draws them, each whole, not a patch."""
+        """``batch_size`` subjects drawn as training draws them, each whole, not a patch, and
+        its record as recorded, no field dropped."""
         volumes, phrases = [], []
         for _ in range(batch_size):
             channels, ct, record = self._subjects[int(rng.integers(len(self._subjects)))]
             volumes.append((channels, ct))
-            phrases.append(self.phrases(record, rng))
+            phrases.append(self.template.phrases(record))
         return whole_batch(volumes, phrases)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:

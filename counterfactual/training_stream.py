@@ -284,13 +284,13 @@ class StreamingCohortSource:
 
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         """``batch_size`` subjects drawn as training draws them, each whole (read in this
-        process), not a patch."""
+        process), not a patch, and its record as recorded, no field dropped."""
         volumes, phrases = [], []
         for _ in range(batch_size):
             entry = self._entries[int(rng.integers(len(self._entries)))]
             volumes.append((np.load(entry.folder / "channels.npy").astype(np.int64),
                             np.load(entry.folder / "ct.npy")))
-            phrases.append(self.phrases(entry.record, rng))
+            phrases.append(self.template.phrases(entry.record))
         return whole_batch(volumes, phrases)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:

@@ -90,9 +90,10 @@ def test_phantom_whole_subjects_are_the_render_and_drawn_as_training_draws_them(
     streamed = PhantomSource((16, 16, 16), (20.0,) * 3, (8, 8, 8), drop_rate=0.5)
     a, b = np.random.default_rng(3), np.random.default_rng(3)
     whole = streamed.whole(a, 3)
-    for row in range(3):  # each row a new subject, its fields dropped as a patch row's are
+    for row in range(3):  # each row a new subject, its record whole though a patch drops fields
         anatomy_seed, record, noise_seed = streamed._draw(b)
-        assert whole.phrases[row] == streamed.phrases(record, b)
+        assert whole.phrases[row] == streamed.template.phrases(record)
+        assert len(whole.phrases[row]) == 5
         anatomy = build_anatomy((16, 16, 16), anatomy_seed)
         np.testing.assert_array_equal(whole.labels[row], anatomy.labels)
 
