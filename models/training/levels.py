@@ -22,8 +22,8 @@ expectation given the others, and rows with dropped fields bend the fitted contr
 200-subject ``cfx phantom`` folder whose dead were mostly IPF and older (least squares of the
 lungs' means on the records: smoking +21.2, mortality +8.2, IPF - CTD-ILD -12.8 HU), a fit on
 rows with each field dropped at 0.2 gave +18.0 to +19.5, +7.0 to +8.2 and -9.8 to -10.6 over
-three draws, with or without a presence flag per field, and without dropping +21.0, +8.1 and
--12.5 (issue 16).
+three draws, with or without a presence flag per field, and every subject equally often with
+no field dropped +21.0, +8.1 and -12.5 (issue 16).
 """
 
 from __future__ import annotations
