@@ -171,7 +171,8 @@ class DiffusionTrainer:
         of ``settings.batch_size`` (the global batch), draws the timesteps, noise and condition
         dropout of the whole batch and keeps its rows, the network runs under
         ``DistributedDataParallel`` and the reported losses are averaged over the processes
-        (see :mod:`cfx.models.training.distributed`)."""
+        (see :mod:`cfx.models.training.distributed`). With ``edit_weight > 0`` each row is read
+        with the record of the previous row of its own process's rows."""
         self.rows = shard_rows(self.settings.batch_size, rank, world)
         self.source = ShardedSource(self.source, self.rows)
         self._model = data_parallel(self.network)
