@@ -227,16 +227,24 @@ class PhantomSource:
             channels = with_body(channels, body_outline(ct, anatomy.labels), self.vocabulary)
         return anatomy.labels, channels, ct
 
+    @property
+    def cohort_size(self) -> int | None:
+        """The fixed subjects' count; ``None`` when each draw is a new subject."""
+        return self.subjects
+
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         """``batch_size`` subjects drawn as training draws them, each whole, not a patch, and
         its record as recorded, no field dropped (what the label levels are fitted on, see
         :mod:`cfx.models.training.levels`)."""
-        volumes, phrases = [], []
-        for _ in range(batch_size):
-            anatomy_seed, record, noise_seed = self._draw(rng)
-            volumes.append(self._render(anatomy_seed, record, noise_seed)[1:])
-            phrases.append(self.template.phrases(record))
-        return whole_batch(volumes, phrases)
+        return self._whole([self._draw(rng) for _ in range(batch_size)])
+
+    def whole_of(self, subjects: Sequence[int]) -> TrainingBatch:
+        """The fixed subjects at indices ``subjects``, as :meth:`whole` gives them."""
+        return self._whole([self._fixed[int(i)] for i in subjects])
+
+    def _whole(self, drawn: Sequence[tuple[int, dict, int]]) -> TrainingBatch:
+        volumes = [self._render(*subject)[1:] for subject in drawn]
+        return whole_batch(volumes, [self.template.phrases(record) for _, record, _ in drawn])
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         labels, cts, phrases = [], [], []
@@ -314,15 +322,22 @@ class CohortSource:
         """The record as a training row reads it: fields dropped at random, then per field."""
         return self.template.phrases(drop_fields(record, rng, self.drop_rate))
 
+    @property
+    def cohort_size(self) -> int:
+        """The cohort's subject count."""
+        return len(self._subjects)
+
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         """``batch_size`` subjects drawn as training draws them, each whole, not a patch, and
         its record as recorded, no field dropped."""
-        volumes, phrases = [], []
-        for _ in range(batch_size):
-            channels, ct, record = self._subjects[int(rng.integers(len(self._subjects)))]
-            volumes.append((channels, ct))
-            phrases.append(self.template.phrases(record))
-        return whole_batch(volumes, phrases)
+        return self.whole_of([int(rng.integers(len(self._subjects)))
+                              for _ in range(batch_size)])
+
+    def whole_of(self, subjects: Sequence[int]) -> TrainingBatch:
+        """The subjects at indices ``subjects``, as :meth:`whole` gives them."""
+        drawn = [self._subjects[int(i)] for i in subjects]
+        return whole_batch([(channels, ct) for channels, ct, _ in drawn],
+                           [self.template.phrases(record) for _, _, record in drawn])
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         labels, cts, phrases = [], [], []

@@ -282,16 +282,23 @@ class StreamingCohortSource:
         share under data-parallel training, :mod:`cfx.models.training.distributed`)."""
         return self.read(self.draw(rng, batch_size)[rows])
 
+    @property
+    def cohort_size(self) -> int:
+        """The cohort's subject count."""
+        return len(self._entries)
+
     def whole(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         """``batch_size`` subjects drawn as training draws them, each whole (read in this
         process), not a patch, and its record as recorded, no field dropped."""
-        volumes, phrases = [], []
-        for _ in range(batch_size):
-            entry = self._entries[int(rng.integers(len(self._entries)))]
-            volumes.append((np.load(entry.folder / "channels.npy").astype(np.int64),
-                            np.load(entry.folder / "ct.npy")))
-            phrases.append(self.template.phrases(entry.record))
-        return whole_batch(volumes, phrases)
+        return self.whole_of([int(rng.integers(len(self._entries)))
+                              for _ in range(batch_size)])
+
+    def whole_of(self, subjects: Sequence[int]) -> TrainingBatch:
+        """The subjects at indices ``subjects``, as :meth:`whole` gives them."""
+        entries = [self._entries[int(i)] for i in subjects]
+        return whole_batch([(np.load(e.folder / "channels.npy").astype(np.int64),
+                             np.load(e.folder / "ct.npy")) for e in entries],
+                           [self.template.phrases(e.record) for e in entries])
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> TrainingBatch:
         return self.read(self.draw(rng, batch_size))

@@ -49,7 +49,7 @@ from cfx.models.training.distributed import (
     shard_rows,
 )
 from cfx.models.training.gan import BatchSource, batch_tensors
-from cfx.models.training.levels import LEVEL_ROWS, fit_levels
+from cfx.models.training.levels import LEVEL_ROWS, fit_levels, level_draw
 from cfx.models.training.state import (
     load_module,
     load_optimizer,
@@ -204,17 +204,17 @@ class DiffusionTrainer:
         """Fit the label levels (model and EMA) once, in closed form
         (:func:`cfx.models.training.levels.fit_levels` on the flattened record context), over
         ``rows`` rows of the source with the records dropped as a step drops them
-        (``p_uncond``), whole subjects where the source gives them (its ``whole``, see
-        :mod:`cfx.models.training.levels`). Drawn with generators of their own (``seed + 1``):
-        the run's data and noise are untouched, and every process of a data-parallel run fits
-        the same levels."""
+        (``p_uncond``), whole subjects where the source gives them, a fixed cohort's equally
+        often (:func:`cfx.models.training.levels.level_draw`). Drawn with generators of their
+        own (``seed + 1``): the run's data and noise are untouched, and every process of a
+        data-parallel run fits the same levels."""
         model, settings = self.network, self.settings
-        source = getattr(self.source, "whole", self.source)
         rng = np.random.default_rng(settings.seed + 1)
+        source, rows = level_draw(self.source, rng, rows, settings.batch_size)
         noise = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
 
         def draw():
-            batch = source(rng, settings.batch_size)
+            batch = source()
             labels, clean = self._tensors(batch)
             context = self._context(batch.phrases)
             dropped = torch.rand(len(context), generator=noise) < settings.p_uncond

@@ -38,7 +38,7 @@ from cfx.models.training.distributed import (
     data_parallel,
     shard_rows,
 )
-from cfx.models.training.levels import fit_levels
+from cfx.models.training.levels import fit_levels, level_draw
 from cfx.models.training.state import (
     load_module,
     load_optimizer,
@@ -312,16 +312,16 @@ class GANTrainer:
     def fit_levels(self, rows: int) -> None:
         """Fit the label levels (generator and EMA) once, in closed form
         (:func:`cfx.models.training.levels.fit_levels` on the whitened fields), over ``rows``
-        rows of the source, whole subjects where it gives them (its ``whole``), drawn with a
-        generator of its own (``seed + 1``): the run's data and noise are untouched, and every
-        process of a data-parallel run fits the same levels. Call before
-        :meth:`calibrate_output`."""
+        rows of the source, whole subjects where it gives them, a fixed cohort's equally often
+        (:func:`cfx.models.training.levels.level_draw`), drawn with a generator of its own
+        (``seed + 1``): the run's data and noise are untouched, and every process of a
+        data-parallel run fits the same levels. Call before :meth:`calibrate_output`."""
         generator = self.network
         rng = np.random.default_rng(self.settings.seed + 1)
-        source = getattr(self.source, "whole", self.source)
+        source, rows = level_draw(self.source, rng, rows, self.settings.batch_size)
 
         def draw():
-            batch = source(rng, self.settings.batch_size)
+            batch = source()
             labels, real = self._tensors(batch)
             return self._condition(batch.phrases).pooled, labels, real
 

@@ -24,15 +24,21 @@ lungs' means on the records: smoking +21.2, mortality +8.2, IPF - CTD-ILD -12.8 
 rows with each field dropped at 0.2 gave +18.0 to +19.5, +7.0 to +8.2 and -9.8 to -10.6 over
 three draws, with or without a presence flag per field, and every subject equally often with
 no field dropped +21.0, +8.1 and -12.5 (issue 16).
+
+A fixed cohort's subjects are read equally often (:func:`level_draw`): drawn with replacement,
+as a training step draws them, 1024 rows of 200 subjects read some subjects 12 times and
+others never, and on that folder such draws scattered a lung contrast by up to 1.3 HU
+around the cohort's least-squares fit (issue 16).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
-__all__ = ["fit_levels", "LEVEL_ROWS"]
+__all__ = ["fit_levels", "level_draw", "LEVEL_ROWS"]
 
 LEVEL_ROWS = 1024  # source rows (whole subjects) a new run fits its label levels on
 
@@ -71,3 +77,28 @@ def fit_levels(draw: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor
                                           driver="gelsd").solution
                        for label in range(means.shape[1])]).float()  # (L, K + 1), bias last
     return fit[:, :-1], fit[:, -1]
+
+
+def level_draw(source, rng: np.random.Generator, rows: int,
+               batch_size: int) -> tuple[Callable[[], object], int]:
+    """The batches a level fit reads from a batch source, and how many rows they hold.
+
+    A fixed cohort (a source with a ``cohort_size`` and ``whole_of(indices)``) is read in
+    ``rows // n`` passes over its ``n`` subjects (one at least), each pass in a new random
+    order, so every subject counts equally; a stream gives new whole subjects (its
+    ``whole(rng, batch_size)``), and a source without ``whole`` training rows.
+
+    Returns
+    -------
+    draw : callable
+        ``draw() -> batch``, the next ``batch_size`` rows (fewer at a cohort's end).
+    rows : int
+        Rows to fit on: ``rows`` itself, or the passes' rows for a fixed cohort.
+    """
+    size = getattr(source, "cohort_size", None)
+    if size is None:
+        whole = getattr(source, "whole", source)
+        return (lambda: whole(rng, batch_size)), rows
+    order = np.concatenate([rng.permutation(size) for _ in range(max(1, rows // size))])
+    batches = iter(np.split(order, range(batch_size, len(order), batch_size)))
+    return (lambda: source.whole_of(next(batches))), len(order)

@@ -98,6 +98,19 @@ def test_phantom_whole_subjects_are_the_render_and_drawn_as_training_draws_them(
         np.testing.assert_array_equal(whole.labels[row], anatomy.labels)
 
 
+def test_fixed_phantom_subjects_are_read_by_index_and_a_stream_has_no_cohort_size():
+    source = PhantomSource((16, 16, 16), (20.0,) * 3, (8, 8, 8), subjects=3, seed=2)
+    batch = source.whole_of([2, 0])
+    for row, index in enumerate((2, 0)):
+        anatomy_seed, record, noise_seed = source._fixed[index]
+        anatomy = build_anatomy((16, 16, 16), anatomy_seed)
+        effect = DEFAULT_EFFECTS.effect_map(record, LungPatterns(anatomy.labels, (20.0,) * 3))
+        np.testing.assert_array_equal(batch.ct[row], render(anatomy, effect, noise_seed))
+        assert batch.phrases[row] == source.template.phrases(record)
+    assert source.cohort_size == 3
+    assert PhantomSource((16, 16, 16), (20.0,) * 3, (8, 8, 8)).cohort_size is None
+
+
 def test_phantom_stream_is_reproducible_and_new_each_draw():
     source = PhantomSource((16, 16, 16), (20.0,) * 3, (16, 16, 16))
     a = source(np.random.default_rng(3), 4)
@@ -150,6 +163,10 @@ def test_cohort_whole_subjects_are_their_mask_and_ct_padded_to_the_largest(cohor
     source = CohortSource(cohort, (16, 16, 16), drop_rate=0.0)
     batch = source.whole(np.random.default_rng(0), 6)
     assert batch.labels.shape == batch.ct.shape == (6, 20, 20, 20)
+    assert source.cohort_size == 2
+    by_index = source.whole_of([1, 0])
+    assert by_index.phrases == [source.template.phrases(s.record)
+                                for s in reversed(cohort.subjects)]
     by_phrases = {json.dumps(source.template.phrases(s.record)): s for s in cohort.subjects}
     assert len({json.dumps(p) for p in batch.phrases}) == 2  # both subjects drawn
     for labels, ct, phrases in zip(batch.labels, batch.ct, batch.phrases, strict=True):

@@ -57,6 +57,11 @@ def test_streamed_whole_subjects_equal_the_in_memory_ones(cohort_folder, tmp_pat
     np.testing.assert_array_equal(got.ct, expected.ct)
     assert got.labels.shape == (4, 20, 20, 20) and got.phrases == expected.phrases
     assert a.bit_generator.state == b.bit_generator.state
+    assert stream.cohort_size == memory.cohort_size == len(cohort.subjects)
+    expected, got = memory.whole_of([1, 0, 1]), stream.whole_of([1, 0, 1])
+    np.testing.assert_array_equal(got.ct, expected.ct)
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    assert got.phrases == expected.phrases and got.phrases[0] != got.phrases[1]
 
 
 def test_rows_are_read_from_the_whole_drawn_batch(cohort_folder, tmp_path):

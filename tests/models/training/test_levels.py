@@ -7,8 +7,8 @@ from torch.nn import functional as F
 
 from cfx.models.inference import draw_noise, generate_volumes, label_means
 from cfx.models.nets.cond_gan3d import CondGAN3DGenerator
-from cfx.models.training.gan import GANSettings, GANTrainer
-from cfx.models.training.levels import fit_levels
+from cfx.models.training.gan import GANSettings, GANTrainer, TrainingBatch
+from cfx.models.training.levels import fit_levels, level_draw
 from tests.models.conftest import (
     FIELD_DIMS,
     FIELDS,
@@ -61,6 +61,79 @@ def test_the_fit_is_numpys_voxelwise_least_squares_on_the_rows_drawn():
         fit = np.linalg.lstsq(design[which == label], target[which == label], rcond=None)[0]
         np.testing.assert_allclose(fitted_weight[label].numpy(), fit[:-1], atol=1e-5)
         np.testing.assert_allclose(fitted_bias[label].numpy(), fit[-1], atol=1e-5)
+
+
+class _Cohort:
+    """A fixed cohort of ``n`` rows of the toy source, read by index (as ``cfx train``'s
+    cohort sources are); ``read`` keeps the indices each batch asked for."""
+
+    def __init__(self, n):
+        self.rows, self.cohort_size, self.read = source(np.random.default_rng(7), n), n, []
+
+    def whole_of(self, subjects):
+        self.read.append([int(i) for i in subjects])
+        return TrainingBatch(self.rows.labels[subjects], self.rows.ct[subjects],
+                             [self.rows.phrases[i] for i in subjects])
+
+    def __call__(self, rng, batch_size):
+        return self.whole_of(rng.integers(self.cohort_size, size=batch_size))
+
+
+@pytest.mark.parametrize(("rows", "passes"), [(20, 2), (27, 3), (5, 1)])
+def test_a_fixed_cohort_is_read_in_whole_passes_each_subject_equally_often(rows, passes):
+    cohort = _Cohort(9)
+    draw, fitted_rows = level_draw(cohort, np.random.default_rng(0), rows, batch_size=4)
+    assert fitted_rows == 9 * passes
+    read = 0
+    while read < fitted_rows:
+        read += len(draw().phrases)
+    assert read == fitted_rows and [len(b) for b in cohort.read][:2] == [4, 4]
+    order = sum(cohort.read, [])
+    for start in range(0, len(order), 9):  # each pass every subject once, in its own order
+        assert sorted(order[start:start + 9]) == list(range(9))
+    assert order[:9] != order[9:18] or passes == 1
+
+
+def test_a_stream_gives_whole_subjects_and_a_source_without_them_its_rows():
+    calls = []
+
+    class Stream:
+        def whole(self, rng, batch_size):
+            calls.append(("whole", batch_size))
+
+        def __call__(self, rng, batch_size):
+            calls.append(("rows", batch_size))
+
+    stream = Stream()
+    for src in (stream, stream.__call__):
+        draw, rows = level_draw(src, np.random.default_rng(0), 30, batch_size=4)
+        draw()
+        assert rows == 30
+    assert calls == [("whole", 4), ("rows", 4)]
+
+
+def test_a_gan_fits_a_fixed_cohorts_levels_on_each_subject_once(encoder):
+    """Two passes over nine subjects give numpy's voxelwise least squares over the nine, each
+    counted once (rows drawn with replacement would weight some twice and some not at all)."""
+    cohort = _Cohort(9)
+    torch.manual_seed(0)
+    generator = CondGAN3DGenerator(FIELDS, FIELD_DIMS, channels=(4, 8, 8), text_width=32,
+                                   token_dims=8, noise_dims=2, label_levels=True)
+    trainer = GANTrainer(generator, encoder, cohort, GANSettings(batch_size=4, level_rows=18))
+    trainer.fit_text([PHRASES[field] for field in FIELDS])
+    trainer.fit_levels(18)
+    labels, real = trainer._tensors(cohort.rows)
+    design = trainer._condition(cohort.rows.phrases).pooled.double().numpy()
+    design = np.hstack([design, np.ones((9, 1))])
+    counts = labels.sum((2, 3, 4)).double().numpy()
+    means = ((real * labels).sum((2, 3, 4)).double().numpy() / np.maximum(counts, 1))
+    for label in range(4):
+        weights = np.sqrt(counts[:, label])[:, None]
+        fit = np.linalg.lstsq(design * weights, means[:, label] * weights[:, 0], rcond=None)[0]
+        np.testing.assert_allclose(generator.label_levels.weight[label].detach().numpy(),
+                                   fit[:-1], atol=1e-5)
+        np.testing.assert_allclose(generator.label_levels.bias[label].item(), fit[-1],
+                                   atol=1e-5)
 
 
 def _gan_trainer(encoder, level_rows):
