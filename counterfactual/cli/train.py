@@ -109,9 +109,11 @@ def train(
                                            "resume: as saved)."),
     level_rows: int = typer.Option(None, "--level-rows", callback=at_least(1),
                                    show_default=False,
-                                   help="With label levels: training draws the levels "
-                                        "are fitted on, once, before the first step, by "
-                                        "least squares (new run: 1024)."),
+                                   help="With label levels: whole training subjects the "
+                                        "levels are fitted on, once, before the first "
+                                        "step, by least squares; a fixed cohort in as many "
+                                        "passes as this holds (one at least), every "
+                                        "subject equally often (new run: 1024)."),
     film_decay: float = typer.Option(None, "--film-decay", show_default=False,
                                      help="GAN: the FiLM's weights on the record shrink by "
                                           "this many times the learning rate each step, so a "
