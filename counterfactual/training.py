@@ -487,10 +487,10 @@ def _run_training(cohort: str | None, out: Path, arch: str, steps: int, patch: s
     subjects = source.summary()["subjects"]
     if isinstance(subjects, int) and subjects < SMALL_COHORT and rank == 0:
         console.print(f"warning: {subjects} training subjects; on phantoms, models trained on "
-                      "200 fixed subjects with the default recipe recovered 0.84-1.13x (GAN, "
+                      "200 fixed subjects with the default recipe recovered 0.88-1.09x (GAN, "
                       "1200 steps, three cohorts at 48³ and 64³) and 0.73-1.09x (diffusion, 2000 "
                       "steps, from noise, 32³ and 64³) of a planted lung effect and moved the "
-                      "rest of the volume by 0.2-2.4 HU (GAN) and 1.3-3.0 HU (diffusion) per "
+                      "rest of the volume by 0.2-2.9 HU (GAN) and 1.3-3.0 HU (diffusion) per "
                       "edit, where a "
                       "200-subject cohort's own estimate of an 8-20 HU lung effect has a "
                       "standard error of 1.5-2.5 HU and its body's chance association with an "
