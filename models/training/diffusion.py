@@ -210,11 +210,11 @@ class DiffusionTrainer:
         data-parallel run fits the same levels."""
         model, settings = self.network, self.settings
         rng = np.random.default_rng(settings.seed + 1)
-        source, rows = level_draw(self.source, rng, rows, settings.batch_size)
+        next_batch, rows = level_draw(self.source, rng, rows, settings.batch_size)
         noise = torch.Generator(device="cpu").manual_seed(settings.seed + 1)
 
         def draw():
-            batch = source()
+            batch = next_batch()
             labels, clean = self._tensors(batch)
             context = self._context(batch.phrases)
             dropped = torch.rand(len(context), generator=noise) < settings.p_uncond

@@ -318,10 +318,10 @@ class GANTrainer:
         data-parallel run fits the same levels. Call before :meth:`calibrate_output`."""
         generator = self.network
         rng = np.random.default_rng(self.settings.seed + 1)
-        source, rows = level_draw(self.source, rng, rows, self.settings.batch_size)
+        next_batch, rows = level_draw(self.source, rng, rows, self.settings.batch_size)
 
         def draw():
-            batch = source()
+            batch = next_batch()
             labels, real = self._tensors(batch)
             return self._condition(batch.phrases).pooled, labels, real
 
